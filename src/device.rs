@@ -1,0 +1,95 @@
+//! Device choice. CUDA is available only when `libtorch_cuda` was linked (see build.rs) and a
+//! driver and GPU are present; otherwise everything runs on the CPU.
+
+use tch::Device;
+
+use crate::error::{Error, Result};
+
+/// What the caller asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRequest {
+    /// The first GPU when there is one, else the CPU.
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl DeviceRequest {
+    /// `auto`, `cpu`, `cuda`, `cuda:N` or `gpu:N`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "auto" | "" => Ok(DeviceRequest::Auto),
+            "cpu" => Ok(DeviceRequest::Cpu),
+            "cuda" | "gpu" => Ok(DeviceRequest::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .or_else(|| s.strip_prefix("gpu:"))
+                .and_then(|n| n.parse().ok())
+                .map(DeviceRequest::Cuda)
+                .ok_or_else(|| Error::arg("device", format!("`{s}` is not one of auto, cpu, cuda, cuda:N"))),
+        }
+    }
+
+    /// The device to use, or an error when a GPU that is not there was asked for by index.
+    pub fn resolve(self) -> Result<Device> {
+        match self {
+            DeviceRequest::Cpu => Ok(Device::Cpu),
+            DeviceRequest::Auto => Ok(if cuda_device_count() > 0 { Device::Cuda(0) } else { Device::Cpu }),
+            DeviceRequest::Cuda(i) => {
+                let n = cuda_device_count();
+                if i < n {
+                    Ok(Device::Cuda(i))
+                } else if n == 0 {
+                    Err(Error::Device(format!("cuda:{i} requested but CUDA is not available (no GPU, driver or libtorch_cuda)")))
+                } else {
+                    Err(Error::Device(format!("cuda:{i} requested but only {n} GPU(s) are visible")))
+                }
+            }
+        }
+    }
+}
+
+pub fn cuda_device_count() -> usize {
+    if tch::Cuda::is_available() {
+        tch::Cuda::device_count().max(0) as usize
+    } else {
+        0
+    }
+}
+
+/// Human-readable device name for logs and `info`.
+pub fn describe(d: Device) -> String {
+    match d {
+        Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Sets the intra-op thread count; 0 keeps libtorch's default (one per physical core).
+pub fn set_threads(n: usize) {
+    if n > 0 {
+        tch::set_num_threads(n as i32);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!(DeviceRequest::parse("CPU").unwrap(), DeviceRequest::Cpu);
+        assert_eq!(DeviceRequest::parse("cuda:2").unwrap(), DeviceRequest::Cuda(2));
+        assert_eq!(DeviceRequest::parse("auto").unwrap(), DeviceRequest::Auto);
+        let e = DeviceRequest::parse("tpu").unwrap_err().to_string();
+        assert!(e.contains("device") && e.contains("tpu"), "{e}");
+    }
+
+    #[test]
+    fn absent_gpu_index_is_a_clear_error() {
+        let e = DeviceRequest::Cuda(99).resolve().unwrap_err().to_string();
+        assert!(e.contains("cuda:99"), "{e}");
+    }
+}

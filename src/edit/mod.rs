@@ -1,0 +1,9 @@
+//! The method on top of the models: W+ latents, weight shifts and rendering at strengths.
+
+pub mod latent;
+pub mod render;
+pub mod shift;
+
+pub use latent::Latent;
+pub use render::{render, to_rgba8, PixelFormat};
+pub use shift::Shift;

@@ -1,0 +1,131 @@
+//! `G_{θ + Σ k·c_i·x_i}(w)` for a list of strengths k, batched. Shifts on the same layer add
+//! linearly; shifts on different layers each shift their own layer, all in the same pass.
+
+use std::collections::BTreeMap;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::edit::{Latent, Shift};
+use crate::error::{Error, Result};
+use crate::models::stylegan2::{Generator, LayerId};
+
+/// Images per forward pass when rendering many strengths; bounds memory at 1024 px.
+pub const DEFAULT_MAX_BATCH: usize = 8;
+
+/// Renders one image per strength: (S, 3, H, W) float32 in about [-1, 1], on the generator's
+/// device. Each `(shift, coefficient)` contributes `strength · coefficient · shift` to its layer.
+pub fn render(g: &Generator, latent: &Latent, shifts: &[(&Shift, f64)], strengths: &[f64], max_batch: usize) -> Result<Tensor> {
+    if strengths.is_empty() {
+        return Err(Error::arg("strengths", "the list is empty; give at least one strength (0 = unedited)"));
+    }
+    if let Some(k) = strengths.iter().find(|k| !k.is_finite()) {
+        return Err(Error::arg("strengths", format!("{k} is not a finite number")));
+    }
+    if let Some((_, c)) = shifts.iter().find(|(_, c)| !c.is_finite()) {
+        return Err(Error::arg("shift strength", format!("{c} is not a finite number")));
+    }
+    let mut by_layer: BTreeMap<LayerId, Vec<(&Tensor, f64)>> = BTreeMap::new();
+    for (s, c) in shifts {
+        let w = g.layer_weight(s.layer)?;
+        if s.x.size() != w.size() {
+            return Err(Error::Mismatch(format!(
+                "shift for `{}` has shape {:?}, this generator's weight is {:?}",
+                s.layer,
+                s.x.size(),
+                w.size()
+            )));
+        }
+        by_layer.entry(s.layer).or_default().push((&s.x, *c));
+    }
+    let device = g.device();
+    let max_batch = max_batch.max(1);
+    let mut images = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for chunk in strengths.chunks(max_batch) {
+            let b = chunk.len() as i64;
+            let k = Tensor::from_slice(chunk).f_to_kind(Kind::Float)?.f_to_device(device)?;
+            let mut deltas = Vec::with_capacity(by_layer.len());
+            for (layer, xs) in &by_layer {
+                let mut delta: Option<Tensor> = None;
+                for (x, c) in xs {
+                    let term = x.f_mul(&k.f_mul_scalar(*c)?.f_view([b, 1, 1, 1, 1])?)?;
+                    delta = Some(match delta {
+                        Some(d) => d.f_add(&term)?,
+                        None => term,
+                    });
+                }
+                if let Some(d) = delta {
+                    deltas.push((*layer, d));
+                }
+            }
+            let refs: Vec<(LayerId, &Tensor)> = deltas.iter().map(|(l, d)| (*l, d)).collect();
+            let w = latent.wplus.f_unsqueeze(0)?.f_expand([b, -1, -1], false)?;
+            images.push(g.synthesis(&w, &refs)?);
+        }
+        Ok(())
+    })?;
+    Ok(Tensor::f_cat(&images, 0)?)
+}
+
+/// Byte order of 8-bit pixels crossing the C ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    Rgba8,
+    /// Krita's in-memory order.
+    Bgra8,
+    Rgb8,
+}
+
+impl PixelFormat {
+    pub fn channels(self) -> usize {
+        match self {
+            PixelFormat::Rgb8 => 3,
+            _ => 4,
+        }
+    }
+}
+
+/// (S, 3, H, W) in [-1, 1] → S images of H·W·channels bytes, pixel = round((x+1)·127.5)
+/// clamped to 0..=255, opaque alpha.
+pub fn to_rgba8(images: &Tensor, format: PixelFormat) -> Result<Vec<Vec<u8>>> {
+    let (s, c, h, w) = images.size4()?;
+    if c != 3 {
+        return Err(Error::arg("images", format!("expected 3 channels, got {c}")));
+    }
+    let mut u8s = images
+        .f_add_scalar(1.0)?
+        .f_mul_scalar(127.5)?
+        .f_round()?
+        .f_clamp(0.0, 255.0)?
+        .f_to_kind(Kind::Uint8)?
+        .f_to_device(Device::Cpu)?;
+    if format == PixelFormat::Bgra8 {
+        u8s = u8s.f_flip([1])?;
+    }
+    if format != PixelFormat::Rgb8 {
+        let alpha = Tensor::f_full([s, 1, h, w], 255, (Kind::Uint8, Device::Cpu))?;
+        u8s = Tensor::f_cat(&[u8s, alpha], 1)?;
+    }
+    let hwc = u8s.f_permute([0, 2, 3, 1])?.f_contiguous()?;
+    let per = (h * w) as usize * format.channels();
+    let mut flat = vec![0u8; per * s as usize];
+    let n = flat.len();
+    hwc.f_copy_data_u8(&mut flat, n)?;
+    Ok(flat.chunks(per).map(<[u8]>::to_vec).collect())
+}
+
+/// Writes an RGBA8/RGB8 buffer as PNG, atomically.
+pub fn save_png(path: &std::path::Path, pixels: &[u8], width: u32, height: u32, format: PixelFormat) -> Result<()> {
+    let color = match format {
+        PixelFormat::Rgb8 => image::ExtendedColorType::Rgb8,
+        PixelFormat::Rgba8 => image::ExtendedColorType::Rgba8,
+        PixelFormat::Bgra8 => return Err(Error::arg("format", "PNG output takes RGB8 or RGBA8")),
+    };
+    let mut bytes = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut bytes)
+        .write_image(pixels, width, height, color)
+        .map_err(|e| Error::Internal(format!("PNG encoding of {}: {e}", path.display())))?;
+    crate::io::write_atomic(path, &bytes)
+}
+
+use image::ImageEncoder as _;

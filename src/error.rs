@@ -1,0 +1,72 @@
+//! The library's one error type. `ffi.rs` maps each variant to a `cs_status` and keeps the
+//! message as the thread's last error, so every message must name what was wrong (file, key,
+//! shape, argument) on its own.
+
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("{path}: not a supported model file: {reason}")]
+    Format { path: PathBuf, reason: String },
+
+    #[error("{path}: missing tensor `{key}`")]
+    MissingTensor { path: PathBuf, key: String },
+
+    #[error("{path}: tensor `{key}` has shape {got:?}, expected {expected:?}")]
+    Shape { path: PathBuf, key: String, expected: Vec<i64>, got: Vec<i64> },
+
+    /// Several key problems at once: users fix a checkpoint in one round, not one key per run.
+    #[error("{path}: checkpoint does not match the {model} architecture: {details}")]
+    Keys { path: PathBuf, model: &'static str, details: String },
+
+    #[error("{path}: cannot tell the {model} architecture: {reason}")]
+    UnknownArchitecture { path: PathBuf, model: &'static str, reason: String },
+
+    #[error("invalid argument `{name}`: {reason}")]
+    InvalidArgument { name: &'static str, reason: String },
+
+    #[error("model mismatch: {0}")]
+    Mismatch(String),
+
+    #[error("device: {0}")]
+    Device(String),
+
+    #[error("cancelled")]
+    Cancelled,
+
+    #[error("torch: {0}")]
+    Torch(#[from] tch::TchError),
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().to_path_buf(), source }
+    }
+
+    pub fn format(path: impl AsRef<Path>, reason: impl Into<String>) -> Self {
+        Error::Format { path: path.as_ref().to_path_buf(), reason: reason.into() }
+    }
+
+    pub fn arg(name: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument { name, reason: reason.into() }
+    }
+
+    /// libtorch reports allocation failures as plain exceptions; callers need to tell them apart.
+    pub fn is_out_of_memory(&self) -> bool {
+        match self {
+            Error::Torch(e) => {
+                let s = e.to_string();
+                s.contains("out of memory") || s.contains("DefaultCPUAllocator: can't allocate")
+            }
+            _ => false,
+        }
+    }
+}

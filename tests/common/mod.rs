@@ -1,0 +1,42 @@
+//! Shared by the integration tests: where the golden data is, and the golden README's
+//! tolerances.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use clipshape::checkpoint::Checkpoint;
+use tch::{Kind, Tensor};
+
+pub fn golden(name: &str) -> PathBuf {
+    clipshape::bench::golden_dir().join(name)
+}
+
+pub fn io(name: &str) -> Checkpoint {
+    Checkpoint::open(golden(name)).unwrap_or_else(|e| panic!("golden file {name}: {e}"))
+}
+
+fn check_close(ours: &Tensor, want: &Tensor, rel: f64, what: &str) {
+    assert_eq!(ours.size(), want.size(), "{what}: shape");
+    let ours = ours.to_device(tch::Device::Cpu).to_kind(Kind::Double);
+    let want = want.to_kind(Kind::Double);
+    let err = (&ours - &want).abs().max().double_value(&[]);
+    let scale = want.abs().max().double_value(&[]);
+    assert!(
+        err <= rel * scale,
+        "{what}: max|ours - golden| = {err:.3e} > {rel:.0e} * max|golden| ({scale:.3e})"
+    );
+}
+
+/// Forward outputs: max|ours - golden| <= 1e-4 · max|golden|.
+pub fn assert_forward_close(ours: &Tensor, want: &Tensor, what: &str) {
+    check_close(ours, want, 1e-4, what)
+}
+
+/// Gradients: max|ours - golden| <= 1e-3 · max|golden|.
+pub fn assert_grad_close(ours: &Tensor, want: &Tensor, what: &str) {
+    check_close(ours, want, 1e-3, what)
+}
+
+pub fn tmpdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
