@@ -106,7 +106,7 @@ pub struct cs_generator_info {
     pub n_latent: u32,
     /// Length of one W+ row.
     pub style_dim: u32,
-    /// Layers a shift can be learned for (see `cs_generator_layer`).
+    /// Layers a shift can be learned for (see `cs_generator_get_layer`).
     pub n_layers: u32,
 }
 
@@ -351,7 +351,7 @@ pub unsafe extern "C" fn cs_cancel(ctx: *const cs_ctx) -> cs_status {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cs_generator_info(ctx: *const cs_ctx, out: *mut cs_generator_info) -> cs_status {
+pub unsafe extern "C" fn cs_generator_get_info(ctx: *const cs_ctx, out: *mut cs_generator_info) -> cs_status {
     guard(|| {
         let g = &ref_arg(ctx, "ctx")?.inner.generator;
         *out_arg(out, "out")? = cs_generator_info {
@@ -367,7 +367,7 @@ pub unsafe extern "C" fn cs_generator_info(ctx: *const cs_ctx, out: *mut cs_gene
 
 /// Facts of layer `index` (0 ≤ index < n_layers, in forward order).
 #[no_mangle]
-pub unsafe extern "C" fn cs_generator_layer(ctx: *const cs_ctx, index: u32, out: *mut cs_layer_info) -> cs_status {
+pub unsafe extern "C" fn cs_generator_get_layer(ctx: *const cs_ctx, index: u32, out: *mut cs_layer_info) -> cs_status {
     guard(|| {
         let layers = ref_arg(ctx, "ctx")?.inner.generator.layers();
         let out = out_arg(out, "out")?;

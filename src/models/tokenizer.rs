@@ -132,8 +132,7 @@ impl Tokenizer {
                 MAX_VOCAB_BYTES >> 20
             )));
         }
-        let text =
-            String::from_utf8(raw).map_err(|e| corrupt(format!("not UTF-8 text: {e}")))?;
+        let text = String::from_utf8(raw).map_err(|e| corrupt(format!("not UTF-8 text: {e}")))?;
         Self::from_merges_text(&text).map_err(corrupt)
     }
 
@@ -167,7 +166,11 @@ impl Tokenizer {
         let order = byte_order();
         let mut decoder: Vec<String> = Vec::with_capacity(VOCAB_SIZE);
         decoder.extend(order.iter().map(|&b| byte_chars[b as usize].to_string()));
-        decoder.extend(order.iter().map(|&b| format!("{}</w>", byte_chars[b as usize])));
+        decoder.extend(
+            order
+                .iter()
+                .map(|&b| format!("{}</w>", byte_chars[b as usize])),
+        );
         decoder.extend(pairs.iter().map(|(a, b)| format!("{a}{b}")));
         decoder.push(START_OF_TEXT.to_string());
         decoder.push(END_OF_TEXT.to_string());
@@ -264,7 +267,9 @@ impl Tokenizer {
         self.encoder.get(token).map(|&i| i64::from(i))
     }
 
-    /// `SimpleTokenizer.encode`: clean the text, split it and BPE-encode it. No SOT/EOT.
+    /// `SimpleTokenizer.encode`: clean the text, split it and BPE-encode it. No SOT/EOT are added,
+    /// but, as in the reference, `<|startoftext|>` / `<|endoftext|>` typed in the text become
+    /// 49406 / 49407 (so an EOT can appear before the real one; CLIP pools at the first max id).
     pub fn encode(&self, text: &str) -> Vec<i64> {
         let mut out = Vec::new();
         self.encode_into(text, usize::MAX, &mut out);
@@ -458,11 +463,15 @@ impl Tokenizer {
 // Byte <-> printable character mapping and the pre-tokenisation regex
 // ---------------------------------------------------------------------------------------------
 
+/// Bytes `bytes_to_unicode` keeps as their own Latin-1 character.
+fn is_printable_byte(b: u8) -> bool {
+    matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF)
+}
+
 /// Bytes in the reference's `bytes_to_unicode` order: printable Latin-1 first, then the rest.
 fn byte_order() -> Vec<u8> {
-    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-    let mut order: Vec<u8> = (0..=255u8).filter(|&b| printable(b)).collect();
-    order.extend((0..=255u8).filter(|&b| !printable(b)));
+    let mut order: Vec<u8> = (0..=255u8).filter(|&b| is_printable_byte(b)).collect();
+    order.extend((0..=255u8).filter(|&b| !is_printable_byte(b)));
     order
 }
 
@@ -472,8 +481,7 @@ fn bytes_to_unicode() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..=255u8 {
-        let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-        table[b as usize] = if printable {
+        table[b as usize] = if is_printable_byte(b) {
             char::from(b)
         } else {
             n += 1;
@@ -633,10 +641,11 @@ fn is_removed_control(c: char) -> bool {
 /// Byte 0x80..=0x9F decoded as (sloppy) Windows-1252; undefined bytes stay the C1 control.
 fn c1_as_windows_1252(b: u32) -> char {
     const TABLE: [char; 32] = [
-        '\u{20AC}', '\u{81}', '\u{201A}', '\u{192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}',
-        '\u{2C6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8D}', '\u{17D}', '\u{8F}',
-        '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}',
-        '\u{2DC}', '\u{2122}', '\u{161}', '\u{203A}', '\u{153}', '\u{9D}', '\u{17E}', '\u{178}',
+        '\u{20AC}', '\u{81}', '\u{201A}', '\u{192}', '\u{201E}', '\u{2026}', '\u{2020}',
+        '\u{2021}', '\u{2C6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8D}', '\u{17D}',
+        '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}',
+        '\u{2014}', '\u{2DC}', '\u{2122}', '\u{161}', '\u{203A}', '\u{153}', '\u{9D}', '\u{17E}',
+        '\u{178}',
     ];
     b.checked_sub(0x80)
         .and_then(|i| TABLE.get(i as usize).copied())
@@ -804,6 +813,7 @@ fn html5_entity(name: &str) -> Option<&'static str> {
 /// HTML5 named character references (the WHATWG list, as in Python's `html.entities.html5`),
 /// sorted by name for binary search. Names that may appear without a trailing `;` are listed
 /// both with and without it.
+#[rustfmt::skip]
 static HTML5_ENTITIES: &[(&str, &str)] = &[
     ("AElig", "\u{c6}"), ("AElig;", "\u{c6}"), ("AMP", "&"), ("AMP;", "&"), ("Aacute", "\u{c1}"),
     ("Aacute;", "\u{c1}"), ("Abreve;", "\u{102}"), ("Acirc", "\u{c2}"), ("Acirc;", "\u{c2}"),
@@ -1525,7 +1535,8 @@ mod tests {
             let row = ids(&case["ids"]);
             assert_eq!(tok.encode(prompt), bpe, "encode({prompt:?})");
             assert_eq!(
-                tok.tokenize_reference(prompt, true).expect("truncate never fails"),
+                tok.tokenize_reference(prompt, true)
+                    .expect("truncate never fails"),
                 row,
                 "tokenize({prompt:?}, truncate=True)"
             );
@@ -1559,8 +1570,13 @@ mod tests {
                 matches!(tok.tokenize(p, false), Err(TokenizerError::EmptyPrompt)),
                 "{p:?}"
             );
-            assert!(matches!(tok.tokenize(p, true), Err(TokenizerError::EmptyPrompt)));
-            let row = tok.tokenize_reference(p, false).expect("reference accepts empty");
+            assert!(matches!(
+                tok.tokenize(p, true),
+                Err(TokenizerError::EmptyPrompt)
+            ));
+            let row = tok
+                .tokenize_reference(p, false)
+                .expect("reference accepts empty");
             assert_eq!(&row[..3], &[SOT, EOT, 0]);
         }
         let err = tok.tokenize("  ", false).unwrap_err().to_string();
@@ -1586,7 +1602,9 @@ mod tests {
         assert!(row[1..76].iter().all(|&i| i == 2368));
         let exact = "cat ".repeat(75);
         assert_eq!(tok.tokenize(&exact, false).expect("fits")[76], EOT);
-        let batch = tok.tokenize_batch(&["a cat", "a dog"], false).expect("batch");
+        let batch = tok
+            .tokenize_batch(&["a cat", "a dog"], false)
+            .expect("batch");
         assert_eq!(batch.len(), 2 * 77);
     }
 
@@ -1642,16 +1660,29 @@ mod tests {
 
     #[test]
     fn cleaning_follows_python() {
-        assert_eq!(html_unescape("&amp;amp; &lt &notit; &#x41;&#66 &#0; &#128;"), "&amp; < ¬it; AB \u{FFFD} €");
-        assert_eq!(html_unescape("&#xD800; &#1114112; &#xFFFF; &bogus; &"), "\u{FFFD} \u{FFFD}  &bogus; &");
-        assert_eq!(ftfy_unescape_html("P&EACUTE;REZ &notit; &#59; &amp;"), "PÉREZ &notit; &#59; &");
-        assert_eq!(fix_text("it’s “fine” ﬁne ＡＢＣ\u{3000}x"), "it's \"fine\" fine ABC x");
+        assert_eq!(
+            html_unescape("&amp;amp; &lt &notit; &#x41;&#66 &#0; &#128;"),
+            "&amp; < ¬it; AB \u{FFFD} €"
+        );
+        assert_eq!(
+            html_unescape("&#xD800; &#1114112; &#xFFFF; &bogus; &"),
+            "\u{FFFD} \u{FFFD}  &bogus; &"
+        );
+        assert_eq!(
+            ftfy_unescape_html("P&EACUTE;REZ &notit; &#59; &amp;"),
+            "PÉREZ &notit; &#59; &"
+        );
+        assert_eq!(
+            fix_text("it’s “fine” ﬁne ＡＢＣ\u{3000}x"),
+            "it's \"fine\" fine ABC x"
+        );
         assert_eq!(fix_text("cafe\u{301}"), "café");
         assert_eq!(fix_text("ｶﾞ"), "ガ");
         assert_eq!(fix_text("<b> &amp;\n&amp;"), "<b> &amp;\n&amp;");
         assert_eq!(fix_text("\x1b[31mred\x1b[0m\u{FEFF}\r\n"), "red\n");
-        // ftfy deletes U+001C before the whitespace collapse sees it.
-        assert_eq!(clean_text("  A\u{1C}B\t\u{2003}C\u{85} "), "ab c");
+        // ftfy deletes U+001C before the whitespace collapse sees it, and reads U+0085 as the
+        // Windows-1252 byte 0x85 (an ellipsis) before its line-break fix would.
+        assert_eq!(clean_text("  A\u{1C}B\t\u{2003}C\u{85} "), "ab c\u{2026}");
         assert!(HTML5_ENTITIES.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(HTML5_ENTITIES.len(), 2231);
     }

@@ -1,0 +1,175 @@
+//! Bad input gets a clear error naming what was wrong, never a panic.
+
+mod common;
+
+use std::path::Path;
+
+use clipshape::checkpoint::Checkpoint;
+use clipshape::context::{Context, ContextParams};
+use clipshape::device::DeviceRequest;
+use clipshape::edit::{self, Latent, Shift};
+use clipshape::models::{load_generator, load_generator_from, stylegan2::Generator};
+use clipshape::Error;
+use common::{golden, tmpdir};
+use tch::{Device, Kind, Tensor};
+
+fn tiny() -> Generator {
+    load_generator(&golden("stylegan2.safetensors"), Device::Cpu).unwrap().generator
+}
+
+fn load_err(path: &Path) -> Error {
+    match load_generator(path, Device::Cpu) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e,
+    }
+}
+
+/// The golden state dict, edited by `f`, as an in-memory checkpoint.
+fn edited(f: impl FnOnce(&mut Vec<(String, Tensor)>)) -> Error {
+    let ck = Checkpoint::open(golden("stylegan2.safetensors")).unwrap();
+    let mut sd: Vec<(String, Tensor)> = ck.keys().map(|k| (k.to_string(), ck.tensor(k).unwrap())).collect();
+    f(&mut sd);
+    match load_generator_from(&Checkpoint::from_tensors("edited.safetensors", sd), Device::Cpu) {
+        Ok(_) => panic!("edited checkpoint loaded"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let e = load_err(Path::new("/nonexistent/dir/g.pt"));
+    assert!(matches!(e, Error::Io { .. }), "{e:?}");
+    assert!(e.to_string().contains("/nonexistent/dir/g.pt"), "{e}");
+}
+
+#[test]
+fn empty_random_and_truncated_files() {
+    let dir = tmpdir();
+    let empty = dir.path().join("empty.pt");
+    std::fs::write(&empty, b"").unwrap();
+    let e = load_err(&empty);
+    assert!(matches!(e, Error::Format { .. }) && e.to_string().contains("empty"), "{e}");
+
+    let noise = dir.path().join("noise.pt");
+    std::fs::write(&noise, (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>()).unwrap();
+    let e = load_err(&noise);
+    assert!(matches!(e, Error::Format { .. }) && e.to_string().contains("noise.pt"), "{e}");
+
+    for name in ["stylegan2.pt", "stylegan2.safetensors"] {
+        let bytes = std::fs::read(golden(name)).unwrap();
+        let cut = dir.path().join(format!("cut-{name}"));
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let e = load_err(&cut);
+        assert!(matches!(e, Error::Format { .. }), "{name}: {e:?}");
+        assert!(e.to_string().contains("cut-"), "{e}");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_generator() {
+    for name in ["e4e_encoder.safetensors", "clip_jit.pt", "stylegan2_io.safetensors"] {
+        let e = load_err(&golden(name));
+        assert!(matches!(e, Error::UnknownArchitecture { .. }), "{name}: {e:?}");
+        assert!(e.to_string().contains("style.1.weight") && e.to_string().contains(name), "{e}");
+    }
+}
+
+#[test]
+fn missing_extra_and_misshapen_keys_are_all_reported() {
+    let e = edited(|sd| sd.retain(|(k, _)| k != "convs.3.conv.modulation.bias"));
+    assert!(e.to_string().contains("missing `convs.3.conv.modulation.bias`"), "{e}");
+
+    let e = edited(|sd| sd.push(("convs.3.conv.extra".into(), Tensor::zeros([2], (Kind::Float, Device::Cpu)))));
+    assert!(e.to_string().contains("unexpected `convs.3.conv.extra`"), "{e}");
+
+    let e = edited(|sd| {
+        for (k, t) in sd.iter_mut() {
+            if k == "convs.5.activate.bias" {
+                *t = Tensor::zeros([7], (Kind::Float, Device::Cpu));
+            }
+        }
+        sd.retain(|(k, _)| k != "noises.noise_2");
+    });
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Keys { .. }), "{e:?}");
+    assert!(msg.contains("`convs.5.activate.bias` has shape [7], expected [24]"), "{msg}");
+    assert!(msg.contains("missing `noises.noise_2`"), "both problems in one message: {msg}");
+}
+
+#[test]
+fn layer_names_and_shift_shapes() {
+    let g = tiny();
+    let e = g.layer_by_name("convs.99").unwrap_err().to_string();
+    assert!(e.contains("convs.99") && e.contains("convs.7"), "lists the valid layers: {e}");
+    assert!(g.layer_by_name("blocks.1").is_err());
+    assert_eq!(g.layer_by_name("convs.3.conv.weight").unwrap().resolution, 16);
+
+    let e = Shift::new(&g, "convs.3", Tensor::zeros([1, 32, 32, 1, 1], (Kind::Float, Device::Cpu))).err().unwrap().to_string();
+    assert!(e.contains("[1, 32, 32, 1, 1]") && e.contains("[1, 32, 32, 3, 3]"), "{e}");
+    let e = Shift::from_slice(&g, "convs.3", &[0.0; 10]).err().unwrap().to_string();
+    assert!(e.contains("10 floats") && e.contains("9216"), "{e}");
+}
+
+#[test]
+fn nan_and_inf_are_refused() {
+    let g = tiny();
+    let mut w = vec![0.1f32; 640];
+    w[17] = f32::NAN;
+    let e = Latent::from_slice(&g, &w).err().unwrap().to_string();
+    assert!(e.contains("latent") && e.contains("NaN"), "{e}");
+    let x = Tensor::zeros([1, 32, 32, 3, 3], (Kind::Float, Device::Cpu)).fill(f64::INFINITY);
+    let e = Shift::new(&g, "convs.3", x).err().unwrap().to_string();
+    assert!(e.contains("shift") && e.contains("infinity"), "{e}");
+
+    let latent = Latent::from_slice(&g, &[0.1; 640]).unwrap();
+    let e = edit::render(&g, &latent, &[], &[0.0, f64::NAN], 8).err().unwrap().to_string();
+    assert!(e.contains("strengths"), "{e}");
+    let e = edit::render(&g, &latent, &[], &[], 8).err().unwrap().to_string();
+    assert!(e.contains("strengths") && e.contains("empty"), "{e}");
+    let e = Latent::from_seed(&g, 1, f64::NAN, None).err().unwrap().to_string();
+    assert!(e.contains("truncation"), "{e}");
+}
+
+#[test]
+fn files_of_the_wrong_kind_or_generator() {
+    let g = tiny();
+    let dir = tmpdir();
+    // A latent file whose W+ does not fit.
+    let wrong = dir.path().join("wrong-latent.safetensors");
+    let bytes = clipshape::io::safetensors_bytes(&[("wplus", &Tensor::zeros([3, 64], (Kind::Float, Device::Cpu)))], &Default::default()).unwrap();
+    std::fs::write(&wrong, bytes).unwrap();
+    let e = Latent::load(&g, &wrong).err().unwrap().to_string();
+    assert!(e.contains("wrong-latent.safetensors") && e.contains("wplus") && e.contains("[3, 64]"), "{e}");
+
+    // A shift learned on another generator (a 256 px config-f) is refused by the tiny one.
+    let sd = clipshape::models::stylegan2::random_state_dict(
+        64,
+        2,
+        &[(4, 16), (8, 16), (16, 8)],
+        3,
+    )
+    .unwrap();
+    let other = Generator::load(&Checkpoint::from_tensors("other", sd), "", Device::Cpu).unwrap();
+    let foreign = Shift::new(&other, "convs.3", Tensor::ones([1, 8, 8, 3, 3], (Kind::Float, Device::Cpu))).unwrap();
+    let path = dir.path().join("foreign.safetensors");
+    foreign.save(&path).unwrap();
+    let e = Shift::load(&g, &path).err().unwrap();
+    assert!(matches!(e, Error::Mismatch(_)), "{e:?}");
+    assert!(e.to_string().contains("foreign.safetensors") && e.to_string().contains("[1, 8, 8, 3, 3]"), "{e}");
+    let e = edit::render(&g, &Latent::from_slice(&g, &[0.0; 640]).unwrap(), &[(&foreign, 1.0)], &[1.0], 8).err().unwrap();
+    assert!(matches!(e, Error::Mismatch(_)), "{e:?}");
+
+    // A shift file without its layer.
+    let nolayer = dir.path().join("nolayer.safetensors");
+    let bytes = clipshape::io::safetensors_bytes(&[("shift", &Tensor::zeros([1, 32, 32, 3, 3], (Kind::Float, Device::Cpu)))], &Default::default()).unwrap();
+    std::fs::write(&nolayer, bytes).unwrap();
+    let e = Shift::load(&g, &nolayer).err().unwrap().to_string();
+    assert!(e.contains("layer") && e.contains("nolayer.safetensors"), "{e}");
+}
+
+#[test]
+fn an_absent_gpu_is_a_device_error() {
+    let params = ContextParams { device: DeviceRequest::Cuda(5), ..ContextParams::new(golden("stylegan2.pt")) };
+    let e = Context::new(&params).err().unwrap();
+    assert!(matches!(e, Error::Device(_)) && e.to_string().contains("cuda:5"), "{e:?}");
+}
