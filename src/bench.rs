@@ -93,12 +93,13 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-pub fn print_table(rows: &[Row]) {
-    println!("| model | device | batch | op | ms | ms/image |");
-    println!("|---|---|---:|---|---:|---:|");
+/// A markdown table, ready for BENCHMARKS.md.
+pub fn table(rows: &[Row]) -> String {
+    let mut s = String::from("| model | device | batch | op | ms | ms/image |\n|---|---|---:|---|---:|---:|\n");
     for r in rows {
-        println!("| {} | {} | {} | {} | {:.2} | {:.2} |", r.model, r.device, r.batch, r.op, r.ms, r.ms / r.batch as f64);
+        s += &format!("| {} | {} | {} | {} | {:.2} | {:.2} |\n", r.model, r.device, r.batch, r.op, r.ms, r.ms / r.batch as f64);
     }
+    s
 }
 
 /// Where the tiny golden files live in a checkout: `../shared/golden`, or `$CLIPSHAPE_GOLDEN`.

@@ -106,26 +106,43 @@ fn write_images(images: &tch::Tensor, dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
+/// Writes to stdout; a closed pipe (`clipshape info … | head`) ends the program quietly.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Info { generator } => {
             let ctx = context(cli, generator)?;
             let g = &ctx.generator;
             let c = &g.config;
-            println!("file: {}", generator.display());
-            println!("resolution: {}", c.size);
-            println!("style_dim: {}", c.style_dim);
-            println!("n_mlp: {}", c.n_mlp);
-            println!("n_latent: {}", g.n_latent());
-            println!("noise_inputs: {}", c.num_layers());
             let ch: Vec<String> = c.channels.iter().map(|(r, ch)| format!("{r}:{ch}")).collect();
-            println!("channels: {}", ch.join(" "));
-            println!("device: {}", clipshape::device::describe(ctx.device));
-            println!();
-            println!("{:<12} {:>6} {:>22} {:>7}", "layer", "res", "weight shape", "W+ idx");
+            let mut text = format!(
+                "file: {}\nresolution: {}\nstyle_dim: {}\nn_mlp: {}\nn_latent: {}\nnoise_inputs: {}\nchannels: {}\ndevice: {}\n\n",
+                generator.display(),
+                c.size,
+                c.style_dim,
+                c.n_mlp,
+                g.n_latent(),
+                c.num_layers(),
+                ch.join(" "),
+                clipshape::device::describe(ctx.device)
+            );
+            text += &format!("{:<12} {:>6} {:>22} {:>7}\n", "layer", "res", "weight shape", "W+ idx");
             for l in g.layers() {
-                println!("{:<12} {:>6} {:>22} {:>7}", l.id.to_string(), l.resolution, format!("{:?}", l.weight_shape), l.wplus_index);
+                let shape = format!("{:?}", l.weight_shape);
+                text += &format!("{:<12} {:>6} {:>22} {:>7}\n", l.id.to_string(), l.resolution, shape, l.wplus_index);
             }
+            emit(&text);
         }
         Command::Sample { generator, seed, truncation, out, latent_out } => {
             let ctx = context(cli, generator)?;
@@ -138,7 +155,7 @@ fn run(cli: &Cli) -> Result<()> {
             if let Some(p) = latent_out {
                 latent.save(p)?;
             }
-            println!("{}", out.display());
+            emit(&format!("{}\n", out.display()));
         }
         Command::Render { generator, latent, shift, strengths, out } => {
             let strengths = parse_list(strengths, "--strengths")?;
@@ -148,7 +165,7 @@ fn run(cli: &Cli) -> Result<()> {
             let refs: Vec<(&Shift, f64)> = shifts.iter().map(|s| (s, 1.0)).collect();
             let images = edit::render(&ctx.generator, &latent, &refs, &strengths, edit::render::DEFAULT_MAX_BATCH)?;
             for p in write_images(&images, out)? {
-                println!("{}", p.display());
+                emit(&format!("{}\n", p.display()));
             }
         }
         Command::Bench { batches, iters, random_size, golden } => {
@@ -166,7 +183,7 @@ fn run(cli: &Cli) -> Result<()> {
                 random_size: *random_size,
             };
             let rows = clipshape::bench::run(&opts)?;
-            clipshape::bench::print_table(&rows);
+            emit(&clipshape::bench::table(&rows));
         }
     }
     Ok(())
