@@ -19,6 +19,7 @@ pub mod device;
 pub mod edit;
 pub mod error;
 pub mod ffi;
+pub mod imageops;
 pub mod io;
 pub mod models;
 pub mod ops;

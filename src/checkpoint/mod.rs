@@ -148,6 +148,16 @@ impl Checkpoint {
         }
     }
 
+    /// A raw entry of a zip archive (`constants.pkl`, `code/...`), by its name inside the
+    /// archive folder; None for other formats or when absent.
+    pub fn archive_entry(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        const LIMIT: u64 = 64 << 20;
+        match &self.backing {
+            Backing::Pickle(ck) => ck.read_entry(name, LIMIT).map_err(|e| Error::format(&self.path, e.to_string())),
+            _ => Ok(None),
+        }
+    }
+
     /// The tensor on the CPU. Half and bfloat16 weights come back as float32: every model here
     /// runs in float32 so that gradients through them stay stable.
     pub fn tensor(&self, key: &str) -> Result<Tensor> {

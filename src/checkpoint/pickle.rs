@@ -1480,6 +1480,32 @@ impl Checkpoint {
         flatten_tensors(&self.root, "")
     }
 
+    /// Another entry of a zip archive, by its name inside the archive folder (`constants.pkl`,
+    /// `code/__torch__/...`): TorchScript keeps facts there that the weights do not carry.
+    /// `None` for legacy files and absent entries; entries over `limit` bytes are refused.
+    pub fn read_entry(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let Storages::Zip { archive, prefix } = &self.storages else {
+            return Ok(None);
+        };
+        let mut archive = archive.lock().unwrap_or_else(|e| e.into_inner());
+        let full = format!("{prefix}{name}");
+        let mut entry = match archive.by_name(&full) {
+            Ok(e) => e,
+            Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+            Err(e) => return Err(zip_error(&self.path, e)),
+        };
+        if entry.size() > limit {
+            return Err(self.corrupt_entry(&full, format!("{} bytes, more than the {limit} allowed", entry.size())));
+        }
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut bytes).map_err(|e| io_error(&self.path, e))?;
+        Ok(Some(bytes))
+    }
+
+    fn corrupt_entry(&self, name: &str, reason: String) -> CheckpointError {
+        CheckpointError::Corrupt { path: self.path.clone(), reason: format!("entry `{name}`: {reason}") }
+    }
+
     fn open_zip(path: &Path, file: File, file_len: u64) -> Result<Checkpoint> {
         let mut archive = ZipArchive::new(BufReader::new(file)).map_err(|e| zip_error(path, e))?;
         let names: Vec<String> = archive.file_names().map(str::to_owned).collect();

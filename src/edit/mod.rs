@@ -1,5 +1,6 @@
 //! The method on top of the models: W+ latents, weight shifts and rendering at strengths.
 
+pub mod guide;
 pub mod latent;
 pub mod render;
 pub mod shift;

@@ -1,5 +1,6 @@
 //! One file per model, each mirroring its paper and its checkpoint's key names.
 
+pub mod clip;
 pub mod stylegan2;
 pub mod tokenizer;
 
