@@ -203,7 +203,8 @@ enum cs_status cs_latent_save(const struct cs_latent *latent, const char *path);
 
 void cs_latent_free(struct cs_latent *latent);
 
-// Imports a shift for `layer` (e.g. "convs.3") from exactly weight_numel floats.
+// Imports a shift for `layer` (e.g. "convs.3", or "wplus" for a W+ direction) from exactly
+// weight_numel (n_latent × style_dim) floats.
 enum cs_status cs_shift_from_floats(const struct cs_ctx *ctx,
                                     const char *layer,
                                     const float *data,

@@ -462,7 +462,8 @@ pub unsafe extern "C" fn cs_latent_free(latent: *mut cs_latent) {
 
 // ───────────────────────────── shifts ──────────────────────────────
 
-/// Imports a shift for `layer` (e.g. "convs.3") from exactly weight_numel floats.
+/// Imports a shift for `layer` (e.g. "convs.3", or "wplus" for a W+ direction) from exactly
+/// weight_numel (n_latent × style_dim) floats.
 #[no_mangle]
 pub unsafe extern "C" fn cs_shift_from_floats(
     ctx: *const cs_ctx,
@@ -482,7 +483,7 @@ pub unsafe extern "C" fn cs_shift_from_floats(
 }
 
 fn new_shift(shift: Shift) -> Result<*mut cs_shift> {
-    let layer_name = CString::new(shift.layer.to_string()).map_err(|e| Error::Internal(e.to_string()))?;
+    let layer_name = CString::new(shift.target.to_string()).map_err(|e| Error::Internal(e.to_string()))?;
     Ok(Box::into_raw(Box::new(cs_shift { inner: shift, layer_name })))
 }
 

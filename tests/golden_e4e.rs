@@ -153,7 +153,9 @@ fn wrong_shape_is_named() {
 
 #[test]
 fn unexpected_key_is_named() {
-    let e = load_edited(|sd| sd.push(("styles.3.convs.10.weight".into(), Tensor::zeros([64, 64, 3, 3], (Kind::Float, Device::Cpu)))));
+    let e = load_edited(|sd| {
+        sd.push(("styles.3.convs.10.weight".into(), Tensor::zeros([64, 64, 3, 3], (Kind::Float, Device::Cpu))))
+    });
     assert!(matches!(e, Error::Keys { .. }) && e.to_string().contains("styles.3.convs.10.weight"), "{e}");
 }
 
@@ -161,7 +163,9 @@ fn unexpected_key_is_named() {
 fn wrong_input_is_an_invalid_argument() {
     let e = encoder("e4e_encoder.safetensors", "");
     let opts = (Kind::Float, Device::Cpu);
-    for shape in [vec![1, 4, 256, 256], vec![1, 3, 512, 512], vec![1, 3, 250, 256], vec![3, 256, 256], vec![0, 3, 256, 256]] {
+    for shape in
+        [vec![1, 4, 256, 256], vec![1, 3, 512, 512], vec![1, 3, 250, 256], vec![3, 256, 256], vec![0, 3, 256, 256]]
+    {
         let err = e.forward(&Tensor::zeros(shape.as_slice(), opts)).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument { name: "x", .. }), "{shape:?}: {err:?}");
         assert!(err.to_string().contains(&format!("{shape:?}")), "{err}");

@@ -78,7 +78,11 @@ impl<'a> ImageView<'a> {
         if (self.stride as u64) < row {
             return Err(Error::arg(
                 "stride",
-                format!("{} bytes is less than width × {} bytes per pixel = {row}", self.stride, self.format.channels()),
+                format!(
+                    "{} bytes is less than width × {} bytes per pixel = {row}",
+                    self.stride,
+                    self.format.channels()
+                ),
             ));
         }
         let need = self.stride as u64 * (self.height as u64 - 1) + row;
@@ -148,7 +152,12 @@ pub fn to_encoder_input(view: &ImageView, out_h: i64, out_w: i64, device: Device
 /// Inverts one photo: W+ (1, n_styles, style_dim) = `encoder(input) + latent_avg` (pSp with
 /// `start_from_latent_avg`), at the input size `(h, w)` the encoder was trained for
 /// (see [`input_size`]).
-pub fn invert(encoder: &Encoder4Editing, latent_avg: Option<&Tensor>, view: &ImageView, size: (i64, i64)) -> Result<Tensor> {
+pub fn invert(
+    encoder: &Encoder4Editing,
+    latent_avg: Option<&Tensor>,
+    view: &ImageView,
+    size: (i64, i64),
+) -> Result<Tensor> {
     let x = to_encoder_input(view, size.0, size.1, encoder.device())?;
     let codes = tch::no_grad(|| encoder.forward(&x))?;
     match latent_avg {
@@ -245,7 +254,7 @@ mod tests {
         for y in 0..H as usize {
             padded.extend_from_slice(&packed[y * row..(y + 1) * row]);
             if y + 1 < H as usize {
-                padded.extend(std::iter::repeat(0xAB).take(stride - row));
+                padded.resize(padded.len() + stride - row, 0xAB);
             }
         }
         let view = ImageView::new(&padded, W, H, stride as u32, PixelFormat::Rgba8).unwrap();
@@ -264,7 +273,8 @@ mod tests {
         let max = t.max().double_value(&[]);
         assert!(max < 0.0, "aliased: max {max}");
         let flat = vec![200u8; (w * h * 3) as usize];
-        let t = to_encoder_input(&ImageView::packed(&flat, w, h, PixelFormat::Rgb8).unwrap(), 256, 256, Device::Cpu).unwrap();
+        let t = to_encoder_input(&ImageView::packed(&flat, w, h, PixelFormat::Rgb8).unwrap(), 256, 256, Device::Cpu)
+            .unwrap();
         let want = 200.0 / 127.5 - 1.0;
         assert!((t.max().double_value(&[]) - want).abs() < 1e-5 && (t.min().double_value(&[]) - want).abs() < 1e-5);
     }
@@ -272,7 +282,9 @@ mod tests {
     #[test]
     fn bad_views_name_the_field() {
         let buf = vec![0u8; 64 * 64 * 4];
-        let cases: [(&[u8], u32, u32, u32, &str, &str); 8] = [
+        /// (data, width, height, stride, field named, text in the message)
+        type Case<'a> = (&'a [u8], u32, u32, u32, &'a str, &'a str);
+        let cases: [Case; 8] = [
             (&buf, 0, 0, 0, "width", "at least 8"),
             (&buf, 1, 1, 4, "width", "at least 8"),
             (&buf, 16, 7, 64, "height", "at least 8"),

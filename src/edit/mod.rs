@@ -1,7 +1,9 @@
 //! The method on top of the models: W+ latents, weight shifts and rendering at strengths.
 
+pub mod encode;
 pub mod guide;
 pub mod latent;
+pub mod optimize;
 pub mod render;
 pub mod shift;
 

@@ -1,10 +1,12 @@
-//! `G_{θ + Σ k·c_i·x_i}(w)` for a list of strengths k, batched. Shifts on the same layer add
-//! linearly; shifts on different layers each shift their own layer, all in the same pass.
+//! `G_{θ + Σ k·c_i·x_i}(w + Σ k·c_j·Δw_j)` for a list of strengths k, batched. Shifts on the
+//! same layer add linearly; shifts on different layers each shift their own layer, all in the
+//! same pass; W+ directions (the latent baseline) move the code.
 
 use std::collections::BTreeMap;
 
 use tch::{Device, Kind, Tensor};
 
+use crate::edit::shift::Target;
 use crate::edit::{Latent, Shift};
 use crate::error::{Error, Result};
 use crate::models::stylegan2::{Generator, LayerId};
@@ -24,18 +26,17 @@ pub fn render(g: &Generator, latent: &Latent, shifts: &[(&Shift, f64)], strength
     if let Some((_, c)) = shifts.iter().find(|(_, c)| !c.is_finite()) {
         return Err(Error::arg("shift strength", format!("{c} is not a finite number")));
     }
-    let mut by_layer: BTreeMap<LayerId, Vec<(&Tensor, f64)>> = BTreeMap::new();
+    let mut by_target: BTreeMap<Target, Vec<(&Tensor, f64)>> = BTreeMap::new();
     for (s, c) in shifts {
-        let w = g.layer_weight(s.layer)?;
-        if s.x.size() != w.size() {
+        let want = s.target.shape(g)?;
+        if s.x.size() != want {
             return Err(Error::Mismatch(format!(
-                "shift for `{}` has shape {:?}, this generator's weight is {:?}",
-                s.layer,
-                s.x.size(),
-                w.size()
+                "shift for `{}` has shape {:?}, this generator's is {want:?}",
+                s.target,
+                s.x.size()
             )));
         }
-        by_layer.entry(s.layer).or_default().push((&s.x, *c));
+        by_target.entry(s.target).or_default().push((&s.x, *c));
     }
     let device = g.device();
     let max_batch = max_batch.max(1);
@@ -44,22 +45,27 @@ pub fn render(g: &Generator, latent: &Latent, shifts: &[(&Shift, f64)], strength
         for chunk in strengths.chunks(max_batch) {
             let b = chunk.len() as i64;
             let k = Tensor::from_slice(chunk).f_to_kind(Kind::Float)?.f_to_device(device)?;
-            let mut deltas = Vec::with_capacity(by_layer.len());
-            for (layer, xs) in &by_layer {
+            let mut w = latent.wplus.f_unsqueeze(0)?.f_expand([b, -1, -1], false)?;
+            let mut deltas = Vec::with_capacity(by_target.len());
+            for (target, xs) in &by_target {
+                // Σ_i k · c_i · x_i, one row per strength.
                 let mut delta: Option<Tensor> = None;
                 for (x, c) in xs {
-                    let term = x.f_mul(&k.f_mul_scalar(*c)?.f_view([b, 1, 1, 1, 1])?)?;
+                    let coef = k.f_mul_scalar(*c)?;
+                    let shape: Vec<i64> = std::iter::once(b).chain(std::iter::repeat(1).take(x.dim() - 1)).collect();
+                    let term = x.f_mul(&coef.f_view(shape.as_slice())?)?;
                     delta = Some(match delta {
                         Some(d) => d.f_add(&term)?,
                         None => term,
                     });
                 }
-                if let Some(d) = delta {
-                    deltas.push((*layer, d));
+                match (target, delta) {
+                    (Target::Layer(l), Some(d)) => deltas.push((*l, d)),
+                    (Target::WPlus, Some(d)) => w = w.f_add(&d)?,
+                    (_, None) => {}
                 }
             }
             let refs: Vec<(LayerId, &Tensor)> = deltas.iter().map(|(l, d)| (*l, d)).collect();
-            let w = latent.wplus.f_unsqueeze(0)?.f_expand([b, -1, -1], false)?;
             images.push(g.synthesis(&w, &refs)?);
         }
         Ok(())

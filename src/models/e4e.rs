@@ -104,7 +104,8 @@ impl Config {
 
     /// Reads the architecture from the keys under `prefix` (`state_dict.encoder.` or "").
     pub fn infer(ck: &Checkpoint, prefix: &str) -> Result<Config> {
-        let unknown = |reason: String| Error::UnknownArchitecture { path: ck.path().to_path_buf(), model: MODEL, reason };
+        let unknown =
+            |reason: String| Error::UnknownArchitecture { path: ck.path().to_path_buf(), model: MODEL, reason };
         let shape = |key: &str| -> Result<Vec<i64>> {
             let full = format!("{prefix}{key}");
             ck.shape(&full).map(<[i64]>::to_vec).ok_or_else(|| unknown(format!("missing key `{full}`")))
@@ -112,7 +113,9 @@ impl Config {
         let conv_shape = |key: &str| -> Result<Vec<i64>> {
             let s = shape(key)?;
             if s.len() != 4 {
-                return Err(unknown(format!("`{prefix}{key}` has shape {s:?}, expected a conv weight [out, in, kh, kw]")));
+                return Err(unknown(format!(
+                    "`{prefix}{key}` has shape {s:?}, expected a conv weight [out, in, kh, kw]"
+                )));
             }
             Ok(s)
         };
@@ -187,7 +190,16 @@ pub struct Conv2d {
 
 impl Conv2d {
     #[allow(clippy::too_many_arguments)]
-    fn new(l: &Loader, p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64, bias: bool) -> Result<Self> {
+    fn new(
+        l: &Loader,
+        p: nn::Path,
+        cin: i64,
+        cout: i64,
+        k: i64,
+        stride: i64,
+        padding: i64,
+        bias: bool,
+    ) -> Result<Self> {
         Ok(Conv2d {
             weight: l.tensor(&p, "weight", &[cout, cin, k, k])?,
             bias: if bias { Some(l.tensor(&p, "bias", &[cout])?) } else { None },
@@ -375,7 +387,10 @@ impl GradualStyleBlock {
         }
         let (b, c, h, w) = x.size4()?;
         if (c, h, w) != (self.out_c, 1, 1) {
-            return Err(Error::Internal(format!("style head ended at [{b}, {c}, {h}, {w}], expected [{b}, {}, 1, 1]", self.out_c)));
+            return Err(Error::Internal(format!(
+                "style head ended at [{b}, {c}, {h}, {w}], expected [{b}, {}, 1, 1]",
+                self.out_c
+            )));
         }
         self.linear.forward(&x.f_view([b, self.out_c])?)
     }
@@ -385,7 +400,7 @@ impl GradualStyleBlock {
 /// plus the lateral.
 fn upsample_add(x: &Tensor, y: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = y.size4()?;
-    Ok(x.f_upsample_bilinear2d([h, w], false, None, None)?.f_add(y)?)
+    Ok(x.f_upsample_bilinear2d([h, w], true, None, None)?.f_add(y)?)
 }
 
 /// `Encoder4Editing(50, 'ir_se')`, frozen, in eval mode.
@@ -646,7 +661,16 @@ mod tests {
     use super::*;
 
     fn small() -> Config {
-        Config { stem: 4, widths: [4, 8, 12, 16], units: [1, 2, 3, 1], se_reduction: 2, n_styles: 8, style_dim: 12, coarse_ind: 3, middle_ind: 7 }
+        Config {
+            stem: 4,
+            widths: [4, 8, 12, 16],
+            units: [1, 2, 3, 1],
+            se_reduction: 2,
+            n_styles: 8,
+            style_dim: 12,
+            coarse_ind: 3,
+            middle_ind: 7,
+        }
     }
 
     #[test]
@@ -667,7 +691,10 @@ mod tests {
     fn full_width_preset() {
         let c = Config::ffhq();
         assert_eq!((c.n_units(), c.stage_end(1), c.stage_end(2), c.stage_end(3)), (24, 6, 20, 23));
-        assert_eq!((c.coarse_ind, c.middle_ind, c.style_convs(2), c.style_convs(3), c.style_convs(17)), (3, 7, 4, 5, 6));
+        assert_eq!(
+            (c.coarse_ind, c.middle_ind, c.style_convs(2), c.style_convs(3), c.style_convs(17)),
+            (3, 7, 4, 5, 6)
+        );
     }
 
     #[test]
@@ -683,8 +710,12 @@ mod tests {
 
     #[test]
     fn missing_key_is_unknown_architecture() {
-        let sd: Vec<_> = random_state_dict(&small(), 1).unwrap().into_iter().filter(|(k, _)| k != "input_layer.0.weight").collect();
+        let sd: Vec<_> =
+            random_state_dict(&small(), 1).unwrap().into_iter().filter(|(k, _)| k != "input_layer.0.weight").collect();
         let e = Config::infer(&Checkpoint::from_tensors("m", sd), "").unwrap_err();
-        assert!(matches!(e, Error::UnknownArchitecture { .. }) && e.to_string().contains("input_layer.0.weight"), "{e}");
+        assert!(
+            matches!(e, Error::UnknownArchitecture { .. }) && e.to_string().contains("input_layer.0.weight"),
+            "{e}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! One file per model, each mirroring its paper and its checkpoint's key names.
 
 pub mod clip;
+pub mod e4e;
 pub mod stylegan2;
 pub mod tokenizer;
 
