@@ -80,14 +80,27 @@ typedef struct cs_shift cs_shift;
 typedef struct cs_context_params {
   // sizeof(cs_context_params), set by `cs_context_params_init`.
   uint32_t struct_size;
-  // UTF-8 path of a rosinality/e4e checkpoint or a safetensors generator. Required.
+  // UTF-8 path of a rosinality/e4e checkpoint or a safetensors generator. May be NULL when
+  // `set_name` is given.
   const char *generator_path;
+  // e4e checkpoint (photo inversion); NULL = the generator file when it is an e4e file.
+  const char *encoder_path;
+  // CLIP model (TorchScript archive or state dict) and its BPE vocab; NULL = none.
+  const char *clip_path;
+  const char *vocab_path;
+  // A model set of the manifest (`ffhq`, `car`, `horse`): fills every path left NULL and
+  // the domain's frame and defaults. NULL = none.
+  const char *set_name;
+  // Model store directory for `set_name`; NULL = $CLIPSHAPE_MODELS or the XDG data dir.
+  const char *models_dir;
   // A `cs_device_kind` (an int so a bad value is an error, not undefined behaviour).
   int32_t device;
   // GPU index when `device` is `CS_DEVICE_KIND_CUDA`.
   int32_t device_index;
   // CPU threads for libtorch; 0 = libtorch's default (one per physical core).
   int32_t n_threads;
+  // Heads of CLIP's text tower; 0 = from the file (64-wide heads for OpenAI's models).
+  int32_t clip_text_heads;
 } cs_context_params;
 
 typedef struct cs_generator_info {
@@ -132,10 +145,15 @@ typedef struct cs_render_params {
   int32_t format;
   // Images per forward pass; 0 = 8.
   uint32_t max_batch;
+  // Output size; 0×0 = the domain's frame (cars: 512×384 of the 512² output). Any other
+  // size resizes the frame there (antialiased), e.g. to a host's selection box.
+  uint32_t target_width;
+  uint32_t target_height;
 } cs_render_params;
 
-// A view of one image inside a `cs_images`; valid until `cs_images_free`.
-typedef struct cs_image_view {
+// 8-bit pixels: a picture handed to the library (canvas, selection) or a view of one image
+// inside a `cs_images` (valid until `cs_images_free`).
+typedef struct cs_image {
   const uint8_t *data;
   uint32_t width;
   uint32_t height;
@@ -143,7 +161,50 @@ typedef struct cs_image_view {
   uint32_t stride;
   // A `cs_pixel_format`.
   int32_t format;
-} cs_image_view;
+} cs_image;
+
+// Called every `progress_every` steps; a nonzero return cancels (the call then returns
+// `CS_STATUS_CANCELLED` and no shift).
+typedef int32_t (*cs_progress_fn)(void *user,
+                                  int32_t step,
+                                  int32_t total,
+                                  float loss,
+                                  float clip_sim);
+
+typedef struct cs_optimize_params {
+  uint32_t struct_size;
+  // What the edit should look like, e.g. "face with big nose". Required.
+  const char *prompt;
+  // Optional neutral text ("face"): the CLIP term becomes directional. NULL = none.
+  const char *neutral;
+  // Layer whose raw weight is shifted ("convs.3"); NULL = the domain's default.
+  const char *layer;
+  // A `cs_method`.
+  int32_t method;
+  // Weight of the CLIP term (default 10).
+  float lambda1;
+  // Weight of ‖x‖₂; negative = the domain's default (0.01–0.1 by edit kind).
+  float lambda2;
+  // Weight of ‖w − w0‖² for the latent method (default 0.008).
+  float latent_l2;
+  // Adam steps (default 100).
+  int32_t steps;
+  // Adam learning rate (default 0.01).
+  float lr;
+  // k in θ + k·x while optimising (default 1): the learnt shift is the edit at strength k.
+  float strength;
+  uint64_t seed;
+  // Nonzero: cut prompts over 77 tokens instead of refusing them.
+  int32_t truncate_prompt;
+  // Progress every this many steps (each call syncs with the device); 0 = 1.
+  int32_t progress_every;
+  cs_progress_fn progress;
+  void *progress_user;
+} cs_optimize_params;
+
+// Download progress: `file` being fetched, bytes done of total; nonzero return cancels
+// (the partial file is kept and a later fetch resumes it).
+typedef int32_t (*cs_fetch_progress_fn)(void *user, const char *file, uint64_t done, uint64_t total);
 
 #ifdef __cplusplus
 extern "C" {
@@ -211,6 +272,10 @@ enum cs_status cs_shift_from_floats(const struct cs_ctx *ctx,
                                     size_t n,
                                     struct cs_shift **out);
 
+// A metadata value of the shift (`prompt`, `layer`, `clip_sim_before`, `clip_sim_after`,
+// `lambda2`, …), owned by the shift; NULL when absent.
+const char *cs_shift_get_meta(const struct cs_shift *shift, const char *key);
+
 size_t cs_shift_len(const struct cs_shift *shift);
 
 // The layer name, owned by the shift.
@@ -229,8 +294,8 @@ void cs_shift_free(struct cs_shift *shift);
 
 enum cs_status cs_render_params_init(struct cs_render_params *params);
 
-// Renders `latent` once per strength at the generator's full frame. On success `*out` owns
-// the images; free them with `cs_images_free`.
+// Renders `latent` once per strength, cropped to the domain's frame and optionally resized
+// to a target box. On success `*out` owns the images; free them with `cs_images_free`.
 enum cs_status cs_render(const struct cs_ctx *ctx,
                          const struct cs_latent *latent,
                          const struct cs_render_params *params,
@@ -239,11 +304,56 @@ enum cs_status cs_render(const struct cs_ctx *ctx,
 size_t cs_images_count(const struct cs_images *images);
 
 // A view of image `index`; the pointer stays valid until `cs_images_free`.
-enum cs_status cs_images_get(const struct cs_images *images,
-                             size_t index,
-                             struct cs_image_view *out);
+enum cs_status cs_images_get(const struct cs_images *images, size_t index, struct cs_image *out);
 
 void cs_images_free(struct cs_images *images);
+
+// Inverts a picture (the whole view: canvas or selection box) into a W+ latent with e4e.
+// When `recon_out` is not NULL it receives "what the model sees": the latent rendered back at
+// the picture's size and pixel format.
+enum cs_status cs_encode(const struct cs_ctx *ctx,
+                         const struct cs_image *image,
+                         struct cs_latent **out,
+                         struct cs_images **recon_out);
+
+enum cs_status cs_optimize_params_init(struct cs_optimize_params *params);
+
+// Learns a shift that moves `latent`'s picture toward `params->prompt`. On success `*out`
+// owns the shift (free with `cs_shift_free`); its metadata records how it was made.
+// `cs_cancel(ctx)` from another thread, or a nonzero progress return, stops within one step
+// with `CS_STATUS_CANCELLED` and no shift.
+enum cs_status cs_optimize(const struct cs_ctx *ctx,
+                           const struct cs_latent *latent,
+                           const struct cs_optimize_params *params,
+                           struct cs_shift **out);
+
+// Several edits in one batch (one shift per sample): `n_prompts` prompts for one latent, one
+// prompt for `n_latents` latents, or N of each. `params->prompt` is ignored. `out` receives
+// max(n_prompts, n_latents) shifts, each to be freed.
+enum cs_status cs_optimize_batch(const struct cs_ctx *ctx,
+                                 const struct cs_latent *const *latents,
+                                 size_t n_latents,
+                                 const char *const *prompts,
+                                 size_t n_prompts,
+                                 const struct cs_optimize_params *params,
+                                 struct cs_shift **out);
+
+// Cosine similarity between a picture (CLIP's official preprocessing) and a text.
+enum cs_status cs_clip_score(const struct cs_ctx *ctx,
+                             const struct cs_image *image,
+                             const char *text,
+                             float *out);
+
+// `CS_STATUS_OK` when every file of `set` is in the store (`models_dir` NULL = default);
+// otherwise `CS_STATUS_IO` and `cs_last_error()` says which files, their URLs and where to put
+// them.
+enum cs_status cs_models_check(const char *models_dir, const char *set);
+
+// Downloads the missing files of `set` (resuming partial ones, verifying sizes and hashes).
+enum cs_status cs_models_fetch(const char *models_dir,
+                               const char *set,
+                               cs_fetch_progress_fn progress,
+                               void *user);
 
 #ifdef __cplusplus
 }  // extern "C"

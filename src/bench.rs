@@ -1,14 +1,21 @@
-//! `clipshape bench`: milliseconds per operation, printed as a table. Speed targets are checked
-//! here, never in timed unit tests. Every row runs warm-up iterations first and reports the median.
+//! `clipshape bench`: milliseconds per operation, printed as a markdown table. Speed targets
+//! are checked here, never in timed unit tests. Every row runs two warm-up iterations first and
+//! reports the median of `iters`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::Checkpoint;
+use crate::edit::guide::ClipGuide;
+use crate::edit::optimize::{optimize, OptimizeParams};
+use crate::edit::{render, Latent, Shift};
 use crate::error::Result;
+use crate::models::clip::{self, Clip, HeadCounts};
+use crate::models::e4e::{self, Encoder4Editing};
 use crate::models::stylegan2::{config_f_channels, random_state_dict, seeded_normal, Generator, LayerId};
+use crate::models::tokenizer::Tokenizer;
 
 pub struct Row {
     pub model: String,
@@ -22,10 +29,12 @@ pub struct BenchOptions {
     pub device: Device,
     pub iters: usize,
     pub batches: Vec<i64>,
-    /// The tiny golden generator, when its file is at hand.
-    pub golden_generator: Option<std::path::PathBuf>,
+    /// The tiny golden models, when at hand.
+    pub golden_dir: Option<PathBuf>,
     /// Side of the randomly initialised config-f generator (0 skips it).
     pub random_size: i64,
+    /// Full-size CLIP ViT-B/32 and IR-SE50 rows, and edit steps with them.
+    pub full: bool,
 }
 
 fn sync(device: Device) {
@@ -50,47 +59,147 @@ fn time_ms(device: Device, iters: usize, mut f: impl FnMut() -> Result<()>) -> R
     Ok(samples[samples.len() / 2])
 }
 
-/// Forward, and forward + backward to a shift of a 16–32 px conv (what an edit step does on
-/// the generator side).
-fn generator_rows(name: &str, g: &Generator, opts: &BenchOptions, rows: &mut Vec<Row>) -> Result<()> {
-    let layer = g.layers().into_iter().find(|l| matches!(l.id, LayerId::Convs(3))).map(|l| l.id).unwrap_or(LayerId::Conv1);
+struct Table<'a> {
+    rows: Vec<Row>,
+    opts: &'a BenchOptions,
+}
+
+impl Table<'_> {
+    fn time(&mut self, model: &str, batch: i64, op: &str, f: impl FnMut() -> Result<()>) -> Result<()> {
+        let ms = time_ms(self.opts.device, self.opts.iters, f)?;
+        log::info!("{model} b{batch} {op}: {ms:.2} ms");
+        self.rows.push(Row { model: model.into(), device: crate::device::describe(self.opts.device), batch, op: op.into(), ms });
+        Ok(())
+    }
+}
+
+/// Forward, forward + backward to a 16 px conv's shift, and a render of 7 strengths.
+fn generator_rows(name: &str, g: &Generator, t: &mut Table) -> Result<()> {
+    let layer = g.layers().into_iter().map(|l| l.id).find(|l| *l == LayerId::Convs(3)).unwrap_or(LayerId::Conv1);
     let weight_shape = g.layer_weight(layer)?.size();
-    for &b in &opts.batches {
-        let w = seeded_normal(&[b, g.n_latent(), g.style_dim()], 1, opts.device)?;
-        let fwd = time_ms(opts.device, opts.iters, || {
+    let device = t.opts.device;
+    for b in t.opts.batches.clone() {
+        let w = seeded_normal(&[b, g.n_latent(), g.style_dim()], 1, device)?;
+        t.time(name, b, "forward", || {
             let _img = tch::no_grad(|| g.synthesis(&w, &[]))?;
             Ok(())
         })?;
-        let x = Tensor::f_zeros(weight_shape.as_slice(), (Kind::Float, opts.device))?.f_set_requires_grad(true)?;
-        let bwd = time_ms(opts.device, opts.iters, || {
+        let x = Tensor::f_zeros(weight_shape.as_slice(), (Kind::Float, device))?.f_set_requires_grad(true)?;
+        t.time(name, b, &format!("fwd+bwd to {layer} shift"), || {
             let img = g.synthesis(&w, &[(layer, &x)])?;
             img.f_mean(None::<Kind>)?.f_backward()?;
             Ok(())
         })?;
-        let dev = crate::device::describe(opts.device);
-        rows.push(Row { model: name.into(), device: dev.clone(), batch: b, op: "forward".into(), ms: fwd });
-        rows.push(Row { model: name.into(), device: dev, batch: b, op: format!("fwd+bwd to {layer} shift"), ms: bwd });
+    }
+    let latent = Latent::new(g, seeded_normal(&[g.n_latent(), g.style_dim()], 2, device)?)?;
+    let shift = Shift::new(g, &layer.to_string(), seeded_normal(&weight_shape, 3, device)?.f_mul_scalar(0.01)?)?;
+    let ks = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0];
+    t.time(name, 7, "render 7 strengths", || {
+        let _imgs = render(g, &latent, &[(&shift, 1.0)], &ks, 8)?;
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn clip_rows(name: &str, m: &Clip, t: &mut Table) -> Result<()> {
+    let r = m.image_resolution();
+    let device = t.opts.device;
+    for b in t.opts.batches.clone() {
+        let x = seeded_normal(&[b, 3, r, r], 4, device)?;
+        t.time(name, b, "encode_image", || {
+            let _f = tch::no_grad(|| m.encode_image(&x))?;
+            Ok(())
+        })?;
+        let xg = x.f_detach()?.f_set_requires_grad(true)?;
+        t.time(name, b, "encode_image fwd+bwd", || {
+            m.encode_image(&xg)?.f_sum(Kind::Float)?.f_backward()?;
+            Ok(())
+        })?;
+    }
+    let tokens = Tensor::f_zeros([1, m.config.context_length], (Kind::Int64, device))?;
+    let _ = tokens.f_narrow(1, 0, 2)?.f_copy_(&Tensor::from_slice(&[49406i64, 49407]).f_view([1, 2])?.f_to_device(device)?);
+    t.time(name, 1, "encode_text", || {
+        let _f = tch::no_grad(|| m.encode_text(&tokens))?;
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// One optimisation step = generator fwd+bwd + CLIP fwd+bwd + Adam, timed over a short run.
+fn edit_rows(name: &str, g: &Generator, guide: &ClipGuide, t: &mut Table) -> Result<()> {
+    let device = t.opts.device;
+    for b in t.opts.batches.clone() {
+        let latent = Latent::new(g, seeded_normal(&[g.n_latent(), g.style_dim()], 5, device)?)?;
+        let mut params = OptimizeParams::new("a wide face", "convs.3");
+        params.prompts = (0..b).map(|i| format!("a face with a big nose {i}")).collect();
+        params.steps = 5;
+        params.progress_every = 5;
+        let steps = params.steps as f64;
+        let ms = time_ms(device, t.opts.iters.min(3), || {
+            optimize(g, guide, &[&latent], &params, &|| false, &mut |_| true)?;
+            Ok(())
+        })?;
+        // Setup (text features, the unedited image) is amortised over the 5 steps measured.
+        t.rows.push(Row {
+            model: name.into(),
+            device: crate::device::describe(device),
+            batch: b,
+            op: format!("edit step (gen+CLIP fwd+bwd, Adam), {:.1} steps/s", 1e3 * steps / ms),
+            ms: ms / steps,
+        });
     }
     Ok(())
 }
 
 pub fn run(opts: &BenchOptions) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    if let Some(path) = &opts.golden_generator {
-        if path.exists() {
-            let g = crate::models::load_generator(path, opts.device)?.generator;
-            generator_rows(&format!("stylegan2 tiny golden {}px", g.config.size), &g, opts, &mut rows)?;
-        } else {
-            log::warn!("{} not found: skipping the tiny golden generator rows", path.display());
+    let mut t = Table { rows: Vec::new(), opts };
+    let device = opts.device;
+    let golden = opts.golden_dir.as_deref().filter(|d| d.join("stylegan2.pt").exists());
+    let vocab = golden.map(|d| d.join("bpe_simple_vocab_16e6.txt.gz"));
+    if let Some(dir) = golden {
+        let g = crate::models::load_generator(&dir.join("stylegan2.pt"), device)?.generator;
+        generator_rows("stylegan2 tiny golden 64px", &g, &mut t)?;
+        let guide = ClipGuide::load(&dir.join("clip_jit.pt"), &dir.join("bpe_simple_vocab_16e6.txt.gz"), HeadCounts::default(), device)?;
+        clip_rows("clip tiny golden", &guide.clip, &mut t)?;
+        edit_rows("tiny golden generator + CLIP", &g, &guide, &mut t)?;
+        let ck = Checkpoint::open(dir.join("e4e.pt"))?;
+        let enc = Encoder4Editing::load_from(&ck, device)?;
+        encoder_rows("e4e tiny golden", &enc, &mut t)?;
+    } else {
+        log::warn!("golden models not found: skipping the tiny-model rows");
+    }
+    let random_g = if opts.random_size > 0 {
+        let sd = random_state_dict(512, 8, &config_f_channels(opts.random_size, 2), 0)?;
+        let g = Generator::load(&Checkpoint::from_tensors("random config-f", sd), "", device)?;
+        generator_rows(&format!("stylegan2 config-f {}px (random)", opts.random_size), &g, &mut t)?;
+        Some(g)
+    } else {
+        None
+    };
+    if opts.full {
+        let sd = clip::random_state_dict(&clip::Config::vit_b32(), 0)?;
+        let m = Clip::load(&Checkpoint::from_tensors("random ViT-B/32", sd), "", HeadCounts::default(), device)?;
+        clip_rows("clip ViT-B/32 (random)", &m, &mut t)?;
+        let sd = e4e::random_state_dict(&e4e::Config::ffhq(), 0)?;
+        let enc = Encoder4Editing::load(&Checkpoint::from_tensors("random IR-SE50", sd), "", device)?;
+        encoder_rows("e4e IR-SE50 full width (random)", &enc, &mut t)?;
+        match (&random_g, &vocab) {
+            (Some(g), Some(v)) => {
+                let guide = ClipGuide { clip: m, tokenizer: Tokenizer::from_gz_file(v)?, fit: Default::default() };
+                edit_rows(&format!("config-f {}px + ViT-B/32 (random)", opts.random_size), g, &guide, &mut t)?;
+            }
+            _ => log::warn!("edit-step rows need --random-size > 0 and the golden vocab"),
         }
     }
-    if opts.random_size > 0 {
-        let sd = random_state_dict(512, 8, &config_f_channels(opts.random_size, 2), 0)?;
-        let ck = Checkpoint::from_tensors("random config-f", sd);
-        let g = Generator::load(&ck, "", opts.device)?;
-        generator_rows(&format!("stylegan2 config-f {}px (random)", opts.random_size), &g, opts, &mut rows)?;
-    }
-    Ok(rows)
+    Ok(t.rows)
+}
+
+fn encoder_rows(name: &str, enc: &Encoder4Editing, t: &mut Table) -> Result<()> {
+    let x = seeded_normal(&[1, 3, 256, 256], 6, t.opts.device)?;
+    t.time(name, 1, "encode 256x256", || {
+        let _c = tch::no_grad(|| enc.forward(&x))?;
+        Ok(())
+    })
 }
 
 /// A markdown table, ready for BENCHMARKS.md.
@@ -103,7 +212,7 @@ pub fn table(rows: &[Row]) -> String {
 }
 
 /// Where the tiny golden files live in a checkout: `../shared/golden`, or `$CLIPSHAPE_GOLDEN`.
-pub fn golden_dir() -> std::path::PathBuf {
+pub fn golden_dir() -> PathBuf {
     std::env::var_os("CLIPSHAPE_GOLDEN")
         .map(Into::into)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden"))

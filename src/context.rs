@@ -1,25 +1,49 @@
-//! A loaded model set on one device: what `cs_ctx` wraps, and what the CLI works with.
-//! A context is used by one thread at a time; only [`Context::cancel`] may come from another.
+//! A loaded model set on one device: what `cs_ctx` wraps and what the CLI works with.
+//!
+//! A context always has a generator; the e4e encoder (photos → W+) and the CLIP guide (text)
+//! are there when their files are given. An e4e checkpoint carries the generator too, so one
+//! e4e file + CLIP + its vocab is a complete set. A context is used by one thread at a time;
+//! only [`Context::cancel`] may come from another.
 
 use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
+use crate::checkpoint::Checkpoint;
 use crate::device::{self, DeviceRequest};
-use crate::error::Result;
+use crate::edit::encode::{self, ImageView};
+use crate::edit::guide::ClipGuide;
+use crate::edit::optimize::{self, OptimizeParams, Progress};
+use crate::edit::{Latent, Shift};
+use crate::error::{Error, Result};
+use crate::models::clip::HeadCounts;
+use crate::models::e4e::{self, Encoder4Editing};
 use crate::models::{self, stylegan2::Generator};
+use crate::store::{Frame, ModelStore};
 
 /// Samples averaged for the mean latent when the file does not carry `latent_avg`
 /// (rosinality's `mean_latent(4096)`), from a fixed seed so truncation is reproducible.
 pub const MEAN_LATENT_SAMPLES: i64 = 4096;
 pub const MEAN_LATENT_SEED: i64 = 0;
 
+/// What a context is made of.
 #[derive(Debug, Clone)]
 pub struct ContextParams {
     /// A rosinality checkpoint, an e4e checkpoint, or a safetensors state dict.
     pub generator: PathBuf,
+    /// An e4e checkpoint; None uses `generator` when that file holds an encoder.
+    pub encoder: Option<PathBuf>,
+    /// CLIP (TorchScript archive or state dict) and its BPE vocab; both or neither.
+    pub clip: Option<PathBuf>,
+    pub vocab: Option<PathBuf>,
+    pub clip_heads: HeadCounts,
+    /// Domain facts (frame, encoder input, defaults); None infers them from the files.
+    pub domain: Option<crate::store::Domain>,
+    /// Name recorded in shift files (a model-set name, or the generator's file name).
+    pub model_id: Option<String>,
     pub device: DeviceRequest,
     /// CPU threads for libtorch; 0 keeps its default.
     pub threads: usize,
@@ -27,7 +51,35 @@ pub struct ContextParams {
 
 impl ContextParams {
     pub fn new(generator: impl AsRef<Path>) -> Self {
-        ContextParams { generator: generator.as_ref().to_path_buf(), device: DeviceRequest::Auto, threads: 0 }
+        ContextParams {
+            generator: generator.as_ref().to_path_buf(),
+            encoder: None,
+            clip: None,
+            vocab: None,
+            clip_heads: HeadCounts::default(),
+            domain: None,
+            model_id: None,
+            device: DeviceRequest::Auto,
+            threads: 0,
+        }
+    }
+
+    /// Every file of a model set from the store; a missing file is an error that says which,
+    /// from where, and where to put it.
+    pub fn from_set(store: &ModelStore, set: &str) -> Result<ContextParams> {
+        let paths = store.set_paths(set)?;
+        let role = |r: &str| paths.get(r).map(Path::to_path_buf);
+        let generator = role("e4e")
+            .or_else(|| role("generator"))
+            .ok_or_else(|| Error::arg("set", format!("model set `{set}` has no generator (an `e4e` or `generator` file)")))?;
+        Ok(ContextParams {
+            encoder: role("e4e"),
+            clip: role("clip"),
+            vocab: role("bpe"),
+            domain: paths.domain.clone(),
+            model_id: Some(set.to_string()),
+            ..ContextParams::new(generator)
+        })
     }
 }
 
@@ -35,29 +87,99 @@ pub struct Context {
     pub device: Device,
     pub generator: Generator,
     pub generator_path: PathBuf,
+    pub encoder: Option<Encoder>,
+    pub guide: Option<ClipGuide>,
+    /// The picture inside the generator output.
+    pub frame: Frame,
+    pub domain: Option<crate::store::Domain>,
+    pub model_id: String,
     stored_mean: Option<Tensor>,
     computed_mean: OnceCell<Tensor>,
-    cancel: AtomicBool,
+    cancel: Arc<AtomicBool>,
+}
+
+/// Cancels the operation running on a context, from any thread.
+#[derive(Clone)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The e4e encoder with what inversion needs beside it.
+pub struct Encoder {
+    pub net: Encoder4Editing,
+    /// (n_styles, D), added to the encoder's output (pSp `start_from_latent_avg`).
+    pub latent_avg: Option<Tensor>,
+    /// Input (H, W) the encoder was trained at.
+    pub input_size: (i64, i64),
 }
 
 impl Context {
     pub fn new(params: &ContextParams) -> Result<Context> {
         let device = params.device.resolve()?;
         device::set_threads(params.threads);
-        let loaded = models::load_generator(&params.generator, device)?;
+        let gen_ck = Checkpoint::open(&params.generator)?;
+        let loaded = models::load_generator_from(&gen_ck, device)?;
+        let generator = loaded.generator;
         log::info!(
             "loaded {} px generator from {} on {}",
-            loaded.generator.config.size,
+            generator.config.size,
             params.generator.display(),
             device::describe(device)
         );
+
+        let encoder_ck = match &params.encoder {
+            Some(p) if p != &params.generator => Some(Checkpoint::open(p)?),
+            Some(_) => Some(gen_ck),
+            None if e4e::detect_prefix(&gen_ck).is_ok() => Some(gen_ck),
+            None => None,
+        };
+        let encoder = match encoder_ck {
+            Some(ck) => Some(load_encoder(&ck, &generator, params.domain.as_ref(), device)?),
+            None => None,
+        };
+
+        let guide = match (&params.clip, &params.vocab) {
+            (Some(c), Some(v)) => Some(ClipGuide::load(c, v, params.clip_heads, device)?),
+            (None, None) => None,
+            (Some(_), None) => return Err(Error::arg("vocab", "a CLIP model was given without its BPE vocab file")),
+            (None, Some(_)) => return Err(Error::arg("clip", "a BPE vocab was given without a CLIP model")),
+        };
+
+        let size = generator.config.size as u32;
+        let frame = match &params.domain {
+            Some(d) if d.generator_size != size => {
+                return Err(Error::Mismatch(format!(
+                    "the `{}` domain expects a {} px generator, {} is {size} px",
+                    d.name,
+                    d.generator_size,
+                    params.generator.display()
+                )))
+            }
+            Some(d) => d.frame,
+            None => default_frame(size, encoder.as_ref().map(|e| e.input_size)),
+        };
+        if frame.top + frame.height > size || frame.left + frame.width > size || frame.height == 0 || frame.width == 0 {
+            return Err(Error::arg("frame", format!("{frame:?} does not fit a {size} px generator")));
+        }
+        let model_id = params.model_id.clone().unwrap_or_else(|| {
+            params.generator.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        });
         Ok(Context {
             device,
-            generator: loaded.generator,
+            generator,
             generator_path: params.generator.clone(),
+            encoder,
+            guide,
+            frame,
+            domain: params.domain.clone(),
+            model_id,
             stored_mean: loaded.mean_latent,
             computed_mean: OnceCell::new(),
-            cancel: AtomicBool::new(false),
+            cancel: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -78,8 +200,128 @@ impl Context {
         self.cancel.store(true, Ordering::SeqCst);
     }
 
-    /// Clears a pending cancel at the start of an operation and reports one during it.
-    pub fn take_cancel(&self) -> bool {
-        self.cancel.swap(false, Ordering::SeqCst)
+    /// A handle another thread can keep to cancel this context's running operation.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle(self.cancel.clone())
     }
+
+    fn reset_cancel(&self) {
+        self.cancel.store(false, Ordering::SeqCst);
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+
+    pub fn encoder(&self) -> Result<&Encoder> {
+        self.encoder.as_ref().ok_or_else(|| {
+            Error::arg("encoder", "this context has no e4e encoder: create it from an e4e checkpoint or a model set")
+        })
+    }
+
+    pub fn guide(&self) -> Result<&ClipGuide> {
+        self.guide
+            .as_ref()
+            .ok_or_else(|| Error::arg("clip", "this context has no CLIP model: give a CLIP file and its vocab, or a model set"))
+    }
+
+    /// The domain's default edit layer, else the 16 px conv the method favours.
+    pub fn default_layer(&self) -> String {
+        self.domain.as_ref().map(|d| d.default_layer.clone()).unwrap_or_else(|| "convs.3".into())
+    }
+
+    pub fn default_lambda2(&self) -> f64 {
+        self.domain.as_ref().map(|d| d.default_lambda2).unwrap_or(optimize::DEFAULT_LAMBDA2)
+    }
+
+    /// Photo → W+ with e4e. The whole view is the picture; it is resized to the encoder's
+    /// input (whose aspect is the frame's).
+    pub fn encode(&self, view: &ImageView) -> Result<Latent> {
+        let enc = self.encoder()?;
+        let wplus = encode::invert(&enc.net, enc.latent_avg.as_ref(), view, enc.input_size)?;
+        Latent::new(&self.generator, wplus.f_squeeze_dim(0)?)
+    }
+
+    /// Crops (B, 3, S, S) generator output to the frame and, when `size` (w, h) is given,
+    /// resizes it there (antialiased) so a host can paste it back over its selection.
+    pub fn to_frame(&self, images: &Tensor, size: Option<(u32, u32)>) -> Result<Tensor> {
+        let f = self.frame;
+        let cropped = images
+            .f_narrow(2, f.top as i64, f.height as i64)?
+            .f_narrow(3, f.left as i64, f.width as i64)?;
+        match size {
+            Some((w, h)) if (w, h) != (f.width, f.height) => {
+                if w == 0 || h == 0 || w > encode::MAX_SIDE || h > encode::MAX_SIDE {
+                    return Err(Error::arg("size", format!("{w}×{h} is not within 1..={} per side", encode::MAX_SIDE)));
+                }
+                Ok(cropped.f_internal_upsample_bilinear2d_aa([h as i64, w as i64], false, None, None)?)
+            }
+            _ => Ok(cropped),
+        }
+    }
+
+    /// Learns shifts (see [`optimize::optimize`]); cancel through [`Context::cancel`] or the
+    /// callback. Records the model's identity in each shift.
+    pub fn optimize(
+        &self,
+        latents: &[&Latent],
+        params: &OptimizeParams,
+        progress: &mut dyn FnMut(&Progress) -> bool,
+    ) -> Result<Vec<Shift>> {
+        self.reset_cancel();
+        let guide = self.guide()?;
+        let mut shifts = optimize::optimize(&self.generator, guide, latents, params, &|| self.is_cancelled(), progress)?;
+        for s in &mut shifts {
+            s.meta.insert("model".into(), self.model_id.clone());
+            s.meta.insert("generator_size".into(), self.generator.config.size.to_string());
+        }
+        Ok(shifts)
+    }
+
+    /// Cosine similarity between a picture (official CLIP preprocessing) and a text.
+    pub fn clip_score(&self, view: &ImageView, texts: &[&str]) -> Result<Vec<f32>> {
+        let guide = self.guide()?;
+        view.validate()?;
+        let rgb = view.rgb8_composited();
+        let x = guide.preprocess_rgb8(&rgb, view.width as usize, view.height as usize)?;
+        let t = guide.text_features(texts, false)?;
+        let i = tch::no_grad(|| guide.image_features(&x))?;
+        let sims = crate::models::clip::cosine(&i, &t)?.f_to_kind(Kind::Float)?;
+        Ok(Vec::<f32>::try_from(&sims)?)
+    }
+}
+
+/// The frame when no domain is given: cars (e4e trained at 192×256, aspect 3:4) use the
+/// 512×384 band of rows 64..448; everything else the whole square.
+fn default_frame(size: u32, encoder_input: Option<(i64, i64)>) -> Frame {
+    match encoder_input {
+        Some((h, w)) if h * 4 == w * 3 => {
+            let height = size * 3 / 4;
+            Frame { top: (size - height) / 2, left: 0, height, width: size }
+        }
+        _ => Frame { top: 0, left: 0, height: size, width: size },
+    }
+}
+
+fn load_encoder(ck: &Checkpoint, g: &Generator, domain: Option<&crate::store::Domain>, device: Device) -> Result<Encoder> {
+    let net = Encoder4Editing::load_from(ck, device)?;
+    if net.n_styles() != g.n_latent() || net.style_dim() != g.style_dim() {
+        return Err(Error::Mismatch(format!(
+            "encoder {} predicts {}×{} codes, the generator's W+ is {}×{}",
+            ck.path().display(),
+            net.n_styles(),
+            net.style_dim(),
+            g.n_latent(),
+            g.style_dim()
+        )));
+    }
+    let latent_avg = e4e::latent_avg(ck, &net.config, device)?;
+    if latent_avg.is_none() {
+        return Err(Error::MissingTensor { path: ck.path().to_path_buf(), key: "latent_avg".into() });
+    }
+    let input_size = match domain {
+        Some(d) => (d.encoder_input.height as i64, d.encoder_input.width as i64),
+        None => encode::input_size(e4e::opts_dataset_type(ck).as_deref()),
+    };
+    Ok(Encoder { net, latent_avg, input_size })
 }

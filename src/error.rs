@@ -33,17 +33,39 @@ pub enum Error {
     #[error("model mismatch: {0}")]
     Mismatch(String),
 
+    /// Model files missing, a download failed, or the model store is misconfigured.
+    #[error("{0}")]
+    Models(String),
+
     #[error("device: {0}")]
     Device(String),
 
     #[error("cancelled")]
     Cancelled,
 
-    #[error("torch: {0}")]
+    #[error("torch: {}", torch_message(.0))]
     Torch(#[from] tch::TchError),
 
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// libtorch appends a C++ backtrace to its messages; users need the first lines only.
+fn torch_message(e: &tch::TchError) -> String {
+    let s = e.to_string();
+    s.split("\nException raised from").next().unwrap_or(&s).trim().to_string()
+}
+
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as S;
+        match e {
+            S::Io { path, source, .. } => Error::Io { path, source },
+            S::Cancelled { .. } => Error::Cancelled,
+            S::UnknownSet { .. } | S::UnknownRole { .. } | S::UnknownFile { .. } => Error::arg("set", e.to_string()),
+            e => Error::Models(e.to_string()),
+        }
+    }
 }
 
 impl Error {

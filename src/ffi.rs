@@ -13,8 +13,11 @@ use std::path::PathBuf;
 
 use crate::context::{Context, ContextParams};
 use crate::device::DeviceRequest;
+use crate::edit::encode::{self, ImageView};
+use crate::edit::optimize::{self, Method, OptimizeParams};
 use crate::edit::{self, Latent, PixelFormat, Shift};
 use crate::error::{Error, Result};
+use crate::store::{CallbackProgress, Manifest, ModelStore};
 
 /// Bumped on any incompatible change of this header.
 pub const CS_ABI_VERSION: u32 = 1;
@@ -73,6 +76,7 @@ pub struct cs_latent {
 pub struct cs_shift {
     inner: Shift,
     layer_name: CString,
+    meta: std::collections::BTreeMap<String, CString>,
 }
 
 /// Rendered images, owned by the library until `cs_images_free`.
@@ -87,14 +91,27 @@ pub struct cs_images {
 pub struct cs_context_params {
     /// sizeof(cs_context_params), set by `cs_context_params_init`.
     pub struct_size: u32,
-    /// UTF-8 path of a rosinality/e4e checkpoint or a safetensors generator. Required.
+    /// UTF-8 path of a rosinality/e4e checkpoint or a safetensors generator. May be NULL when
+    /// `set_name` is given.
     pub generator_path: *const c_char,
+    /// e4e checkpoint (photo inversion); NULL = the generator file when it is an e4e file.
+    pub encoder_path: *const c_char,
+    /// CLIP model (TorchScript archive or state dict) and its BPE vocab; NULL = none.
+    pub clip_path: *const c_char,
+    pub vocab_path: *const c_char,
+    /// A model set of the manifest (`ffhq`, `car`, `horse`): fills every path left NULL and
+    /// the domain's frame and defaults. NULL = none.
+    pub set_name: *const c_char,
+    /// Model store directory for `set_name`; NULL = $CLIPSHAPE_MODELS or the XDG data dir.
+    pub models_dir: *const c_char,
     /// A `cs_device_kind` (an int so a bad value is an error, not undefined behaviour).
     pub device: i32,
     /// GPU index when `device` is `CS_DEVICE_KIND_CUDA`.
     pub device_index: i32,
     /// CPU threads for libtorch; 0 = libtorch's default (one per physical core).
     pub n_threads: i32,
+    /// Heads of CLIP's text tower; 0 = from the file (64-wide heads for OpenAI's models).
+    pub clip_text_heads: i32,
 }
 
 #[repr(C)]
@@ -143,11 +160,16 @@ pub struct cs_render_params {
     pub format: i32,
     /// Images per forward pass; 0 = 8.
     pub max_batch: u32,
+    /// Output size; 0×0 = the domain's frame (cars: 512×384 of the 512² output). Any other
+    /// size resizes the frame there (antialiased), e.g. to a host's selection box.
+    pub target_width: u32,
+    pub target_height: u32,
 }
 
-/// A view of one image inside a `cs_images`; valid until `cs_images_free`.
+/// 8-bit pixels: a picture handed to the library (canvas, selection) or a view of one image
+/// inside a `cs_images` (valid until `cs_images_free`).
 #[repr(C)]
-pub struct cs_image_view {
+pub struct cs_image {
     pub data: *const u8,
     pub width: u32,
     pub height: u32,
@@ -171,7 +193,7 @@ fn status_of(e: &Error) -> cs_status {
         return cs_status::OutOfMemory;
     }
     match e {
-        Error::Io { .. } => cs_status::Io,
+        Error::Io { .. } | Error::Models(_) => cs_status::Io,
         Error::Format { .. }
         | Error::MissingTensor { .. }
         | Error::Shape { .. }
@@ -295,9 +317,15 @@ pub unsafe extern "C" fn cs_context_params_init(params: *mut cs_context_params) 
         *out_arg(params, "params")? = cs_context_params {
             struct_size: std::mem::size_of::<cs_context_params>() as u32,
             generator_path: std::ptr::null(),
+            encoder_path: std::ptr::null(),
+            clip_path: std::ptr::null(),
+            vocab_path: std::ptr::null(),
+            set_name: std::ptr::null(),
+            models_dir: std::ptr::null(),
             device: cs_device_kind::Auto as i32,
             device_index: 0,
             n_threads: 0,
+            clip_text_heads: 0,
         };
         Ok(())
     })
@@ -323,11 +351,36 @@ pub unsafe extern "C" fn cs_context_create(params: *const cs_context_params, out
         if p.n_threads < 0 {
             return Err(Error::arg("n_threads", format!("{} is negative", p.n_threads)));
         }
-        let params = ContextParams {
-            generator: PathBuf::from(str_arg(p.generator_path, "generator_path")?),
-            device,
-            threads: p.n_threads as usize,
+        let opt_path = |ptr: *const c_char, name: &'static str| -> Result<Option<PathBuf>> {
+            if ptr.is_null() {
+                Ok(None)
+            } else {
+                Ok(Some(PathBuf::from(str_arg(ptr, name)?)))
+            }
         };
+        let mut params = if p.set_name.is_null() {
+            ContextParams::new(PathBuf::from(str_arg(p.generator_path, "generator_path")?))
+        } else {
+            ContextParams::from_set(&model_store(p.models_dir)?, str_arg(p.set_name, "set_name")?)?
+        };
+        if let Some(g) = opt_path(p.generator_path, "generator_path")? {
+            params.generator = g;
+        }
+        for (slot, ptr, name) in [
+            (&mut params.encoder, p.encoder_path, "encoder_path"),
+            (&mut params.clip, p.clip_path, "clip_path"),
+            (&mut params.vocab, p.vocab_path, "vocab_path"),
+        ] {
+            if let Some(v) = opt_path(ptr, name)? {
+                *slot = Some(v);
+            }
+        }
+        if p.clip_text_heads < 0 {
+            return Err(Error::arg("clip_text_heads", format!("{} is negative", p.clip_text_heads)));
+        }
+        params.clip_heads.text = (p.clip_text_heads > 0).then_some(p.clip_text_heads as i64);
+        params.device = device;
+        params.threads = p.n_threads as usize;
         let ctx = Context::new(&params)?;
         *out = Box::into_raw(Box::new(cs_ctx { inner: ctx }));
         Ok(())
@@ -483,8 +536,22 @@ pub unsafe extern "C" fn cs_shift_from_floats(
 }
 
 fn new_shift(shift: Shift) -> Result<*mut cs_shift> {
-    let layer_name = CString::new(shift.target.to_string()).map_err(|e| Error::Internal(e.to_string()))?;
-    Ok(Box::into_raw(Box::new(cs_shift { inner: shift, layer_name })))
+    let c = |v: &str| CString::new(v.replace('\0', " ")).map_err(|e| Error::Internal(e.to_string()));
+    let layer_name = c(&shift.target.to_string())?;
+    let meta = shift.meta.iter().map(|(k, v)| Ok((k.clone(), c(v)?))).collect::<Result<_>>()?;
+    Ok(Box::into_raw(Box::new(cs_shift { inner: shift, layer_name, meta })))
+}
+
+/// A metadata value of the shift (`prompt`, `layer`, `clip_sim_before`, `clip_sim_after`,
+/// `lambda2`, …), owned by the shift; NULL when absent.
+#[no_mangle]
+pub unsafe extern "C" fn cs_shift_get_meta(shift: *const cs_shift, key: *const c_char) -> *const c_char {
+    let found = catch_unwind(AssertUnwindSafe(|| -> Option<*const c_char> {
+        let s = shift.as_ref()?;
+        let key = str_arg(key, "key").ok()?;
+        s.meta.get(key).map(|v| v.as_ptr())
+    }));
+    found.ok().flatten().unwrap_or(std::ptr::null())
 }
 
 #[no_mangle]
@@ -555,13 +622,15 @@ pub unsafe extern "C" fn cs_render_params_init(params: *mut cs_render_params) ->
             n_strengths: 0,
             format: cs_pixel_format::Rgba8 as i32,
             max_batch: 0,
+            target_width: 0,
+            target_height: 0,
         };
         Ok(())
     })
 }
 
-/// Renders `latent` once per strength at the generator's full frame. On success `*out` owns
-/// the images; free them with `cs_images_free`.
+/// Renders `latent` once per strength, cropped to the domain's frame and optionally resized
+/// to a target box. On success `*out` owns the images; free them with `cs_images_free`.
 #[no_mangle]
 pub unsafe extern "C" fn cs_render(
     ctx: *const cs_ctx,
@@ -585,12 +654,20 @@ pub unsafe extern "C" fn cs_render(
         let strengths: Vec<f64> = slice_arg(p.strengths, p.n_strengths, "strengths")?.iter().map(|&k| k as f64).collect();
         let max_batch = if p.max_batch == 0 { edit::render::DEFAULT_MAX_BATCH } else { p.max_batch as usize };
         let format = pixel_format(p.format)?;
+        let target = match (p.target_width, p.target_height) {
+            (0, 0) => None,
+            (w, h) => Some((w, h)),
+        };
         let images = edit::render(&ctx.generator, latent, &shifts, &strengths, max_batch)?;
-        let (_, _, h, w) = images.size4()?;
-        let pixels = edit::to_rgba8(&images, format)?;
-        *out = Box::into_raw(Box::new(cs_images { pixels, width: w as u32, height: h as u32, format }));
+        *out = images_out(&ctx.to_frame(&images, target)?, format)?;
         Ok(())
     })
+}
+
+fn images_out(images: &tch::Tensor, format: PixelFormat) -> Result<*mut cs_images> {
+    let (_, _, h, w) = images.size4()?;
+    let pixels = edit::to_rgba8(images, format)?;
+    Ok(Box::into_raw(Box::new(cs_images { pixels, width: w as u32, height: h as u32, format })))
 }
 
 #[no_mangle]
@@ -600,7 +677,7 @@ pub unsafe extern "C" fn cs_images_count(images: *const cs_images) -> usize {
 
 /// A view of image `index`; the pointer stays valid until `cs_images_free`.
 #[no_mangle]
-pub unsafe extern "C" fn cs_images_get(images: *const cs_images, index: usize, out: *mut cs_image_view) -> cs_status {
+pub unsafe extern "C" fn cs_images_get(images: *const cs_images, index: usize, out: *mut cs_image) -> cs_status {
     guard(|| {
         let imgs = ref_arg(images, "images")?;
         let out = out_arg(out, "out")?;
@@ -608,7 +685,7 @@ pub unsafe extern "C" fn cs_images_get(images: *const cs_images, index: usize, o
             .pixels
             .get(index)
             .ok_or_else(|| Error::arg("index", format!("{index} is out of range (0..{})", imgs.pixels.len())))?;
-        *out = cs_image_view {
+        *out = cs_image {
             data: px.as_ptr(),
             width: imgs.width,
             height: imgs.height,
@@ -624,4 +701,311 @@ pub unsafe extern "C" fn cs_images_free(images: *mut cs_images) {
     if !images.is_null() {
         let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(images))));
     }
+}
+
+// ───────────────────────────── pictures in ─────────────────────────
+
+/// A host's pixels as a checked view; the byte count is derived from the geometry, so a view
+/// whose stride or size is inconsistent is refused before any byte is read.
+unsafe fn image_arg<'a>(img: *const cs_image, name: &'static str) -> Result<ImageView<'a>> {
+    let img = ref_arg(img, name)?;
+    let format = pixel_format(img.format)?;
+    let bpp = format.channels() as u64;
+    if (img.stride as u64) < img.width as u64 * bpp {
+        return Err(Error::arg(
+            "stride",
+            format!("{} bytes is less than width {} × {bpp} bytes per pixel", img.stride, img.width),
+        ));
+    }
+    if img.width == 0 || img.height == 0 {
+        return Err(Error::arg("width, height", format!("{}×{} has no pixels", img.width, img.height)));
+    }
+    if img.width > encode::MAX_SIDE || img.height > encode::MAX_SIDE {
+        return Err(Error::arg("width, height", format!("{}×{} exceeds {} px per side", img.width, img.height, encode::MAX_SIDE)));
+    }
+    let len = img.stride as u64 * (img.height as u64 - 1) + img.width as u64 * bpp;
+    if img.data.is_null() {
+        return Err(Error::arg("data", "is NULL"));
+    }
+    let data = std::slice::from_raw_parts(img.data, len as usize);
+    ImageView::new(data, img.width, img.height, img.stride, format)
+}
+
+// ───────────────────────────── encode ──────────────────────────────
+
+/// Inverts a picture (the whole view: canvas or selection box) into a W+ latent with e4e.
+/// When `recon_out` is not NULL it receives "what the model sees": the latent rendered back at
+/// the picture's size and pixel format.
+#[no_mangle]
+pub unsafe extern "C" fn cs_encode(
+    ctx: *const cs_ctx,
+    image: *const cs_image,
+    out: *mut *mut cs_latent,
+    recon_out: *mut *mut cs_images,
+) -> cs_status {
+    guard(|| {
+        let out = out_arg(out, "out")?;
+        *out = std::ptr::null_mut();
+        if let Some(r) = recon_out.as_mut() {
+            *r = std::ptr::null_mut();
+        }
+        let ctx = &ref_arg(ctx, "ctx")?.inner;
+        let view = image_arg(image, "image")?;
+        let latent = ctx.encode(&view)?;
+        if let Some(r) = recon_out.as_mut() {
+            let images = edit::render(&ctx.generator, &latent, &[], &[0.0], 1)?;
+            *r = images_out(&ctx.to_frame(&images, Some((view.width, view.height)))?, view.format)?;
+        }
+        *out = Box::into_raw(Box::new(cs_latent { inner: latent }));
+        Ok(())
+    })
+}
+
+// ───────────────────────────── optimise ────────────────────────────
+
+/// Called every `progress_every` steps; a nonzero return cancels (the call then returns
+/// `CS_STATUS_CANCELLED` and no shift).
+pub type cs_progress_fn =
+    Option<unsafe extern "C" fn(user: *mut std::ffi::c_void, step: i32, total: i32, loss: f32, clip_sim: f32) -> i32>;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum cs_method {
+    /// Learn a shift of one generator conv's raw weight (the paper).
+    Shift = 0,
+    /// StyleCLIP latent optimisation (the baseline): the result is a W+ direction.
+    Latent = 1,
+}
+
+#[repr(C)]
+pub struct cs_optimize_params {
+    pub struct_size: u32,
+    /// What the edit should look like, e.g. "face with big nose". Required.
+    pub prompt: *const c_char,
+    /// Optional neutral text ("face"): the CLIP term becomes directional. NULL = none.
+    pub neutral: *const c_char,
+    /// Layer whose raw weight is shifted ("convs.3"); NULL = the domain's default.
+    pub layer: *const c_char,
+    /// A `cs_method`.
+    pub method: i32,
+    /// Weight of the CLIP term (default 10).
+    pub lambda1: f32,
+    /// Weight of ‖x‖₂; negative = the domain's default (0.01–0.1 by edit kind).
+    pub lambda2: f32,
+    /// Weight of ‖w − w0‖² for the latent method (default 0.008).
+    pub latent_l2: f32,
+    /// Adam steps (default 100).
+    pub steps: i32,
+    /// Adam learning rate (default 0.01).
+    pub lr: f32,
+    /// k in θ + k·x while optimising (default 1): the learnt shift is the edit at strength k.
+    pub strength: f32,
+    pub seed: u64,
+    /// Nonzero: cut prompts over 77 tokens instead of refusing them.
+    pub truncate_prompt: i32,
+    /// Progress every this many steps (each call syncs with the device); 0 = 1.
+    pub progress_every: i32,
+    pub progress: cs_progress_fn,
+    pub progress_user: *mut std::ffi::c_void,
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cs_optimize_params_init(params: *mut cs_optimize_params) -> cs_status {
+    guard(|| {
+        *out_arg(params, "params")? = cs_optimize_params {
+            struct_size: std::mem::size_of::<cs_optimize_params>() as u32,
+            prompt: std::ptr::null(),
+            neutral: std::ptr::null(),
+            layer: std::ptr::null(),
+            method: cs_method::Shift as i32,
+            lambda1: optimize::DEFAULT_LAMBDA1 as f32,
+            lambda2: -1.0,
+            latent_l2: optimize::DEFAULT_LATENT_L2 as f32,
+            steps: optimize::DEFAULT_STEPS as i32,
+            lr: optimize::DEFAULT_LR as f32,
+            strength: 1.0,
+            seed: 0,
+            truncate_prompt: 0,
+            progress_every: 1,
+            progress: None,
+            progress_user: std::ptr::null_mut(),
+        };
+        Ok(())
+    })
+}
+
+unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<String>) -> Result<OptimizeParams> {
+    check_struct_size(p.struct_size, std::mem::size_of::<cs_optimize_params>(), "params")?;
+    let method = match p.method {
+        m if m == cs_method::Shift as i32 => Method::Shift,
+        m if m == cs_method::Latent as i32 => Method::Latent,
+        m => return Err(Error::arg("method", format!("{m} is not a cs_method"))),
+    };
+    if p.steps < 1 {
+        return Err(Error::arg("steps", format!("{} must be at least 1", p.steps)));
+    }
+    let layer = if p.layer.is_null() { ctx.default_layer() } else { str_arg(p.layer, "layer")?.to_string() };
+    let lambda2 = if p.lambda2.is_sign_negative() && p.lambda2.is_finite() { ctx.default_lambda2() } else { p.lambda2 as f64 };
+    Ok(OptimizeParams {
+        prompts,
+        neutral: if p.neutral.is_null() { None } else { Some(str_arg(p.neutral, "neutral")?.to_string()) },
+        layer,
+        method,
+        lambda1: p.lambda1 as f64,
+        lambda2,
+        latent_l2: p.latent_l2 as f64,
+        steps: p.steps as usize,
+        lr: p.lr as f64,
+        strength: p.strength as f64,
+        seed: p.seed as i64,
+        init_scale: 0.0,
+        truncate: p.truncate_prompt != 0,
+        progress_every: p.progress_every.max(1) as usize,
+    })
+}
+
+unsafe fn run_optimize(ctx: &Context, latents: &[&Latent], params: &OptimizeParams, p: &cs_optimize_params) -> Result<Vec<Shift>> {
+    let (callback, user) = (p.progress, p.progress_user);
+    let mut progress = |pr: &optimize::Progress| -> bool {
+        match callback {
+            // SAFETY: the host promised a valid function pointer for the call's duration.
+            Some(f) => unsafe { f(user, pr.step as i32, pr.total as i32, pr.loss, pr.clip_sim) == 0 },
+            None => true,
+        }
+    };
+    ctx.optimize(latents, params, &mut progress)
+}
+
+/// Learns a shift that moves `latent`'s picture toward `params->prompt`. On success `*out`
+/// owns the shift (free with `cs_shift_free`); its metadata records how it was made.
+/// `cs_cancel(ctx)` from another thread, or a nonzero progress return, stops within one step
+/// with `CS_STATUS_CANCELLED` and no shift.
+#[no_mangle]
+pub unsafe extern "C" fn cs_optimize(
+    ctx: *const cs_ctx,
+    latent: *const cs_latent,
+    params: *const cs_optimize_params,
+    out: *mut *mut cs_shift,
+) -> cs_status {
+    guard(|| {
+        let out = out_arg(out, "out")?;
+        *out = std::ptr::null_mut();
+        let ctx = &ref_arg(ctx, "ctx")?.inner;
+        let latent = &ref_arg(latent, "latent")?.inner;
+        let p = ref_arg(params, "params")?;
+        let prompt = str_arg(p.prompt, "prompt")?.to_string();
+        let params = optimize_params(ctx, p, vec![prompt])?;
+        let mut shifts = run_optimize(ctx, &[latent], &params, p)?;
+        let shift = shifts.pop().ok_or_else(|| Error::Internal("no shift produced".into()))?;
+        *out = new_shift(shift)?;
+        Ok(())
+    })
+}
+
+/// Several edits in one batch (one shift per sample): `n_prompts` prompts for one latent, one
+/// prompt for `n_latents` latents, or N of each. `params->prompt` is ignored. `out` receives
+/// max(n_prompts, n_latents) shifts, each to be freed.
+#[no_mangle]
+pub unsafe extern "C" fn cs_optimize_batch(
+    ctx: *const cs_ctx,
+    latents: *const *const cs_latent,
+    n_latents: usize,
+    prompts: *const *const c_char,
+    n_prompts: usize,
+    params: *const cs_optimize_params,
+    out: *mut *mut cs_shift,
+) -> cs_status {
+    guard(|| {
+        let ctx = &ref_arg(ctx, "ctx")?.inner;
+        let p = ref_arg(params, "params")?;
+        let lat = slice_arg(latents, n_latents, "latents")?
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l.as_ref().map(|l| &l.inner).ok_or_else(|| Error::arg("latents", format!("entry {i} is NULL"))))
+            .collect::<Result<Vec<_>>>()?;
+        let texts = slice_arg(prompts, n_prompts, "prompts")?
+            .iter()
+            .map(|&t| str_arg(t, "prompts").map(str::to_string))
+            .collect::<Result<Vec<_>>>()?;
+        if out.is_null() {
+            return Err(Error::arg("out", "is NULL"));
+        }
+        let params = optimize_params(ctx, p, texts)?;
+        let shifts = run_optimize(ctx, &lat, &params, p)?;
+        let handles = shifts.into_iter().map(new_shift).collect::<Result<Vec<_>>>()?;
+        for (i, h) in handles.into_iter().enumerate() {
+            *out.add(i) = h;
+        }
+        Ok(())
+    })
+}
+
+// ───────────────────────────── CLIP ────────────────────────────────
+
+/// Cosine similarity between a picture (CLIP's official preprocessing) and a text.
+#[no_mangle]
+pub unsafe extern "C" fn cs_clip_score(ctx: *const cs_ctx, image: *const cs_image, text: *const c_char, out: *mut f32) -> cs_status {
+    guard(|| {
+        let out = out_arg(out, "out")?;
+        let ctx = &ref_arg(ctx, "ctx")?.inner;
+        let view = image_arg(image, "image")?;
+        let text = str_arg(text, "text")?;
+        *out = ctx.clip_score(&view, &[text])?[0];
+        Ok(())
+    })
+}
+
+// ───────────────────────────── model files ─────────────────────────
+
+fn model_store(dir: *const c_char) -> Result<ModelStore> {
+    if dir.is_null() {
+        Ok(ModelStore::from_env()?)
+    } else {
+        // SAFETY: non-null, a NUL-terminated string from the caller.
+        let d = unsafe { str_arg(dir, "models_dir")? };
+        Ok(ModelStore::new(d, Manifest::builtin()?))
+    }
+}
+
+/// `CS_STATUS_OK` when every file of `set` is in the store (`models_dir` NULL = default);
+/// otherwise `CS_STATUS_IO` and `cs_last_error()` says which files, their URLs and where to put
+/// them.
+#[no_mangle]
+pub unsafe extern "C" fn cs_models_check(models_dir: *const c_char, set: *const c_char) -> cs_status {
+    guard(|| {
+        let store = model_store(models_dir)?;
+        match store.missing_files_message(str_arg(set, "set")?)? {
+            None => Ok(()),
+            Some(message) => Err(Error::Models(message)),
+        }
+    })
+}
+
+/// Download progress: `file` being fetched, bytes done of total; nonzero return cancels
+/// (the partial file is kept and a later fetch resumes it).
+pub type cs_fetch_progress_fn =
+    Option<unsafe extern "C" fn(user: *mut std::ffi::c_void, file: *const c_char, done: u64, total: u64) -> i32>;
+
+/// Downloads the missing files of `set` (resuming partial ones, verifying sizes and hashes).
+#[no_mangle]
+pub unsafe extern "C" fn cs_models_fetch(
+    models_dir: *const c_char,
+    set: *const c_char,
+    progress: cs_fetch_progress_fn,
+    user: *mut std::ffi::c_void,
+) -> cs_status {
+    guard(|| {
+        let store = model_store(models_dir)?;
+        let set = str_arg(set, "set")?;
+        let mut cb = CallbackProgress::new(|file: &str, done: u64, total: u64| match progress {
+            Some(f) => {
+                let name = CString::new(file.replace('\0', " ")).unwrap_or_default();
+                // SAFETY: the host promised a valid function pointer for the call's duration.
+                unsafe { f(user, name.as_ptr(), done, total) == 0 }
+            }
+            None => true,
+        });
+        store.fetch(set, &mut cb)?;
+        Ok(())
+    })
 }

@@ -23,6 +23,7 @@ pub mod imageops;
 pub mod io;
 pub mod models;
 pub mod ops;
+pub mod sheet;
 pub mod store;
 
 pub use error::{Error, Result};

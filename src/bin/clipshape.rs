@@ -5,11 +5,16 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use clipshape::context::{Context, ContextParams};
 use clipshape::device::DeviceRequest;
+use clipshape::edit::encode::ImageView;
+use clipshape::edit::optimize::{Method, OptimizeParams, Progress};
 use clipshape::edit::{self, render::save_png, Latent, PixelFormat, Shift};
+use clipshape::models::clip::HeadCounts;
+use clipshape::sheet::{strength_label, write_contact_sheet, Tile};
+use clipshape::store::{ModelStore, ModelsCommand};
 
 #[derive(Parser)]
 #[command(name = "clipshape", version, about = "Text-driven shape editing of photos with StyleGAN2 + CLIP")]
@@ -22,6 +27,54 @@ struct Cli {
     threads: usize,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where CLIP comes from when MODEL is a file rather than a model set.
+#[derive(Args, Clone, Default)]
+struct ClipFiles {
+    /// CLIP model (OpenAI TorchScript archive or a state dict)
+    #[arg(long)]
+    clip: Option<PathBuf>,
+    /// CLIP BPE vocab (default: bpe_simple_vocab_16e6.txt.gz in the model store)
+    #[arg(long)]
+    vocab: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct EditOptions {
+    /// Generator layer whose raw weight is shifted (default: the model set's, else convs.3)
+    #[arg(long)]
+    layer: Option<String>,
+    /// Optimisation steps
+    #[arg(long, default_value_t = 100)]
+    steps: usize,
+    /// Adam learning rate
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    /// Weight of the CLIP term
+    #[arg(long, default_value_t = 10.0)]
+    lambda1: f64,
+    /// Weight of ‖x‖₂ (default: the model set's, 0.01–0.1)
+    #[arg(long)]
+    lambda2: Option<f64>,
+    /// Weight of ‖w − w0‖² for --method latent
+    #[arg(long, default_value_t = 0.008)]
+    latent_l2: f64,
+    /// Neutral text for a directional CLIP loss (e.g. "face")
+    #[arg(long)]
+    neutral: Option<String>,
+    /// shift (the paper: a weight shift) or latent (StyleCLIP baseline)
+    #[arg(long, default_value = "shift")]
+    method: String,
+    /// Strength k used while optimising (θ + k·x)
+    #[arg(long, default_value_t = 1.0)]
+    train_strength: f64,
+    /// Seed of the optimisation
+    #[arg(long, default_value_t = 0)]
+    optim_seed: i64,
+    /// Cut prompts longer than 77 tokens instead of refusing them
+    #[arg(long)]
+    truncate: bool,
 }
 
 #[derive(Subcommand)]
@@ -56,6 +109,73 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print the 77 CLIP token ids of a text
+    Tokenize {
+        #[arg(long)]
+        vocab: Option<PathBuf>,
+        /// Cut an over-long text instead of failing
+        #[arg(long)]
+        truncate: bool,
+        text: String,
+    },
+    /// CLIP similarity of a picture to texts: one line per text, cosine first, then softmax
+    Score {
+        #[command(flatten)]
+        files: ClipFiles,
+        image: PathBuf,
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
+    /// Invert a photo into W+ with e4e (MODEL: a model set or an e4e checkpoint)
+    Encode {
+        model: String,
+        image: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the reconstruction ("what the model sees") at the photo's size
+        #[arg(long)]
+        recon: Option<PathBuf>,
+    },
+    /// Learn a shape edit from text and render it: DIR/00.png…, sheet.png, shift.safetensors
+    Edit {
+        /// A model set (ffhq, car, horse) or an e4e checkpoint (with --clip and --vocab)
+        model: String,
+        /// [PHOTO] PROMPT (no photo with --seed)
+        #[arg(required = true, num_args = 1..=2)]
+        inputs: Vec<String>,
+        /// Edit the sampled image of this seed instead of a photo
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value_t = 0.7)]
+        truncation: f64,
+        #[command(flatten)]
+        files: ClipFiles,
+        #[command(flatten)]
+        opts: EditOptions,
+        #[arg(long, default_value = "-3,-2,-1,0,1,2,3", allow_hyphen_values = true)]
+        strengths: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Apply a saved shift to another photo (or seed): an instant edit
+    Apply {
+        shift: PathBuf,
+        photo: Option<PathBuf>,
+        /// The model set or e4e checkpoint (default: the one recorded in the shift file)
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value_t = 0.7)]
+        truncation: f64,
+        #[arg(long, default_value = "-3,-2,-1,0,1,2,3", allow_hyphen_values = true)]
+        strengths: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Model files: list, fetch, verify, path, add
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// Time the models: prints a markdown table
     Bench {
         /// Batch sizes, comma-separated
@@ -66,7 +186,10 @@ enum Command {
         /// Side of the randomly initialised config-f generator (0 = skip)
         #[arg(long, default_value_t = 256)]
         random_size: i64,
-        /// The tiny golden generator (default: ../shared/golden/stylegan2.pt in a checkout)
+        /// Also time full-size ViT-B/32 and IR-SE50 (random weights) and an edit step
+        #[arg(long)]
+        full: bool,
+        /// Directory of the tiny golden models (default: ../shared/golden in a checkout)
         #[arg(long)]
         golden: Option<PathBuf>,
     },
@@ -84,28 +207,6 @@ fn parse_list(s: &str, what: &str) -> Result<Vec<f64>> {
     Ok(values)
 }
 
-fn context(cli: &Cli, generator: &Path) -> Result<Context> {
-    let params = ContextParams {
-        generator: generator.to_path_buf(),
-        device: DeviceRequest::parse(&cli.device)?,
-        threads: cli.threads,
-    };
-    Ok(Context::new(&params)?)
-}
-
-fn write_images(images: &tch::Tensor, dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (_, _, h, w) = images.size4()?;
-    let pixels = edit::to_rgba8(images, PixelFormat::Rgb8)?;
-    let mut paths = Vec::new();
-    for (i, px) in pixels.iter().enumerate() {
-        let path = dir.join(format!("{i:02}.png"));
-        save_png(&path, px, w as u32, h as u32, PixelFormat::Rgb8)?;
-        paths.push(path);
-    }
-    Ok(paths)
-}
-
 /// Writes to stdout; a closed pipe (`clipshape info … | head`) ends the program quietly.
 fn emit(text: &str) {
     use std::io::Write;
@@ -119,15 +220,138 @@ fn emit(text: &str) {
     }
 }
 
+fn device(cli: &Cli) -> Result<DeviceRequest> {
+    Ok(DeviceRequest::parse(&cli.device)?)
+}
+
+fn generator_context(cli: &Cli, generator: &Path) -> Result<Context> {
+    let params = ContextParams { device: device(cli)?, threads: cli.threads, ..ContextParams::new(generator) };
+    Ok(Context::new(&params)?)
+}
+
+/// The vocab: given, else the model store's copy.
+fn vocab_path(given: &Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(v) = given {
+        return Ok(v.clone());
+    }
+    let store = ModelStore::from_env()?;
+    let p = store.file_path("bpe_simple_vocab_16e6.txt.gz");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        bail!("no CLIP vocab: pass --vocab FILE, or fetch it with `clipshape models fetch clip` (it goes to {})", p.display())
+    }
+}
+
+/// MODEL is a file (an e4e checkpoint holding the generator, CLIP from --clip/--vocab) or a
+/// model-set name from the manifest.
+fn model_context(cli: &Cli, model: &str, files: &ClipFiles, need_clip: bool) -> Result<Context> {
+    let mut params = if Path::new(model).is_file() {
+        ContextParams::new(model)
+    } else if model.contains('/') || model.contains('.') {
+        bail!("{model}: no such file (MODEL is a model file or a model-set name such as ffhq, car, horse)");
+    } else {
+        ContextParams::from_set(&ModelStore::from_env()?, model)?
+    };
+    if let Some(c) = &files.clip {
+        params.clip = Some(c.clone());
+        params.vocab = Some(vocab_path(&files.vocab)?);
+    } else if let Some(v) = &files.vocab {
+        params.vocab = Some(v.clone());
+    }
+    if need_clip && params.clip.is_none() {
+        bail!("{model}: this needs CLIP: pass --clip FILE [--vocab FILE], or use a model set (`clipshape models list`)");
+    }
+    params.device = device(cli)?;
+    params.threads = cli.threads;
+    Ok(Context::new(&params)?)
+}
+
+fn load_rgba(path: &Path) -> Result<(Vec<u8>, u32, u32)> {
+    let img = image::open(path).with_context(|| format!("reading {}", path.display()))?.to_rgba8();
+    let (w, h) = img.dimensions();
+    Ok((img.into_raw(), w, h))
+}
+
+fn rgb_of(images: &tch::Tensor) -> Result<Vec<Vec<u8>>> {
+    Ok(edit::to_rgba8(images, PixelFormat::Rgb8)?)
+}
+
+fn write_images(images: &tch::Tensor, dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (_, _, h, w) = images.size4()?;
+    let mut paths = Vec::new();
+    for (i, px) in rgb_of(images)?.iter().enumerate() {
+        let path = dir.join(format!("{i:02}.png"));
+        save_png(&path, px, w as u32, h as u32, PixelFormat::Rgb8)?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// The picture to edit: a photo (encoded) or a seed (sampled). Returns the latent and the
+/// input as RGB8 for the contact sheet.
+fn input_latent(ctx: &Context, photo: Option<&Path>, seed: Option<u64>, truncation: f64) -> Result<(Latent, Vec<u8>, u32, u32)> {
+    match (photo, seed) {
+        (Some(p), None) => {
+            let (rgba, w, h) = load_rgba(p)?;
+            let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
+            let latent = ctx.encode(&view)?;
+            Ok((latent, view.rgb8_composited(), w, h))
+        }
+        (None, Some(seed)) => {
+            let mean = if truncation < 1.0 { Some(ctx.mean_latent()?) } else { None };
+            let latent = Latent::from_seed(&ctx.generator, seed as i64, truncation, mean)?;
+            let img = ctx.to_frame(&edit::render(&ctx.generator, &latent, &[], &[0.0], 1)?, None)?;
+            let (_, _, h, w) = img.size4()?;
+            Ok((latent, rgb_of(&img)?.remove(0), w as u32, h as u32))
+        }
+        (Some(_), Some(_)) => bail!("give a photo or --seed, not both"),
+        (None, None) => bail!("give a photo to edit, or --seed N to edit a sampled image"),
+    }
+}
+
+/// Renders the strengths at the frame, writes 00.png…, and the labelled sheet.
+fn write_edit(ctx: &Context, latent: &Latent, shift: &Shift, strengths: &[f64], input: (&[u8], u32, u32), out: &Path) -> Result<()> {
+    let images = ctx.to_frame(&edit::render(&ctx.generator, latent, &[(shift, 1.0)], strengths, edit::render::DEFAULT_MAX_BATCH)?, None)?;
+    for p in write_images(&images, out)? {
+        emit(&format!("{}\n", p.display()));
+    }
+    let recon = ctx.to_frame(&edit::render(&ctx.generator, latent, &[], &[0.0], 1)?, None)?;
+    let (_, _, h, w) = images.size4()?;
+    let rgb = rgb_of(&images)?;
+    let recon_rgb = rgb_of(&recon)?.remove(0);
+    let mut tiles = vec![
+        Tile { rgb: input.0, width: input.1 as usize, height: input.2 as usize, label: "input".into() },
+        Tile { rgb: &recon_rgb, width: w as usize, height: h as usize, label: "recon".into() },
+    ];
+    for (px, k) in rgb.iter().zip(strengths) {
+        tiles.push(Tile { rgb: px, width: w as usize, height: h as usize, label: strength_label(*k) });
+    }
+    let sheet = out.join("sheet.png");
+    write_contact_sheet(&sheet, &tiles, (h as usize).min(256))?;
+    emit(&format!("{}\n", sheet.display()));
+    Ok(())
+}
+
+fn progress_bar(total: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(total as u64), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Info { generator } => {
-            let ctx = context(cli, generator)?;
+            let ctx = generator_context(cli, generator)?;
             let g = &ctx.generator;
             let c = &g.config;
             let ch: Vec<String> = c.channels.iter().map(|(r, ch)| format!("{r}:{ch}")).collect();
             let mut text = format!(
-                "file: {}\nresolution: {}\nstyle_dim: {}\nn_mlp: {}\nn_latent: {}\nnoise_inputs: {}\nchannels: {}\ndevice: {}\n\n",
+                "file: {}\nresolution: {}\nstyle_dim: {}\nn_mlp: {}\nn_latent: {}\nnoise_inputs: {}\nchannels: {}\ndevice: {}\n",
                 generator.display(),
                 c.size,
                 c.style_dim,
@@ -137,6 +361,11 @@ fn run(cli: &Cli) -> Result<()> {
                 ch.join(" "),
                 clipshape::device::describe(ctx.device)
             );
+            if let Some(e) = &ctx.encoder {
+                text += &format!("encoder: e4e, {} styles, input {}x{} (HxW)\n", e.net.n_styles(), e.input_size.0, e.input_size.1);
+            }
+            let f = ctx.frame;
+            text += &format!("frame: {}x{} at ({}, {})\n\n", f.width, f.height, f.left, f.top);
             text += &format!("{:<12} {:>6} {:>22} {:>7}\n", "layer", "res", "weight shape", "W+ idx");
             for l in g.layers() {
                 let shape = format!("{:?}", l.weight_shape);
@@ -145,13 +374,12 @@ fn run(cli: &Cli) -> Result<()> {
             emit(&text);
         }
         Command::Sample { generator, seed, truncation, out, latent_out } => {
-            let ctx = context(cli, generator)?;
+            let ctx = generator_context(cli, generator)?;
             let mean = if *truncation < 1.0 { Some(ctx.mean_latent()?) } else { None };
             let latent = Latent::from_seed(&ctx.generator, *seed as i64, *truncation, mean)?;
             let images = edit::render(&ctx.generator, &latent, &[], &[0.0], 1)?;
             let (_, _, h, w) = images.size4()?;
-            let px = edit::to_rgba8(&images, PixelFormat::Rgb8)?;
-            save_png(out, &px[0], w as u32, h as u32, PixelFormat::Rgb8)?;
+            save_png(out, &rgb_of(&images)?[0], w as u32, h as u32, PixelFormat::Rgb8)?;
             if let Some(p) = latent_out {
                 latent.save(p)?;
             }
@@ -159,7 +387,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Command::Render { generator, latent, shift, strengths, out } => {
             let strengths = parse_list(strengths, "--strengths")?;
-            let ctx = context(cli, generator)?;
+            let ctx = generator_context(cli, generator)?;
             let latent = Latent::load(&ctx.generator, latent)?;
             let shifts = shift.iter().map(|p| Shift::load(&ctx.generator, p)).collect::<clipshape::Result<Vec<_>>>()?;
             let refs: Vec<(&Shift, f64)> = shifts.iter().map(|s| (s, 1.0)).collect();
@@ -168,19 +396,131 @@ fn run(cli: &Cli) -> Result<()> {
                 emit(&format!("{}\n", p.display()));
             }
         }
-        Command::Bench { batches, iters, random_size, golden } => {
+        Command::Tokenize { vocab, truncate, text } => {
+            let tok = clipshape::models::tokenizer::Tokenizer::from_gz_file(vocab_path(vocab)?)?;
+            let ids = tok.tokenize(text, *truncate).map_err(clipshape::Error::from)?;
+            let line: Vec<String> = ids.iter().map(i64::to_string).collect();
+            emit(&format!("{}\n", line.join(" ")));
+        }
+        Command::Score { files, image, texts } => {
+            let clip = files.clip.clone().context("--clip FILE is required")?;
+            let dev = device(cli)?.resolve()?;
+            clipshape::device::set_threads(cli.threads);
+            let guide = clipshape::edit::guide::ClipGuide::load(&clip, &vocab_path(&files.vocab)?, HeadCounts::default(), dev)?;
+            let (rgba, w, h) = load_rgba(image)?;
+            let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
+            let x = guide.preprocess_rgb8(&view.rgb8_composited(), w as usize, h as usize)?;
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let t = guide.text_features(&refs, false)?;
+            let i = tch::no_grad(|| guide.image_features(&x))?;
+            let cos = Vec::<f64>::try_from(clipshape::models::clip::cosine(&i, &t)?.to_kind(tch::Kind::Double))?;
+            // Softmax over the prompts with CLIP's logit scale, like a zero-shot classifier.
+            let scale = 100.0;
+            let max = cos.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = cos.iter().map(|c| ((c - max) * scale).exp()).collect();
+            let z: f64 = e.iter().sum();
+            let mut text = String::new();
+            for ((c, p), t) in cos.iter().zip(&e).zip(texts) {
+                text += &format!("{c:.6}\t{:.4}\t{t}\n", p / z);
+            }
+            emit(&text);
+        }
+        Command::Encode { model, image, out, recon } => {
+            let ctx = model_context(cli, model, &ClipFiles::default(), false)?;
+            let (rgba, w, h) = load_rgba(image)?;
+            let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
+            let latent = ctx.encode(&view)?;
+            latent.save(out)?;
+            emit(&format!("{}\n", out.display()));
+            if let Some(r) = recon {
+                let img = ctx.to_frame(&edit::render(&ctx.generator, &latent, &[], &[0.0], 1)?, Some((w, h)))?;
+                save_png(r, &rgb_of(&img)?[0], w, h, PixelFormat::Rgb8)?;
+                emit(&format!("{}\n", r.display()));
+            }
+        }
+        Command::Edit { model, inputs, seed, truncation, files, opts, strengths, out } => {
+            let strengths = parse_list(strengths, "--strengths")?;
+            let (photo, prompt) = match (inputs.as_slice(), seed) {
+                ([prompt], Some(_)) => (None, prompt.clone()),
+                ([photo, prompt], None) => (Some(PathBuf::from(photo)), prompt.clone()),
+                (_, Some(_)) => bail!("with --seed give only the PROMPT (no photo)"),
+                _ => bail!("give PHOTO PROMPT, or PROMPT with --seed N"),
+            };
+            let method = match opts.method.as_str() {
+                "shift" => Method::Shift,
+                "latent" => Method::Latent,
+                m => bail!("--method: `{m}` is not shift or latent"),
+            };
+            let ctx = model_context(cli, model, files, true)?;
+            let (latent, input_rgb, iw, ih) = input_latent(&ctx, photo.as_deref(), *seed, *truncation)?;
+            let params = OptimizeParams {
+                prompts: vec![prompt.clone()],
+                neutral: opts.neutral.clone(),
+                layer: opts.layer.clone().unwrap_or_else(|| ctx.default_layer()),
+                method,
+                lambda1: opts.lambda1,
+                lambda2: opts.lambda2.unwrap_or_else(|| ctx.default_lambda2()),
+                latent_l2: opts.latent_l2,
+                steps: opts.steps,
+                lr: opts.lr,
+                strength: opts.train_strength,
+                seed: opts.optim_seed,
+                init_scale: 0.0,
+                truncate: opts.truncate,
+                progress_every: 1,
+            };
+            let bar = progress_bar(params.steps);
+            let mut on_step = |p: &Progress| {
+                bar.set_position(p.step as u64);
+                bar.set_message(format!("loss {:.4}  clip {:.4}", p.loss, p.clip_sim));
+                true
+            };
+            let mut shifts = ctx.optimize(&[&latent], &params, &mut on_step)?;
+            bar.finish_and_clear();
+            let mut shift = shifts.pop().context("no shift produced")?;
+            if let Some(p) = &photo {
+                shift.meta.insert("source".into(), p.display().to_string());
+            }
+            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+            write_edit(&ctx, &latent, &shift, &strengths, (&input_rgb, iw, ih), out)?;
+            let shift_path = out.join("shift.safetensors");
+            shift.save(&shift_path)?;
+            latent.save(&out.join("latent.safetensors"))?;
+            emit(&format!("{}\n", shift_path.display()));
+            eprintln!(
+                "\"{prompt}\" on {}: CLIP similarity {} → {}",
+                shift.target,
+                shift.meta.get("clip_sim_before").map(String::as_str).unwrap_or("?"),
+                shift.meta.get("clip_sim_after").map(String::as_str).unwrap_or("?")
+            );
+        }
+        Command::Apply { shift, photo, model, seed, truncation, strengths, out } => {
+            let strengths = parse_list(strengths, "--strengths")?;
+            let recorded = clipshape::checkpoint::Checkpoint::open(shift)?.metadata().get("model").cloned();
+            let model = model.clone().or(recorded).with_context(|| {
+                format!("{}: the shift does not record its model; pass --model SET_OR_FILE", shift.display())
+            })?;
+            let ctx = model_context(cli, &model, &ClipFiles::default(), false)?;
+            let s = Shift::load(&ctx.generator, shift)?;
+            let (latent, input_rgb, iw, ih) = input_latent(&ctx, photo.as_deref(), *seed, *truncation)?;
+            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+            write_edit(&ctx, &latent, &s, &strengths, (&input_rgb, iw, ih), out)?;
+        }
+        Command::Models(cmd) => clipshape::store::run_cli(cmd.clone())?,
+        Command::Bench { batches, iters, random_size, full, golden } => {
             let batches = parse_list(batches, "--batches")?.into_iter().map(|b| b as i64).collect::<Vec<_>>();
             if batches.iter().any(|&b| b < 1) {
                 bail!("--batches: every batch size must be at least 1");
             }
-            let device = DeviceRequest::parse(&cli.device)?.resolve()?;
+            let device = device(cli)?.resolve()?;
             clipshape::device::set_threads(cli.threads);
             let opts = clipshape::bench::BenchOptions {
                 device,
                 iters: *iters,
                 batches,
-                golden_generator: Some(golden.clone().unwrap_or_else(|| clipshape::bench::golden_dir().join("stylegan2.pt"))),
+                golden_dir: Some(golden.clone().unwrap_or_else(clipshape::bench::golden_dir)),
                 random_size: *random_size,
+                full: *full,
             };
             let rows = clipshape::bench::run(&opts)?;
             emit(&clipshape::bench::table(&rows));

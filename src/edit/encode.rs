@@ -112,6 +112,25 @@ impl<'a> ImageView<'a> {
         }
         out
     }
+
+    /// Packed RGB8 rows, alpha composited over the same mid-grey as [`to_encoder_input`]
+    /// (what CLIP's official preprocessing is fed).
+    pub fn rgb8_composited(&self) -> Vec<u8> {
+        let packed = self.packed_bytes();
+        let n = self.format.channels();
+        let mut out = Vec::with_capacity(self.width as usize * self.height as usize * 3);
+        for px in packed.chunks_exact(n) {
+            let (r, g, b) = match self.format {
+                PixelFormat::Bgra8 => (px[2], px[1], px[0]),
+                _ => (px[0], px[1], px[2]),
+            };
+            let a = if n == 4 { px[3] as f32 / 255.0 } else { 1.0 };
+            for c in [r, g, b] {
+                out.push((c as f32 * a + 127.5 * (1.0 - a)).round() as u8);
+            }
+        }
+        out
+    }
 }
 
 /// The encoder input for `view`: (1, 3, out_h, out_w) float32 in [-1, 1] on `device`.

@@ -51,6 +51,11 @@ pub fn render(g: &Generator, latent: &Latent, shifts: &[(&Shift, f64)], strength
                 // Σ_i k · c_i · x_i, one row per strength.
                 let mut delta: Option<Tensor> = None;
                 for (x, c) in xs {
+                    // Weight shifts carry a batch dim of 1 already; W+ directions get one.
+                    let x = match target {
+                        Target::WPlus => x.f_unsqueeze(0)?,
+                        Target::Layer(_) => x.shallow_clone(),
+                    };
                     let coef = k.f_mul_scalar(*c)?;
                     let shape: Vec<i64> = std::iter::once(b).chain(std::iter::repeat(1).take(x.dim() - 1)).collect();
                     let term = x.f_mul(&coef.f_view(shape.as_slice())?)?;

@@ -348,3 +348,77 @@ pub fn normalize(x: &Tensor) -> Result<Tensor> {
 pub fn cosine(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(normalize(a)?.f_mul(&normalize(b)?)?.f_sum_dim_intlist([-1i64].as_slice(), false, None::<Kind>)?)
 }
+
+impl Config {
+    /// OpenAI's ViT-B/32.
+    pub fn vit_b32() -> Config {
+        Config {
+            embed_dim: 512,
+            image_resolution: 224,
+            vision_layers: 12,
+            vision_width: 768,
+            vision_patch_size: 32,
+            vision_heads: 12,
+            context_length: 77,
+            vocab_size: 49408,
+            transformer_width: 512,
+            transformer_layers: 12,
+            transformer_heads: 8,
+        }
+    }
+}
+
+/// A state dict with the official key names and random weights (benchmarks, tests): the
+/// shapes are what matter, the values only need to be sane.
+pub fn random_state_dict(c: &Config, seed: i64) -> Result<Vec<(String, Tensor)>> {
+    let opts = (Kind::Float, Device::Cpu);
+    let mut sd: Vec<(String, Tensor)> = Vec::new();
+    let mut draws = 0i64;
+    let mut randn = |shape: &[i64], std: f64| -> Result<Tensor> {
+        draws += 1;
+        let s = seed.wrapping_mul(7919).wrapping_add(draws);
+        Ok(crate::models::stylegan2::seeded_normal(shape, s, Device::Cpu)?.f_mul_scalar(std)?)
+    };
+    let mut blocks = |sd: &mut Vec<(String, Tensor)>, p: &str, d: i64, layers: i64| -> Result<()> {
+        for i in 0..layers {
+            let b = format!("{p}.resblocks.{i}");
+            sd.push((format!("{b}.attn.in_proj_weight"), randn(&[3 * d, d], (d as f64).powf(-0.5))?));
+            sd.push((format!("{b}.attn.in_proj_bias"), Tensor::f_zeros([3 * d], opts)?));
+            sd.push((format!("{b}.attn.out_proj.weight"), randn(&[d, d], (d as f64).powf(-0.5))?));
+            sd.push((format!("{b}.attn.out_proj.bias"), Tensor::f_zeros([d], opts)?));
+            for ln in ["ln_1", "ln_2"] {
+                sd.push((format!("{b}.{ln}.weight"), Tensor::f_ones([d], opts)?));
+                sd.push((format!("{b}.{ln}.bias"), Tensor::f_zeros([d], opts)?));
+            }
+            sd.push((format!("{b}.mlp.c_fc.weight"), randn(&[4 * d, d], (d as f64).powf(-0.5))?));
+            sd.push((format!("{b}.mlp.c_fc.bias"), Tensor::f_zeros([4 * d], opts)?));
+            sd.push((format!("{b}.mlp.c_proj.weight"), randn(&[d, 4 * d], (4.0 * d as f64).powf(-0.5))?));
+            sd.push((format!("{b}.mlp.c_proj.bias"), Tensor::f_zeros([d], opts)?));
+        }
+        Ok(())
+    };
+    let (w, t) = (c.vision_width, c.transformer_width);
+    let grid = c.image_resolution / c.vision_patch_size;
+    blocks(&mut sd, "visual.transformer", w, c.vision_layers)?;
+    blocks(&mut sd, "transformer", t, c.transformer_layers)?;
+    let mut randn = |shape: &[i64], std: f64| -> Result<Tensor> {
+        draws += 1;
+        Ok(crate::models::stylegan2::seeded_normal(shape, seed.wrapping_mul(7919).wrapping_add(draws), Device::Cpu)?.f_mul_scalar(std)?)
+    };
+    let scale = (w as f64).powf(-0.5);
+    sd.push(("visual.conv1.weight".into(), randn(&[w, 3, c.vision_patch_size, c.vision_patch_size], 0.02)?));
+    sd.push(("visual.class_embedding".into(), randn(&[w], scale)?));
+    sd.push(("visual.positional_embedding".into(), randn(&[grid * grid + 1, w], scale)?));
+    sd.push(("visual.proj".into(), randn(&[w, c.embed_dim], scale)?));
+    for ln in ["visual.ln_pre", "visual.ln_post"] {
+        sd.push((format!("{ln}.weight"), Tensor::f_ones([w], opts)?));
+        sd.push((format!("{ln}.bias"), Tensor::f_zeros([w], opts)?));
+    }
+    sd.push(("token_embedding.weight".into(), randn(&[c.vocab_size, t], 0.02)?));
+    sd.push(("positional_embedding".into(), randn(&[c.context_length, t], 0.01)?));
+    sd.push(("ln_final.weight".into(), Tensor::f_ones([t], opts)?));
+    sd.push(("ln_final.bias".into(), Tensor::f_zeros([t], opts)?));
+    sd.push(("text_projection".into(), randn(&[t, c.embed_dim], (t as f64).powf(-0.5))?));
+    sd.push(("logit_scale".into(), Tensor::from((1.0f64 / 0.07).ln() as f32)));
+    Ok(sd)
+}
