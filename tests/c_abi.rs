@@ -48,7 +48,7 @@ fn c_program_renders_the_golden_edit_without_ld_library_path() {
         .arg(&exe)
         .arg(format!("-L{}", lib_dir.display()))
         .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
-        .args(["-lclipshape", "-lm"])
+        .args(["-lclipshape", "-lm", "-lpthread"])
         .status()
         .unwrap_or_else(|e| panic!("running {cc}: {e}"));
     assert!(status.success(), "compiling abi_test.c failed");
@@ -60,6 +60,9 @@ fn c_program_renders_the_golden_edit_without_ld_library_path() {
         .arg(tmp.path().join("shift.f32"))
         .arg(tmp.path().join("expected.rgba"))
         .arg(tmp.path())
+        .arg(golden("e4e.pt"))
+        .arg(golden("clip_jit.pt"))
+        .arg(golden("bpe_simple_vocab_16e6.txt.gz"))
         .output()
         .expect("run abi_test");
     let stdout = String::from_utf8_lossy(&out.stdout);

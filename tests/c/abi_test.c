@@ -2,12 +2,13 @@
  * Built and run by tests/c_abi.rs with LD_LIBRARY_PATH unset: the library must find libtorch
  * through its own rpath.
  *
- * usage: abi_test GENERATOR.pt LATENT.f32 SHIFT.f32 EXPECTED.rgba TMPDIR
+ * usage: abi_test GENERATOR.pt LATENT.f32 SHIFT.f32 EXPECTED.rgba TMPDIR [E4E.pt CLIP.pt VOCAB.gz]
  *   LATENT.f32    W+ of the golden image (10×64 float32)
  *   SHIFT.f32     the golden edit direction for convs.3 (1×32×32×3×3 float32)
  *   EXPECTED.rgba golden renders at strengths -3, -1.5, 0, 1.5, 3 (5×64×64×4 bytes)
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,146 @@ static int failures = 0, checks = 0;
         }                                                                   \
     } while (0)
 
+static void *cancel_thread(void *ctx) {
+    cs_cancel((const cs_ctx *)ctx);
+    return NULL;
+}
+
+struct progress_log {
+    const cs_ctx *ctx;
+    int calls, last_step, cancel_at;
+    float first_loss, last_loss;
+};
+
+/* Records progress; at `cancel_at` it cancels from ANOTHER thread, as a host's Cancel button. */
+static int32_t on_progress(void *user, int32_t step, int32_t total, float loss, float clip_sim) {
+    struct progress_log *log = user;
+    (void)total;
+    (void)clip_sim;
+    if (log->calls++ == 0) log->first_loss = loss;
+    log->last_step = step;
+    log->last_loss = loss;
+    if (step == log->cancel_at) {
+        pthread_t t;
+        pthread_create(&t, NULL, cancel_thread, (void *)log->ctx);
+        pthread_join(t, NULL);
+    }
+    return 0;
+}
+
+/* The whole edit through the ABI: encode a picture, optimise a shift, score, render at a box. */
+static void edit_checks(const char *e4e, const char *clip, const char *vocab, const char *tmp) {
+    cs_context_params p;
+    cs_context_params_init(&p);
+    p.generator_path = e4e;
+    p.clip_path = clip;
+    p.vocab_path = vocab;
+    p.device = CS_DEVICE_KIND_CPU;
+    cs_ctx *ctx = NULL;
+    if (cs_context_create(&p, &ctx) != CS_STATUS_OK) {
+        fprintf(stderr, "edit context: %s\n", cs_last_error());
+        failures++;
+        return;
+    }
+    /* A 100×80 RGBA picture with padded rows (stride 420), as a host's selection. */
+    uint32_t w = 100, h = 80, stride = 420;
+    unsigned char *px = calloc((size_t)stride * h, 1);
+    for (uint32_t y = 0; y < h; y++)
+        for (uint32_t x = 0; x < w; x++) {
+            unsigned char *q = px + y * stride + 4 * x;
+            q[0] = (unsigned char)(x * 2); q[1] = (unsigned char)(y * 3); q[2] = (unsigned char)((x * y) & 255); q[3] = 255;
+        }
+    cs_image img = {px, w, h, stride, CS_PIXEL_FORMAT_RGBA8};
+    cs_latent *latent = NULL;
+    cs_images *recon = NULL;
+    CHECK(cs_encode(ctx, &img, &latent, &recon) == CS_STATUS_OK, "encode");
+    CHECK(cs_images_count(recon) == 1, "one reconstruction");
+    cs_image v;
+    CHECK(cs_images_get(recon, 0, &v) == CS_STATUS_OK && v.width == w && v.height == h, "recon at the box size %ux%u", v.width, v.height);
+    cs_image bad = img;
+    bad.stride = 10;
+    cs_latent *none = NULL;
+    CHECK(cs_encode(ctx, &bad, &none, NULL) == CS_STATUS_INVALID_ARGUMENT && strstr(cs_last_error(), "stride"), "stride checked");
+    bad = img;
+    bad.width = 1;
+    bad.height = 1;
+    CHECK(cs_encode(ctx, &bad, &none, NULL) == CS_STATUS_INVALID_ARGUMENT, "1x1 refused");
+    bad = img;
+    bad.format = 5;
+    CHECK(cs_encode(ctx, &bad, &none, NULL) == CS_STATUS_INVALID_ARGUMENT && strstr(cs_last_error(), "format"), "format checked");
+
+    float score = -2;
+    CHECK(cs_clip_score(ctx, &img, "a colourful pattern", &score) == CS_STATUS_OK && score > -1 && score < 1, "score %f", score);
+    CHECK(cs_clip_score(ctx, &img, "", &score) == CS_STATUS_INVALID_ARGUMENT && strstr(cs_last_error(), "prompt"), "empty text");
+    const char bad_utf8[] = {'a', (char)0xff, 'b', 0};
+    CHECK(cs_clip_score(ctx, &img, bad_utf8, &score) == CS_STATUS_INVALID_ARGUMENT && strstr(cs_last_error(), "UTF-8"), "invalid UTF-8");
+
+    struct progress_log log = {ctx, 0, 0, -1, 0, 0};
+    cs_optimize_params op;
+    cs_optimize_params_init(&op);
+    op.prompt = "face with big nose";
+    op.steps = 15;
+    op.progress = on_progress;
+    op.progress_user = &log;
+    cs_shift *shift = NULL;
+    CHECK(cs_optimize(ctx, latent, &op, &shift) == CS_STATUS_OK, "optimize");
+    CHECK(log.calls == 15 && log.last_step == 15 && log.last_loss < log.first_loss, "progress %d calls, loss %f -> %f", log.calls, log.first_loss, log.last_loss);
+    CHECK(shift && strcmp(cs_shift_layer(shift), "convs.3") == 0, "default layer");
+    const char *prompt = cs_shift_get_meta(shift, "prompt");
+    CHECK(prompt && strcmp(prompt, "face with big nose") == 0, "prompt recorded");
+    CHECK(cs_shift_get_meta(shift, "clip_sim_after") != NULL && cs_shift_get_meta(shift, "no such key") == NULL, "meta");
+
+    /* Cancel from another thread stops within a step and returns no shift. */
+    struct progress_log log2 = {ctx, 0, 0, 3, 0, 0};
+    op.steps = 100000;
+    op.progress_user = &log2;
+    cs_shift *cancelled = (cs_shift *)0x1;
+    CHECK(cs_optimize(ctx, latent, &op, &cancelled) == CS_STATUS_CANCELLED && cancelled == NULL, "cancelled");
+    CHECK(log2.last_step <= 4, "stopped at step %d", log2.last_step);
+    op.steps = 0;
+    CHECK(cs_optimize(ctx, latent, &op, &cancelled) == CS_STATUS_INVALID_ARGUMENT && strstr(cs_last_error(), "steps"), "steps 0");
+    op.steps = 5;
+    op.layer = "convs.77";
+    CHECK(cs_optimize(ctx, latent, &op, &cancelled) == CS_STATUS_INVALID_ARGUMENT && strstr(cs_last_error(), "convs.77"), "layer");
+    op.layer = NULL;
+    op.lambda2 = NAN;
+    CHECK(cs_optimize(ctx, latent, &op, &cancelled) == CS_STATUS_INVALID_ARGUMENT && strstr(cs_last_error(), "lambda2"), "NaN lambda2");
+
+    /* Render into the host's box: target size, BGRA for Krita. */
+    float ks[3] = {-2, 0, 2};
+    cs_shift_ref ref = {shift, 1.0f};
+    cs_render_params r;
+    cs_render_params_init(&r);
+    r.shifts = &ref;
+    r.n_shifts = 1;
+    r.strengths = ks;
+    r.n_strengths = 3;
+    r.format = CS_PIXEL_FORMAT_BGRA8;
+    r.target_width = w;
+    r.target_height = h;
+    cs_images *out = NULL;
+    CHECK(cs_render(ctx, latent, &r, &out) == CS_STATUS_OK && cs_images_count(out) == 3, "render to box");
+    cs_image o;
+    cs_images_get(out, 1, &o);
+    CHECK(o.width == w && o.height == h && o.stride == 4 * w, "box size");
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s/learnt.safetensors", tmp);
+    CHECK(cs_shift_save(shift, path) == CS_STATUS_OK, "save learnt shift");
+    cs_shift *again = NULL;
+    CHECK(cs_shift_load(ctx, path, &again) == CS_STATUS_OK, "load learnt shift");
+    const char *p2 = cs_shift_get_meta(again, "prompt");
+    CHECK(p2 && strcmp(p2, "face with big nose") == 0, "metadata survives the file");
+
+    cs_shift_free(again);
+    cs_images_free(out);
+    cs_shift_free(shift);
+    cs_images_free(recon);
+    cs_latent_free(latent);
+    cs_context_free(ctx);
+    free(px);
+}
+
 static void *read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) { perror(path); exit(2); }
@@ -40,8 +181,8 @@ static void *read_file(const char *path, size_t *len) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s GENERATOR LATENT.f32 SHIFT.f32 EXPECTED.rgba TMPDIR\n", argv[0]);
+    if (argc != 6 && argc != 9) {
+        fprintf(stderr, "usage: %s GENERATOR LATENT.f32 SHIFT.f32 EXPECTED.rgba TMPDIR [E4E CLIP VOCAB]\n", argv[0]);
         return 2;
     }
     size_t latent_bytes, shift_bytes, expected_bytes;
@@ -152,7 +293,7 @@ int main(int argc, char **argv) {
     size_t frame = 64 * 64 * 4;
     CHECK(expected_bytes == 5 * frame, "expected size");
     for (size_t i = 0; i < cs_images_count(images); i++) {
-        cs_image_view v;
+        cs_image v;
         CHECK(cs_images_get(images, i, &v) == CS_STATUS_OK, "get %zu", i);
         CHECK(v.width == 64 && v.height == 64 && v.stride == 256 && v.format == CS_PIXEL_FORMAT_RGBA8, "view");
         for (size_t b = 0; b < frame; b++) {
@@ -167,7 +308,7 @@ int main(int argc, char **argv) {
     r.format = CS_PIXEL_FORMAT_BGRA8;
     cs_images *bgra = NULL;
     CHECK(cs_render(ctx, latent, &r, &bgra) == CS_STATUS_OK, "render bgra");
-    cs_image_view a, b;
+    cs_image a, b;
     cs_images_get(images, 4, &a);
     cs_images_get(bgra, 4, &b);
     int swapped = 1;
@@ -231,6 +372,8 @@ int main(int argc, char **argv) {
     free(shift_data);
     free(expected);
 
-    printf("%d passed, %d failed\n", checks - failures, failures);
+    if (argc == 9) edit_checks(argv[6], argv[7], argv[8], argv[5]);
+
+    printf("c_abi: %d passed, %d failed\n", checks - failures, failures);
     return failures == 0 ? 0 : 1;
 }
