@@ -113,3 +113,162 @@ fn errors_name_what_was_wrong() {
     let e = fails(&["--device", "cuda:3", "info", p(&golden("stylegan2.pt"))]);
     assert!(e.contains("cuda:3"), "{e}");
 }
+
+fn clip_args() -> Vec<String> {
+    vec![
+        "--clip".into(),
+        golden("clip_jit.pt").display().to_string(),
+        "--vocab".into(),
+        golden("bpe_simple_vocab_16e6.txt.gz").display().to_string(),
+    ]
+}
+
+fn ok_owned(args: &[String]) -> String {
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn fails_owned(args: &[String]) -> String {
+    fails(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn tokenize_prints_77_ids_and_refuses_long_text() {
+    let vocab = golden("bpe_simple_vocab_16e6.txt.gz");
+    let out = ok(&["tokenize", "--vocab", p(&vocab), "a small-wheel car"]);
+    let ids: Vec<i64> = out.split_whitespace().map(|s| s.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 77);
+    assert_eq!((ids[0], ids[ids.iter().position(|&i| i == 49407).unwrap() + 1]), (49406, 0));
+    let long = "cat ".repeat(90);
+    let e = fails(&["tokenize", "--vocab", p(&vocab), &long]);
+    assert!(e.contains("77"), "{e}");
+    let out = ok(&["tokenize", "--vocab", p(&vocab), "--truncate", &long]);
+    assert_eq!(out.split_whitespace().count(), 77);
+    let e = fails(&["tokenize", "--vocab", "/no/vocab.gz", "x"]);
+    assert!(e.contains("/no/vocab.gz"), "{e}");
+}
+
+#[test]
+fn score_prints_one_line_per_text() {
+    let mut args: Vec<String> = vec!["score".into()];
+    args.extend(clip_args());
+    args.extend([golden("picture.png").display().to_string(), "a red car".into(), "a face".into()]);
+    let out = ok_owned(&args);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2);
+    let probs: f64 = lines.iter().map(|l| l.split('\t').nth(1).unwrap().parse::<f64>().unwrap()).sum();
+    assert!((probs - 1.0).abs() < 1e-3, "softmax sums to 1: {out}");
+    let cos: f64 = lines[0].split('\t').next().unwrap().parse().unwrap();
+    assert!((-1.0..=1.0).contains(&cos));
+    assert!(lines[0].ends_with("a red car"));
+}
+
+#[test]
+fn encode_writes_a_latent_and_the_reconstruction() {
+    let dir = tmpdir();
+    let latent = dir.path().join("w.safetensors");
+    let recon = dir.path().join("recon.png");
+    ok(&["encode", p(&golden("e4e.pt")), p(&golden("picture.png")), "--out", p(&latent), "--recon", p(&recon)]);
+    let g = load_generator(&golden("e4e.pt"), Device::Cpu).unwrap().generator;
+    assert_eq!(Latent::load(&g, &latent).unwrap().wplus.size(), vec![10, 64]);
+    let r = image::open(&recon).unwrap();
+    assert_eq!((r.width(), r.height()), (301, 200), "reconstruction at the photo's size");
+    let e = fails(&["encode", p(&golden("stylegan2.pt")), p(&golden("picture.png")), "--out", p(&latent)]);
+    assert!(e.contains("encoder"), "{e}");
+}
+
+#[test]
+fn edit_and_apply_follow_the_contract() {
+    let dir = tmpdir();
+    let out = dir.path().join("edit");
+    let mut args: Vec<String> = ["edit", p(&golden("e4e.pt")), "face with big nose", "--seed", "3", "--steps", "12", "--strengths=-2,0,2"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(clip_args());
+    args.extend(["--out".into(), p(&out).into()]);
+    ok_owned(&args);
+    for f in ["00.png", "01.png", "02.png", "sheet.png", "shift.safetensors", "latent.safetensors"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    assert!(!out.join("03.png").exists());
+    let ck = clipshape::checkpoint::Checkpoint::open(out.join("shift.safetensors")).unwrap();
+    let meta = ck.metadata();
+    for key in ["layer", "prompt", "clip_sim_before", "clip_sim_after"] {
+        assert!(meta.contains_key(key), "{key} missing from {meta:?}");
+    }
+    assert_eq!(meta["prompt"], "face with big nose");
+    let sheet = image::open(out.join("sheet.png")).unwrap();
+    assert!(sheet.width() > 5 * 64, "input, recon and 3 strengths side by side");
+    // k = 0 is the unedited render; ±2 differ from it.
+    let k0 = image::open(out.join("01.png")).unwrap().to_rgb8();
+    let k2 = image::open(out.join("02.png")).unwrap().to_rgb8();
+    assert_ne!(k0.as_raw(), k2.as_raw());
+
+    // The edit from a photo, and the saved edit applied to another picture.
+    let out2 = dir.path().join("photo");
+    let mut args: Vec<String> = ["edit", p(&golden("e4e.pt")), p(&golden("picture.png")), "a wide face", "--steps", "3", "--strengths=1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(clip_args());
+    args.extend(["--out".into(), p(&out2).into()]);
+    ok_owned(&args);
+    assert!(out2.join("00.png").exists() && out2.join("sheet.png").exists());
+    let applied = dir.path().join("applied");
+    ok(&[
+        "apply",
+        p(&out.join("shift.safetensors")),
+        "--model",
+        p(&golden("e4e.pt")),
+        "--seed",
+        "8",
+        "--strengths=-1,0,1",
+        "--out",
+        p(&applied),
+    ]);
+    assert!(applied.join("02.png").exists());
+    // Without --model the shift's recorded model (`e4e.pt`, not a set name) is not found.
+    let e = fails(&["apply", p(&out.join("shift.safetensors")), "--seed", "8", "--out", p(&applied)]);
+    assert!(e.contains("e4e.pt"), "{e}");
+}
+
+#[test]
+fn edit_refuses_bad_requests() {
+    let dir = tmpdir();
+    let out = dir.path().join("x");
+    let base = |extra: &[&str]| {
+        let mut a: Vec<String> = ["edit", p(&golden("e4e.pt"))].iter().map(|s| s.to_string()).collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(clip_args());
+        a.extend(["--out".into(), p(&out).into()]);
+        a
+    };
+    assert!(fails_owned(&base(&["", "--seed", "1", "--steps", "2"])).contains("prompt"));
+    assert!(fails_owned(&base(&["a face", "--seed", "1", "--layer", "convs.99"])).contains("convs.99"));
+    assert!(fails_owned(&base(&["a face", "--seed", "1", "--steps", "0"])).contains("steps"));
+    assert!(fails_owned(&base(&["a face", "--seed", "1", "--lambda2=-1"])).contains("lambda2"));
+    assert!(fails_owned(&base(&["a face", "--seed", "1", "--strengths=1,nan"])).contains("strengths"));
+    assert!(fails_owned(&base(&["a face", "--seed", "1", "--method", "magic"])).contains("magic"));
+    assert!(fails_owned(&base(&["a face"])).contains("--seed"));
+    let e = fails(&["edit", p(&golden("e4e.pt")), "a face", "--seed", "1", "--out", p(&out)]);
+    assert!(e.contains("--clip"), "{e}");
+    assert!(!out.exists(), "nothing written on failure");
+}
+
+#[test]
+fn a_missing_model_set_says_what_to_fetch() {
+    let dir = tmpdir();
+    let out = Command::new(env!("CARGO_BIN_EXE_clipshape"))
+        .args(["edit", "car", "a small-wheel car", "--seed", "1", "--out"])
+        .arg(dir.path().join("o"))
+        .env("CLIPSHAPE_MODELS", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("e4e_cars_encode.pt") && e.contains("ViT-B-32.pt") && e.contains("https://"), "{e}");
+    assert!(e.contains(&dir.path().display().to_string()), "names the directory: {e}");
+    let list = Command::new(env!("CARGO_BIN_EXE_clipshape")).args(["models", "list"]).env("CLIPSHAPE_MODELS", dir.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success() && text.contains("ffhq") && text.contains("missing"), "{text}");
+}

@@ -199,7 +199,10 @@ fn parse_list(s: &str, what: &str) -> Result<Vec<f64>> {
     let values = s
         .split(',')
         .filter(|p| !p.trim().is_empty())
-        .map(|p| p.trim().parse::<f64>().with_context(|| format!("{what}: `{p}` is not a number")))
+        .map(|p| match p.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(v),
+            _ => bail!("{what}: `{p}` is not a finite number"),
+        })
         .collect::<Result<Vec<_>>>()?;
     if values.is_empty() {
         bail!("{what}: the list is empty");

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Real-host tests of the plug-ins: GIMP 3.0.4 (gimp-console-3.0, batch mode) and Krita 5.2.9
+# (kritarunner, offscreen) inside a Debian trixie root, driving the real libclipshape.so with the
+# tiny golden models. A separate tier from `pytest tests/python` (which fakes the hosts).
+#
+#   install/host-tests.sh             run both host tests when the trixie root exists, else say
+#                                     how to create it and exit 0 ("skipped")
+#   install/host-tests.sh --create    create the root first (root only; ≈ 2–4 min, ≈ 1.8 GB,
+#                                     cached outside the repo), then run the tests
+#   install/host-tests.sh --only gimp|krita
+#
+# Environment
+#   CLIPSHAPE_TRIXIE_ROOT  the root (default ${XDG_CACHE_HOME:-~/.cache}/clipshape/trixie-root)
+#   CLIPSHAPE_LIB          libclipshape.so to test (default <repo>/target/release/libclipshape.so)
+#   CLIPSHAPE_GOLDEN       tiny models (default <repo>/../shared/golden)
+#
+# The library is built against the torch wheel of the project's venv and finds libtorch through
+# its RUNPATH (an absolute path into that venv). The script therefore re-creates the venv's
+# `torch/lib` and `nvidia/` directories inside the root AT THE SAME ABSOLUTE PATH, as hard links
+# (`cp -al`: no bytes copied, no mounts) when the root and the venv share a filesystem, else as a
+# plain copy (≈ 3.6 GB). No LD_LIBRARY_PATH is set inside the root.
+# Running the hosts needs no mounts; only --create bind-mounts /proc /sys /dev for apt and
+# unmounts them before it returns.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=${CLIPSHAPE_TRIXIE_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/clipshape/trixie-root}
+LIB=${CLIPSHAPE_LIB:-$REPO/target/release/libclipshape.so}
+GOLDEN=${CLIPSHAPE_GOLDEN:-$REPO/../shared/golden}
+STAMP=.clipshape-root-ready
+PACKAGES_GIMP="gimp python3-gi gir1.2-gimp-3.0"
+PACKAGES_KRITA="krita python3-pyqt5"
+STAGE_IN_ROOT=/opt/clipshape-test
+
+create=0
+only=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --create) create=1 ;;
+        --only) only=${2:?--only needs gimp or krita}; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        *) echo "host-tests.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'host-tests.sh: %s\n' "$*" >&2; exit 1; }
+
+# The Debian mirror this machine already uses (deb822 sources first, then sources.list).
+debian_mirror() {
+    local f uri=""
+    for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list.d/*.sources; do
+        [ -r "$f" ] || continue
+        uri=$(awk '
+            /^[[:space:]]*$/ { if (u != "" && s !~ /security/) { print u; exit } u=""; s=""; next }
+            /^URIs:/   { u=$2 }
+            /^Suites:/ { s=$0 }
+            END { if (u != "" && s !~ /security/) print u }' "$f" | head -n1)
+        [ -n "$uri" ] && break
+    done
+    if [ -z "$uri" ] && [ -r /etc/apt/sources.list ]; then
+        uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list)
+    fi
+    [ -n "$uri" ] || die "no Debian mirror found in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list"
+    printf '%s\n' "$uri"
+}
+
+MOUNTED=()
+unmount_all() {
+    local i
+    for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do
+        umount "${MOUNTED[$i]}" 2>/dev/null || umount -l "${MOUNTED[$i]}" 2>/dev/null || true
+    done
+    MOUNTED=()
+}
+
+create_root() {
+    if [ -e "$ROOT/$STAMP" ]; then
+        say "trixie root already made: $ROOT"
+        return
+    fi
+    [ "$(id -u)" = 0 ] || die "--create needs root (debootstrap and chroot)"
+    if ! command -v debootstrap >/dev/null; then
+        say "apt-get install -y debootstrap"
+        apt-get install -y debootstrap
+    fi
+    local mirror partial="$ROOT.partial" t0=$SECONDS
+    mirror=$(debian_mirror)
+    say "creating the trixie root $ROOT from $mirror (≈ 2–4 min, ≈ 1.8 GB)"
+    if [ -d "$partial" ]; then
+        say "removing the unfinished $partial"
+        for m in dev/pts dev sys proc; do umount -l "$partial/$m" 2>/dev/null || true; done
+        rm -rf --one-file-system "$partial"
+    fi
+    mkdir -p "$(dirname "$ROOT")"
+    say "debootstrap --variant=minbase trixie"
+    debootstrap --variant=minbase trixie "$partial" "$mirror" >"$(dirname "$ROOT")/debootstrap.log" 2>&1 \
+        || die "debootstrap failed, see $(dirname "$ROOT")/debootstrap.log"
+    trap unmount_all EXIT
+    for m in proc sys dev dev/pts; do
+        mount --bind "/$m" "$partial/$m"
+        MOUNTED+=("$partial/$m")
+    done
+    cp -L /etc/resolv.conf "$partial/etc/resolv.conf" 2>/dev/null || true
+    local in_root=(chroot "$partial" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive)
+    say "apt-get update (inside the root)"
+    "${in_root[@]}" apt-get update -q
+    say "apt-get install $PACKAGES_GIMP"
+    # shellcheck disable=SC2086
+    "${in_root[@]}" apt-get install -y -q --no-install-recommends $PACKAGES_GIMP
+    say "apt-get install $PACKAGES_KRITA"
+    # shellcheck disable=SC2086
+    "${in_root[@]}" apt-get install -y -q --no-install-recommends $PACKAGES_KRITA
+    "${in_root[@]}" apt-get clean
+    unmount_all
+    trap - EXIT
+    touch "$partial/$STAMP"
+    mv "$partial" "$ROOT"
+    say "trixie root ready in $((SECONDS - t0)) s: $(du -sh --one-file-system "$ROOT" | cut -f1) in $ROOT"
+}
+
+# The torch libraries libclipshape.so's RUNPATH names, at the same absolute path inside the root.
+stage_torch() {
+    local runpath torch_lib site
+    runpath=$(readelf -d "$LIB" 2>/dev/null | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p; s/.*(RPATH).*\[\(.*\)\]/\1/p' | head -n1)
+    [ -n "$runpath" ] || die "$LIB has no RUNPATH; cannot tell which libtorch it needs"
+    torch_lib=${runpath%%:*}
+    [ -e "$torch_lib/libtorch_cpu.so" ] || die "libtorch not found at the library's RUNPATH $torch_lib"
+    site=$(dirname "$(dirname "$torch_lib")")   # …/site-packages
+    local dir
+    for dir in "$torch_lib" "$site/nvidia"; do
+        [ -d "$dir" ] || continue
+        local dst="$ROOT$dir"
+        if [ -e "$dst/.clipshape-staged" ] && [ "$(cat "$dst/.clipshape-staged")" = "$(stat -c %Y "$dir")" ]; then
+            continue
+        fi
+        rm -rf --one-file-system "$dst"
+        mkdir -p "$(dirname "$dst")"
+        if [ "$(stat -c %d "$dir")" = "$(stat -c %d "$ROOT")" ]; then
+            say "hard-linking $dir into the root (same path; no copy)"
+            cp -al "$dir" "$dst"
+        else
+            say "copying $dir into the root (same path; different filesystem, so a real copy)"
+            cp -a "$dir" "$dst"
+        fi
+        stat -c %Y "$dir" >"$dst/.clipshape-staged"
+    done
+}
+
+stage_files() {
+    local stage="$ROOT$STAGE_IN_ROOT"
+    rm -rf --one-file-system "$stage"
+    mkdir -p "$stage/models" "$stage/home" "$stage/tests"
+    cp "$GOLDEN/e4e.pt" "$GOLDEN/clip_jit.pt" "$GOLDEN/bpe_simple_vocab_16e6.txt.gz" "$stage/models/"
+    cp "$REPO/tests/python/hosts/host_gimp.py" "$REPO/tests/python/hosts/host_krita.py" "$stage/tests/"
+    # The plug-ins, installed exactly as a user gets them (install/plugins.sh), into a HOME in the root.
+    CLIPSHAPE_LIB="$LIB" CLIPSHAPE_PLUGINS_COPY_LIB=1 bash "$REPO/install/plugins.sh" \
+        --home "$stage/home" --create-dirs --home-as "$STAGE_IN_ROOT/home" | sed 's/^/    /'
+}
+
+run_in_root() {
+    chroot "$ROOT" env -i HOME="$STAGE_IN_ROOT/home" PATH=/usr/bin:/bin LANG=C.UTF-8 \
+        CLIPSHAPE_TEST_MODELS="$STAGE_IN_ROOT/models" "$@"
+}
+
+fail=0
+run_gimp() {
+    say "GIMP 3: gimp-console-3.0 batch run of plug-in-clipshape (non-interactive)"
+    local t0=$SECONDS log="$ROOT$STAGE_IN_ROOT/gimp.log" rc=0
+    run_in_root gimp-console-3.0 -i -d -f --batch-interpreter=python-fu-eval \
+        -b "exec(open('$STAGE_IN_ROOT/tests/host_gimp.py').read())" --quit >"$log" 2>&1 || rc=$?
+    if [ "$rc" = 0 ] && grep -q '^CLIPSHAPE-HOST-TEST OK' "$log"; then
+        grep '^CLIPSHAPE-HOST-TEST' "$log" | sed 's/^/    /'
+        say "GIMP: passed in $((SECONDS - t0)) s"
+    else
+        sed 's/^/    /' "$log" | tail -n 60
+        say "GIMP: FAILED (rc $rc) in $((SECONDS - t0)) s; full log: $log"
+        fail=1
+    fi
+}
+
+run_krita() {
+    say "Krita 5.2: kritarunner (offscreen) running the docker's worker and extension"
+    local t0=$SECONDS log="$ROOT$STAGE_IN_ROOT/krita.log" rc=0
+    run_in_root env QT_QPA_PLATFORM=offscreen \
+        PYTHONPATH="$STAGE_IN_ROOT/tests:$STAGE_IN_ROOT/home/.local/share/krita/pykrita" \
+        kritarunner -s host_krita -f main >"$log" 2>&1 || rc=$?
+    if [ "$rc" = 0 ] && grep -q '^CLIPSHAPE-HOST-TEST OK' "$log"; then
+        grep '^CLIPSHAPE-HOST-TEST' "$log" | sed 's/^/    /'
+        say "Krita: passed in $((SECONDS - t0)) s"
+    else
+        sed 's/^/    /' "$log" | tail -n 60
+        say "Krita: FAILED (rc $rc) in $((SECONDS - t0)) s; full log: $log"
+        fail=1
+    fi
+}
+
+if [ "$create" = 1 ]; then
+    create_root
+fi
+if [ ! -e "$ROOT/$STAMP" ]; then
+    echo "skipped: no trixie root at $ROOT, create it with install/host-tests.sh --create (≈2–4 min, 1.8 GB)"
+    exit 0
+fi
+[ "$(id -u)" = 0 ] || { echo "skipped: running the hosts in $ROOT needs chroot, i.e. root"; exit 0; }
+[ -e "$LIB" ] || die "no library at $LIB (build it: cargo build --release, or set CLIPSHAPE_LIB)"
+[ -e "$GOLDEN/e4e.pt" ] || die "no tiny models in $GOLDEN (set CLIPSHAPE_GOLDEN)"
+
+stage_torch
+stage_files
+case "$only" in
+    ""|gimp) run_gimp ;;
+esac
+case "$only" in
+    ""|krita) run_krita ;;
+esac
+if [ "$fail" = 0 ]; then say "host tests passed"; else say "host tests FAILED"; fi
+exit "$fail"
