@@ -14,15 +14,34 @@ cargo build --release
 clipshape_step "regenerating include/clipshape.h (cbindgen)"
 CLIPSHAPE_UPDATE_HEADER=1 cargo test --release --quiet --test header >/dev/null
 
-# The main job. Until the edit pipeline lands it renders a sample: with the user's generator
-# when CLIPSHAPE_GENERATOR names one, else with the tiny test generator of a checkout.
-GEN=${CLIPSHAPE_GENERATOR:-$ROOT/../shared/golden/stylegan2.pt}
+if [ -f install/plugins.sh ]; then
+    clipshape_step "installing the GIMP 3 and Krita plug-ins"
+    bash install/plugins.sh || clipshape_step "plug-in install reported a problem (see above); the library and CLI are ready"
+fi
+
+# The main job: a text-driven shape edit with the default model set (faces), on a sampled image
+# so no photo needs shipping. Models come from the model store ($CLIPSHAPE_MODELS or the XDG
+# data dir); offline, setup still finishes and says which files remain to be fetched.
+SET=${CLIPSHAPE_SET:-ffhq}
+PROMPT=${CLIPSHAPE_PROMPT:-face with big nose}
+CLI=./target/release/clipshape
 mkdir -p "$ROOT/out"
-if [ -f "$GEN" ]; then
-    clipshape_step "main job: clipshape sample $GEN --seed 1 --truncation 0.7"
-    ./target/release/clipshape sample "$GEN" --seed 1 --truncation 0.7 --out "$ROOT/out/sample.png"
-    ./target/release/clipshape info "$GEN" | head -8
+if ! $CLI models path "$SET" >/dev/null 2>&1 && [ "${CLIPSHAPE_OFFLINE:-0}" != 1 ]; then
+    clipshape_step "fetching model set '$SET' (licences are shown below; CLIPSHAPE_OFFLINE=1 skips this)"
+    $CLI models fetch "$SET" || true
+fi
+if $CLI models path "$SET" >/dev/null 2>&1; then
+    clipshape_step "main job: clipshape edit $SET \"$PROMPT\" --seed 1 --out out/$SET-edit"
+    $CLI edit "$SET" "$PROMPT" --seed 1 --out "$ROOT/out/$SET-edit"
+    clipshape_step "see out/$SET-edit/sheet.png (input, reconstruction, strengths -3..3)"
 else
-    clipshape_step "no generator at $GEN: set CLIPSHAPE_GENERATOR to a rosinality/e4e checkpoint to render a sample"
+    clipshape_step "model set '$SET' is not complete yet; the remaining step:"
+    $CLI models path "$SET" 2>&1 | sed 's/^/    /' || true
+    GOLDEN=${CLIPSHAPE_GOLDEN:-$ROOT/../shared/golden}
+    if [ -f "$GOLDEN/e4e.pt" ]; then
+        clipshape_step "meanwhile, the same job on the tiny test models of the checkout (random weights: abstract pictures)"
+        $CLI edit "$GOLDEN/e4e.pt" "$PROMPT" --seed 1 --steps 20 \
+            --clip "$GOLDEN/clip_jit.pt" --vocab "$GOLDEN/bpe_simple_vocab_16e6.txt.gz" --out "$ROOT/out/tiny-edit"
+    fi
 fi
 clipshape_step "done"
