@@ -65,6 +65,13 @@ typedef enum cs_device_kind {
   CS_DEVICE_KIND_CUDA = 2,
 } cs_device_kind;
 
+typedef enum cs_method {
+  // Learn a shift of one generator conv's raw weight (the paper).
+  CS_METHOD_SHIFT = 0,
+  // StyleCLIP latent optimisation (the baseline): the result is a W+ direction.
+  CS_METHOD_LATENT = 1,
+} cs_method;
+
 // Models on a device. One thread at a time; `cs_cancel` may come from any thread.
 typedef struct cs_ctx cs_ctx;
 
@@ -76,6 +83,9 @@ typedef struct cs_latent cs_latent;
 
 // A weight shift for one generator layer, with its metadata.
 typedef struct cs_shift cs_shift;
+
+// Receives the library's log lines: `level` 1 error … 5 trace.
+typedef void (*cs_log_fn)(void *user, int32_t level, const char *message);
 
 typedef struct cs_context_params {
   // sizeof(cs_context_params), set by `cs_context_params_init`.
@@ -102,6 +112,25 @@ typedef struct cs_context_params {
   // Heads of CLIP's text tower; 0 = from the file (64-wide heads for OpenAI's models).
   int32_t clip_text_heads;
 } cs_context_params;
+
+// The picture domain of a context: where the picture sits in the generator output and the
+// editing defaults (from the model set, or inferred from the files).
+typedef struct cs_domain_info {
+  uint32_t struct_size;
+  // "face", "car", "horse", or "" when not known.
+  char name[32];
+  // The frame inside the generator output, px (cars: 512×384 at top 64).
+  uint32_t frame_left;
+  uint32_t frame_top;
+  uint32_t frame_width;
+  uint32_t frame_height;
+  // Whether the context can invert photos (has an e4e encoder) and edit (has CLIP).
+  int32_t has_encoder;
+  int32_t has_clip;
+  // The layer `cs_optimize` shifts when `layer` is NULL, and the default λ2.
+  char default_layer[32];
+  float default_lambda2;
+} cs_domain_info;
 
 typedef struct cs_generator_info {
   uint32_t struct_size;
@@ -222,6 +251,11 @@ const char *cs_last_error(void);
 // Number of usable CUDA devices (0 when none or when libtorch has no CUDA).
 int32_t cs_cuda_device_count(void);
 
+// Sets the log level (0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace) and where log lines
+// go: `callback(user, level, message)`, or stderr when NULL. Process-wide. When the host
+// process already installed a Rust logger, only the level applies.
+enum cs_status cs_set_log(int32_t level, cs_log_fn callback, void *user);
+
 enum cs_status cs_context_params_init(struct cs_context_params *params);
 
 // Loads the models. On success `*out` owns a context the caller frees with `cs_context_free`.
@@ -231,6 +265,8 @@ void cs_context_free(struct cs_ctx *ctx);
 
 // Asks the operation running on `ctx` to stop; callable from any thread.
 enum cs_status cs_cancel(const struct cs_ctx *ctx);
+
+enum cs_status cs_context_get_domain(const struct cs_ctx *ctx, struct cs_domain_info *out);
 
 enum cs_status cs_generator_get_info(const struct cs_ctx *ctx, struct cs_generator_info *out);
 
@@ -348,6 +384,12 @@ enum cs_status cs_clip_score(const struct cs_ctx *ctx,
 // otherwise `CS_STATUS_IO` and `cs_last_error()` says which files, their URLs and where to put
 // them.
 enum cs_status cs_models_check(const char *models_dir, const char *set);
+
+// The model sets that edit pictures (`ffhq`, `car`, `horse`, …), one per line: name, a tab,
+// 1 when all its files are present else 0, a tab, its example prompts separated by `|`.
+// Writes at most `cap` bytes (NUL-terminated) into `buf`; `*needed` receives the size the
+// whole text needs, so a caller can ask again with a larger buffer.
+enum cs_status cs_models_list_sets(const char *models_dir, char *buf, size_t cap, size_t *needed);
 
 // Downloads the missing files of `set` (resuming partial ones, verifying sizes and hashes).
 enum cs_status cs_models_fetch(const char *models_dir,

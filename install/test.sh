@@ -7,5 +7,18 @@ cd "$ROOT"
 . install/env.sh
 
 clipshape_ensure_venv
+if ! python -c 'import pytest' 2>/dev/null; then
+    clipshape_step "installing pytest into $CLIPSHAPE_VENV"
+    python -m pip install --quiet --progress-bar off pytest
+fi
+
+# The Python and host tests load target/release/libclipshape.so, which only `cargo build`
+# refreshes (`cargo test` rebuilds the copy in target/release/deps).
+clipshape_step "cargo build --release"
+cargo build --release
 clipshape_step "cargo test --release (unit, golden parity, C ABI, CLI, header)"
 cargo test --release
+clipshape_step "real GIMP 3 / Krita 5.2 hosts (skipped without the trixie root; see install/host-tests.sh)"
+bash install/host-tests.sh
+clipshape_step "pytest: the shared ctypes module and both plug-ins with fake hosts, on the real library"
+python -m pytest tests/python -q

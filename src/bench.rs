@@ -132,14 +132,14 @@ fn edit_rows(name: &str, g: &Generator, guide: &ClipGuide, t: &mut Table) -> Res
         let latent = Latent::new(g, seeded_normal(&[g.n_latent(), g.style_dim()], 5, device)?)?;
         let mut params = OptimizeParams::new("a wide face", "convs.3");
         params.prompts = (0..b).map(|i| format!("a face with a big nose {i}")).collect();
-        params.steps = 5;
-        params.progress_every = 5;
+        params.steps = 4;
+        params.progress_every = 4;
         let steps = params.steps as f64;
-        let ms = time_ms(device, t.opts.iters.min(3), || {
+        let ms = time_ms(device, t.opts.iters.min(2), || {
             optimize(g, guide, &[&latent], &params, &|| false, &mut |_| true)?;
             Ok(())
         })?;
-        // Setup (text features, the unedited image) is amortised over the 5 steps measured.
+        // Setup (text features, the unedited image) is amortised over the 4 steps measured.
         t.rows.push(Row {
             model: name.into(),
             device: crate::device::describe(device),

@@ -44,6 +44,8 @@ pub struct ContextParams {
     pub domain: Option<crate::store::Domain>,
     /// Name recorded in shift files (a model-set name, or the generator's file name).
     pub model_id: Option<String>,
+    /// SHA-256 of the generator file when known (a model set's manifest or lock file).
+    pub model_sha256: Option<String>,
     pub device: DeviceRequest,
     /// CPU threads for libtorch; 0 keeps its default.
     pub threads: usize,
@@ -59,6 +61,7 @@ impl ContextParams {
             clip_heads: HeadCounts::default(),
             domain: None,
             model_id: None,
+            model_sha256: None,
             device: DeviceRequest::Auto,
             threads: 0,
         }
@@ -72,7 +75,12 @@ impl ContextParams {
         let generator = role("e4e")
             .or_else(|| role("generator"))
             .ok_or_else(|| Error::arg("set", format!("model set `{set}` has no generator (an `e4e` or `generator` file)")))?;
+        let model_sha256 = match generator.file_name().and_then(|n| n.to_str()) {
+            Some(name) => store.expected_hash(name)?,
+            None => None,
+        };
         Ok(ContextParams {
+            model_sha256,
             encoder: role("e4e"),
             clip: role("clip"),
             vocab: role("bpe"),
@@ -93,6 +101,7 @@ pub struct Context {
     pub frame: Frame,
     pub domain: Option<crate::store::Domain>,
     pub model_id: String,
+    pub model_sha256: Option<String>,
     stored_mean: Option<Tensor>,
     computed_mean: OnceCell<Tensor>,
     cancel: Arc<AtomicBool>,
@@ -177,6 +186,7 @@ impl Context {
             frame,
             domain: params.domain.clone(),
             model_id,
+            model_sha256: params.model_sha256.clone(),
             stored_mean: loaded.mean_latent,
             computed_mean: OnceCell::new(),
             cancel: Arc::new(AtomicBool::new(false)),
@@ -268,11 +278,17 @@ impl Context {
         params: &OptimizeParams,
         progress: &mut dyn FnMut(&Progress) -> bool,
     ) -> Result<Vec<Shift>> {
+        // Each call starts uncancelled: a cancel pressed while nothing ran must not kill the next
+        // edit. Hosts that group calls into one cancellable job track that themselves (the
+        // Python binding's `job()`).
         self.reset_cancel();
         let guide = self.guide()?;
         let mut shifts = optimize::optimize(&self.generator, guide, latents, params, &|| self.is_cancelled(), progress)?;
         for s in &mut shifts {
             s.meta.insert("model".into(), self.model_id.clone());
+            if let Some(h) = &self.model_sha256 {
+                s.meta.insert("model_sha256".into(), h.clone());
+            }
             s.meta.insert("generator_size".into(), self.generator.config.size.to_string());
         }
         Ok(shifts)

@@ -309,6 +309,64 @@ pub extern "C" fn cs_cuda_device_count() -> i32 {
     catch_unwind(crate::device::cuda_device_count).map(|n| n as i32).unwrap_or(0)
 }
 
+// ───────────────────────────── logging ─────────────────────────────
+
+/// Receives the library's log lines: `level` 1 error … 5 trace.
+pub type cs_log_fn = Option<unsafe extern "C" fn(user: *mut std::ffi::c_void, level: i32, message: *const c_char)>;
+
+/// Where log records go: the host's callback, or stderr. Process-wide, as logging is.
+struct HostLogger {
+    sink: std::sync::Mutex<(cs_log_fn, usize)>,
+}
+
+impl log::Log for HostLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let (callback, user) = *self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        let text = format!("{}", record.args());
+        match callback {
+            Some(f) => {
+                let msg = CString::new(text.replace('\0', " ")).unwrap_or_default();
+                // SAFETY: the host registered this callback and keeps it valid until replaced.
+                unsafe { f(user as *mut std::ffi::c_void, record.level() as i32, msg.as_ptr()) }
+            }
+            None => eprintln!("clipshape: {}: {text}", record.level()),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static HOST_LOGGER: HostLogger = HostLogger { sink: std::sync::Mutex::new((None, 0)) };
+
+/// Sets the log level (0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace) and where log lines
+/// go: `callback(user, level, message)`, or stderr when NULL. Process-wide. When the host
+/// process already installed a Rust logger, only the level applies.
+#[no_mangle]
+pub unsafe extern "C" fn cs_set_log(level: i32, callback: cs_log_fn, user: *mut std::ffi::c_void) -> cs_status {
+    guard(|| {
+        let filter = match level {
+            0 => log::LevelFilter::Off,
+            1 => log::LevelFilter::Error,
+            2 => log::LevelFilter::Warn,
+            3 => log::LevelFilter::Info,
+            4 => log::LevelFilter::Debug,
+            5 => log::LevelFilter::Trace,
+            l => return Err(Error::arg("level", format!("{l} is not in 0..=5"))),
+        };
+        *HOST_LOGGER.sink.lock().unwrap_or_else(|e| e.into_inner()) = (callback, user as usize);
+        let _ = log::set_logger(&HOST_LOGGER);
+        log::set_max_level(filter);
+        Ok(())
+    })
+}
+
 // ───────────────────────────── context ─────────────────────────────
 
 #[no_mangle]
@@ -387,11 +445,17 @@ pub unsafe extern "C" fn cs_context_create(params: *const cs_context_params, out
     })
 }
 
+/// Drops a handle made by `Box::into_raw`; NULL is a no-op, and a panicking destructor is
+/// contained.
+unsafe fn free_handle<T>(p: *mut T) {
+    if !p.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(p))));
+    }
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn cs_context_free(ctx: *mut cs_ctx) {
-    if !ctx.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(ctx))));
-    }
+    free_handle(ctx)
 }
 
 /// Asks the operation running on `ctx` to stop; callable from any thread.
@@ -399,6 +463,55 @@ pub unsafe extern "C" fn cs_context_free(ctx: *mut cs_ctx) {
 pub unsafe extern "C" fn cs_cancel(ctx: *const cs_ctx) -> cs_status {
     guard(|| {
         ref_arg(ctx, "ctx")?.inner.cancel();
+        Ok(())
+    })
+}
+
+/// The picture domain of a context: where the picture sits in the generator output and the
+/// editing defaults (from the model set, or inferred from the files).
+#[repr(C)]
+pub struct cs_domain_info {
+    pub struct_size: u32,
+    /// "face", "car", "horse", or "" when not known.
+    pub name: [c_char; 32],
+    /// The frame inside the generator output, px (cars: 512×384 at top 64).
+    pub frame_left: u32,
+    pub frame_top: u32,
+    pub frame_width: u32,
+    pub frame_height: u32,
+    /// Whether the context can invert photos (has an e4e encoder) and edit (has CLIP).
+    pub has_encoder: i32,
+    pub has_clip: i32,
+    /// The layer `cs_optimize` shifts when `layer` is NULL, and the default λ2.
+    pub default_layer: [c_char; 32],
+    pub default_lambda2: f32,
+}
+
+fn c_name(s: &str) -> [c_char; 32] {
+    let mut out = [0 as c_char; 32];
+    for (dst, src) in out.iter_mut().zip(s.bytes().take(31)) {
+        *dst = src as c_char;
+    }
+    out
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cs_context_get_domain(ctx: *const cs_ctx, out: *mut cs_domain_info) -> cs_status {
+    guard(|| {
+        let ctx = &ref_arg(ctx, "ctx")?.inner;
+        let f = ctx.frame;
+        *out_arg(out, "out")? = cs_domain_info {
+            struct_size: std::mem::size_of::<cs_domain_info>() as u32,
+            name: c_name(ctx.domain.as_ref().map(|d| d.name.as_str()).unwrap_or("")),
+            frame_left: f.left,
+            frame_top: f.top,
+            frame_width: f.width,
+            frame_height: f.height,
+            has_encoder: ctx.encoder.is_some() as i32,
+            has_clip: ctx.guide.is_some() as i32,
+            default_layer: c_name(&ctx.default_layer()),
+            default_lambda2: ctx.default_lambda2() as f32,
+        };
         Ok(())
     })
 }
@@ -427,10 +540,7 @@ pub unsafe extern "C" fn cs_generator_get_layer(ctx: *const cs_ctx, index: u32, 
         let l = layers
             .get(index as usize)
             .ok_or_else(|| Error::arg("index", format!("{index} is out of range (0..{})", layers.len())))?;
-        let mut name = [0 as c_char; 32];
-        for (dst, src) in name.iter_mut().zip(l.id.to_string().bytes().take(31)) {
-            *dst = src as c_char;
-        }
+        let name = c_name(&l.id.to_string());
         let mut shape = [0i64; 5];
         for (dst, src) in shape.iter_mut().zip(&l.weight_shape) {
             *dst = *src;
@@ -508,9 +618,7 @@ pub unsafe extern "C" fn cs_latent_save(latent: *const cs_latent, path: *const c
 
 #[no_mangle]
 pub unsafe extern "C" fn cs_latent_free(latent: *mut cs_latent) {
-    if !latent.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(latent))));
-    }
+    free_handle(latent)
 }
 
 // ───────────────────────────── shifts ──────────────────────────────
@@ -592,9 +700,7 @@ pub unsafe extern "C" fn cs_shift_save(shift: *const cs_shift, path: *const c_ch
 
 #[no_mangle]
 pub unsafe extern "C" fn cs_shift_free(shift: *mut cs_shift) {
-    if !shift.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(shift))));
-    }
+    free_handle(shift)
 }
 
 fn copy_out(values: Vec<f32>, out: *mut f32, n: usize) -> Result<()> {
@@ -698,9 +804,7 @@ pub unsafe extern "C" fn cs_images_get(images: *const cs_images, index: usize, o
 
 #[no_mangle]
 pub unsafe extern "C" fn cs_images_free(images: *mut cs_images) {
-    if !images.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(images))));
-    }
+    free_handle(images)
 }
 
 // ───────────────────────────── pictures in ─────────────────────────
@@ -978,6 +1082,34 @@ pub unsafe extern "C" fn cs_models_check(models_dir: *const c_char, set: *const 
             None => Ok(()),
             Some(message) => Err(Error::Models(message)),
         }
+    })
+}
+
+/// The model sets that edit pictures (`ffhq`, `car`, `horse`, …), one per line: name, a tab,
+/// 1 when all its files are present else 0, a tab, its example prompts separated by `|`.
+/// Writes at most `cap` bytes (NUL-terminated) into `buf`; `*needed` receives the size the
+/// whole text needs, so a caller can ask again with a larger buffer.
+#[no_mangle]
+pub unsafe extern "C" fn cs_models_list_sets(models_dir: *const c_char, buf: *mut c_char, cap: usize, needed: *mut usize) -> cs_status {
+    guard(|| {
+        let store = model_store(models_dir)?;
+        let mut text = String::new();
+        for status in store.list() {
+            let Ok(entry) = store.manifest().set(&status.set) else { continue };
+            let Some(domain) = &entry.domain else { continue };
+            text += &format!("{}\t{}\t{}\n", status.set, status.complete as i32, domain.prompts.join("|"));
+        }
+        let bytes = text.replace('\0', " ").into_bytes();
+        *out_arg(needed, "needed")? = bytes.len() + 1;
+        if cap > 0 {
+            if buf.is_null() {
+                return Err(Error::arg("buf", "is NULL but cap is not 0"));
+            }
+            let n = bytes.len().min(cap - 1);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr() as *const c_char, buf, n);
+            *buf.add(n) = 0;
+        }
+        Ok(())
     })
 }
 

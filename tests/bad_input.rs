@@ -173,3 +173,47 @@ fn an_absent_gpu_is_a_device_error() {
     let e = Context::new(&params).err().unwrap();
     assert!(matches!(e, Error::Device(_)) && e.to_string().contains("cuda:5"), "{e:?}");
 }
+
+#[test]
+fn encoder_and_generator_must_belong_together() {
+    let dir = tmpdir();
+    // A generator with another W+ size (a 3-block, 32 px one) next to the 64 px e4e encoder.
+    let sd = clipshape::models::stylegan2::random_state_dict(64, 2, &[(4, 16), (8, 16), (16, 8), (32, 8)], 1).unwrap();
+    let refs: Vec<(&str, &Tensor)> = sd.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    let gen = dir.path().join("g32.safetensors");
+    std::fs::write(&gen, clipshape::io::safetensors_bytes(&refs, &Default::default()).unwrap()).unwrap();
+    let params = ContextParams { encoder: Some(golden("e4e.pt")), device: DeviceRequest::Cpu, ..ContextParams::new(&gen) };
+    let e = Context::new(&params).err().unwrap();
+    assert!(matches!(e, Error::Mismatch(_)) && e.to_string().contains("e4e.pt"), "{e:?}");
+
+    // An encoder file without latent_avg cannot invert.
+    let params = ContextParams {
+        encoder: Some(golden("e4e_encoder.safetensors")),
+        device: DeviceRequest::Cpu,
+        ..ContextParams::new(golden("stylegan2.safetensors"))
+    };
+    let e = Context::new(&params).err().unwrap();
+    assert!(matches!(e, Error::MissingTensor { .. }) && e.to_string().contains("latent_avg"), "{e:?}");
+
+    // A context without an encoder says so when asked to encode.
+    let ctx = Context::new(&ContextParams { device: DeviceRequest::Cpu, ..ContextParams::new(golden("stylegan2.pt")) }).unwrap();
+    let px = vec![128u8; 16 * 16 * 3];
+    let view = clipshape::edit::encode::ImageView::packed(&px, 16, 16, clipshape::edit::PixelFormat::Rgb8).unwrap();
+    let e = ctx.encode(&view).err().unwrap().to_string();
+    assert!(e.contains("encoder"), "{e}");
+    let e = ctx.clip_score(&view, &["a face"]).err().unwrap().to_string();
+    assert!(e.contains("CLIP"), "{e}");
+}
+
+#[test]
+fn enormous_and_degenerate_pictures_fail_fast() {
+    use clipshape::edit::encode::ImageView;
+    use clipshape::edit::PixelFormat;
+    let px = vec![0u8; 64];
+    let e = ImageView::new(&px, 20_000, 2, 80_000, PixelFormat::Rgba8).err().unwrap().to_string();
+    assert!(e.contains("16384"), "{e}");
+    let e = ImageView::new(&px, 1, 1, 4, PixelFormat::Rgba8).err().unwrap().to_string();
+    assert!(e.contains("width") || e.contains("height"), "{e}");
+    let e = ImageView::new(&px, 4, 4, 8, PixelFormat::Rgba8).err().unwrap().to_string();
+    assert!(e.contains("stride") || e.contains("width"), "{e}");
+}

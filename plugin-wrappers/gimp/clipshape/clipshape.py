@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""CLIPShape for GIMP 3: text-driven shape editing of the selection (or the layer).
+
+Filters › Generic › CLIPShape… learns a weight shift of a StyleGAN2 generator that moves the
+picture toward a prompt ("face with big nose") and adds a layer group named after the prompt
+with one layer per strength ("face with big nose k=+1.5"), in one undo step. The learnt edit is
+saved into the edit library and can be applied to other pictures ("Apply saved edit").
+
+Procedure `plug-in-clipshape`, also callable non-interactively (scripts, batch mode) with the
+same arguments. Host glue only: the work is done by clipshape_logic / clipshape_ctypes (shared
+with the Krita plug-in), installed next to this file with libclipshape.so by install/plugins.sh.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import gi  # noqa: E402
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+
+import clipshape_logic as logic  # noqa: E402
+
+PROC_NAME = "plug-in-clipshape"
+PIXEL_FORMAT = "R'G'B'A u8"   # = the library's RGBA8
+RW = GObject.ParamFlags.READWRITE
+MODEL_FILES = "files"         # model-set choice: only the files given under Advanced
+DEVICES = (("auto", "Automatic (GPU when present)"), ("cpu", "CPU"), ("cuda", "GPU (CUDA)"))
+ADVANCED = ["layer", "lambda2", "seed", "device", "models-dir", "generator-file", "clip-file",
+            "vocab-file"]
+MAIN = ["model-set", "prompt", "strengths", "steps", "saved-edit", "library-dir", "save-edit",
+        "fit-to-frame"]
+
+
+def _choice(items):
+    choice = Gimp.Choice.new()
+    for i, (nick, label) in enumerate(items):
+        choice.add(nick, i, label, "")
+    return choice
+
+
+def _file_path(value):
+    return value.get_path() if value is not None else None
+
+
+class GimpLayerSource(logic.PixelSource):
+    """The drawable's pixels through its Gegl buffer, in image coordinates."""
+
+    fmt = "RGBA8"
+
+    def __init__(self, image, drawable):
+        _, self.ox, self.oy = drawable.get_offsets()
+        layer_box = logic.Box(self.ox, self.oy, drawable.get_width(), drawable.get_height())
+        self.bounds = layer_box.intersect(logic.Box(0, 0, image.get_width(), image.get_height()))
+        self.drawable = drawable
+
+    def selection(self, image):
+        """The selection's bounding box in image coordinates, or None without a selection."""
+        if Gimp.Selection.is_empty(image):
+            return None
+        non_empty, x, y, w, h = self.drawable.mask_intersect()
+        if not non_empty:
+            raise logic.RequestError("the selection does not overlap the layer")
+        return logic.Box(x + self.ox, y + self.oy, w, h)
+
+    def read(self, box):
+        rect = Gegl.Rectangle.new(box.x - self.ox, box.y - self.oy, box.width, box.height)
+        data = self.drawable.get_buffer().get(rect, 1.0, PIXEL_FORMAT, Gegl.AbyssPolicy.CLAMP)
+        return bytes(data)
+
+
+def insert_result(image, drawable, result):
+    """The group "<prompt>" above the drawable, one RGBA layer per strength, one undo step."""
+    image.undo_group_start()
+    try:
+        group = Gimp.GroupLayer.new(image, result.group_name)
+        parent = drawable.get_parent()
+        image.insert_layer(group, parent, image.get_item_position(drawable))
+        for position, r in enumerate(result.layers):
+            layer = Gimp.Layer.new(image, r.name, r.width, r.height, Gimp.ImageType.RGBA_IMAGE,
+                                   100.0, Gimp.LayerMode.NORMAL)
+            image.insert_layer(layer, group, position)
+            layer.set_offsets(r.x, r.y)
+            buffer = layer.get_buffer()
+            buffer.set(Gegl.Rectangle.new(0, 0, r.width, r.height), PIXEL_FORMAT, r.data)
+            buffer.flush()
+            layer.update(0, 0, r.width, r.height)
+    finally:
+        image.undo_group_end()
+    return group
+
+
+def requests_from_config(config):
+    """The procedure's arguments → (ModelChoice, EditRequest); RequestError names a bad one."""
+    g = config.get_property
+    model_set = g("model-set")
+    model = logic.ModelChoice(
+        set_name=None if model_set == MODEL_FILES else model_set,
+        models_dir=_file_path(g("models-dir")),
+        generator=_file_path(g("generator-file")),
+        clip=_file_path(g("clip-file")),
+        vocab=_file_path(g("vocab-file")),
+        device=g("device"),
+    ).normalized()
+    request = logic.EditRequest.from_values(
+        prompt=g("prompt"), strengths=g("strengths"), steps=g("steps"), layer=g("layer"),
+        lambda2=g("lambda2"), seed=g("seed"), saved_edit=_file_path(g("saved-edit")),
+        library_dir=_file_path(g("library-dir")), save_edit=g("save-edit"),
+        fit_to_frame=g("fit-to-frame"))
+    return model, request
+
+
+def edit_image(image, drawable, model, request, progress=None):
+    """Runs the edit on the drawable (its selection) and inserts the layers → EditResult."""
+    source = GimpLayerSource(image, drawable)
+    job = logic.EditJob(model, request, source, source.selection(image))
+    try:
+        result = job.run(progress)
+    finally:
+        job.contexts.close()
+    insert_result(image, drawable, result)
+    Gimp.displays_flush()
+    return result
+
+
+def show_dialog(procedure, config):
+    from gi.repository import GimpUi
+    GimpUi.init("clipshape")
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, "CLIPShape")
+    dialog.fill_box("advanced-box", ADVANCED)
+    dialog.get_label("advanced-label", "Advanced", False, False)
+    dialog.fill_expander("advanced", "advanced-label", False, "advanced-box")
+    dialog.fill(MAIN + ["advanced"])
+    ok = dialog.run()
+    dialog.destroy()
+    return ok
+
+
+class ClipShape(Gimp.PlugIn):
+
+    def do_query_procedures(self):
+        return [PROC_NAME]
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
+        proc.set_image_types("RGB*")
+        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        proc.set_menu_label("CLIPShape…")
+        proc.add_menu_path("<Image>/Filters/Generic")
+        proc.set_documentation(
+            "Edit the shape of a face, car or horse from a text prompt",
+            "Inverts the selection (or the layer) into StyleGAN2 with e4e, learns a generator "
+            "weight shift that CLIP finds closer to the prompt, and adds a layer group with "
+            "the edit at each strength. The learnt edit is saved into the edit library.",
+            name)
+        proc.set_attribution("libclipshape", "libclipshape authors", "2025")
+        proc.add_choice_argument("model-set", "_Model set", "Model set of the model store, or "
+                                 "'files' for the files under Advanced",
+                                 _choice([("ffhq", "Faces (FFHQ)"), ("car", "Cars"),
+                                          ("horse", "Horses"),
+                                          (MODEL_FILES, "Files given under Advanced")]),
+                                 "ffhq", RW)
+        proc.add_string_argument("prompt", "_Prompt", "What the edit should look like, e.g. "
+                                 "'face with big nose' (may stay empty with a saved edit)", "",
+                                 RW)
+        proc.add_string_argument("strengths", "_Strengths", "Comma-separated strengths k, one "
+                                 "layer each", logic.DEFAULT_STRENGTHS, RW)
+        proc.add_int_argument("steps", "S_teps", "Optimisation steps", 1, logic.MAX_STEPS,
+                              logic.DEFAULT_STEPS, RW)
+        proc.add_file_argument("saved-edit", "Apply saved _edit", "A saved edit (.safetensors) "
+                               "to apply instead of learning one", Gimp.FileChooserAction.OPEN,
+                               True, None, RW)
+        proc.add_file_argument("library-dir", "Edit _library", "Folder where learnt edits are "
+                               "saved (default ~/.local/share/clipshape/edits)",
+                               Gimp.FileChooserAction.SELECT_FOLDER, True, None, RW)
+        proc.add_boolean_argument("save-edit", "Save the learnt edit", "Save the learnt edit "
+                                  "into the edit library", True, RW)
+        proc.add_boolean_argument("fit-to-frame", "_Fit the box to the model's frame",
+                                  "Grow the selection box to the model's aspect ratio", True, RW)
+        proc.add_string_argument("layer", "Generator la_yer", "Layer whose weight is shifted, "
+                                 "e.g. convs.3 (empty = the model set's default)", "", RW)
+        proc.add_double_argument("lambda2", "λ2", "Weight of the shift's norm (negative = the "
+                                 "model set's default)", -1.0, 10.0, -1.0, RW)
+        proc.add_int_argument("seed", "Seed", "Seed of the optimisation", 0, 2 ** 31 - 1, 0, RW)
+        proc.add_choice_argument("device", "_Device", "Where the models run",
+                                 _choice(DEVICES), "auto", RW)
+        proc.add_file_argument("models-dir", "Model _store", "Model store folder (default "
+                               "$CLIPSHAPE_MODELS or ~/.local/share/clipshape/models)",
+                               Gimp.FileChooserAction.SELECT_FOLDER, True, None, RW)
+        proc.add_file_argument("generator-file", "_Generator / e4e file", "Overrides the set's "
+                               "e4e checkpoint", Gimp.FileChooserAction.OPEN, True, None, RW)
+        proc.add_file_argument("clip-file", "_CLIP file", "Overrides the set's CLIP model",
+                               Gimp.FileChooserAction.OPEN, True, None, RW)
+        proc.add_file_argument("vocab-file", "CLIP _vocab file", "Overrides the set's BPE "
+                               "vocab", Gimp.FileChooserAction.OPEN, True, None, RW)
+        return proc
+
+    def run(self, procedure, run_mode, image, drawables, config, run_data):
+        if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config):
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+        try:
+            if len(drawables) != 1:
+                raise logic.RequestError("select exactly one layer (%d are selected)"
+                                         % len(drawables))
+            model, request = requests_from_config(config)
+            Gimp.progress_init("CLIPShape")
+
+            def progress(fraction, text):
+                Gimp.progress_set_text(text)
+                Gimp.progress_update(min(1.0, max(0.0, fraction)))
+
+            result = edit_image(image, drawables[0], model, request, progress)
+            Gimp.progress_end()
+            if run_mode == Gimp.RunMode.INTERACTIVE and result.shift_path:
+                Gimp.message("CLIPShape: " + result.summary())
+        except Exception as e:  # every failure becomes GIMP's error message, no traceback
+            Gimp.progress_end()
+            return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR,
+                                               GLib.Error("CLIPShape: " + logic.error_text(e)))
+        return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)
+
+
+if __name__ == "__main__":
+    Gimp.main(ClipShape.__gtype__, sys.argv)

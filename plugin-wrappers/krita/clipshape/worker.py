@@ -1,0 +1,94 @@
+"""Runs an edit off Krita's GUI thread: a QThread around clipshape_logic.EditJob.
+
+The GUI thread reads the pixels (Krita's API is not thread-safe), the worker loads the models
+and runs encode → optimise → render, and the results come back through Qt signals (queued to
+the GUI thread), where the layers are inserted. ``cancel()`` is safe from the GUI thread.
+"""
+
+from PyQt5.QtCore import QThread, pyqtSignal
+
+from . import clipshape_logic as logic
+
+
+class EditWorker(QThread):
+    progressed = pyqtSignal(float, str)
+    succeeded = pyqtSignal(object)      # logic.EditResult
+    failed = pyqtSignal(str, bool)      # message, cancelled
+
+    def __init__(self, job, parent=None):
+        super().__init__(parent)
+        self.job = job
+
+    def run(self):
+        try:
+            result = self.job.run(self._progress)
+        except Exception as e:  # shown in the docker, never as a traceback
+            self.failed.emit(logic.error_text(e), self.job.cancelled)
+            return
+        self.succeeded.emit(result)
+
+    def _progress(self, fraction, text):
+        self.progressed.emit(float(fraction), text)
+
+    def cancel(self):
+        self.job.cancel()
+
+
+class Runner:
+    """One edit at a time for a window: start() wires a worker to callbacks that run on the GUI
+    thread and inserts the layers when it succeeds."""
+
+    def __init__(self, contexts=None):
+        self.contexts = contexts or logic.ContextCache()
+        self.worker = None
+
+    @property
+    def busy(self):
+        return self.worker is not None
+
+    def start(self, doc, node, model, request, on_progress, on_done, on_error):
+        from . import krita_host
+        if self.busy:
+            raise logic.RequestError("an edit is already running")
+        source, selection = krita_host.read_source(doc, node)
+        job = logic.EditJob(model, request, source, selection, self.contexts)
+        worker = EditWorker(job)
+
+        def succeeded(result):
+            try:
+                try:
+                    krita_host.insert_result(doc, node, result)
+                except Exception as e:
+                    on_error(logic.error_text(e), False)
+                    return
+                on_done(result)
+            finally:
+                self.worker = None
+
+        def failed(message, cancelled):
+            try:
+                on_error(message, cancelled)
+            finally:
+                self.worker = None
+
+        worker.progressed.connect(on_progress)
+        worker.succeeded.connect(succeeded)
+        worker.failed.connect(failed)
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def cancel(self):
+        if self.worker is not None:
+            self.worker.cancel()
+
+    def wait(self, msecs=None):
+        w = self.worker
+        if w is not None:
+            return w.wait() if msecs is None else w.wait(msecs)
+        return True
+
+    def close(self):
+        self.cancel()
+        self.wait()
+        self.contexts.close()

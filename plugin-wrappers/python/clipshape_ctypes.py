@@ -1,0 +1,1070 @@
+"""ctypes binding of libclipshape's C ABI (include/clipshape.h, CS_ABI_VERSION 1).
+
+Shared by the GIMP 3 and Krita plug-ins; it imports nothing from either host and runs on
+Python 3.9+ (GIMP 3 uses the system Python, Krita its bundled one).
+
+Two layers:
+
+* ``lib()`` returns the loaded library with ``argtypes``/``restype`` set for every function
+  of the header; the ``cs_*`` structs are ``ctypes.Structure`` classes of the same names.
+* The Python API: ``Context`` (models on a device), ``Latent``, ``Shift``, ``Picture`` and the
+  module functions ``version()``, ``cuda_device_count()``, ``models_check()``,
+  ``models_fetch()``. Every failing call raises the ``ClipShapeError`` subclass of its
+  ``cs_status`` with the library's ``cs_last_error()`` message.
+
+Finding the library, first match wins: the ``path`` given to ``load_library()`` /
+``set_library_path()`` (a plug-in setting), ``$CLIPSHAPE_LIB``, ``libclipshape.so`` next to
+this file, then the system loader (``LD_LIBRARY_PATH``, ldconfig).
+
+    ctx = Context(generator="e4e.pt", clip="clip_jit.pt", vocab="bpe_simple_vocab_16e6.txt.gz",
+                  device="cpu")
+    latent, recon = ctx.encode(rgba, width, height, width * 4, "RGBA8")
+    shift = ctx.optimize(latent, "face with big nose", steps=100,
+                         progress=lambda p: print(p.step, p.total, p.clip_sim))
+    images = ctx.render(latent, [(shift, 1.0)], [-3, 0, 3], "RGBA8", target=(width, height))
+    shift.save("big-nose.safetensors")
+    ctx.close()
+"""
+
+import ctypes
+import math
+import os
+import sys
+import threading
+from collections import namedtuple
+from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_float, c_int32, c_int64,
+                    c_size_t, c_uint8, c_uint32, c_uint64, c_void_p)
+
+ABI_VERSION = 1
+LIBRARY_NAME = "libclipshape.so"
+ENV_LIBRARY = "CLIPSHAPE_LIB"
+
+# ───────────────────────────── enums ─────────────────────────────
+
+STATUS_OK = 0
+STATUS_INVALID_ARGUMENT = 1
+STATUS_IO = 2
+STATUS_MODEL_FORMAT = 3
+STATUS_MODEL_MISMATCH = 4
+STATUS_OUT_OF_MEMORY = 5
+STATUS_DEVICE = 6
+STATUS_CANCELLED = 7
+STATUS_INTERNAL = 8
+
+PIXEL_FORMATS = {"RGBA8": 0, "BGRA8": 1, "RGB8": 2}
+BYTES_PER_PIXEL = {"RGBA8": 4, "BGRA8": 4, "RGB8": 3}
+
+DEVICE_AUTO = 0
+DEVICE_CPU = 1
+DEVICE_CUDA = 2
+
+# cs_method (src/ffi.rs; not yet emitted into the header by cbindgen).
+METHODS = {"shift": 0, "latent": 1}
+
+
+# ───────────────────────────── errors ────────────────────────────
+
+class ClipShapeError(Exception):
+    """A libclipshape call failed; ``status`` is the cs_status, ``message`` cs_last_error()."""
+
+    status = None
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class InvalidArgumentError(ClipShapeError, ValueError):
+    status = STATUS_INVALID_ARGUMENT
+
+
+class FileIOError(ClipShapeError, OSError):
+    """CS_STATUS_IO: a file could not be read or written (also: model files missing)."""
+    status = STATUS_IO
+
+    def __str__(self):  # OSError would format "[Errno …]"; keep the library's message
+        return self.message
+
+
+class ModelFormatError(ClipShapeError):
+    status = STATUS_MODEL_FORMAT
+
+
+class ModelMismatchError(ClipShapeError):
+    status = STATUS_MODEL_MISMATCH
+
+
+class OutOfMemoryError(ClipShapeError):
+    status = STATUS_OUT_OF_MEMORY
+
+
+class DeviceError(ClipShapeError):
+    status = STATUS_DEVICE
+
+
+class CancelledError(ClipShapeError):
+    status = STATUS_CANCELLED
+
+    def __init__(self, message="cancelled", status=None):
+        super().__init__(message, status)
+
+
+class InternalError(ClipShapeError):
+    status = STATUS_INTERNAL
+
+
+class LibraryNotFoundError(ClipShapeError, ImportError):
+    """libclipshape.so could not be found or loaded (not a cs_status)."""
+
+    def __init__(self, message):
+        ClipShapeError.__init__(self, message)
+
+
+ERRORS = {cls.status: cls for cls in (InvalidArgumentError, FileIOError, ModelFormatError,
+                                       ModelMismatchError, OutOfMemoryError, DeviceError,
+                                       CancelledError, InternalError)}
+
+
+def error_for_status(status, message):
+    """The exception for a cs_status (an unknown code becomes InternalError)."""
+    cls = ERRORS.get(status)
+    if cls is None:
+        return InternalError("status %d: %s" % (status, message), status)
+    return cls(message or "failed (%s)" % cls.__name__, status)
+
+
+# ───────────────────────────── structs ───────────────────────────
+
+class cs_ctx(Structure):
+    """Opaque."""
+
+
+class cs_latent(Structure):
+    """Opaque."""
+
+
+class cs_shift(Structure):
+    """Opaque."""
+
+
+class cs_images(Structure):
+    """Opaque."""
+
+
+class cs_context_params(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("generator_path", c_char_p),
+        ("encoder_path", c_char_p),
+        ("clip_path", c_char_p),
+        ("vocab_path", c_char_p),
+        ("set_name", c_char_p),
+        ("models_dir", c_char_p),
+        ("device", c_int32),
+        ("device_index", c_int32),
+        ("n_threads", c_int32),
+        ("clip_text_heads", c_int32),
+    ]
+
+
+class cs_generator_info(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("resolution", c_uint32),
+        ("n_latent", c_uint32),
+        ("style_dim", c_uint32),
+        ("n_layers", c_uint32),
+    ]
+
+
+class cs_domain_info(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("name", c_char * 32),
+        ("frame_left", c_uint32),
+        ("frame_top", c_uint32),
+        ("frame_width", c_uint32),
+        ("frame_height", c_uint32),
+        ("has_encoder", c_int32),
+        ("has_clip", c_int32),
+        ("default_layer", c_char * 32),
+        ("default_lambda2", c_float),
+    ]
+
+
+class cs_layer_info(Structure):
+    _fields_ = [
+        ("name", c_char * 32),
+        ("resolution", c_uint32),
+        ("wplus_index", c_uint32),
+        ("weight_shape", c_int64 * 5),
+        ("weight_numel", c_uint64),
+    ]
+
+
+class cs_shift_ref(Structure):
+    _fields_ = [("shift", POINTER(cs_shift)), ("strength", c_float)]
+
+
+class cs_render_params(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("shifts", POINTER(cs_shift_ref)),
+        ("n_shifts", c_size_t),
+        ("strengths", POINTER(c_float)),
+        ("n_strengths", c_size_t),
+        ("format", c_int32),
+        ("max_batch", c_uint32),
+        ("target_width", c_uint32),
+        ("target_height", c_uint32),
+    ]
+
+
+class cs_image(Structure):
+    _fields_ = [
+        ("data", POINTER(c_uint8)),
+        ("width", c_uint32),
+        ("height", c_uint32),
+        ("stride", c_uint32),
+        ("format", c_int32),
+    ]
+
+
+cs_progress_fn = CFUNCTYPE(c_int32, c_void_p, c_int32, c_int32, c_float, c_float)
+cs_fetch_progress_fn = CFUNCTYPE(c_int32, c_void_p, c_char_p, c_uint64, c_uint64)
+cs_log_fn = CFUNCTYPE(None, c_void_p, c_int32, c_char_p)
+
+
+class cs_optimize_params(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("prompt", c_char_p),
+        ("neutral", c_char_p),
+        ("layer", c_char_p),
+        ("method", c_int32),
+        ("lambda1", c_float),
+        ("lambda2", c_float),
+        ("latent_l2", c_float),
+        ("steps", c_int32),
+        ("lr", c_float),
+        ("strength", c_float),
+        ("seed", c_uint64),
+        ("truncate_prompt", c_int32),
+        ("progress_every", c_int32),
+        ("progress", cs_progress_fn),
+        ("progress_user", c_void_p),
+    ]
+
+
+# name: (restype, argtypes); cs_status returns are c_int32 and checked by _call().
+_S = c_int32
+_SIGNATURES = {
+    "cs_abi_version": (c_uint32, []),
+    "cs_version": (c_char_p, []),
+    "cs_last_error": (c_char_p, []),
+    "cs_cuda_device_count": (c_int32, []),
+    "cs_context_params_init": (_S, [POINTER(cs_context_params)]),
+    "cs_context_create": (_S, [POINTER(cs_context_params), POINTER(POINTER(cs_ctx))]),
+    "cs_context_free": (None, [POINTER(cs_ctx)]),
+    "cs_cancel": (_S, [POINTER(cs_ctx)]),
+    "cs_set_log": (_S, [c_int32, cs_log_fn, c_void_p]),
+    "cs_context_get_domain": (_S, [POINTER(cs_ctx), POINTER(cs_domain_info)]),
+    "cs_generator_get_info": (_S, [POINTER(cs_ctx), POINTER(cs_generator_info)]),
+    "cs_generator_get_layer": (_S, [POINTER(cs_ctx), c_uint32, POINTER(cs_layer_info)]),
+    "cs_latent_from_seed": (_S, [POINTER(cs_ctx), c_uint64, c_float, POINTER(POINTER(cs_latent))]),
+    "cs_latent_from_floats": (_S, [POINTER(cs_ctx), POINTER(c_float), c_size_t,
+                                   POINTER(POINTER(cs_latent))]),
+    "cs_latent_len": (c_size_t, [POINTER(cs_latent)]),
+    "cs_latent_to_floats": (_S, [POINTER(cs_latent), POINTER(c_float), c_size_t]),
+    "cs_latent_load": (_S, [POINTER(cs_ctx), c_char_p, POINTER(POINTER(cs_latent))]),
+    "cs_latent_save": (_S, [POINTER(cs_latent), c_char_p]),
+    "cs_latent_free": (None, [POINTER(cs_latent)]),
+    "cs_shift_from_floats": (_S, [POINTER(cs_ctx), c_char_p, POINTER(c_float), c_size_t,
+                                  POINTER(POINTER(cs_shift))]),
+    "cs_shift_get_meta": (c_char_p, [POINTER(cs_shift), c_char_p]),
+    "cs_shift_len": (c_size_t, [POINTER(cs_shift)]),
+    "cs_shift_layer": (c_char_p, [POINTER(cs_shift)]),
+    "cs_shift_to_floats": (_S, [POINTER(cs_shift), POINTER(c_float), c_size_t]),
+    "cs_shift_load": (_S, [POINTER(cs_ctx), c_char_p, POINTER(POINTER(cs_shift))]),
+    "cs_shift_save": (_S, [POINTER(cs_shift), c_char_p]),
+    "cs_shift_free": (None, [POINTER(cs_shift)]),
+    "cs_render_params_init": (_S, [POINTER(cs_render_params)]),
+    "cs_render": (_S, [POINTER(cs_ctx), POINTER(cs_latent), POINTER(cs_render_params),
+                       POINTER(POINTER(cs_images))]),
+    "cs_images_count": (c_size_t, [POINTER(cs_images)]),
+    "cs_images_get": (_S, [POINTER(cs_images), c_size_t, POINTER(cs_image)]),
+    "cs_images_free": (None, [POINTER(cs_images)]),
+    "cs_encode": (_S, [POINTER(cs_ctx), POINTER(cs_image), POINTER(POINTER(cs_latent)),
+                       POINTER(POINTER(cs_images))]),
+    "cs_optimize_params_init": (_S, [POINTER(cs_optimize_params)]),
+    "cs_optimize": (_S, [POINTER(cs_ctx), POINTER(cs_latent), POINTER(cs_optimize_params),
+                         POINTER(POINTER(cs_shift))]),
+    "cs_optimize_batch": (_S, [POINTER(cs_ctx), POINTER(POINTER(cs_latent)), c_size_t,
+                               POINTER(c_char_p), c_size_t, POINTER(cs_optimize_params),
+                               POINTER(POINTER(cs_shift))]),
+    "cs_clip_score": (_S, [POINTER(cs_ctx), POINTER(cs_image), c_char_p, POINTER(c_float)]),
+    "cs_models_check": (_S, [c_char_p, c_char_p]),
+    "cs_models_list_sets": (_S, [c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "cs_models_fetch": (_S, [c_char_p, c_char_p, cs_fetch_progress_fn, c_void_p]),
+}
+
+
+# ───────────────────────────── loading ───────────────────────────
+
+_lock = threading.Lock()
+_lib = None
+_configured_path = None
+
+
+def set_library_path(path):
+    """Use this libclipshape.so (a plug-in setting); takes effect before the first load."""
+    global _configured_path
+    _configured_path = os.fspath(path) if path else None
+
+
+def library_candidates(path=None):
+    """Where the library is looked for, in order: (description, path) pairs."""
+    out = []
+    if path or _configured_path:
+        out.append(("setting", os.fspath(path or _configured_path)))
+    env = os.environ.get(ENV_LIBRARY)
+    if env:
+        out.append(("$" + ENV_LIBRARY, env))
+    out.append(("next to " + os.path.basename(__file__),
+                os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY_NAME)))
+    out.append(("system loader", LIBRARY_NAME))
+    return out
+
+
+def load_library(path=None):
+    """Loads libclipshape (once per process) and returns it with every signature declared."""
+    global _lib
+    with _lock:
+        if _lib is not None:
+            return _lib
+        tried = []
+        for origin, candidate in library_candidates(path):
+            if origin != "system loader" and not os.path.exists(candidate):
+                tried.append("%s: %s (no such file)" % (origin, candidate))
+                continue
+            try:
+                handle = ctypes.CDLL(candidate)
+            except OSError as e:
+                tried.append("%s: %s (%s)" % (origin, candidate, e))
+                continue
+            _lib = _declare(handle, candidate)
+            return _lib
+        raise LibraryNotFoundError(
+            "libclipshape.so was not found or could not be loaded. Tried:\n  " + "\n  ".join(tried)
+            + "\nInstall the plug-ins with install/plugins.sh, or set %s to the library's path."
+            % ENV_LIBRARY)
+
+
+lib = load_library
+
+
+def _declare(handle, path):
+    missing = [name for name in _SIGNATURES if not hasattr(handle, name)]
+    if missing:
+        raise LibraryNotFoundError("%s lacks %s: it is not a libclipshape of ABI %d"
+                                   % (path, ", ".join(missing), ABI_VERSION))
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        fn = getattr(handle, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+    have = handle.cs_abi_version()
+    if have != ABI_VERSION:
+        raise LibraryNotFoundError("%s has ABI version %d; this binding needs %d"
+                                   % (path, have, ABI_VERSION))
+    handle.clipshape_path = path
+    return handle
+
+
+def last_error():
+    """cs_last_error() of this thread, decoded."""
+    msg = load_library().cs_last_error()
+    return msg.decode("utf-8", "replace") if msg else ""
+
+
+def _call(fn, *args):
+    status = fn(*args)
+    if status != STATUS_OK:
+        raise error_for_status(status, last_error())
+
+
+def _cstr(value, what):
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        raw = value
+    else:
+        raw = os.fspath(value) if hasattr(value, "__fspath__") else value
+        if isinstance(raw, bytes):
+            pass
+        elif isinstance(raw, str):
+            raw = raw.encode("utf-8")
+        else:
+            raise InvalidArgumentError("%s must be a string, not %s" % (what, type(value).__name__))
+    if b"\0" in raw:
+        raise InvalidArgumentError("%s contains a NUL character" % what)
+    return raw
+
+
+def _format_code(fmt):
+    if isinstance(fmt, int):
+        if fmt in PIXEL_FORMATS.values():
+            return fmt
+    elif str(fmt).upper() in PIXEL_FORMATS:
+        return PIXEL_FORMATS[str(fmt).upper()]
+    raise InvalidArgumentError("pixel format %r is not one of %s" % (fmt, ", ".join(PIXEL_FORMATS)))
+
+
+def _format_name(code):
+    for name, value in PIXEL_FORMATS.items():
+        if value == code:
+            return name
+    return str(code)
+
+
+def _init(init_fn, struct_type):
+    p = struct_type()
+    _call(init_fn, ctypes.byref(p))
+    if p.struct_size != ctypes.sizeof(struct_type):
+        raise LibraryNotFoundError(
+            "%s is %d bytes in the library and %d in this binding: library and plug-in versions "
+            "differ" % (struct_type.__name__, p.struct_size, ctypes.sizeof(struct_type)))
+    return p
+
+
+# ───────────────────────────── module functions ──────────────────
+
+def version():
+    return load_library().cs_version().decode()
+
+
+def abi_version():
+    return load_library().cs_abi_version()
+
+
+def cuda_device_count():
+    return load_library().cs_cuda_device_count()
+
+
+DomainInfo = namedtuple(
+    "DomainInfo", "name frame has_encoder has_clip default_layer default_lambda2")
+ModelSet = namedtuple("ModelSet", "name complete prompts")
+
+
+def models_list_sets(models_dir=None):
+    """The model sets that edit pictures, with whether their files are present."""
+    lib = load_library()
+    needed = c_size_t(0)
+    d = _cstr(models_dir, "models_dir") if models_dir else None
+    _call(lib.cs_models_list_sets, d, None, 0, ctypes.byref(needed))
+    buf = ctypes.create_string_buffer(needed.value)
+    _call(lib.cs_models_list_sets, d, buf, needed.value, ctypes.byref(needed))
+    out = []
+    for line in buf.value.decode("utf-8", "replace").splitlines():
+        name, complete, prompts = (line.split("\t") + ["", ""])[:3]
+        out.append(ModelSet(name, complete == "1", [p for p in prompts.split("|") if p]))
+    return out
+
+
+def models_check(set_name, models_dir=None):
+    """Returns None when every file of ``set_name`` is present; raises FileIOError naming
+    the missing files, their URLs and where to put them otherwise."""
+    L = load_library()
+    _call(L.cs_models_check, _cstr(models_dir, "models_dir"), _cstr(set_name, "set_name"))
+
+
+def models_missing(set_name, models_dir=None):
+    """The library's message about missing files of ``set_name``, or None when complete."""
+    try:
+        models_check(set_name, models_dir)
+    except FileIOError as e:
+        return e.message
+    return None
+
+
+def models_fetch(set_name, models_dir=None, progress=None):
+    """Downloads the missing files of a set. ``progress(file, done, total)``; returning False
+    (or raising) stops the download (the partial file is kept and resumed later)."""
+    L = load_library()
+    box = _CallbackBox(progress)
+
+    def trampoline(_user, file, done, total):
+        name = file.decode("utf-8", "replace") if file else ""
+        return box.invoke(name, done, total)
+
+    cb = cs_fetch_progress_fn(trampoline) if progress is not None else cs_fetch_progress_fn()
+    try:
+        _call(L.cs_models_fetch, _cstr(models_dir, "models_dir"), _cstr(set_name, "set_name"),
+              cb, None)
+    except CancelledError:
+        box.reraise()
+        raise
+    box.reraise()
+
+
+class _CallbackBox:
+    """Runs a Python callback for C; an exception stops the C loop and is re-raised after."""
+
+    def __init__(self, fn, cancelled=None):
+        self.fn = fn
+        self.cancelled = cancelled
+        self.error = None
+
+    def invoke(self, *args):
+        if self.cancelled is not None and self.cancelled():
+            return 1
+        if self.fn is None:
+            return 0
+        try:
+            result = self.fn(*args)
+        except BaseException as e:  # noqa: B902 — must not unwind through C
+            self.error = e
+            return 1
+        return 1 if result is False else 0
+
+    def reraise(self):
+        if self.error is not None:
+            e, self.error = self.error, None
+            raise e
+
+
+# ───────────────────────────── pictures ──────────────────────────
+
+class Picture(namedtuple("Picture", "data width height stride format")):
+    """8-bit pixels: ``data`` bytes, ``stride`` bytes per row, ``format`` a PIXEL_FORMATS name."""
+
+    __slots__ = ()
+
+
+def _image_view(pixels, width, height, stride, fmt):
+    """A cs_image over ``pixels`` (bytes, bytearray, memoryview) and what keeps it alive."""
+    code = _format_code(fmt)
+    bpp = BYTES_PER_PIXEL[_format_name(code)]
+    width, height = int(width), int(height)
+    stride = int(stride) if stride else width * bpp
+    if width <= 0 or height <= 0:
+        raise InvalidArgumentError("image %d×%d has no pixels" % (width, height))
+    if stride < width * bpp:
+        raise InvalidArgumentError("stride %d is less than width %d × %d bytes per pixel"
+                                   % (stride, width, bpp))
+    view = memoryview(pixels).cast("B") if not isinstance(pixels, bytes) else None
+    size = len(pixels) if view is None else view.nbytes
+    need = stride * (height - 1) + width * bpp
+    if size < need:
+        raise InvalidArgumentError("image data holds %d bytes; %d×%d with stride %d needs %d"
+                                   % (size, width, height, stride, need))
+    if view is None:
+        keep = pixels
+        ptr = ctypes.cast(c_char_p(pixels), POINTER(c_uint8))
+    elif view.readonly:
+        keep = (c_uint8 * size).from_buffer_copy(view)
+        ptr = ctypes.cast(keep, POINTER(c_uint8))
+    else:
+        keep = (c_uint8 * size).from_buffer(view)
+        ptr = ctypes.cast(keep, POINTER(c_uint8))
+    img = cs_image(ptr, width, height, stride, code)
+    return img, keep
+
+
+def _pictures(images_ptr):
+    """Copies every image of a cs_images into Pictures and frees it."""
+    L = load_library()
+    try:
+        out = []
+        for i in range(L.cs_images_count(images_ptr)):
+            v = cs_image()
+            _call(L.cs_images_get, images_ptr, i, ctypes.byref(v))
+            n = v.stride * v.height
+            data = ctypes.string_at(v.data, n)
+            out.append(Picture(data, v.width, v.height, v.stride, _format_name(v.format)))
+        return out
+    finally:
+        L.cs_images_free(images_ptr)
+
+
+# ───────────────────────────── handles ───────────────────────────
+
+class _Handle:
+    """Owns one library object; close() (or the with-block, or garbage collection) frees it."""
+
+    _free_name = None
+
+    def __init__(self, ptr):
+        self._ptr = ptr
+        self._lib = load_library()
+
+    @property
+    def ptr(self):
+        if not self._ptr:
+            raise InvalidArgumentError("%s is closed" % type(self).__name__)
+        return self._ptr
+
+    @property
+    def closed(self):
+        return not self._ptr
+
+    def close(self):
+        ptr, self._ptr = getattr(self, "_ptr", None), None
+        if ptr:
+            getattr(self._lib, self._free_name)(ptr)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the library may be gone already
+            pass
+
+
+class Latent(_Handle):
+    """A W+ latent (n_latent × style_dim floats)."""
+
+    _free_name = "cs_latent_free"
+
+    def __len__(self):
+        return self._lib.cs_latent_len(self.ptr)
+
+    def to_floats(self):
+        n = len(self)
+        buf = (c_float * n)()
+        _call(self._lib.cs_latent_to_floats, self.ptr, buf, n)
+        return list(buf)
+
+    def save(self, path):
+        """Writes safetensors (`wplus`) atomically."""
+        _call(self._lib.cs_latent_save, self.ptr, _cstr(path, "path"))
+
+    @classmethod
+    def load(cls, ctx, path):
+        return ctx.load_latent(path)
+
+
+class Shift(_Handle):
+    """A learnt weight shift of one generator layer, with its metadata."""
+
+    _free_name = "cs_shift_free"
+
+    def __len__(self):
+        return self._lib.cs_shift_len(self.ptr)
+
+    @property
+    def layer(self):
+        raw = self._lib.cs_shift_layer(self.ptr)
+        return raw.decode("utf-8", "replace") if raw else None
+
+    def meta(self, key, default=None):
+        """A metadata value (`prompt`, `layer`, `clip_sim_before`, `clip_sim_after`, `lambda2`,
+        `model`, …) as a string, or ``default`` when absent."""
+        raw = self._lib.cs_shift_get_meta(self.ptr, _cstr(key, "key"))
+        return raw.decode("utf-8", "replace") if raw is not None else default
+
+    def to_floats(self):
+        n = len(self)
+        buf = (c_float * n)()
+        _call(self._lib.cs_shift_to_floats, self.ptr, buf, n)
+        return list(buf)
+
+    def save(self, path):
+        """Writes safetensors (`shift` + metadata) atomically (a temporary file renamed)."""
+        _call(self._lib.cs_shift_save, self.ptr, _cstr(path, "path"))
+
+    @classmethod
+    def load(cls, ctx, path):
+        """Loads a shift file, refusing one that does not fit ``ctx``'s generator."""
+        return ctx.load_shift(path)
+
+
+GeneratorInfo = namedtuple("GeneratorInfo", "resolution n_latent style_dim n_layers")
+LayerInfo = namedtuple("LayerInfo", "name resolution wplus_index weight_shape weight_numel")
+Progress = namedtuple("Progress", "step total loss clip_sim")
+
+
+def parse_device(device):
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' (or 'gpu') → (cs_device_kind, index)."""
+    d = (device or "auto").strip().lower()
+    if d == "auto":
+        return DEVICE_AUTO, 0
+    if d == "cpu":
+        return DEVICE_CPU, 0
+    if d in ("cuda", "gpu"):
+        return DEVICE_CUDA, 0
+    for prefix in ("cuda:", "gpu:"):
+        if d.startswith(prefix) and d[len(prefix):].isdigit():
+            return DEVICE_CUDA, int(d[len(prefix):])
+    raise InvalidArgumentError("device %r is not auto, cpu, cuda or cuda:N" % device)
+
+
+class Context(_Handle):
+    """Models on a device: the generator, the e4e encoder and CLIP.
+
+    Either a model set of the manifest (``set_name`` = ffhq, car, horse; files from
+    ``models_dir``) or explicit files; explicit files override the set's. One thread uses a
+    context at a time (calls are serialised by a lock); ``cancel()`` may come from any thread.
+    """
+
+    _free_name = "cs_context_free"
+
+    def __init__(self, generator=None, encoder=None, clip=None, vocab=None, set_name=None,
+                 models_dir=None, device="cpu", n_threads=0, clip_text_heads=0):
+        self._ptr = None
+        self._lib = load_library()
+        L = self._lib
+        if not generator and not set_name:
+            raise InvalidArgumentError("no model: give a model set (ffhq, car, horse) or a "
+                                       "generator file")
+        kind, index = parse_device(device)
+        p = _init(L.cs_context_params_init, cs_context_params)
+        keep = []
+
+        def s(value, what):
+            raw = _cstr(value or None, what)
+            keep.append(raw)
+            return raw
+
+        p.generator_path = s(generator, "generator")
+        p.encoder_path = s(encoder, "encoder")
+        p.clip_path = s(clip, "clip")
+        p.vocab_path = s(vocab, "vocab")
+        p.set_name = s(set_name, "set_name")
+        p.models_dir = s(models_dir, "models_dir")
+        p.device, p.device_index = kind, index
+        p.n_threads = int(n_threads)
+        p.clip_text_heads = int(clip_text_heads)
+        out = POINTER(cs_ctx)()
+        _call(L.cs_context_create, ctypes.byref(p), ctypes.byref(out))
+        self._ptr = out
+        self._op_lock = threading.RLock()   # one operation at a time
+        self._ptr_lock = threading.Lock()   # cancel() vs close()
+        self._cancel_requested = False
+        self._in_job = 0
+        self._frame = None
+        self.device = device
+
+    # — life cycle —
+
+    def close(self):
+        """Frees the models. A running operation is cancelled and waited for first."""
+        if not getattr(self, "_ptr", None):
+            return
+        self.cancel()
+        with self._op_lock:
+            with self._ptr_lock:
+                ptr, self._ptr = self._ptr, None
+            if ptr:
+                self._lib.cs_context_free(ptr)
+
+    def cancel(self):
+        """Asks the running (or the next) step of the current job to stop; thread-safe.
+        The interrupted call raises CancelledError."""
+        self._cancel_requested = True
+        with self._ptr_lock:
+            if self._ptr:
+                self._lib.cs_cancel(self._ptr)
+
+    @property
+    def cancel_requested(self):
+        return self._cancel_requested
+
+    def check_cancelled(self):
+        if self._cancel_requested:
+            raise CancelledError("cancelled")
+
+    def job(self):
+        """``with ctx.job():`` groups calls into one cancellable job: a cancel() during any of
+        them (even between calls) stops the job. Outside a job each optimize() starts fresh."""
+        return _Job(self)
+
+    # — facts —
+
+    def generator_info(self):
+        info = cs_generator_info()
+        with self._op_lock:
+            _call(self._lib.cs_generator_get_info, self.ptr, ctypes.byref(info))
+        return GeneratorInfo(info.resolution, info.n_latent, info.style_dim, info.n_layers)
+
+    def layers(self):
+        """Every layer a shift can be learnt for, in forward order."""
+        out = []
+        with self._op_lock:
+            n = self.generator_info().n_layers
+            for i in range(n):
+                li = cs_layer_info()
+                _call(self._lib.cs_generator_get_layer, self.ptr, i, ctypes.byref(li))
+                out.append(LayerInfo(li.name.decode("utf-8", "replace"), li.resolution,
+                                     li.wplus_index, tuple(li.weight_shape), li.weight_numel))
+        return out
+
+    def domain(self):
+        """The picture domain: frame inside the generator output and editing defaults."""
+        d = cs_domain_info()
+        with self._op_lock:
+            _call(self._lib.cs_context_get_domain, self.ptr, ctypes.byref(d))
+        return DomainInfo(d.name.decode("utf-8", "replace"),
+                          (d.frame_left, d.frame_top, d.frame_width, d.frame_height),
+                          bool(d.has_encoder), bool(d.has_clip),
+                          d.default_layer.decode("utf-8", "replace"), d.default_lambda2)
+
+    def frame_size(self):
+        """(width, height) of the domain's frame (the picture part of the generator output)."""
+        if self._frame is None:
+            frame = self.domain().frame
+            self._frame = (frame[2], frame[3])
+        return self._frame
+
+    # — latents and shifts —
+
+    def latent_from_seed(self, seed, truncation=0.7):
+        out = POINTER(cs_latent)()
+        with self._op_lock:
+            _call(self._lib.cs_latent_from_seed, self.ptr, int(seed), float(truncation),
+                  ctypes.byref(out))
+        return Latent(out)
+
+    def latent_from_floats(self, values):
+        values = list(values)
+        buf = (c_float * len(values))(*values)
+        out = POINTER(cs_latent)()
+        with self._op_lock:
+            _call(self._lib.cs_latent_from_floats, self.ptr, buf, len(values), ctypes.byref(out))
+        return Latent(out)
+
+    def load_latent(self, path):
+        out = POINTER(cs_latent)()
+        with self._op_lock:
+            _call(self._lib.cs_latent_load, self.ptr, _cstr(path, "path"), ctypes.byref(out))
+        return Latent(out)
+
+    def shift_from_floats(self, layer, values):
+        values = list(values)
+        buf = (c_float * len(values))(*values)
+        out = POINTER(cs_shift)()
+        with self._op_lock:
+            _call(self._lib.cs_shift_from_floats, self.ptr, _cstr(layer, "layer"), buf,
+                  len(values), ctypes.byref(out))
+        return Shift(out)
+
+    def load_shift(self, path):
+        out = POINTER(cs_shift)()
+        with self._op_lock:
+            _call(self._lib.cs_shift_load, self.ptr, _cstr(path, "path"), ctypes.byref(out))
+        return Shift(out)
+
+    # — the method —
+
+    def encode(self, pixels, width, height, stride=0, fmt="RGBA8", recon=True):
+        """Inverts a picture (the whole view) with e4e → (Latent, recon Picture or None).
+        ``recon`` is the latent rendered back at the picture's size and format."""
+        img, keep = _image_view(pixels, width, height, stride, fmt)
+        out = POINTER(cs_latent)()
+        rec = POINTER(cs_images)()
+        with self._op_lock:
+            self._check_job_cancel()
+            _call(self._lib.cs_encode, self.ptr, ctypes.byref(img), ctypes.byref(out),
+                  ctypes.byref(rec) if recon else None)
+        del keep
+        latent = Latent(out)
+        pictures = _pictures(rec) if recon and rec else []
+        return latent, (pictures[0] if pictures else None)
+
+    def _optimize_params(self, keep, layer, steps, lambda1, lambda2, lr, strength, seed,
+                         neutral, method, latent_l2, truncate_prompt, progress_every):
+        p = _init(self._lib.cs_optimize_params_init, cs_optimize_params)
+
+        def s(value, what):
+            raw = _cstr(value, what)
+            keep.append(raw)
+            return raw
+
+        if layer:
+            p.layer = s(layer, "layer")
+        if neutral:
+            p.neutral = s(neutral, "neutral")
+        if method not in METHODS:
+            raise InvalidArgumentError("method %r is not one of %s" % (method, ", ".join(METHODS)))
+        p.method = METHODS[method]
+        for name, value in (("lambda1", lambda1), ("lambda2", lambda2), ("lr", lr),
+                            ("strength", strength), ("latent_l2", latent_l2)):
+            if value is not None:
+                value = float(value)
+                if math.isnan(value):
+                    raise InvalidArgumentError("%s is NaN" % name)
+                setattr(p, name, value)
+        if steps is not None:
+            p.steps = int(steps)
+        p.seed = int(seed)
+        p.truncate_prompt = 1 if truncate_prompt else 0
+        p.progress_every = max(1, int(progress_every))
+        return p
+
+    def _progress_box(self, progress):
+        def user(step, total, loss, clip_sim):
+            return progress(Progress(step, total, loss, clip_sim))
+        return _CallbackBox(user if progress is not None else None,
+                            cancelled=lambda: self._cancel_requested)
+
+    def optimize(self, latent, prompt, layer=None, steps=100, lambda1=None, lambda2=None,
+                 lr=None, strength=None, seed=0, neutral=None, method="shift", latent_l2=None,
+                 truncate_prompt=False, progress=None, progress_every=1):
+        """Learns a shift moving ``latent``'s picture toward ``prompt`` → Shift.
+
+        None keeps the library's default (layer: the model set's; lambda2: the set's).
+        ``progress(Progress(step, total, loss, clip_sim))``: return False or raise to stop
+        (a raised exception is re-raised here; False raises CancelledError).
+        """
+        if prompt is None or not str(prompt).strip():
+            raise InvalidArgumentError("prompt is empty: describe the edit, e.g. "
+                                       "\"face with big nose\"")
+        keep = []
+        p = self._optimize_params(keep, layer, steps, lambda1, lambda2, lr, strength, seed,
+                                  neutral, method, latent_l2, truncate_prompt, progress_every)
+        p.prompt = _cstr(prompt, "prompt")
+        keep.append(p.prompt)
+        box = self._progress_box(progress)
+        p.progress = cs_progress_fn(lambda _u, step, total, loss, sim:
+                                    box.invoke(step, total, loss, sim))
+        out = POINTER(cs_shift)()
+        with self._op_lock:
+            self._begin_op()
+            try:
+                _call(self._lib.cs_optimize, self.ptr, latent.ptr, ctypes.byref(p),
+                      ctypes.byref(out))
+            except CancelledError:
+                box.reraise()
+                raise
+        box.reraise()  # `p` (and the callback it holds) stayed alive through the C call
+        return Shift(out)
+
+    def optimize_batch(self, latents, prompts, **kw):
+        """Several edits in one batch: N prompts × 1 latent, 1 × N, or N × N → [Shift]."""
+        latents, prompts = list(latents), list(prompts)
+        if not latents or not prompts:
+            raise InvalidArgumentError("optimize_batch needs at least one latent and one prompt")
+        for t in prompts:
+            if t is None or not str(t).strip():
+                raise InvalidArgumentError("a prompt is empty")
+        progress = kw.pop("progress", None)
+        keep = []
+        p = self._optimize_params(keep, kw.pop("layer", None), kw.pop("steps", 100),
+                                  kw.pop("lambda1", None), kw.pop("lambda2", None),
+                                  kw.pop("lr", None), kw.pop("strength", None), kw.pop("seed", 0),
+                                  kw.pop("neutral", None), kw.pop("method", "shift"),
+                                  kw.pop("latent_l2", None), kw.pop("truncate_prompt", False),
+                                  kw.pop("progress_every", 1))
+        if kw:
+            raise TypeError("unexpected arguments: %s" % ", ".join(kw))
+        box = self._progress_box(progress)
+        p.progress = cs_progress_fn(lambda _u, step, total, loss, sim:
+                                    box.invoke(step, total, loss, sim))
+        lat = (POINTER(cs_latent) * len(latents))(*[l.ptr for l in latents])
+        raw = [_cstr(t, "prompt") for t in prompts]
+        txt = (c_char_p * len(raw))(*raw)
+        n_out = max(len(latents), len(prompts))
+        out = (POINTER(cs_shift) * n_out)()
+        with self._op_lock:
+            self._begin_op()
+            try:
+                _call(self._lib.cs_optimize_batch, self.ptr, lat, len(latents), txt, len(raw),
+                      ctypes.byref(p), out)
+            except CancelledError:
+                box.reraise()
+                raise
+        box.reraise()
+        return [Shift(out[i]) for i in range(n_out) if out[i]]
+
+    def render_pictures(self, latent, shifts, strengths, fmt="RGBA8", target=None, max_batch=0):
+        """Renders ``latent`` once per strength with ``shifts`` [(Shift, weight)] → [Picture].
+        ``target`` (w, h) resizes the domain's frame there; None = the frame itself."""
+        strengths = [float(k) for k in strengths]
+        if not strengths:
+            raise InvalidArgumentError("no strengths to render")
+        if any(math.isnan(k) or math.isinf(k) for k in strengths):
+            raise InvalidArgumentError("strengths must be finite numbers")
+        shifts = list(shifts)
+        p = _init(self._lib.cs_render_params_init, cs_render_params)
+        refs = (cs_shift_ref * max(1, len(shifts)))()
+        for i, (shift, weight) in enumerate(shifts):
+            refs[i] = cs_shift_ref(shift.ptr, float(weight))
+        ks = (c_float * len(strengths))(*strengths)
+        p.shifts = ctypes.cast(refs, POINTER(cs_shift_ref)) if shifts else None
+        p.n_shifts = len(shifts)
+        p.strengths = ctypes.cast(ks, POINTER(c_float))
+        p.n_strengths = len(strengths)
+        p.format = _format_code(fmt)
+        p.max_batch = int(max_batch)
+        if target is not None:
+            p.target_width, p.target_height = int(target[0]), int(target[1])
+            if p.target_width <= 0 or p.target_height <= 0:
+                raise InvalidArgumentError("target size %r has no pixels" % (tuple(target),))
+        out = POINTER(cs_images)()
+        with self._op_lock:
+            self._check_job_cancel()
+            _call(self._lib.cs_render, self.ptr, latent.ptr, ctypes.byref(p), ctypes.byref(out))
+        return _pictures(out)
+
+    def render(self, latent, shifts, strengths, fmt="RGBA8", target=None, max_batch=0):
+        """Like render_pictures, but only the pixel bytes (tightly packed rows)."""
+        return [pic.data for pic in self.render_pictures(latent, shifts, strengths, fmt, target,
+                                                         max_batch)]
+
+    def clip_score(self, pixels, width, height, stride, fmt, text):
+        """Cosine similarity between a picture and a text (CLIP's preprocessing)."""
+        img, keep = _image_view(pixels, width, height, stride, fmt)
+        out = c_float()
+        with self._op_lock:
+            _call(self._lib.cs_clip_score, self.ptr, ctypes.byref(img), _cstr(text, "text"),
+                  ctypes.byref(out))
+        del keep
+        return out.value
+
+    # — cancellation bookkeeping —
+
+    def _begin_op(self):
+        if self._in_job:
+            self._check_job_cancel()
+        else:
+            self._cancel_requested = False
+
+    def _check_job_cancel(self):
+        if self._in_job and self._cancel_requested:
+            raise CancelledError("cancelled")
+
+
+class _Job:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def __enter__(self):
+        if not self.ctx._in_job:
+            self.ctx._cancel_requested = False
+        self.ctx._in_job += 1
+        return self.ctx
+
+    def __exit__(self, *exc):
+        self.ctx._in_job -= 1
+        if not self.ctx._in_job:
+            self.ctx._cancel_requested = False
+
+
+__all__ = [
+    "ABI_VERSION", "PIXEL_FORMATS", "BYTES_PER_PIXEL", "METHODS", "ClipShapeError",
+    "InvalidArgumentError", "FileIOError", "ModelFormatError", "ModelMismatchError",
+    "OutOfMemoryError", "DeviceError", "CancelledError", "InternalError", "LibraryNotFoundError",
+    "ERRORS", "error_for_status", "load_library", "lib", "set_library_path", "library_candidates",
+    "last_error", "version", "abi_version", "cuda_device_count", "models_check", "models_missing",
+    "models_fetch", "Picture", "Latent", "Shift", "Context", "GeneratorInfo", "LayerInfo",
+    "Progress", "parse_device",
+]
+
+if sys.version_info < (3, 9):  # pragma: no cover
+    raise ImportError("clipshape_ctypes needs Python 3.9 or newer")

@@ -1,0 +1,578 @@
+"""Host-independent logic of the CLIPShape plug-ins (GIMP 3 and Krita).
+
+Everything a plug-in does between "the user pressed Run" and "insert these layers" that does not
+touch the host: parsing the dialog's values into requests, choosing the picture box (selection
+or layer, optionally grown to the model's frame aspect), cropping host pixels, running
+encode → optimise (or load a saved edit) → render, naming layers, saving the learnt edit into the
+edit library. The host glue only reads pixels, reports progress and inserts ``LayerResult``s.
+
+Coordinates are the host image's (canvas) pixels; a ``Box`` is (x, y, width, height).
+"""
+
+import datetime
+import math
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+try:  # inside a package (Krita) or next to the plug-in (GIMP)
+    from . import clipshape_ctypes as cs
+except ImportError:  # pragma: no cover - exercised by the GIMP layout
+    import clipshape_ctypes as cs
+
+KNOWN_SETS = ("ffhq", "car", "horse")  # the manifest's domain sets (the ABI cannot list them yet)
+DEFAULT_SET = "ffhq"
+DEFAULT_STRENGTHS = "-3,-1.5,0,1.5,3"
+DEFAULT_STEPS = 100
+MAX_STEPS = 10000
+MAX_STRENGTHS = 16
+MAX_SIDE = 8192
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class RequestError(ValueError):
+    """A value the user typed or chose is not usable; the message says which and why."""
+
+
+# ───────────────────────────── strengths and names ─────────────────
+
+def parse_strengths(text):
+    """"-3,-1.5,0,1.5,3" → [-3.0, -1.5, 0.0, 1.5, 3.0]; commas, semicolons or spaces separate."""
+    if isinstance(text, (list, tuple)):
+        items = [str(t) for t in text]
+    else:
+        items = [t for t in re.split(r"[,;\s]+", (text or "").strip()) if t]
+    if not items:
+        raise RequestError("strengths: give at least one number, e.g. %s" % DEFAULT_STRENGTHS)
+    out = []
+    for item in items:
+        try:
+            k = float(item.replace("\u2212", "-"))  # a typographic minus from a copy-paste
+        except ValueError:
+            raise RequestError("strengths: %r is not a number (expected e.g. %s)"
+                               % (item, DEFAULT_STRENGTHS)) from None
+        if math.isnan(k) or math.isinf(k):
+            raise RequestError("strengths: %r is not a finite number" % item)
+        if abs(k) > 100:
+            raise RequestError("strengths: %s is too large (|k| ≤ 100; ±3 is already strong)" % item)
+        if any(format_strength(k) == format_strength(o) for o in out):
+            raise RequestError("strengths: %s is given twice" % format_strength(k))
+        out.append(k)
+    if len(out) > MAX_STRENGTHS:
+        raise RequestError("strengths: %d values; at most %d" % (len(out), MAX_STRENGTHS))
+    return out
+
+
+def format_strength(k):
+    """1.5 → "+1.5", -3 → "-3", 0 → "0", 0.25 → "+0.25" (at most 3 decimals, zeros trimmed)."""
+    text = "%+.3f" % float(k)
+    text = text.rstrip("0").rstrip(".")
+    if text in ("+0", "-0"):
+        return "0"
+    return text
+
+
+def format_strengths(ks):
+    return ",".join(format_strength(k).lstrip("+") for k in ks)
+
+
+def clean_prompt(prompt):
+    """The prompt with whitespace collapsed; raises RequestError when empty."""
+    text = " ".join((prompt or "").split())
+    if not text:
+        raise RequestError("prompt is empty: describe the edit, e.g. \"face with big nose\"")
+    return text
+
+
+def group_name(prompt):
+    return " ".join((prompt or "").split())
+
+
+def layer_name(prompt, k):
+    """The layer of strength ``k``: "<prompt> k=+1.5"."""
+    return "%s k=%s" % (group_name(prompt), format_strength(k))
+
+
+def edit_file_name(prompt, when=None):
+    """A file name for a learnt edit: "face-with-big-nose-20250101-120000.safetensors"."""
+    slug = re.sub(r"[^a-z0-9]+", "-", (prompt or "edit").lower()).strip("-")[:60] or "edit"
+    when = when or datetime.datetime.now()
+    return "%s-%s.safetensors" % (slug, when.strftime("%Y%m%d-%H%M%S"))
+
+
+def unique_path(directory, name):
+    """``directory/name``, with -2, -3 … before the extension when the name is taken."""
+    base, ext = os.path.splitext(name)
+    path = os.path.join(directory, name)
+    n = 2
+    while os.path.exists(path):
+        path = os.path.join(directory, "%s-%d%s" % (base, n, ext))
+        n += 1
+    return path
+
+
+def default_library_dir():
+    """Where learnt edits are kept, shared by both hosts: $XDG_DATA_HOME/clipshape/edits."""
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                            "share")
+    return os.path.join(data, "clipshape", "edits")
+
+
+# ───────────────────────────── boxes ──────────────────────────────
+
+@dataclass(frozen=True)
+class Box:
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @property
+    def right(self):
+        return self.x + self.width
+
+    @property
+    def bottom(self):
+        return self.y + self.height
+
+    @property
+    def empty(self):
+        return self.width <= 0 or self.height <= 0
+
+    def intersect(self, other):
+        x0, y0 = max(self.x, other.x), max(self.y, other.y)
+        x1, y1 = min(self.right, other.right), min(self.bottom, other.bottom)
+        return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
+
+    def contains(self, other):
+        return (other.x >= self.x and other.y >= self.y and other.right <= self.right
+                and other.bottom <= self.bottom)
+
+    def translated(self, dx, dy):
+        return Box(self.x + dx, self.y + dy, self.width, self.height)
+
+    @classmethod
+    def of(cls, value):
+        if value is None or isinstance(value, Box):
+            return value
+        x, y, w, h = value
+        return cls(int(x), int(y), int(w), int(h))
+
+
+def fit_box_to_aspect(box, aspect, bounds):
+    """Grows ``box`` around its centre to the aspect ``aspect`` (width / height) and keeps it
+    inside ``bounds``. When ``bounds`` is too small in the growing direction, the other side is
+    cut instead (around the centre), so the result always has the aspect (up to rounding)."""
+    box, bounds = Box.of(box), Box.of(bounds)
+    if box.empty:
+        return box
+    if aspect <= 0 or math.isnan(aspect):
+        raise ValueError("aspect must be positive")
+    w, h = box.width, box.height
+    if w / h < aspect:             # too narrow: widen
+        w = int(round(h * aspect))
+        if w > bounds.width:
+            w = bounds.width
+            h = max(1, min(h, int(round(w / aspect))))
+    elif w / h > aspect:           # too wide: heighten
+        h = int(round(w / aspect))
+        if h > bounds.height:
+            h = bounds.height
+            w = max(1, min(w, int(round(h * aspect))))
+    cx2, cy2 = 2 * box.x + box.width, 2 * box.y + box.height   # doubled centre, integer
+    x = (cx2 - w) // 2
+    y = (cy2 - h) // 2
+    x = min(max(x, bounds.x), bounds.right - w)
+    y = min(max(y, bounds.y), bounds.bottom - h)
+    return Box(x, y, w, h)
+
+
+def edit_box(bounds, selection=None, frame=None, fit_to_frame=True):
+    """The box the model sees: the selection's bounding box within ``bounds`` (the layer on
+    the canvas), else ``bounds``; grown to the model frame's aspect when ``fit_to_frame``
+    (``frame`` = (width, height) from ``Context.frame_size()``)."""
+    bounds = Box.of(bounds)
+    if bounds is None or bounds.empty:
+        raise RequestError("the layer has no pixels on the canvas")
+    box = bounds
+    if selection is not None:
+        box = Box.of(selection).intersect(bounds)
+        if box.empty:
+            raise RequestError("the selection does not overlap the layer")
+    if fit_to_frame and frame:
+        box = fit_box_to_aspect(box, frame[0] / frame[1], bounds)
+    if box.width > MAX_SIDE or box.height > MAX_SIDE:
+        raise RequestError("the picture is %d×%d px; select at most %d px per side"
+                           % (box.width, box.height, MAX_SIDE))
+    return box
+
+
+# ───────────────────────────── pixels ─────────────────────────────
+
+def crop_pixels(data, width, height, bpp, box, stride=0):
+    """Rows of ``box`` (within (0, 0, width, height)) from packed pixels → tightly packed bytes."""
+    box = Box.of(box)
+    stride = stride or width * bpp
+    if not Box(0, 0, width, height).contains(box):
+        raise ValueError("crop box %r is outside %d×%d" % (box, width, height))
+    view = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else data
+    if box.x == 0 and box.width == width and stride == width * bpp:
+        return bytes(view[box.y * stride:(box.y + box.height) * stride])
+    row = box.width * bpp
+    out = bytearray(row * box.height)
+    for j in range(box.height):
+        start = (box.y + j) * stride + box.x * bpp
+        out[j * row:(j + 1) * row] = view[start:start + row]
+    return bytes(out)
+
+
+def swap_red_blue(data):
+    """RGBA ⇄ BGRA of packed 4-byte pixels."""
+    out = bytearray(data)
+    out[0::4], out[2::4] = out[2::4], out[0::4]
+    return bytes(out)
+
+
+class PixelSource:
+    """A host layer's pixels as the logic needs them: ``bounds`` (canvas coordinates of what
+    may be read), ``fmt`` ("RGBA8" for GIMP's R'G'B'A u8, "BGRA8" for Krita) and ``read(box)``
+    → packed bytes of that box."""
+
+    fmt = "RGBA8"
+    bounds = None
+
+    def read(self, box):
+        raise NotImplementedError
+
+
+class BufferSource(PixelSource):
+    """Pixels read up front (e.g. by Krita's GUI thread) covering ``bounds``."""
+
+    def __init__(self, data, bounds, fmt):
+        self.data = data
+        self.bounds = Box.of(bounds)
+        self.fmt = fmt
+        self.bpp = cs.BYTES_PER_PIXEL[fmt]
+        need = self.bounds.width * self.bounds.height * self.bpp
+        if len(data) < need:
+            raise ValueError("pixel buffer holds %d bytes, %r needs %d" % (len(data), self.bounds,
+                                                                           need))
+
+    def read(self, box):
+        local = Box.of(box).translated(-self.bounds.x, -self.bounds.y)
+        return crop_pixels(self.data, self.bounds.width, self.bounds.height, self.bpp, local)
+
+
+# ───────────────────────────── requests ───────────────────────────
+
+@dataclass
+class ModelChoice:
+    """Which models to load: a manifest set from a store directory, and/or explicit files
+    (explicit files override the set's)."""
+    set_name: Optional[str] = DEFAULT_SET
+    models_dir: Optional[str] = None
+    generator: Optional[str] = None
+    encoder: Optional[str] = None
+    clip: Optional[str] = None
+    vocab: Optional[str] = None
+    device: str = "auto"
+    n_threads: int = 0
+
+    def normalized(self):
+        def opt(v):
+            v = (v or "").strip() if isinstance(v, str) else v
+            return os.path.expanduser(v) if v else None
+        set_name = opt(self.set_name)
+        if set_name in ("custom", "none", "files"):
+            set_name = None
+        device = (self.device or "auto").strip().lower()
+        try:
+            cs.parse_device(device)
+        except cs.InvalidArgumentError as e:
+            raise RequestError(str(e)) from None
+        m = ModelChoice(set_name, opt(self.models_dir), opt(self.generator), opt(self.encoder),
+                        opt(self.clip), opt(self.vocab), device, int(self.n_threads or 0))
+        if not m.set_name and not m.generator:
+            raise RequestError("model: choose a model set (%s) or give a generator/e4e file"
+                               % ", ".join(KNOWN_SETS))
+        for what, path in (("generator", m.generator), ("encoder", m.encoder),
+                           ("CLIP model", m.clip), ("vocab", m.vocab)):
+            if path and not os.path.isfile(path):
+                raise RequestError("%s file not found: %s" % (what, path))
+        return m
+
+    def key(self):
+        return (self.set_name, self.models_dir, self.generator, self.encoder, self.clip,
+                self.vocab, self.device, self.n_threads)
+
+    def describe(self):
+        return self.set_name or os.path.basename(self.generator or "?")
+
+    def missing_files(self):
+        """The library's message about missing files of the set, or None."""
+        if not self.set_name:
+            return None
+        return cs.models_missing(self.set_name, self.models_dir)
+
+    def open(self):
+        """Loads a Context; a missing model set becomes a RequestError saying what to fetch."""
+        missing = None
+        if self.set_name and not (self.generator and self.clip and self.vocab):
+            missing = self.missing_files()
+        if missing:
+            raise RequestError(missing)  # names the set, the missing files and their URLs
+        return cs.Context(generator=self.generator, encoder=self.encoder, clip=self.clip,
+                          vocab=self.vocab, set_name=self.set_name, models_dir=self.models_dir,
+                          device=self.device, n_threads=self.n_threads)
+
+
+@dataclass
+class EditRequest:
+    """What to do: learn an edit from ``prompt`` (or apply ``saved_edit``) and render it at
+    ``strengths``."""
+    prompt: str = ""
+    strengths: List[float] = field(default_factory=lambda: parse_strengths(DEFAULT_STRENGTHS))
+    steps: int = DEFAULT_STEPS
+    layer: Optional[str] = None       # None = the model set's default
+    lambda2: Optional[float] = None   # None = the model set's default
+    seed: int = 0
+    saved_edit: Optional[str] = None  # a shift file to apply instead of learning one
+    library_dir: Optional[str] = None
+    save_edit: bool = True
+    fit_to_frame: bool = True
+
+    @classmethod
+    def from_values(cls, prompt="", strengths=DEFAULT_STRENGTHS, steps=DEFAULT_STEPS, layer="",
+                    lambda2=-1.0, seed=0, saved_edit="", library_dir="", save_edit=True,
+                    fit_to_frame=True):
+        """From a dialog's raw values (strings, sentinels: empty = default, λ2 < 0 = default)."""
+        saved = (saved_edit or "").strip() or None
+        if saved:
+            saved = os.path.expanduser(saved)
+            if not os.path.isfile(saved):
+                raise RequestError("saved edit not found: %s" % saved)
+            prompt = " ".join((prompt or "").split())
+        else:
+            prompt = clean_prompt(prompt)
+        try:
+            steps = int(steps)
+        except (TypeError, ValueError):
+            raise RequestError("steps: %r is not a whole number" % (steps,)) from None
+        if not 1 <= steps <= MAX_STEPS:
+            raise RequestError("steps: %d is not within 1..%d" % (steps, MAX_STEPS))
+        lam = None if lambda2 is None or float(lambda2) < 0 else float(lambda2)
+        lib_dir = os.path.expanduser((library_dir or "").strip()) or default_library_dir()
+        return cls(prompt=prompt, strengths=parse_strengths(strengths), steps=steps,
+                   layer=(layer or "").strip() or None, lambda2=lam, seed=int(seed or 0),
+                   saved_edit=saved, library_dir=lib_dir, save_edit=bool(save_edit),
+                   fit_to_frame=bool(fit_to_frame))
+
+
+@dataclass
+class LayerResult:
+    name: str
+    strength: float
+    x: int
+    y: int
+    width: int
+    height: int
+    data: bytes
+    fmt: str
+
+
+@dataclass
+class EditResult:
+    group_name: str
+    prompt: str
+    box: Box
+    layers: List[LayerResult]
+    recon: Optional[object] = None     # cs.Picture: what the model made of the box
+    shift_path: Optional[str] = None   # where the learnt edit was saved
+    clip_sim_before: Optional[float] = None
+    clip_sim_after: Optional[float] = None
+
+    def summary(self):
+        parts = ["%d layers in group \"%s\"" % (len(self.layers), self.group_name)]
+        if self.clip_sim_before is not None and self.clip_sim_after is not None:
+            parts.append("CLIP similarity %.3f → %.3f" % (self.clip_sim_before,
+                                                         self.clip_sim_after))
+        if self.shift_path:
+            parts.append("edit saved to %s" % self.shift_path)
+        return "; ".join(parts)
+
+
+# ───────────────────────────── running ────────────────────────────
+
+# Share of the progress bar per stage.
+_ENCODE, _OPTIMIZE, _RENDER = (0.0, 0.1), (0.1, 0.9), (0.9, 1.0)
+
+
+def _float_meta(shift, key):
+    try:
+        v = shift.meta(key)
+        return float(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def _monotonic(progress):
+    """``progress`` fed fractions rounded to 1e-4 that never go back."""
+    last = [0.0]
+
+    def report(fraction, text):
+        last[0] = max(last[0], min(1.0, round(float(fraction), 4)))
+        if progress is not None:
+            progress(last[0], text)
+
+    return report
+
+
+def run_edit(ctx, request, source, box, progress=None):
+    """encode → optimise (or load the saved edit) → render, for ``box`` of ``source``.
+
+    ``progress(fraction, text)`` is called from this thread. Raises cs.CancelledError after
+    ``ctx.cancel()`` (from any thread), RequestError/cs.ClipShapeError on bad input. Writes
+    nothing but the learnt edit (atomically, by the library) into ``request.library_dir``.
+    """
+    report = _monotonic(progress)
+    fmt = source.fmt
+    box = Box.of(box)
+    with ctx.job():
+        report(_ENCODE[0], "Reading the picture")
+        pixels = source.read(box)
+        report(_ENCODE[0], "Inverting the picture (e4e)")
+        latent, recon = ctx.encode(pixels, box.width, box.height, 0, fmt)
+        with latent:
+            ctx.check_cancelled()
+            if request.saved_edit:
+                report(_OPTIMIZE[0], "Loading %s" % os.path.basename(request.saved_edit))
+                shift = ctx.load_shift(request.saved_edit)
+                prompt = (request.prompt or shift.meta("prompt")
+                          or os.path.splitext(os.path.basename(request.saved_edit))[0])
+            else:
+                prompt = request.prompt
+                lo, hi = _OPTIMIZE
+
+                def on_step(p):
+                    report(lo + (hi - lo) * p.step / max(1, p.total),
+                           "Learning \"%s\": step %d/%d, CLIP similarity %.3f"
+                           % (prompt, p.step, p.total, p.clip_sim))
+
+                shift = ctx.optimize(latent, prompt, layer=request.layer, steps=request.steps,
+                                     lambda2=request.lambda2, seed=request.seed,
+                                     progress=on_step)
+            with shift:
+                report(_RENDER[0], "Rendering %d strengths" % len(request.strengths))
+                pictures = ctx.render_pictures(latent, [(shift, 1.0)], request.strengths, fmt,
+                                               target=(box.width, box.height))
+                layers = [LayerResult(layer_name(prompt, k), k, box.x, box.y, pic.width,
+                                      pic.height, pic.data, fmt)
+                          for k, pic in zip(request.strengths, pictures)]
+                result = EditResult(group_name(prompt), prompt, box, layers, recon,
+                                    clip_sim_before=_float_meta(shift, "clip_sim_before"),
+                                    clip_sim_after=_float_meta(shift, "clip_sim_after"))
+                ctx.check_cancelled()
+                if not request.saved_edit and request.save_edit and request.library_dir:
+                    os.makedirs(request.library_dir, exist_ok=True)
+                    path = unique_path(request.library_dir, edit_file_name(prompt))
+                    shift.save(path)
+                    result.shift_path = path
+    report(1.0, "Done")
+    return result
+
+
+class ContextCache:
+    """Keeps one loaded Context for the last ModelChoice (loading full models takes seconds)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key = None
+        self._ctx = None
+
+    def get(self, model):
+        with self._lock:
+            if self._ctx is not None and self._key == model.key() and not self._ctx.closed:
+                return self._ctx
+            self._close_locked()
+            self._ctx = model.open()
+            self._key = model.key()
+            return self._ctx
+
+    def current(self):
+        return self._ctx
+
+    def _close_locked(self):
+        ctx, self._ctx, self._key = self._ctx, None, None
+        if ctx is not None:
+            ctx.close()
+
+    def close(self):
+        with self._lock:
+            self._close_locked()
+
+
+class EditJob:
+    """One run of the plug-in, from model choice to layer results; usable on a worker thread.
+    ``cancel()`` may be called from any thread at any time (also before the models are
+    loaded)."""
+
+    def __init__(self, model, request, source, selection=None, contexts=None):
+        self.model = model
+        self.request = request
+        self.source = source
+        self.selection = Box.of(selection)
+        self.contexts = contexts or ContextCache()
+        self._cancelled = threading.Event()
+        self._ctx = None
+
+    def cancel(self):
+        self._cancelled.set()
+        ctx = self._ctx
+        if ctx is not None:
+            ctx.cancel()
+
+    @property
+    def cancelled(self):
+        return self._cancelled.is_set()
+
+    def run(self, progress=None):
+        report = progress or (lambda fraction, text: None)
+        report(0.0, "Loading models (%s)" % self.model.describe())
+        ctx = self.contexts.get(self.model)
+        self._ctx = ctx
+        try:
+            with ctx.job():
+                if self.cancelled:
+                    raise cs.CancelledError("cancelled")
+                frame = ctx.frame_size() if self.request.fit_to_frame else None
+                box = edit_box(self.source.bounds, self.selection, frame,
+                               self.request.fit_to_frame)
+                if self.cancelled:
+                    raise cs.CancelledError("cancelled")
+                return run_edit(ctx, self.request, self.source, box, progress)
+        finally:
+            self._ctx = None
+
+
+def error_text(exc):
+    """A one-paragraph message for the user (no traceback) for any exception of a run."""
+    if isinstance(exc, cs.CancelledError):
+        return "Cancelled."
+    if isinstance(exc, RequestError):
+        return str(exc)
+    if isinstance(exc, cs.LibraryNotFoundError):
+        return str(exc)
+    if isinstance(exc, cs.ClipShapeError):
+        kind = {
+            cs.InvalidArgumentError: "Invalid input",
+            cs.FileIOError: "File error",
+            cs.ModelFormatError: "Model file not usable",
+            cs.ModelMismatchError: "Files do not belong together",
+            cs.OutOfMemoryError: "Out of memory",
+            cs.DeviceError: "Device not available",
+            cs.InternalError: "Internal error",
+        }.get(type(exc), "Error")
+        return "%s: %s" % (kind, exc.message)
+    return "Unexpected error: %s: %s" % (type(exc).__name__, exc)

@@ -1,0 +1,398 @@
+"""A fake of the parts of GIMP 3's gi.repository (Gimp, GimpUi, Gegl, GLib, GObject, Gio) the
+plug-in uses, recording what it does: arguments, layers, undo groups, progress, pixels.
+
+``install(monkeypatch)`` puts the fake ``gi`` package into sys.modules."""
+
+import enum
+import types
+
+
+class Enum(enum.IntEnum):
+    @property
+    def value_nick(self):
+        return self.name.lower().replace("_", "-")
+
+
+class RunMode(Enum):
+    INTERACTIVE = 0
+    NONINTERACTIVE = 1
+    WITH_LAST_VALS = 2
+
+
+class PDBStatusType(Enum):
+    EXECUTION_ERROR = 0
+    CALLING_ERROR = 1
+    PASS_THROUGH = 2
+    SUCCESS = 3
+    CANCEL = 4
+
+
+class PDBProcType(Enum):
+    PLUGIN = 1
+
+
+class ImageType(Enum):
+    RGB_IMAGE = 0
+    RGBA_IMAGE = 1
+
+
+class LayerMode(Enum):
+    NORMAL = 28
+
+
+class FileChooserAction(Enum):
+    ANY = -1
+    OPEN = 0
+    SAVE = 1
+    SELECT_FOLDER = 2
+    CREATE_FOLDER = 3
+
+
+class ProcedureSensitivityMask(Enum):
+    DRAWABLE = 1
+
+
+class AbyssPolicy(Enum):
+    NONE = 0
+    CLAMP = 1
+
+
+class GError(Exception):
+    def __init__(self, message="", domain=None, code=0):
+        super().__init__(message)
+        self.message = message
+
+
+class Rectangle:
+    def __init__(self, x, y, width, height):
+        self.x, self.y, self.width, self.height = x, y, width, height
+
+    @classmethod
+    def new(cls, x, y, width, height):
+        return cls(x, y, width, height)
+
+
+class File:
+    def __init__(self, path):
+        self.path = path
+
+    @classmethod
+    def new_for_path(cls, path):
+        return cls(path)
+
+    def get_path(self):
+        return self.path
+
+
+class Choice:
+    def __init__(self):
+        self.items = []
+
+    @classmethod
+    def new(cls):
+        return cls()
+
+    def add(self, nick, id, label, help):
+        self.items.append(nick)
+
+
+class Config:
+    def __init__(self, procedure):
+        self.procedure = procedure
+        self.values = {name: arg["default"] for name, arg in procedure.arguments.items()}
+
+    def get_property(self, name):
+        return self.values[name]
+
+    def set_property(self, name, value):
+        arg = self.procedure.arguments.get(name)
+        if arg is None:
+            raise TypeError("no property %r" % name)
+        if arg["kind"] == "choice" and value not in arg["choice"].items:
+            raise ValueError("%r is not a choice of %s" % (value, name))
+        if arg["kind"] == "int" and not arg["min"] <= value <= arg["max"]:
+            raise ValueError("%s out of range" % name)
+        self.values[name] = value
+
+
+class Procedure:
+    def __init__(self, plugin, name, proc_type, run_func, run_data):
+        self.plugin, self.name, self.run_func = plugin, name, run_func
+        self.arguments = {}
+        self.menu_paths = []
+        self.menu_label = None
+        self.image_types = None
+
+    @classmethod
+    def new(cls, plugin, name, proc_type, run_func, run_data):
+        return cls(plugin, name, proc_type, run_func, run_data)
+
+    def _arg(self, kind, name, nick, blurb, default, **extra):
+        assert name not in self.arguments, "argument %s twice" % name
+        self.arguments[name] = dict(kind=kind, nick=nick, blurb=blurb, default=default, **extra)
+
+    def add_string_argument(self, name, nick, blurb, value, flags):
+        self._arg("string", name, nick, blurb, value)
+
+    def add_int_argument(self, name, nick, blurb, mn, mx, value, flags):
+        self._arg("int", name, nick, blurb, value, min=mn, max=mx)
+
+    def add_double_argument(self, name, nick, blurb, mn, mx, value, flags):
+        self._arg("double", name, nick, blurb, value, min=mn, max=mx)
+
+    def add_boolean_argument(self, name, nick, blurb, value, flags):
+        self._arg("boolean", name, nick, blurb, value)
+
+    def add_choice_argument(self, name, nick, blurb, choice, value, flags):
+        assert value in choice.items
+        self._arg("choice", name, nick, blurb, value, choice=choice)
+
+    def add_file_argument(self, name, nick, blurb, action, none_ok, default_file, flags):
+        self._arg("file", name, nick, blurb, default_file, action=action, none_ok=none_ok)
+
+    def set_image_types(self, types_):
+        self.image_types = types_
+
+    def set_sensitivity_mask(self, mask):
+        pass
+
+    def set_menu_label(self, label):
+        self.menu_label = label
+
+    def add_menu_path(self, path):
+        self.menu_paths.append(path)
+
+    def set_documentation(self, blurb, help, help_id):
+        self.blurb = blurb
+
+    def set_attribution(self, authors, copyright, date):
+        pass
+
+    def create_config(self):
+        return Config(self)
+
+    def new_return_values(self, status, error):
+        return (status, error)
+
+
+class Buffer:
+    """A drawable's pixels, R'G'B'A u8, drawable-local coordinates."""
+
+    def __init__(self, width, height):
+        self.width, self.height = width, height
+        self.data = bytearray(width * height * 4)
+        self.flushed = 0
+
+    def get(self, rect, scale, fmt, abyss):
+        assert fmt == "R'G'B'A u8" and scale == 1.0
+        out = bytearray()
+        for y in range(rect.y, rect.y + rect.height):
+            yy = min(max(y, 0), self.height - 1)
+            for x in range(rect.x, rect.x + rect.width):
+                xx = min(max(x, 0), self.width - 1)
+                i = (yy * self.width + xx) * 4
+                out += self.data[i:i + 4]
+        return bytes(out)
+
+    def set(self, rect, fmt, data):
+        assert fmt == "R'G'B'A u8"
+        assert len(data) == rect.width * rect.height * 4, "set() with %d bytes" % len(data)
+        for j in range(rect.height):
+            i = ((rect.y + j) * self.width + rect.x) * 4
+            self.data[i:i + rect.width * 4] = data[j * rect.width * 4:(j + 1) * rect.width * 4]
+
+    def flush(self):
+        self.flushed += 1
+
+
+class Item:
+    def __init__(self, image, name):
+        self.image, self.name, self.parent = image, name, None
+
+    def get_name(self):
+        return self.name
+
+    def get_parent(self):
+        return self.parent
+
+
+class Layer(Item):
+    def __init__(self, image, name, width, height, type_=ImageType.RGBA_IMAGE, opacity=100.0,
+                 mode=LayerMode.NORMAL):
+        super().__init__(image, name)
+        self.width, self.height = width, height
+        self.offsets = (0, 0)
+        self.buffer = Buffer(width, height)
+        self.updated = []
+
+    @classmethod
+    def new(cls, image, name, width, height, type_, opacity, mode):
+        return cls(image, name, width, height, type_, opacity, mode)
+
+    def is_group(self):
+        return False
+
+    def get_width(self):
+        return self.width
+
+    def get_height(self):
+        return self.height
+
+    def get_offsets(self):
+        return (True,) + self.offsets
+
+    def set_offsets(self, x, y):
+        self.image.log("set_offsets", self)
+        self.offsets = (x, y)
+
+    def get_buffer(self):
+        return self.buffer
+
+    def update(self, x, y, w, h):
+        self.updated.append((x, y, w, h))
+
+    def mask_intersect(self):
+        sel = self.image.selection
+        ox, oy = self.offsets
+        box = (ox, oy, self.width, self.height) if sel is None else sel
+        x0, y0 = max(box[0], ox), max(box[1], oy)
+        x1 = min(box[0] + box[2], ox + self.width)
+        y1 = min(box[1] + box[3], oy + self.height)
+        if x1 <= x0 or y1 <= y0:
+            return (False, 0, 0, 0, 0)
+        return (True, x0 - ox, y0 - oy, x1 - x0, y1 - y0)
+
+
+class GroupLayer(Layer):
+    def __init__(self, image, name):
+        super().__init__(image, name, 0, 0)
+        self.children = []
+
+    @classmethod
+    def new(cls, image, name=None):
+        return cls(image, name)
+
+    def is_group(self):
+        return True
+
+    def get_children(self):
+        return list(self.children)
+
+
+class Image:
+    def __init__(self, width, height):
+        self.width, self.height = width, height
+        self.layers = []           # top to bottom
+        self.selection = None      # (x, y, w, h) or None
+        self.undo_depth = 0
+        self.undo_groups = 0
+        self.ops = []              # (op, undo_depth)
+
+    def log(self, op, item):
+        self.ops.append((op, item.name, self.undo_depth))
+
+    def get_width(self):
+        return self.width
+
+    def get_height(self):
+        return self.height
+
+    def get_layers(self):
+        return list(self.layers)
+
+    def undo_group_start(self):
+        self.undo_depth += 1
+        self.undo_groups += 1
+        return True
+
+    def undo_group_end(self):
+        assert self.undo_depth > 0
+        self.undo_depth -= 1
+        return True
+
+    def _siblings(self, parent):
+        return self.layers if parent is None else parent.children
+
+    def insert_layer(self, layer, parent, position):
+        self.log("insert_layer", layer)
+        siblings = self._siblings(parent)
+        position = len(siblings) if position < 0 else position
+        siblings.insert(position, layer)
+        layer.parent = parent
+        return True
+
+    def get_item_position(self, item):
+        return self._siblings(item.parent).index(item)
+
+    def add_layer(self, layer, offsets=(0, 0)):
+        layer.offsets = offsets
+        self.insert_layer(layer, None, 0)
+        self.ops.clear()
+
+
+class State:
+    """What the fake GIMP saw, reset by install()."""
+
+    def __init__(self):
+        self.progress = []
+        self.progress_text = []
+        self.messages = []
+        self.flushes = 0
+        self.dialogs = 0
+
+
+state = State()
+
+
+def _module(name, **attrs):
+    m = types.ModuleType(name)
+    m.__dict__.update(attrs)
+    return m
+
+
+def build():
+    global state
+    state = State()
+
+    class PlugIn:
+        __gtype__ = object()
+
+    class Selection:
+        @staticmethod
+        def is_empty(image):
+            return image.selection is None
+
+    Gimp = _module(
+        "gi.repository.Gimp", PlugIn=PlugIn, ImageProcedure=Procedure, Procedure=Procedure,
+        Choice=Choice, RunMode=RunMode, PDBStatusType=PDBStatusType, PDBProcType=PDBProcType,
+        ImageType=ImageType, LayerMode=LayerMode, FileChooserAction=FileChooserAction,
+        ProcedureSensitivityMask=ProcedureSensitivityMask, Layer=Layer, GroupLayer=GroupLayer,
+        Image=Image, Selection=Selection,
+        progress_init=lambda text: state.progress_text.append(text) or True,
+        progress_update=lambda f: state.progress.append(f) or True,
+        progress_set_text=lambda text: state.progress_text.append(text) or True,
+        progress_end=lambda: True,
+        displays_flush=lambda: setattr(state, "flushes", state.flushes + 1),
+        message=lambda text: state.messages.append(text) or True,
+        main=lambda gtype, argv: 0,
+    )
+    Gegl = _module("gi.repository.Gegl", Rectangle=Rectangle, AbyssPolicy=AbyssPolicy)
+    GLib = _module("gi.repository.GLib", Error=GError)
+    GObject = _module("gi.repository.GObject",
+                      ParamFlags=types.SimpleNamespace(READWRITE=3))
+    Gio = _module("gi.repository.Gio", File=File)
+    GimpUi = _module("gi.repository.GimpUi")
+    repository = _module("gi.repository", Gimp=Gimp, Gegl=Gegl, GLib=GLib, GObject=GObject,
+                         Gio=Gio, GimpUi=GimpUi)
+    gi = _module("gi", repository=repository, require_version=lambda name, version: None)
+    return {"gi": gi, "gi.repository": repository, "gi.repository.Gimp": Gimp,
+            "gi.repository.Gegl": Gegl, "gi.repository.GLib": GLib,
+            "gi.repository.GObject": GObject, "gi.repository.Gio": Gio,
+            "gi.repository.GimpUi": GimpUi}
+
+
+def install(monkeypatch):
+    modules = build()
+    for name, module in modules.items():
+        monkeypatch.setitem(__import__("sys").modules, name, module)
+    return modules["gi.repository.Gimp"]

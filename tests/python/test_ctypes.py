@@ -1,0 +1,372 @@
+"""The ctypes binding: every signature, the status → exception mapping, handles, callbacks,
+cancellation and the library's own validation, against the real libclipshape.so."""
+
+import ctypes
+import gc
+import importlib.util
+import os
+import threading
+import time
+
+import pytest
+
+from conftest import LIB, REPO, SHARED, golden, needs_models
+
+HEADER = os.path.join(REPO, "include", "clipshape.h")
+
+
+def fresh_module(name="clipshape_ctypes_fresh"):
+    """A second, independent instance of the module (its own library cache)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(SHARED,
+                                                                     "clipshape_ctypes.py"))
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    return m
+
+
+def pattern(w, h, bpp=4):
+    return bytes(((x * 7 + y * 3 + c * 50) % 256) if c < 3 else 255
+                 for y in range(h) for x in range(w) for c in range(bpp))
+
+
+# ───────────────────────────── without the library ───────────────────
+
+def test_every_status_has_its_exception():
+    cs = fresh_module()
+    assert {cls.status for cls in cs.ERRORS.values()} == set(range(1, 9))
+    for status, cls in cs.ERRORS.items():
+        e = cs.error_for_status(status, "what went wrong")
+        assert type(e) is cls and e.status == status and str(e) == "what went wrong"
+        assert isinstance(e, cs.ClipShapeError)
+    assert isinstance(cs.error_for_status(cs.STATUS_INVALID_ARGUMENT, "x"), ValueError)
+    assert isinstance(cs.error_for_status(cs.STATUS_IO, "x"), OSError)
+    assert str(cs.error_for_status(cs.STATUS_IO, "no file")) == "no file"
+    unknown = cs.error_for_status(42, "odd")
+    assert isinstance(unknown, cs.InternalError) and "42" in str(unknown)
+
+
+def test_header_functions_are_all_declared():
+    cs = fresh_module()
+    if not os.path.exists(HEADER):
+        pytest.skip("no header")
+    import re
+    with open(HEADER) as f:
+        text = f.read()
+    declared = set(re.findall(r"\b(cs_[a-z_0-9]+)\s*\(", text)) - {"cs_progress_fn",
+                                                                    "cs_fetch_progress_fn"}
+    declared = {n for n in declared if not n.endswith("_fn")}
+    assert declared == set(cs._SIGNATURES), (declared ^ set(cs._SIGNATURES))
+
+
+def test_missing_library_message_lists_what_was_tried(monkeypatch, tmp_path):
+    cs = fresh_module()
+    monkeypatch.setenv("CLIPSHAPE_LIB", str(tmp_path / "nope.so"))
+    monkeypatch.setattr(cs, "LIBRARY_NAME", "libclipshape-not-installed.so")
+    monkeypatch.setattr(cs, "__file__", str(tmp_path / "clipshape_ctypes.py"))
+    with pytest.raises(cs.LibraryNotFoundError) as e:
+        cs.version()
+    text = str(e.value)
+    assert "$CLIPSHAPE_LIB: %s (no such file)" % (tmp_path / "nope.so") in text
+    assert str(tmp_path) in text and "CLIPSHAPE_LIB" in text and "plugins.sh" in text
+    assert isinstance(e.value, ImportError)
+
+
+def test_library_order_setting_env_module_dir(monkeypatch):
+    cs = fresh_module()
+    monkeypatch.setenv("CLIPSHAPE_LIB", "/env/lib.so")
+    cs.set_library_path("/setting/lib.so")
+    origins = [o for o, _ in cs.library_candidates()]
+    paths = [p for _, p in cs.library_candidates()]
+    assert origins[:2] == ["setting", "$CLIPSHAPE_LIB"] and paths[:2] == ["/setting/lib.so",
+                                                                           "/env/lib.so"]
+    assert paths[2] == os.path.join(SHARED, "libclipshape.so") and origins[3] == "system loader"
+
+
+def test_not_a_clipshape_library():
+    cs = fresh_module()
+    libs = [p for p in ("/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1",
+                        "/lib64/libz.so.1", "/usr/lib/libz.so.1") if os.path.exists(p)]
+    if not libs:
+        pytest.skip("no libz to load")
+    with pytest.raises(cs.LibraryNotFoundError, match="not a libclipshape"):
+        cs.load_library(libs[0])
+
+
+def test_device_strings():
+    cs = fresh_module()
+    assert cs.parse_device("auto") == (cs.DEVICE_AUTO, 0)
+    assert cs.parse_device("CPU") == (cs.DEVICE_CPU, 0)
+    assert cs.parse_device("cuda") == (cs.DEVICE_CUDA, 0)
+    assert cs.parse_device("cuda:3") == (cs.DEVICE_CUDA, 3)
+    with pytest.raises(cs.InvalidArgumentError, match="tpu"):
+        cs.parse_device("tpu")
+
+
+# ───────────────────────────── with the library ──────────────────────
+
+def test_library_facts(cs):
+    assert cs.abi_version() == cs.ABI_VERSION == 1
+    assert cs.version().count(".") == 2
+    assert cs.cuda_device_count() >= 0
+    assert os.path.samefile(cs.load_library().clipshape_path, LIB)
+
+
+def test_params_structs_match_the_library(cs):
+    L = cs.load_library()
+    for init, struct in ((L.cs_context_params_init, cs.cs_context_params),
+                         (L.cs_optimize_params_init, cs.cs_optimize_params),
+                         (L.cs_render_params_init, cs.cs_render_params)):
+        p = cs._init(init, struct)
+        assert p.struct_size == ctypes.sizeof(struct)
+    p = cs._init(L.cs_optimize_params_init, cs.cs_optimize_params)
+    assert p.steps == 100 and p.lambda2 < 0 and p.strength == 1.0 and p.method == 0
+
+
+def test_raw_status_and_thread_local_last_error(cs):
+    L = cs.load_library()
+    p = cs._init(L.cs_context_params_init, cs.cs_context_params)
+    p.generator_path = b"/no/such/generator.pt"
+    out = ctypes.POINTER(cs.cs_ctx)()
+    assert L.cs_context_create(ctypes.byref(p), ctypes.byref(out)) == cs.STATUS_IO
+    assert "/no/such/generator.pt" in cs.last_error()
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(cs.last_error()))
+    t.start()
+    t.join()
+    assert seen == [""]                          # per thread
+    assert L.cs_render_params_init(None) == cs.STATUS_INVALID_ARGUMENT
+    assert "params" in cs.last_error()
+
+
+@needs_models
+def test_context_errors_name_the_file(cs, model_files):
+    with pytest.raises(cs.FileIOError, match="/no/such/e4e.pt"):
+        cs.Context(generator="/no/such/e4e.pt", device="cpu")
+    with pytest.raises(cs.ModelFormatError, match="picture.png"):
+        cs.Context(generator=golden("picture.png"), device="cpu")
+    with pytest.raises(cs.InvalidArgumentError, match="no model"):
+        cs.Context(device="cpu")
+    with pytest.raises(cs.InvalidArgumentError, match="device"):
+        cs.Context(generator=model_files["generator"], device="quantum")
+
+
+@needs_models
+def test_generator_facts(ctx):
+    info = ctx.generator_info()
+    assert (info.resolution, info.n_latent, info.style_dim) == (64, 10, 64)
+    layers = ctx.layers()
+    assert len(layers) == info.n_layers
+    conv3 = [l for l in layers if l.name == "convs.3"][0]
+    assert conv3.weight_shape == (1, 32, 32, 3, 3) and conv3.weight_numel == 9216
+    assert ctx.frame_size() == (64, 64)
+
+
+@needs_models
+def test_encode_recon_is_the_k0_render(ctx):
+    w, h = 50, 40
+    px = pattern(w, h)
+    latent, recon = ctx.encode(px, w, h, w * 4, "RGBA8")
+    with latent:
+        assert len(latent) == 640
+        assert (recon.width, recon.height, recon.stride, recon.format) == (50, 40, 200, "RGBA8")
+        k0 = ctx.render(latent, [], [0.0], "RGBA8", target=(w, h))[0]
+        assert k0 == recon.data
+        bgra = ctx.render(latent, [], [0.0], "BGRA8", target=(w, h))[0]
+        assert bgra[0::4] == recon.data[2::4] and bgra[2::4] == recon.data[0::4]
+        frame = ctx.render_pictures(latent, [], [0.0, 1.0], "RGB8")
+        assert [(p.width, p.height, len(p.data)) for p in frame] == [(64, 64, 64 * 64 * 3)] * 2
+
+
+@needs_models
+def test_pixel_buffers_and_strides(ctx, cs):
+    w, h = 20, 10
+    rgb = pattern(w, h, 3)
+    padded = b"".join(rgb[y * w * 3:(y + 1) * w * 3] + b"\0" * 4 for y in range(h))
+    a, _ = ctx.encode(rgb, w, h, 0, "RGB8", recon=False)
+    b, _ = ctx.encode(bytearray(padded), w, h, w * 3 + 4, "RGB8", recon=False)
+    c, _ = ctx.encode(memoryview(padded), w, h, w * 3 + 4, cs.PIXEL_FORMATS["RGB8"], recon=False)
+    assert a.to_floats() == b.to_floats() == c.to_floats()
+    with pytest.raises(cs.InvalidArgumentError, match="needs"):
+        ctx.encode(rgb[:-1], w, h, 0, "RGB8")
+    with pytest.raises(cs.InvalidArgumentError, match="stride"):
+        ctx.encode(rgb, w, h, 10, "RGB8")
+    with pytest.raises(cs.InvalidArgumentError, match="pixel format"):
+        ctx.encode(rgb, w, h, 0, "CMYK")
+    with pytest.raises(cs.InvalidArgumentError, match="no pixels"):
+        ctx.encode(b"", 0, 0, 0, "RGB8")
+
+
+@needs_models
+def test_optimize_render_and_shift_files(ctx, cs, tmp_path):
+    w, h = 32, 32
+    latent, _ = ctx.encode(pattern(w, h), w, h, 0, "RGBA8", recon=False)
+    seen = []
+    shift = ctx.optimize(latent, "face with big nose", steps=4, progress=seen.append)
+    assert [p.step for p in seen] == [1, 2, 3, 4] and all(p.total == 4 for p in seen)
+    assert shift.layer == "convs.3" and len(shift) == 9216
+    assert shift.meta("prompt") == "face with big nose" and shift.meta("layer") == "convs.3"
+    assert float(shift.meta("clip_sim_after")) == pytest.approx(seen[-1].clip_sim, abs=0.05)
+    assert shift.meta("no such key") is None and shift.meta("x", "d") == "d"
+    images = ctx.render(latent, [(shift, 1.0)], [-2, 0, 2], "RGBA8", target=(w, h))
+    assert len(images) == 3 and all(len(i) == w * h * 4 for i in images)
+    assert images[0] != images[2]
+    path = str(tmp_path / "edit.safetensors")
+    shift.save(path)
+    assert os.listdir(tmp_path) == ["edit.safetensors"]  # atomic: no temporary left behind
+    with cs.Shift.load(ctx, path) as again:
+        assert again.to_floats() == shift.to_floats() and again.meta("prompt") == shift.meta(
+            "prompt")
+    copy = ctx.shift_from_floats("convs.3", shift.to_floats())
+    assert ctx.render(latent, [(copy, 1.0)], [2], "RGBA8", target=(w, h))[0] == images[2]
+    with pytest.raises(cs.InvalidArgumentError, match="convs.99"):
+        ctx.optimize(latent, "x", steps=1, layer="convs.99")
+    with pytest.raises(cs.InvalidArgumentError, match="prompt is empty"):
+        ctx.optimize(latent, "   ", steps=1)
+    with pytest.raises(cs.InvalidArgumentError, match="steps"):
+        ctx.optimize(latent, "x", steps=0)
+    with pytest.raises(cs.InvalidArgumentError, match="strengths"):
+        ctx.render(latent, [], [float("nan")])
+    with pytest.raises(cs.FileIOError, match="missing.safetensors"):
+        ctx.load_shift(str(tmp_path / "missing.safetensors"))
+    with pytest.raises(cs.InvalidArgumentError):
+        ctx.shift_from_floats("convs.3", [0.0] * 5)
+    lat_path = str(tmp_path / "w.safetensors")
+    latent.save(lat_path)
+    assert ctx.load_latent(lat_path).to_floats() == latent.to_floats()
+    assert ctx.latent_from_floats(latent.to_floats()).to_floats() == latent.to_floats()
+    shifts = ctx.optimize_batch([latent], ["a", "b"], steps=2)
+    assert [s.meta("prompt") for s in shifts] == ["a", "b"]
+
+
+@needs_models
+def test_progress_callback_stops_and_reraises(ctx, cs):
+    latent = ctx.latent_from_seed(1, 0.7)
+
+    def stop_at_2(p):
+        return p.step < 2
+
+    with pytest.raises(cs.CancelledError):
+        ctx.optimize(latent, "a face", steps=50, progress=stop_at_2)
+
+    class Boom(Exception):
+        pass
+
+    def boom(p):
+        raise Boom("from the callback")
+
+    with pytest.raises(Boom, match="from the callback"):
+        ctx.optimize(latent, "a face", steps=50, progress=boom)
+    assert ctx.optimize(latent, "a face", steps=2).layer == "convs.3"  # usable afterwards
+
+
+@needs_models
+def test_cancel_from_another_thread(ctx, cs):
+    latent = ctx.latent_from_seed(2, 0.7)
+    started = threading.Event()
+    steps = []
+
+    def progress(p):
+        steps.append(p.step)
+        started.set()
+
+    def canceller():
+        started.wait(30)
+        ctx.cancel()
+
+    t = threading.Thread(target=canceller)
+    t.start()
+    t0 = time.time()
+    with pytest.raises(cs.CancelledError) as e:
+        ctx.optimize(latent, "a face", steps=5000, progress=progress)
+    t.join()
+    assert e.value.status == cs.STATUS_CANCELLED
+    assert steps and steps[-1] < 5000 and time.time() - t0 < 30
+    assert ctx.optimize(latent, "a face", steps=2) is not None  # a later call starts fresh
+
+
+@needs_models
+def test_cancel_within_a_job_covers_the_gaps(ctx, cs):
+    latent = ctx.latent_from_seed(3, 0.7)
+    with ctx.job():
+        ctx.cancel()          # between calls: the job's next step stops
+        with pytest.raises(cs.CancelledError):
+            ctx.render(latent, [], [0.0])
+        with pytest.raises(cs.CancelledError):
+            ctx.optimize(latent, "a face", steps=3)
+    assert not ctx.cancel_requested
+    assert len(ctx.render(latent, [], [0.0])) == 1
+
+
+@needs_models
+def test_handles_close_once_and_refuse_use(cs, model_files):
+    with cs.Context(device="cpu", **model_files) as c:
+        latent = c.latent_from_seed(0)
+        latent.close()
+        latent.close()
+        assert latent.closed
+        with pytest.raises(cs.InvalidArgumentError, match="closed"):
+            len(latent)
+        shift = c.shift_from_floats("convs.3", [0.0] * 9216)
+        del shift
+        gc.collect()
+    assert c.closed
+    with pytest.raises(cs.InvalidArgumentError, match="closed"):
+        c.generator_info()
+    c.cancel()  # harmless after close
+    c.close()
+
+
+@needs_models
+def test_close_waits_for_a_running_optimisation(cs, model_files):
+    c = cs.Context(device="cpu", **model_files)
+    latent = c.latent_from_seed(0)
+    errors = []
+    started = threading.Event()
+
+    def work():
+        try:
+            c.optimize(latent, "a face", steps=5000, progress=lambda p: started.set())
+        except cs.ClipShapeError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=work)
+    t.start()
+    started.wait(30)
+    c.close()                 # cancels, waits for the call to return, then frees
+    t.join()
+    assert isinstance(errors[0], cs.CancelledError) and c.closed
+
+
+@needs_models
+def test_clip_score(ctx):
+    w, h = 40, 30
+    s = ctx.clip_score(pattern(w, h), w, h, 0, "RGBA8", "a face")
+    assert -1.0 <= s <= 1.0
+
+
+def test_models_check_names_missing_files(cs, tmp_path):
+    with pytest.raises(cs.FileIOError) as e:
+        cs.models_check("ffhq", str(tmp_path))
+    assert "e4e_ffhq_encode.pt" in str(e.value) and str(tmp_path) in str(e.value)
+    assert "e4e_ffhq_encode.pt" in cs.models_missing("car", str(tmp_path)) or \
+        "e4e_cars_encode.pt" in cs.models_missing("car", str(tmp_path))
+    with pytest.raises(cs.InvalidArgumentError, match="nosuchset"):
+        cs.models_check("nosuchset", str(tmp_path))
+    with pytest.raises(cs.InvalidArgumentError, match="nosuchset"):
+        cs.models_fetch("nosuchset", str(tmp_path), progress=lambda f, d, t: True)
+
+
+def test_domain_facts_of_a_context(ctx):
+    d = ctx.domain()
+    # The tiny e4e model is a face-like 64 px generator: the whole square is the picture.
+    assert d.frame == (0, 0, 64, 64)
+    assert d.has_encoder and d.has_clip
+    assert d.default_layer == "convs.3" and 0.01 <= d.default_lambda2 <= 0.1
+    assert ctx.frame_size() == (64, 64)
+
+
+def test_model_sets_are_listed_with_their_state(cs, tmp_path):
+    sets = {s.name: s for s in cs.models_list_sets(str(tmp_path))}
+    assert {"ffhq", "car", "horse"} <= set(sets)
+    assert not sets["car"].complete
+    assert "a small-wheel car" in sets["car"].prompts

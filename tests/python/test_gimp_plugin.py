@@ -1,0 +1,183 @@
+"""The GIMP 3 plug-in, as installed by install/plugins.sh, run non-interactively in a fake GIMP
+(tests/python/fake_gimp.py) on the real library with the tiny models."""
+
+import importlib.util
+import os
+import sys
+
+import pytest
+
+import fake_gimp
+from conftest import needs_models
+
+pytestmark = needs_models
+PROMPT = "face with big nose"
+
+
+@pytest.fixture
+def gimp(monkeypatch, installed):
+    Gimp = fake_gimp.install(monkeypatch)
+    plugin_dir = installed / ".config" / "GIMP" / "3.0" / "plug-ins" / "clipshape"
+    path = plugin_dir / "clipshape.py"
+    assert os.access(path, os.X_OK), "plug-in is not executable"
+    spec = importlib.util.spec_from_file_location("gimp_clipshape_plugin", str(path))
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gimp_clipshape_plugin", module)
+    spec.loader.exec_module(module)
+    return Gimp, module
+
+
+def max_diff(a, b):
+    assert len(a) == len(b)
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
+def make_image(picture, selection=(100, 40, 90, 70), offsets=(0, 0)):
+    w, h, rgba = picture
+    image = fake_gimp.Image(w, h)
+    layer = fake_gimp.Layer(image, "photo", w, h)
+    layer.buffer.data[:] = rgba
+    image.add_layer(layer, offsets)
+    image.selection = selection
+    return image, layer
+
+
+def run(gimp, image, drawables, model_files, tmp_path, **values):
+    Gimp, module = gimp
+    plugin = module.ClipShape()
+    assert plugin.do_query_procedures() == ["plug-in-clipshape"]
+    proc = plugin.do_create_procedure("plug-in-clipshape")
+    config = proc.create_config()
+    settings = {"model-set": "files", "device": "cpu",
+                "generator-file": fake_gimp.File(model_files["generator"]),
+                "clip-file": fake_gimp.File(model_files["clip"]),
+                "vocab-file": fake_gimp.File(model_files["vocab"]),
+                "library-dir": fake_gimp.File(str(tmp_path / "edits")),
+                "prompt": PROMPT, "strengths": "-1.5,0,1.5", "steps": 3}
+    settings.update(values)
+    for k, v in settings.items():
+        config.set_property(k, v)
+    return proc.run_func(proc, Gimp.RunMode.NONINTERACTIVE, image, drawables, config, None)
+
+
+def test_procedure_registration(gimp):
+    Gimp, module = gimp
+    proc = module.ClipShape().do_create_procedure("plug-in-clipshape")
+    assert proc.menu_paths == ["<Image>/Filters/Generic"] and proc.menu_label == "CLIPShape…"
+    assert proc.image_types == "RGB*"
+    args = proc.arguments
+    for name in ("model-set", "prompt", "strengths", "steps", "saved-edit", "library-dir",
+                 "layer", "device", "models-dir", "generator-file", "clip-file", "vocab-file"):
+        assert name in args
+    assert args["strengths"]["default"] == "-3,-1.5,0,1.5,3"
+    assert args["steps"]["default"] == 100 and args["model-set"]["default"] == "ffhq"
+    assert args["model-set"]["choice"].items == ["ffhq", "car", "horse", "files"]
+    assert args["saved-edit"]["action"] == fake_gimp.FileChooserAction.OPEN
+    assert args["library-dir"]["action"] == fake_gimp.FileChooserAction.SELECT_FOLDER
+    assert set(module.MAIN + module.ADVANCED) == set(args)
+
+
+def test_noninteractive_run_adds_one_group_in_one_undo_step(gimp, ctx, picture, model_files,
+                                                            tmp_path):
+    Gimp, module = gimp
+    image, layer = make_image(picture, offsets=(7, 5))
+    status, error = run(gimp, image, [layer], model_files, tmp_path)
+    assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
+
+    group, photo = image.get_layers()
+    assert photo is layer and group.is_group() and group.get_name() == PROMPT
+    children = group.get_children()
+    assert [c.get_name() for c in children] == [PROMPT + " k=-1.5", PROMPT + " k=0",
+                                                PROMPT + " k=+1.5"]
+    # Selection (100,40) 90×70 grown to the square frame and centred: (100, 30) 90×90, which
+    # lies inside the layer (offset 7,5).
+    for c in children:
+        assert c.get_offsets() == (True, 100, 30)
+        assert (c.get_width(), c.get_height()) == (90, 90)
+        assert c.buffer.flushed == 1 and c.updated == [(0, 0, 90, 90)]
+    # k=0 is the reconstruction of exactly the pixels under the box.
+    box_pixels = layer.buffer.get(fake_gimp.Rectangle(100 - 7, 30 - 5, 90, 90), 1.0,
+                                  "R'G'B'A u8", None)
+    _, recon = ctx.encode(box_pixels, 90, 90, 0, "RGBA8")
+    # (the test's context may use another CPU thread count: float sums may round 1 step apart)
+    assert max_diff(children[1].buffer.data, recon.data) <= 2
+    assert bytes(children[0].buffer.data) != bytes(children[2].buffer.data)
+    # One undo group around every change.
+    assert image.undo_groups == 1 and image.undo_depth == 0
+    assert image.ops and all(depth == 1 for _, _, depth in image.ops)
+    # Progress went forward to the end; the learnt edit is in the library.
+    assert fake_gimp.state.progress[-1] == 1.0
+    assert fake_gimp.state.progress == sorted(fake_gimp.state.progress)
+    assert any("step 3/3" in t for t in fake_gimp.state.progress_text)
+    saved = os.listdir(tmp_path / "edits")
+    assert len(saved) == 1 and saved[0].startswith("face-with-big-nose-")
+    assert fake_gimp.state.flushes == 1 and fake_gimp.state.messages == []
+
+
+def test_whole_layer_without_selection_and_no_fit(gimp, picture, model_files, tmp_path):
+    Gimp, module = gimp
+    image, layer = make_image(picture, selection=None)
+    status, error = run(gimp, image, [layer], model_files, tmp_path, **{"fit-to-frame": False,
+                                                                       "save-edit": False,
+                                                                       "strengths": "2"})
+    assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
+    (only,) = image.get_layers()[0].get_children()
+    assert only.get_name() == PROMPT + " k=+2"
+    assert only.get_offsets() == (True, 0, 0) and (only.width, only.height) == (301, 200)
+    assert not (tmp_path / "edits").exists()
+
+
+def test_apply_saved_edit(gimp, picture, model_files, tmp_path):
+    Gimp, module = gimp
+    image, layer = make_image(picture)
+    assert run(gimp, image, [layer], model_files, tmp_path)[0] == Gimp.PDBStatusType.SUCCESS
+    saved = str(tmp_path / "edits" / os.listdir(tmp_path / "edits")[0])
+    status, error = run(gimp, image, [layer], model_files, tmp_path, prompt="",
+                        strengths="1.5", **{"saved-edit": fake_gimp.File(saved)})
+    assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
+    first, second, photo = image.get_layers()
+    assert second.get_name() == PROMPT            # the newest group sits right above the photo
+    assert [c.get_name() for c in second.get_children()] == [PROMPT + " k=+1.5"]
+    assert second.get_children()[0].buffer.data == first.get_children()[2].buffer.data
+    assert len(os.listdir(tmp_path / "edits")) == 1
+
+
+@pytest.mark.parametrize("values,expected", [
+    ({"prompt": "  "}, "prompt is empty"),
+    ({"strengths": "1,big"}, "'big' is not a number"),
+    ({"layer": "convs.99"}, "unknown layer `convs.99`"),
+    ({"generator-file": fake_gimp.File("/no/such/e4e.pt")}, "generator file not found: "
+                                                            "/no/such/e4e.pt"),
+    ({"model-set": "horse", "generator-file": None, "clip-file": None, "vocab-file": None,
+      "models-dir": fake_gimp.File("/no/models")}, "e4e_horse_encode.pt"),
+])
+def test_errors_become_gimp_errors_and_add_nothing(gimp, picture, model_files, tmp_path,
+                                                   values, expected):
+    Gimp, module = gimp
+    image, layer = make_image(picture)
+    status, error = run(gimp, image, [layer], model_files, tmp_path, **values)
+    assert status == Gimp.PDBStatusType.EXECUTION_ERROR
+    assert expected in error.message and error.message.startswith("CLIPShape: ")
+    assert "Traceback" not in error.message
+    assert image.get_layers() == [layer] and image.undo_groups == 0
+    assert not (tmp_path / "edits").exists()
+
+
+def test_not_a_model_file_is_named(gimp, picture, model_files, tmp_path):
+    Gimp, module = gimp
+    image, layer = make_image(picture)
+    status, error = run(gimp, image, [layer], model_files, tmp_path,
+                        **{"generator-file": fake_gimp.File(model_files["vocab"])})
+    assert status == Gimp.PDBStatusType.EXECUTION_ERROR
+    assert "Model file not usable" in error.message and model_files["vocab"] in error.message
+
+
+def test_selection_outside_layer_and_several_drawables(gimp, picture, model_files, tmp_path):
+    Gimp, module = gimp
+    image, layer = make_image(picture, selection=(400, 400, 10, 10))
+    status, error = run(gimp, image, [layer], model_files, tmp_path)
+    assert status == Gimp.PDBStatusType.EXECUTION_ERROR
+    assert "does not overlap" in error.message
+    image, layer = make_image(picture)
+    status, error = run(gimp, image, [layer, layer], model_files, tmp_path)
+    assert status == Gimp.PDBStatusType.EXECUTION_ERROR and "exactly one layer" in error.message

@@ -1,0 +1,240 @@
+"""The Krita plug-in, as installed by install/plugins.sh, with a mock ``krita`` module (and a
+fake of the PyQt5 bits when PyQt5 is not installed; with PyQt5, Qt runs offscreen) on the real
+library with the tiny models. The worker runs on its own thread as in Krita."""
+
+import os
+import sys
+import time
+
+import pytest
+
+import fake_krita
+from conftest import needs_models
+
+pytestmark = needs_models
+PROMPT = "a round face"
+W, H = 160, 120
+
+
+@pytest.fixture
+def krita(monkeypatch, installed, tmp_path):
+    if fake_krita.have_real_pyqt5():
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        from PyQt5.QtWidgets import QApplication
+        app = QApplication.instance() or QApplication(["test"])  # noqa: F841
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    pkg = fake_krita.install(monkeypatch, installed / ".local" / "share" / "krita" / "pykrita")
+    yield pkg
+    for name in [n for n in sys.modules if n == "clipshape" or n.startswith("clipshape.")]:
+        del sys.modules[name]
+
+
+def make_document(selection=(30, 20, 60, 50)):
+    doc = fake_krita.Document(W, H)
+    node = doc.createNode("photo", "paintlayer")
+    doc.rootNode().addChildNode(node, None)
+    bgra = bytes(v for y in range(H) for x in range(W)
+                 for v in (((x + y) * 2) % 256, (y * 5) % 256, (x * 3) % 256, 255))
+    node.setPixelData(bgra, 0, 0, W, H)
+    if selection:
+        sel = fake_krita.Selection()
+        sel.select(*selection, 255)
+        doc.setSelection(sel)
+    doc.setActiveNode(node)
+    return doc, node
+
+
+def models(pkg, model_files):
+    return pkg.clipshape_logic.ModelChoice(set_name="files", device="cpu",
+                                           **model_files).normalized()
+
+
+def request(pkg, tmp_path, **kw):
+    kw.setdefault("prompt", PROMPT)
+    kw.setdefault("strengths", "-1.5,0,1.5")
+    kw.setdefault("steps", 3)
+    return pkg.clipshape_logic.EditRequest.from_values(library_dir=str(tmp_path / "edits"), **kw)
+
+
+def wait(runner, timeout=60):
+    from PyQt5.QtCore import QCoreApplication
+    t0 = time.time()
+    while runner.busy and time.time() - t0 < timeout:
+        QCoreApplication.processEvents()
+        time.sleep(0.005)
+    assert not runner.busy, "worker still running after %d s" % timeout
+
+
+def start(pkg, doc, node, model, req):
+    from clipshape.worker import Runner
+    runner = Runner()
+    out = {"progress": []}
+    runner.start(doc, node, model, req, lambda f, t: out["progress"].append((f, t)),
+                 lambda r: out.setdefault("done", r),
+                 lambda m, c: out.setdefault("error", (m, c)))
+    return runner, out
+
+
+def groups(doc):
+    return [n for n in doc.rootNode().childNodes() if n.type() == "grouplayer"]
+
+
+def test_package_registers_extension_and_docker(krita):
+    app = sys.modules["krita"].Krita.instance()
+    assert [type(e).__name__ for e in app.extensions] == ["ClipShapeExtension"]
+    (factory,) = app.docker_factories
+    assert factory.ident == "clipshape_docker" and factory.cls.__name__ == "ClipShapeDocker"
+    # the shared modules are the very files of plugin-wrappers/python
+    from conftest import SHARED
+    for name in ("clipshape_ctypes.py", "clipshape_logic.py"):
+        with open(os.path.join(SHARED, name), "rb") as a, \
+                open(os.path.join(os.path.dirname(krita.__file__), name), "rb") as b:
+            assert a.read() == b.read()
+
+
+def test_settings_round_trip(krita, tmp_path):
+    from clipshape import krita_host
+    s = krita_host.read_settings()
+    assert s["set_name"] == "ffhq" and s["device"] == "auto" and s["steps"] == "100"
+    krita_host.write_settings(dict(s, set_name="car", device="cpu", steps=7, bogus="x"))
+    s = krita_host.read_settings()
+    assert (s["set_name"], s["device"], s["steps"]) == ("car", "cpu", "7") and "bogus" not in s
+    assert krita_host.model_from_settings(s).set_name == "car"
+    r = krita_host.request_from_settings(dict(s, prompt="a long car", fit_to_frame="false"))
+    assert r.steps == 7 and not r.fit_to_frame and r.prompt == "a long car"
+    with pytest.raises(krita.clipshape_logic.RequestError, match="prompt is empty"):
+        krita_host.request_from_settings(dict(s, prompt=""))
+
+
+def test_read_source_is_bgra_with_selection(krita):
+    from clipshape import krita_host
+    doc, node = make_document()
+    src, sel = krita_host.read_source(doc, node)
+    assert src.fmt == "BGRA8" and src.bounds == krita.clipshape_logic.Box(0, 0, W, H)
+    assert sel == krita.clipshape_logic.Box(30, 20, 60, 50)
+    assert src.read(sel)[:4] == bytes([100, 100, 90, 255])   # B,G,R,A of pixel (30, 20)
+    doc.color_depth = "U16"
+    with pytest.raises(krita.clipshape_logic.RequestError, match="RGB/Alpha 8-bit"):
+        krita_host.read_source(doc, node)
+
+
+def test_active_target_errors(krita):
+    from clipshape import krita_host
+    app = sys.modules["krita"].Krita.instance()
+    with pytest.raises(krita.clipshape_logic.RequestError, match="open an image"):
+        krita_host.active_target()
+    doc, node = make_document()
+    app.active_document = doc
+    doc.setActiveNode(doc.rootNode())
+    with pytest.raises(krita.clipshape_logic.RequestError, match="paint layer"):
+        krita_host.active_target()
+    doc.setActiveNode(node)
+    assert krita_host.active_target() == (doc, node)
+
+
+def test_worker_adds_group_off_the_gui_thread(krita, ctx, model_files, tmp_path):
+    doc, node = make_document()
+    runner, out = start(krita, doc, node, models(krita, model_files), request(krita, tmp_path))
+    wait(runner)
+    assert "done" in out, out.get("error")
+    result = out["done"]
+    (group,) = groups(doc)
+    assert doc.rootNode().childNodes() == [node, group]       # right above the photo
+    assert group.name() == PROMPT
+    layers = group.childNodes()                                 # bottom to top
+    assert [n.name() for n in layers] == [PROMPT + " k=+1.5", PROMPT + " k=0",
+                                          PROMPT + " k=-1.5"]
+    for n in layers:
+        b = n.bounds()
+        assert (b.x(), b.y(), b.width(), b.height()) == (30, 15, 60, 60)
+    assert bytes(layers[1].pixelData(30, 15, 60, 60)) == result.recon.data
+    assert bytes(layers[0].pixelData(30, 15, 60, 60)) == result.layers[2].data
+    assert result.layers[0].fmt == "BGRA8"
+    # the BGRA recon is the model's view of the BGRA box (same as RGBA, channels swapped)
+    _, rgba_recon = ctx.encode(krita.clipshape_logic.swap_red_blue(
+        bytes(node.pixelData(30, 15, 60, 60))), 60, 60, 0, "RGBA8")
+    swapped = krita.clipshape_logic.swap_red_blue(rgba_recon.data)
+    assert max(abs(a - b) for a, b in zip(swapped, result.recon.data)) <= 2
+    fractions = [f for f, _ in out["progress"]]
+    assert fractions[-1] == 1.0 and fractions == sorted(fractions)
+    assert len(os.listdir(tmp_path / "edits")) == 1 and doc.refreshes == 1
+    runner.close()
+
+
+def test_cancel_from_the_gui_thread_adds_nothing(krita, model_files, tmp_path):
+    doc, node = make_document()
+    from clipshape.worker import Runner
+    runner = Runner()
+    out = {}
+
+    def progress(f, t):
+        if f > 0.1:
+            runner.cancel()
+
+    t0 = time.time()
+    runner.start(doc, node, models(krita, model_files), request(krita, tmp_path, steps=5000),
+                 progress, lambda r: out.setdefault("done", r),
+                 lambda m, c: out.setdefault("error", (m, c)))
+    wait(runner)
+    assert out == {"error": ("Cancelled.", True)} and time.time() - t0 < 30
+    assert groups(doc) == [] and not (tmp_path / "edits").exists()
+    runner.close()
+
+
+def test_runner_refuses_a_second_run_and_reports_errors(krita, model_files, tmp_path):
+    doc, node = make_document(selection=(500, 500, 5, 5))
+    runner, out = start(krita, doc, node, models(krita, model_files), request(krita, tmp_path))
+    wait(runner)
+    assert out["error"] == ("the selection does not overlap the layer", False)
+    assert groups(doc) == []
+    doc, node = make_document()
+    runner, out = start(krita, doc, node, models(krita, model_files),
+                        request(krita, tmp_path, steps=5000))
+    with pytest.raises(krita.clipshape_logic.RequestError, match="already running"):
+        runner.start(doc, node, None, None, None, None, None)
+    runner.close()
+
+
+def test_extension_apply_edit_and_saved_edit(krita, model_files, tmp_path):
+    doc, node = make_document(selection=None)
+    ext = krita.extension
+    model = models(krita, model_files)
+    result = ext.apply_edit(doc, node, model, request(krita, tmp_path, strengths="1.5"))
+    assert result.box == krita.clipshape_logic.Box(20, 0, 120, 120)   # whole layer, squared
+    saved = str(tmp_path / "edits" / os.listdir(tmp_path / "edits")[0])
+    again = ext.apply_edit(doc, node, model, request(krita, tmp_path, prompt="",
+                                                     saved_edit=saved, strengths="1.5"))
+    assert again.group_name == PROMPT and again.layers[0].data == result.layers[0].data
+    assert [g.name() for g in groups(doc)] == [PROMPT, PROMPT]
+    ext.contexts.close()
+
+
+@pytest.mark.skipif(not fake_krita.have_real_pyqt5(), reason="the docker UI needs PyQt5")
+def test_docker_ui(krita, model_files, tmp_path):
+    from clipshape.docker import ClipShapeDocker
+    app = sys.modules["krita"].Krita.instance()
+    doc, node = make_document()
+    app.active_document = doc
+    d = ClipShapeDocker()
+    d.probe_devices()
+    gpu = d.device.model().item(d.device.findData("cuda"))
+    assert gpu.isEnabled() == (krita.clipshape_ctypes.cuda_device_count() > 0)
+    d.model_set.setCurrentIndex(d.model_set.findData("files"))
+    d.generator.setText(model_files["generator"])
+    d.clip.setText(model_files["clip"])
+    d.vocab.setText(model_files["vocab"])
+    d.device.setCurrentIndex(d.device.findData("cpu"))
+    d.library_dir.setText(str(tmp_path / "edits"))
+    d.prompt.setText("")
+    d.start()
+    assert "prompt is empty" in d.error.text() and d.run_button.isEnabled()
+    d.prompt.setText(PROMPT)
+    d.steps.setValue(3)
+    d.strengths.setText("0,2")
+    d.start()
+    assert not d.run_button.isEnabled() and d.cancel_button.isEnabled()
+    wait(d.runner)
+    assert d.error.text() == "" and "2 layers" in d.status.text()
+    assert d.run_button.isEnabled() and d.progress.value() == 1000
+    assert app.readSetting("clipshape", "prompt", "") == PROMPT
+    d.runner.close()

@@ -1,0 +1,247 @@
+"""The host-independent logic: strengths, names, boxes, pixels, requests, and one full run."""
+
+import datetime
+import os
+import threading
+
+import pytest
+
+from conftest import needs_models
+
+
+# ───────────────────────────── strengths and names ─────────────────
+
+def test_parse_strengths(logic):
+    assert logic.parse_strengths("-3,-1.5,0,1.5,3") == [-3.0, -1.5, 0.0, 1.5, 3.0]
+    assert logic.parse_strengths(" 1 ; 2  -0.5 ") == [1.0, 2.0, -0.5]
+    assert logic.parse_strengths("\u22122") == [-2.0]
+    assert logic.parse_strengths(["1", "2"]) == [1.0, 2.0]
+    for bad, why in (("", "at least one"), ("1,x", "'x' is not a number"),
+                     ("nan", "finite"), ("1,1.0", "given twice"), ("1000", "too large"),
+                     (",".join(str(i) for i in range(17)), "at most 16")):
+        with pytest.raises(logic.RequestError, match=why):
+            logic.parse_strengths(bad)
+
+
+def test_format_strength_and_layer_names(logic):
+    cases = {1.5: "+1.5", -3: "-3", 0: "0", -0.0: "0", 3.0: "+3", 0.25: "+0.25",
+             -1.125: "-1.125", 2.00001: "+2", 10: "+10"}
+    for k, text in cases.items():
+        assert logic.format_strength(k) == text
+    assert logic.layer_name("face with big nose", 1.5) == "face with big nose k=+1.5"
+    assert logic.layer_name("  a   round face ", 0) == "a round face k=0"
+    assert logic.group_name(" a  round face") == "a round face"
+    assert logic.format_strengths([-3, 0, 1.5]) == "-3,0,1.5"
+
+
+def test_edit_file_names(logic, tmp_path):
+    when = datetime.datetime(2025, 1, 2, 3, 4, 5)
+    assert logic.edit_file_name("Face with BIG nose!", when) == \
+        "face-with-big-nose-20250102-030405.safetensors"
+    assert logic.edit_file_name("???", when) == "edit-20250102-030405.safetensors"
+    (tmp_path / "a.safetensors").write_bytes(b"")
+    (tmp_path / "a-2.safetensors").write_bytes(b"")
+    assert logic.unique_path(str(tmp_path), "a.safetensors") == str(tmp_path / "a-3.safetensors")
+    assert logic.unique_path(str(tmp_path), "b.safetensors") == str(tmp_path / "b.safetensors")
+
+
+def test_default_library_dir(logic, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", "/data")
+    assert logic.default_library_dir() == "/data/clipshape/edits"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert logic.default_library_dir().endswith(".local/share/clipshape/edits")
+
+
+# ───────────────────────────── boxes ──────────────────────────────
+
+def test_box_basics(logic):
+    B = logic.Box
+    assert B(0, 0, 10, 10).intersect(B(5, 6, 10, 10)) == B(5, 6, 5, 4)
+    assert B(0, 0, 10, 10).intersect(B(20, 0, 5, 5)).empty
+    assert B.of((1, 2, 3, 4)) == B(1, 2, 3, 4) and B.of(None) is None
+    assert B(0, 0, 10, 10).contains(B(2, 2, 8, 8)) and not B(0, 0, 10, 10).contains(B(2, 2, 9, 8))
+
+
+@pytest.mark.parametrize("box,aspect,bounds,expected", [
+    ((30, 20, 60, 50), 1.0, (0, 0, 160, 120), (30, 15, 60, 60)),    # taller, centred
+    ((30, 20, 50, 60), 1.0, (0, 0, 160, 120), (25, 20, 60, 60)),    # wider, centred
+    ((0, 0, 60, 50), 1.0, (0, 0, 160, 120), (0, 0, 60, 60)),        # pushed inside the top
+    ((100, 100, 60, 10), 1.0, (0, 0, 160, 120), (100, 60, 60, 60)),  # pushed up from the bottom
+    ((10, 10, 100, 20), 1.0, (0, 0, 200, 50), (35, 0, 50, 50)),     # bounds too low: cut width
+    ((0, 0, 40, 40), 4 / 3, (0, 0, 160, 120), (0, 0, 53, 40)),      # the car frame
+    ((5, 5, 64, 64), 1.0, (0, 0, 100, 100), (5, 5, 64, 64)),        # already square
+])
+def test_fit_box_to_aspect(logic, box, aspect, bounds, expected):
+    out = logic.fit_box_to_aspect(box, aspect, bounds)
+    assert out == logic.Box(*expected)
+    assert logic.Box(*bounds).contains(out)
+
+
+def test_edit_box(logic):
+    B = logic.Box
+    layer = B(0, 0, 160, 120)
+    assert logic.edit_box(layer, None, (64, 64), True) == B(20, 0, 120, 120)
+    assert logic.edit_box(layer, None, (64, 64), False) == layer
+    assert logic.edit_box(layer, (30, 20, 60, 50), (64, 64), True) == B(30, 15, 60, 60)
+    assert logic.edit_box(layer, (30, 20, 60, 50), (64, 64), False) == B(30, 20, 60, 50)
+    assert logic.edit_box(layer, (-10, -10, 40, 30), None) == B(0, 0, 30, 20)
+    with pytest.raises(logic.RequestError, match="does not overlap"):
+        logic.edit_box(layer, (200, 200, 10, 10))
+    with pytest.raises(logic.RequestError, match="no pixels"):
+        logic.edit_box(B(0, 0, 0, 0))
+    with pytest.raises(logic.RequestError, match="at most"):
+        logic.edit_box(B(0, 0, 9000, 100), None, None)
+
+
+# ───────────────────────────── pixels ─────────────────────────────
+
+def test_crop_and_buffer_source(logic):
+    w, h = 5, 4
+    data = bytes(range(w * h * 4))
+    crop = logic.crop_pixels(data, w, h, 4, (1, 2, 3, 2))
+    assert crop == data[(2 * w + 1) * 4:(2 * w + 4) * 4] + data[(3 * w + 1) * 4:(3 * w + 4) * 4]
+    assert logic.crop_pixels(data, w, h, 4, (0, 1, 5, 2)) == data[w * 4:3 * w * 4]
+    with pytest.raises(ValueError, match="outside"):
+        logic.crop_pixels(data, w, h, 4, (3, 0, 3, 1))
+    src = logic.BufferSource(data, (10, 20, w, h), "BGRA8")
+    assert src.read((11, 22, 3, 2)) == crop
+    with pytest.raises(ValueError, match="needs"):
+        logic.BufferSource(data[:-1], (0, 0, w, h), "BGRA8")
+    assert logic.swap_red_blue(b"\x01\x02\x03\x04\x05\x06\x07\x08") == \
+        b"\x03\x02\x01\x04\x07\x06\x05\x08"
+
+
+# ───────────────────────────── requests ───────────────────────────
+
+def test_edit_request_from_values(logic, tmp_path):
+    r = logic.EditRequest.from_values(prompt="  face  with big nose ", strengths="-1,1",
+                                      steps="20", layer=" convs.4 ", lambda2=-1, seed=3,
+                                      library_dir=str(tmp_path))
+    assert (r.prompt, r.strengths, r.steps, r.layer, r.lambda2, r.seed) == \
+        ("face with big nose", [-1.0, 1.0], 20, "convs.4", None, 3)
+    assert r.library_dir == str(tmp_path) and r.saved_edit is None and r.fit_to_frame
+    assert logic.EditRequest.from_values(prompt="x", lambda2=0.05).lambda2 == 0.05
+    assert logic.EditRequest.from_values(prompt="x").library_dir == logic.default_library_dir()
+    for kw, why in ((dict(prompt=" "), "prompt is empty"),
+                    (dict(prompt="x", steps=0), "steps"),
+                    (dict(prompt="x", steps="many"), "steps"),
+                    (dict(prompt="x", strengths="a"), "strengths"),
+                    (dict(saved_edit=str(tmp_path / "none.safetensors")), "saved edit not found")):
+        with pytest.raises(logic.RequestError, match=why):
+            logic.EditRequest.from_values(**kw)
+    saved = tmp_path / "e.safetensors"
+    saved.write_bytes(b"x")
+    r = logic.EditRequest.from_values(prompt="", saved_edit=str(saved))
+    assert r.saved_edit == str(saved) and r.prompt == ""
+
+
+def test_model_choice(logic, tmp_path):
+    m = logic.ModelChoice(set_name=" car ", models_dir=" ", device="CPU").normalized()
+    assert (m.set_name, m.models_dir, m.device) == ("car", None, "cpu")
+    f = tmp_path / "g.pt"
+    f.write_bytes(b"")
+    m = logic.ModelChoice(set_name="files", generator=str(f)).normalized()
+    assert m.set_name is None and m.generator == str(f) and m.describe() == "g.pt"
+    with pytest.raises(logic.RequestError, match="choose a model set"):
+        logic.ModelChoice(set_name="files").normalized()
+    with pytest.raises(logic.RequestError, match="CLIP model file not found: /x/clip.pt"):
+        logic.ModelChoice(set_name="ffhq", clip="/x/clip.pt").normalized()
+    with pytest.raises(logic.RequestError, match="device"):
+        logic.ModelChoice(device="tpu").normalized()
+    assert m.key() == logic.ModelChoice(set_name=None, generator=str(f)).normalized().key()
+
+
+def test_missing_model_set_is_a_request_error(logic, cs, tmp_path):
+    m = logic.ModelChoice(set_name="horse", models_dir=str(tmp_path)).normalized()
+    with pytest.raises(logic.RequestError) as e:
+        m.open()
+    assert "horse" in str(e.value) and "e4e_horse_encode.pt" in str(e.value)
+    assert "e4e_horse_encode.pt" in logic.error_text(e.value)
+
+
+def test_error_text(logic, cs):
+    assert logic.error_text(cs.CancelledError()) == "Cancelled."
+    assert logic.error_text(logic.RequestError("steps: bad")) == "steps: bad"
+    assert logic.error_text(cs.ModelFormatError("x.pt: not a model")) == \
+        "Model file not usable: x.pt: not a model"
+    assert logic.error_text(cs.FileIOError("x: no such file")) == "File error: x: no such file"
+    assert logic.error_text(KeyError("k")).startswith("Unexpected error: KeyError")
+
+
+# ───────────────────────────── a full run ─────────────────────────
+
+@needs_models
+def test_run_edit_layers_and_saved_shift(logic, ctx, picture, tmp_path):
+    w, h, rgba = picture
+    src = logic.BufferSource(rgba, (0, 0, w, h), "RGBA8")
+    box = logic.edit_box(src.bounds, (100, 40, 90, 70), ctx.frame_size(), True)
+    assert box == logic.Box(100, 30, 90, 90)
+    req = logic.EditRequest.from_values(prompt="face with big nose", strengths="-1.5,0,1.5",
+                                        steps=3, library_dir=str(tmp_path / "lib"))
+    seen = []
+    result = logic.run_edit(ctx, req, src, box, lambda f, t: seen.append((f, t)))
+    assert result.group_name == "face with big nose"
+    assert [l.name for l in result.layers] == ["face with big nose k=-1.5",
+                                               "face with big nose k=0",
+                                               "face with big nose k=+1.5"]
+    assert all((l.x, l.y, l.width, l.height, len(l.data)) == (100, 30, 90, 90, 90 * 90 * 4)
+               for l in result.layers)
+    assert result.layers[1].data == result.recon.data
+    assert result.layers[0].data != result.layers[2].data
+    assert os.listdir(tmp_path / "lib") == [os.path.basename(result.shift_path)]
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any("step 3/3" in t for _, t in seen)
+    assert result.clip_sim_before is not None and "CLIP similarity" in result.summary()
+
+    # The saved edit renders the same pixels without optimising, named after its prompt.
+    again = logic.EditRequest.from_values(saved_edit=result.shift_path, strengths="1.5",
+                                          library_dir=str(tmp_path / "lib"))
+    seen.clear()
+    applied = logic.run_edit(ctx, again, src, box, lambda f, t: seen.append(t))
+    assert applied.group_name == "face with big nose" and applied.shift_path is None
+    assert applied.layers[0].name == "face with big nose k=+1.5"
+    assert applied.layers[0].data == result.layers[2].data
+    assert not any("step" in t for t in seen)
+    assert len(os.listdir(tmp_path / "lib")) == 1
+
+
+@needs_models
+def test_edit_job_cancel_from_another_thread(logic, cs, model_files, picture, tmp_path):
+    w, h, rgba = picture
+    src = logic.BufferSource(rgba, (0, 0, w, h), "RGBA8")
+    model = logic.ModelChoice(set_name=None, device="cpu", **model_files).normalized()
+    req = logic.EditRequest.from_values(prompt="a round face", steps=5000,
+                                        library_dir=str(tmp_path))
+    job = logic.EditJob(model, req, src, (10, 10, 64, 64))
+    fired = threading.Event()
+
+    def progress(f, t):
+        if "step" in t:
+            fired.set()
+
+    threading.Thread(target=lambda: (fired.wait(30), job.cancel())).start()
+    with pytest.raises(cs.CancelledError):
+        job.run(progress)
+    assert job.cancelled and os.listdir(tmp_path) == []
+    job.contexts.close()
+
+    early = logic.EditJob(model, req, src, None)
+    early.cancel()            # before the models are even loaded
+    with pytest.raises(cs.CancelledError):
+        early.run()
+    early.contexts.close()
+
+
+@needs_models
+def test_context_cache_reuses_and_replaces(logic, model_files):
+    cache = logic.ContextCache()
+    m1 = logic.ModelChoice(set_name=None, device="cpu", **model_files).normalized()
+    a = cache.get(m1)
+    assert cache.get(logic.ModelChoice(set_name=None, device="cpu", **model_files).normalized()) \
+        is a
+    m2 = logic.ModelChoice(set_name=None, device="cpu", n_threads=1, **model_files).normalized()
+    b = cache.get(m2)
+    assert b is not a and a.closed and not b.closed
+    cache.close()
+    assert b.closed and cache.current() is None
