@@ -392,57 +392,55 @@ pub unsafe extern "C" fn cs_context_params_init(params: *mut cs_context_params) 
 /// Loads the models. On success `*out` owns a context the caller frees with `cs_context_free`.
 #[no_mangle]
 pub unsafe extern "C" fn cs_context_create(params: *const cs_context_params, out: *mut *mut cs_ctx) -> cs_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let p = ref_arg(params, "params")?;
-        check_struct_size(p.struct_size, std::mem::size_of::<cs_context_params>(), "params")?;
-        let device = match p.device {
-            d if d == cs_device_kind::Auto as i32 => DeviceRequest::Auto,
-            d if d == cs_device_kind::Cpu as i32 => DeviceRequest::Cpu,
-            d if d == cs_device_kind::Cuda as i32 && p.device_index >= 0 => DeviceRequest::Cuda(p.device_index as usize),
-            d if d == cs_device_kind::Cuda as i32 => {
-                return Err(Error::arg("device_index", format!("{} is negative", p.device_index)))
-            }
-            d => return Err(Error::arg("device", format!("{d} is not a cs_device_kind"))),
-        };
-        if p.n_threads < 0 {
-            return Err(Error::arg("n_threads", format!("{} is negative", p.n_threads)));
+    guard(|| hand_out(out, || Ok(cs_ctx { inner: Context::new(&context_params(ref_arg(params, "params")?)?)? })))
+}
+
+/// Reads `cs_context_params` into the library's form, checking every field.
+unsafe fn context_params(p: &cs_context_params) -> Result<ContextParams> {
+    check_struct_size(p.struct_size, std::mem::size_of::<cs_context_params>(), "params")?;
+    let device = match p.device {
+        d if d == cs_device_kind::Auto as i32 => DeviceRequest::Auto,
+        d if d == cs_device_kind::Cpu as i32 => DeviceRequest::Cpu,
+        d if d == cs_device_kind::Cuda as i32 && p.device_index >= 0 => DeviceRequest::Cuda(p.device_index as usize),
+        d if d == cs_device_kind::Cuda as i32 => {
+            return Err(Error::arg("device_index", format!("{} is negative", p.device_index)))
         }
-        let opt_path = |ptr: *const c_char, name: &'static str| -> Result<Option<PathBuf>> {
-            if ptr.is_null() {
-                Ok(None)
-            } else {
-                Ok(Some(PathBuf::from(str_arg(ptr, name)?)))
-            }
-        };
-        let mut params = if p.set_name.is_null() {
-            ContextParams::new(PathBuf::from(str_arg(p.generator_path, "generator_path")?))
+        d => return Err(Error::arg("device", format!("{d} is not a cs_device_kind"))),
+    };
+    if p.n_threads < 0 {
+        return Err(Error::arg("n_threads", format!("{} is negative", p.n_threads)));
+    }
+    let opt_path = |ptr: *const c_char, name: &'static str| -> Result<Option<PathBuf>> {
+        if ptr.is_null() {
+            Ok(None)
         } else {
-            ContextParams::from_set(&model_store(p.models_dir)?, str_arg(p.set_name, "set_name")?)?
-        };
-        if let Some(g) = opt_path(p.generator_path, "generator_path")? {
-            params.generator = g;
+            Ok(Some(PathBuf::from(str_arg(ptr, name)?)))
         }
-        for (slot, ptr, name) in [
-            (&mut params.encoder, p.encoder_path, "encoder_path"),
-            (&mut params.clip, p.clip_path, "clip_path"),
-            (&mut params.vocab, p.vocab_path, "vocab_path"),
-        ] {
-            if let Some(v) = opt_path(ptr, name)? {
-                *slot = Some(v);
-            }
+    };
+    let mut params = if p.set_name.is_null() {
+        ContextParams::new(PathBuf::from(str_arg(p.generator_path, "generator_path")?))
+    } else {
+        ContextParams::from_set(&model_store(p.models_dir)?, str_arg(p.set_name, "set_name")?)?
+    };
+    if let Some(g) = opt_path(p.generator_path, "generator_path")? {
+        params.generator = g;
+    }
+    for (slot, ptr, name) in [
+        (&mut params.encoder, p.encoder_path, "encoder_path"),
+        (&mut params.clip, p.clip_path, "clip_path"),
+        (&mut params.vocab, p.vocab_path, "vocab_path"),
+    ] {
+        if let Some(v) = opt_path(ptr, name)? {
+            *slot = Some(v);
         }
-        if p.clip_text_heads < 0 {
-            return Err(Error::arg("clip_text_heads", format!("{} is negative", p.clip_text_heads)));
-        }
-        params.clip_heads.text = (p.clip_text_heads > 0).then_some(p.clip_text_heads as i64);
-        params.device = device;
-        params.threads = p.n_threads as usize;
-        let ctx = Context::new(&params)?;
-        *out = Box::into_raw(Box::new(cs_ctx { inner: ctx }));
-        Ok(())
-    })
+    }
+    if p.clip_text_heads < 0 {
+        return Err(Error::arg("clip_text_heads", format!("{} is negative", p.clip_text_heads)));
+    }
+    params.clip_heads.text = (p.clip_text_heads > 0).then_some(p.clip_text_heads as i64);
+    params.device = device;
+    params.threads = p.n_threads as usize;
+    Ok(params)
 }
 
 /// Drops a handle made by `Box::into_raw`; NULL is a no-op, and a panicking destructor is
@@ -451,6 +449,15 @@ unsafe fn free_handle<T>(p: *mut T) {
     if !p.is_null() {
         let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(p))));
     }
+}
+
+/// The create pattern of every constructor: `*out` is NULL unless `make` succeeds, then it owns
+/// the new object.
+unsafe fn hand_out<T>(out: *mut *mut T, make: impl FnOnce() -> Result<T>) -> Result<()> {
+    let out = out_arg(out, "out")?;
+    *out = std::ptr::null_mut();
+    *out = Box::into_raw(Box::new(make()?));
+    Ok(())
 }
 
 #[no_mangle]
@@ -562,14 +569,12 @@ pub unsafe extern "C" fn cs_generator_get_layer(ctx: *const cs_ctx, index: u32, 
 #[no_mangle]
 pub unsafe extern "C" fn cs_latent_from_seed(ctx: *const cs_ctx, seed: u64, truncation: f32, out: *mut *mut cs_latent) -> cs_status {
     guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let ctx = &ref_arg(ctx, "ctx")?.inner;
-        let t = truncation as f64;
-        let mean = if t < 1.0 { Some(ctx.mean_latent()?) } else { None };
-        let latent = Latent::from_seed(&ctx.generator, seed as i64, t, mean)?;
-        *out = Box::into_raw(Box::new(cs_latent { inner: latent }));
-        Ok(())
+        hand_out(out, || {
+            let ctx = &ref_arg(ctx, "ctx")?.inner;
+            let t = truncation as f64;
+            let mean = if t < 1.0 { Some(ctx.mean_latent()?) } else { None };
+            Ok(cs_latent { inner: Latent::from_seed(&ctx.generator, seed as i64, t, mean)? })
+        })
     })
 }
 
@@ -577,12 +582,10 @@ pub unsafe extern "C" fn cs_latent_from_seed(ctx: *const cs_ctx, seed: u64, trun
 #[no_mangle]
 pub unsafe extern "C" fn cs_latent_from_floats(ctx: *const cs_ctx, data: *const f32, n: usize, out: *mut *mut cs_latent) -> cs_status {
     guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let ctx = &ref_arg(ctx, "ctx")?.inner;
-        let latent = Latent::from_slice(&ctx.generator, slice_arg(data, n, "data")?)?;
-        *out = Box::into_raw(Box::new(cs_latent { inner: latent }));
-        Ok(())
+        hand_out(out, || {
+            let ctx = &ref_arg(ctx, "ctx")?.inner;
+            Ok(cs_latent { inner: Latent::from_slice(&ctx.generator, slice_arg(data, n, "data")?)? })
+        })
     })
 }
 
@@ -601,12 +604,10 @@ pub unsafe extern "C" fn cs_latent_to_floats(latent: *const cs_latent, out: *mut
 #[no_mangle]
 pub unsafe extern "C" fn cs_latent_load(ctx: *const cs_ctx, path: *const c_char, out: *mut *mut cs_latent) -> cs_status {
     guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let ctx = &ref_arg(ctx, "ctx")?.inner;
-        let latent = Latent::load(&ctx.generator, std::path::Path::new(str_arg(path, "path")?))?;
-        *out = Box::into_raw(Box::new(cs_latent { inner: latent }));
-        Ok(())
+        hand_out(out, || {
+            let ctx = &ref_arg(ctx, "ctx")?.inner;
+            Ok(cs_latent { inner: Latent::load(&ctx.generator, std::path::Path::new(str_arg(path, "path")?))? })
+        })
     })
 }
 
@@ -634,20 +635,19 @@ pub unsafe extern "C" fn cs_shift_from_floats(
     out: *mut *mut cs_shift,
 ) -> cs_status {
     guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let ctx = &ref_arg(ctx, "ctx")?.inner;
-        let shift = Shift::from_slice(&ctx.generator, str_arg(layer, "layer")?, slice_arg(data, n, "data")?)?;
-        *out = new_shift(shift)?;
-        Ok(())
+        hand_out(out, || {
+            let ctx = &ref_arg(ctx, "ctx")?.inner;
+            shift_handle(Shift::from_slice(&ctx.generator, str_arg(layer, "layer")?, slice_arg(data, n, "data")?)?)
+        })
     })
 }
 
-fn new_shift(shift: Shift) -> Result<*mut cs_shift> {
+/// A shift with the C strings its accessors hand out.
+fn shift_handle(shift: Shift) -> Result<cs_shift> {
     let c = |v: &str| CString::new(v.replace('\0', " ")).map_err(|e| Error::Internal(e.to_string()));
     let layer_name = c(&shift.target.to_string())?;
     let meta = shift.meta.iter().map(|(k, v)| Ok((k.clone(), c(v)?))).collect::<Result<_>>()?;
-    Ok(Box::into_raw(Box::new(cs_shift { inner: shift, layer_name, meta })))
+    Ok(cs_shift { inner: shift, layer_name, meta })
 }
 
 /// A metadata value of the shift (`prompt`, `layer`, `clip_sim_before`, `clip_sim_after`,
@@ -683,12 +683,10 @@ pub unsafe extern "C" fn cs_shift_to_floats(shift: *const cs_shift, out: *mut f3
 #[no_mangle]
 pub unsafe extern "C" fn cs_shift_load(ctx: *const cs_ctx, path: *const c_char, out: *mut *mut cs_shift) -> cs_status {
     guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let ctx = &ref_arg(ctx, "ctx")?.inner;
-        let shift = Shift::load(&ctx.generator, std::path::Path::new(str_arg(path, "path")?))?;
-        *out = new_shift(shift)?;
-        Ok(())
+        hand_out(out, || {
+            let ctx = &ref_arg(ctx, "ctx")?.inner;
+            shift_handle(Shift::load(&ctx.generator, std::path::Path::new(str_arg(path, "path")?))?)
+        })
     })
 }
 
@@ -744,36 +742,33 @@ pub unsafe extern "C" fn cs_render(
     params: *const cs_render_params,
     out: *mut *mut cs_images,
 ) -> cs_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let ctx = &ref_arg(ctx, "ctx")?.inner;
-        let latent = &ref_arg(latent, "latent")?.inner;
-        let p = ref_arg(params, "params")?;
-        check_struct_size(p.struct_size, std::mem::size_of::<cs_render_params>(), "params")?;
-        let refs = slice_arg(p.shifts, p.n_shifts, "shifts")?;
-        let mut shifts = Vec::with_capacity(refs.len());
-        for (i, r) in refs.iter().enumerate() {
-            let s = r.shift.as_ref().ok_or_else(|| Error::arg("shifts", format!("entry {i} is NULL")))?;
-            shifts.push((&s.inner, r.strength as f64));
-        }
-        let strengths: Vec<f64> = slice_arg(p.strengths, p.n_strengths, "strengths")?.iter().map(|&k| k as f64).collect();
-        let max_batch = if p.max_batch == 0 { edit::render::DEFAULT_MAX_BATCH } else { p.max_batch as usize };
-        let format = pixel_format(p.format)?;
-        let target = match (p.target_width, p.target_height) {
-            (0, 0) => None,
-            (w, h) => Some((w, h)),
-        };
-        let images = edit::render(&ctx.generator, latent, &shifts, &strengths, max_batch)?;
-        *out = images_out(&ctx.to_frame(&images, target)?, format)?;
-        Ok(())
-    })
+    guard(|| hand_out(out, || render_images(ref_arg(ctx, "ctx")?, ref_arg(latent, "latent")?, ref_arg(params, "params")?)))
 }
 
-fn images_out(images: &tch::Tensor, format: PixelFormat) -> Result<*mut cs_images> {
+unsafe fn render_images(ctx: &cs_ctx, latent: &cs_latent, p: &cs_render_params) -> Result<cs_images> {
+    let (ctx, latent) = (&ctx.inner, &latent.inner);
+    check_struct_size(p.struct_size, std::mem::size_of::<cs_render_params>(), "params")?;
+    let refs = slice_arg(p.shifts, p.n_shifts, "shifts")?;
+    let mut shifts = Vec::with_capacity(refs.len());
+    for (i, r) in refs.iter().enumerate() {
+        let s = r.shift.as_ref().ok_or_else(|| Error::arg("shifts", format!("entry {i} is NULL")))?;
+        shifts.push((&s.inner, r.strength as f64));
+    }
+    let strengths: Vec<f64> = slice_arg(p.strengths, p.n_strengths, "strengths")?.iter().map(|&k| k as f64).collect();
+    let max_batch = if p.max_batch == 0 { edit::render::DEFAULT_MAX_BATCH } else { p.max_batch as usize };
+    let format = pixel_format(p.format)?;
+    let target = match (p.target_width, p.target_height) {
+        (0, 0) => None,
+        (w, h) => Some((w, h)),
+    };
+    let images = edit::render(&ctx.generator, latent, &shifts, &strengths, max_batch)?;
+    images_handle(&ctx.to_frame(&images, target)?, format)
+}
+
+fn images_handle(images: &tch::Tensor, format: PixelFormat) -> Result<cs_images> {
     let (_, _, h, w) = images.size4()?;
     let pixels = edit::to_rgba8(images, format)?;
-    Ok(Box::into_raw(Box::new(cs_images { pixels, width: w as u32, height: h as u32, format })))
+    Ok(cs_images { pixels, width: w as u32, height: h as u32, format })
 }
 
 #[no_mangle]
@@ -848,20 +843,20 @@ pub unsafe extern "C" fn cs_encode(
     recon_out: *mut *mut cs_images,
 ) -> cs_status {
     guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
         if let Some(r) = recon_out.as_mut() {
             *r = std::ptr::null_mut();
         }
-        let ctx = &ref_arg(ctx, "ctx")?.inner;
-        let view = image_arg(image, "image")?;
-        let latent = ctx.encode(&view)?;
-        if let Some(r) = recon_out.as_mut() {
-            let images = edit::render(&ctx.generator, &latent, &[], &[0.0], 1)?;
-            *r = images_out(&ctx.to_frame(&images, Some((view.width, view.height)))?, view.format)?;
-        }
-        *out = Box::into_raw(Box::new(cs_latent { inner: latent }));
-        Ok(())
+        hand_out(out, || {
+            let ctx = &ref_arg(ctx, "ctx")?.inner;
+            let view = image_arg(image, "image")?;
+            let latent = ctx.encode(&view)?;
+            if !recon_out.is_null() {
+                let images = edit::render(&ctx.generator, &latent, &[], &[0.0], 1)?;
+                let recon = images_handle(&ctx.to_frame(&images, Some((view.width, view.height)))?, view.format)?;
+                *recon_out = Box::into_raw(Box::new(recon));
+            }
+            Ok(cs_latent { inner: latent })
+        })
     })
 }
 
@@ -992,17 +987,15 @@ pub unsafe extern "C" fn cs_optimize(
     out: *mut *mut cs_shift,
 ) -> cs_status {
     guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let ctx = &ref_arg(ctx, "ctx")?.inner;
-        let latent = &ref_arg(latent, "latent")?.inner;
-        let p = ref_arg(params, "params")?;
-        let prompt = str_arg(p.prompt, "prompt")?.to_string();
-        let params = optimize_params(ctx, p, vec![prompt])?;
-        let mut shifts = run_optimize(ctx, &[latent], &params, p)?;
-        let shift = shifts.pop().ok_or_else(|| Error::Internal("no shift produced".into()))?;
-        *out = new_shift(shift)?;
-        Ok(())
+        hand_out(out, || {
+            let ctx = &ref_arg(ctx, "ctx")?.inner;
+            let latent = &ref_arg(latent, "latent")?.inner;
+            let p = ref_arg(params, "params")?;
+            let prompt = str_arg(p.prompt, "prompt")?.to_string();
+            let params = optimize_params(ctx, p, vec![prompt])?;
+            let mut shifts = run_optimize(ctx, &[latent], &params, p)?;
+            shift_handle(shifts.pop().ok_or_else(|| Error::Internal("no shift produced".into()))?)
+        })
     })
 }
 
@@ -1036,9 +1029,9 @@ pub unsafe extern "C" fn cs_optimize_batch(
         }
         let params = optimize_params(ctx, p, texts)?;
         let shifts = run_optimize(ctx, &lat, &params, p)?;
-        let handles = shifts.into_iter().map(new_shift).collect::<Result<Vec<_>>>()?;
+        let handles = shifts.into_iter().map(shift_handle).collect::<Result<Vec<_>>>()?;
         for (i, h) in handles.into_iter().enumerate() {
-            *out.add(i) = h;
+            *out.add(i) = Box::into_raw(Box::new(h));
         }
         Ok(())
     })
