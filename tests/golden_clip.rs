@@ -147,3 +147,20 @@ fn bad_clip_input() {
     let nan = Tensor::zeros([1, 3, 8, 8], (Kind::Float, Device::Cpu)).fill(f64::NAN);
     assert!(guide::check_image(&nan).unwrap_err().to_string().contains("NaN"));
 }
+
+#[test]
+fn archives_that_carry_the_attention_mask_still_load() {
+    let st = Checkpoint::open(golden("clip.safetensors")).unwrap();
+    let mut sd: Vec<(String, Tensor)> = st.keys().map(|k| (k.to_string(), st.tensor(k).unwrap())).collect();
+    let mask = Tensor::full([77, 77], f64::NEG_INFINITY, (Kind::Float, Device::Cpu)).triu(1);
+    sd.push(("transformer.resblocks.0.attn_mask".into(), mask));
+    let m = Clip::load(&Checkpoint::from_tensors("with-mask", sd), "", SAFETENSORS_HEADS, Device::Cpu).unwrap();
+    let io = io("clip_io.safetensors");
+    let t = tch::no_grad(|| m.encode_text(&io.tensor("tokens").unwrap())).unwrap();
+    assert_forward_close(&t, &io.tensor("text_features").unwrap(), "text features");
+    // Any other stray tensor is still reported.
+    let mut sd: Vec<(String, Tensor)> = st.keys().map(|k| (k.to_string(), st.tensor(k).unwrap())).collect();
+    sd.push(("transformer.resblocks.0.extra".into(), Tensor::zeros([1], (Kind::Float, Device::Cpu))));
+    let e = Clip::load(&Checkpoint::from_tensors("stray", sd), "", SAFETENSORS_HEADS, Device::Cpu).err().unwrap();
+    assert!(e.to_string().contains("transformer.resblocks.0.extra"), "{e}");
+}

@@ -57,7 +57,7 @@ pub fn render(g: &Generator, latent: &Latent, shifts: &[(&Shift, f64)], strength
                         Target::Layer(_) => x.shallow_clone(),
                     };
                     let coef = k.f_mul_scalar(*c)?;
-                    let shape: Vec<i64> = std::iter::once(b).chain(std::iter::repeat(1).take(x.dim() - 1)).collect();
+                    let shape: Vec<i64> = std::iter::once(b).chain(std::iter::repeat_n(1, x.dim() - 1)).collect();
                     let term = x.f_mul(&coef.f_view(shape.as_slice())?)?;
                     delta = Some(match delta {
                         Some(d) => d.f_add(&term)?,

@@ -289,7 +289,9 @@ impl Clip {
             config,
             vs,
         };
-        l.finish(|k| JIT_EXTRAS.contains(&k))?;
+        // `attn_mask` is a plain tensor attribute of OpenAI's blocks (not a buffer): a scripted
+        // archive may carry it; the causal mask is rebuilt here, so it is not needed.
+        l.finish(|k| JIT_EXTRAS.contains(&k) || k.ends_with(".attn_mask"))?;
         Ok(clip)
     }
 
