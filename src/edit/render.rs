@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 use crate::edit::shift::Target;
 use crate::edit::{Latent, Shift};
 use crate::error::{Error, Result};
-use crate::models::stylegan2::{Delta, Generator, LayerId};
+use crate::models::stylegan2::{Generator, LayerId};
 
 /// Images per forward pass when rendering many strengths; bounds memory at 1024 px.
 pub const DEFAULT_MAX_BATCH: usize = 8;
@@ -38,30 +38,40 @@ pub fn render(g: &Generator, latent: &Latent, shifts: &[(&Shift, f64)], strength
         }
         by_target.entry(s.target).or_default().push((&s.x, *c));
     }
-    // Per target, one direction Σ c_i·x_i; each image scales it by its strength k.
-    let mut directions: Vec<(Target, Tensor)> = Vec::with_capacity(by_target.len());
-    for (target, xs) in &by_target {
-        let mut direction = xs[0].0.f_mul_scalar(xs[0].1)?;
-        for (x, c) in &xs[1..] {
-            direction = direction.f_add(&x.f_mul_scalar(*c)?)?;
-        }
-        directions.push((*target, direction));
-    }
     let device = g.device();
+    let max_batch = max_batch.max(1);
     let mut images = Vec::new();
     tch::no_grad(|| -> Result<()> {
-        for chunk in strengths.chunks(max_batch.max(1)) {
+        for chunk in strengths.chunks(max_batch) {
             let b = chunk.len() as i64;
             let k = Tensor::from_slice(chunk).f_to_kind(Kind::Float)?.f_to_device(device)?;
             let mut w = latent.wplus.f_unsqueeze(0)?.f_expand([b, -1, -1], false)?;
-            let mut deltas: Vec<(LayerId, Delta)> = Vec::with_capacity(directions.len());
-            for (target, d) in &directions {
-                match target {
-                    Target::Layer(l) => deltas.push((*l, Delta::Scaled { direction: d, coef: &k })),
-                    Target::WPlus => w = w.f_add(&d.f_unsqueeze(0)?.f_mul(&k.f_view([b, 1, 1])?)?)?,
+            let mut deltas = Vec::with_capacity(by_target.len());
+            for (target, xs) in &by_target {
+                // Σ_i k · c_i · x_i, one row per strength.
+                let mut delta: Option<Tensor> = None;
+                for (x, c) in xs {
+                    // Weight shifts carry a batch dim of 1 already; W+ directions get one.
+                    let x = match target {
+                        Target::WPlus => x.f_unsqueeze(0)?,
+                        Target::Layer(_) => x.shallow_clone(),
+                    };
+                    let coef = k.f_mul_scalar(*c)?;
+                    let shape: Vec<i64> = std::iter::once(b).chain(std::iter::repeat_n(1, x.dim() - 1)).collect();
+                    let term = x.f_mul(&coef.f_view(shape.as_slice())?)?;
+                    delta = Some(match delta {
+                        Some(d) => d.f_add(&term)?,
+                        None => term,
+                    });
+                }
+                match (target, delta) {
+                    (Target::Layer(l), Some(d)) => deltas.push((*l, d)),
+                    (Target::WPlus, Some(d)) => w = w.f_add(&d)?,
+                    (_, None) => {}
                 }
             }
-            images.push(g.synthesis_with(&w, &deltas)?);
+            let refs: Vec<(LayerId, &Tensor)> = deltas.iter().map(|(l, d)| (*l, d)).collect();
+            images.push(g.synthesis(&w, &refs)?);
         }
         Ok(())
     })?;

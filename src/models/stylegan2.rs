@@ -236,75 +236,21 @@ impl ModulatedConv2d {
         })
     }
 
-    /// `delta`, when given, is added to the raw weight (see [`Delta`]).
-    fn forward(&self, x: &Tensor, style: &Tensor, delta: Option<&Delta>) -> Result<Tensor> {
-        match delta {
-            Some(Delta::PerSample(d)) if d.size()[0] > 1 => self.forward_grouped(x, style, d),
-            Some(Delta::PerSample(d)) => self.forward_shared(x, style, Some((d, None))),
-            Some(Delta::Scaled { direction, coef }) => self.forward_shared(x, style, Some((direction, Some(coef)))),
-            None => self.forward_shared(x, style, None),
-        }
-    }
-
-    /// Weights shared by the batch (rosinality's non-fused path): modulate the input, run plain
-    /// convolutions, demodulate the output. A delta `c_b · D` costs a second shared convolution
-    /// instead of per-sample weights, which libtorch batches far better than a grouped conv.
-    fn forward_shared(&self, x: &Tensor, style: &Tensor, delta: Option<(&Tensor, Option<&Tensor>)>) -> Result<Tensor> {
-        let (b, _, _, _) = x.size4()?;
-        let (cin, cout) = (self.in_channel, self.out_channel);
-        let s = self.modulation.forward(style)?;
-        let base = self.weight.f_squeeze_dim(0)?.f_mul_scalar(self.scale)?;
-        let direction = match delta {
-            Some((d, _)) => Some(d.f_squeeze_dim(0)?.f_mul_scalar(self.scale)?),
-            None => None,
-        };
-        // Per-sample coefficient of the direction (all ones for a plain delta).
-        let coef = match delta {
-            Some((_, Some(c))) => Some(c.f_view([b, 1, 1, 1])?),
-            Some((_, None)) => Some(Tensor::f_ones([b, 1, 1, 1], (Kind::Float, x.device()))?),
-            None => None,
-        };
-        let xs = x.f_mul(&s.f_view([b, cin, 1, 1])?)?;
-        let conv = |wt: &Tensor| -> Result<Tensor> {
-            Ok(match &self.blur {
-                Some(_) => xs.f_conv_transpose2d(&wt.f_transpose(0, 1)?, None::<Tensor>, [2, 2], [0, 0], [0, 0], 1, [1, 1])?,
-                None => {
-                    let pad = self.kernel_size / 2;
-                    xs.f_conv2d(wt, None::<Tensor>, [1, 1], [pad, pad], [1, 1], 1)?
-                }
-            })
-        };
-        let mut out = conv(&base)?;
-        if let (Some(d), Some(c)) = (&direction, &coef) {
-            out = out.f_add(&conv(d)?.f_mul(c)?)?;
-        }
-        if self.demodulate {
-            // ‖(W + c_b·D) ⊙ s_b‖ per output channel, from the weights alone.
-            let mut wb = base.f_unsqueeze(0)?;
-            if let (Some(d), Some(c)) = (&direction, &coef) {
-                wb = wb.f_add(&d.f_unsqueeze(0)?.f_mul(&c.f_view([b, 1, 1, 1, 1])?)?)?;
-            }
-            let wb = wb.f_mul(&s.f_view([b, 1, cin, 1, 1])?)?;
-            let demod = wb.f_square()?.f_sum_dim_intlist([2i64, 3, 4].as_slice(), false, None::<Kind>)?.f_add_scalar(1e-8)?.f_rsqrt()?;
-            out = out.f_mul(&demod.f_view([b, cout, 1, 1])?)?;
-        }
-        match &self.blur {
-            Some(blur) => blur.forward(&out),
-            None => Ok(out),
-        }
-    }
-
-    /// Per-sample weights (a different delta per sample): one grouped conv over the batch
-    /// folded into channels, as rosinality's fused path.
-    fn forward_grouped(&self, x: &Tensor, style: &Tensor, delta: &Tensor) -> Result<Tensor> {
+    /// `delta`, when given, is added to the raw weight: shape (1 or B, out, in, k, k).
+    fn forward(&self, x: &Tensor, style: &Tensor, delta: Option<&Tensor>) -> Result<Tensor> {
         let (b, _, h, w) = x.size4()?;
         let (cin, cout, k) = (self.in_channel, self.out_channel, self.kernel_size);
         let style = self.modulation.forward(style)?.f_view([b, 1, cin, 1, 1])?;
-        let mut weight = self.weight.f_add(delta)?.f_mul_scalar(self.scale)?.f_mul(&style)?;
+        let raw = match delta {
+            Some(d) => self.weight.f_add(d)?,
+            None => self.weight.shallow_clone(),
+        };
+        let mut weight = raw.f_mul_scalar(self.scale)?.f_mul(&style)?;
         if self.demodulate {
             let demod = weight.f_square()?.f_sum_dim_intlist([2i64, 3, 4].as_slice(), false, None::<Kind>)?.f_add_scalar(1e-8)?.f_rsqrt()?;
             weight = weight.f_mul(&demod.f_view([b, cout, 1, 1, 1])?)?;
         }
+        // Per-sample weights become one grouped conv over the batch folded into channels.
         let input = x.f_reshape([1, b * cin, h, w])?;
         if let Some(blur) = &self.blur {
             let weight = weight.f_transpose(1, 2)?.f_reshape([b * cin, cout, k, k])?;
@@ -336,7 +282,7 @@ impl StyledConv {
         })
     }
 
-    fn forward(&self, x: &Tensor, style: &Tensor, noise: &Tensor, delta: Option<&Delta>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, style: &Tensor, noise: &Tensor, delta: Option<&Tensor>) -> Result<Tensor> {
         let out = self.conv.forward(x, style, delta)?;
         let out = out.f_add(&noise.f_mul(&self.noise_weight)?)?;
         fused_leaky_relu(&out, &self.activate_bias)
@@ -367,7 +313,7 @@ impl ToRgb {
         })
     }
 
-    fn forward(&self, x: &Tensor, style: &Tensor, skip: Option<&Tensor>, delta: Option<&Delta>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, style: &Tensor, skip: Option<&Tensor>, delta: Option<&Tensor>) -> Result<Tensor> {
         let out = self.conv.forward(x, style, delta)?.f_add(&self.bias)?;
         match (skip, &self.upsample) {
             (Some(s), Some(up)) => Ok(out.f_add(&up.forward(s)?)?),
@@ -377,17 +323,8 @@ impl ToRgb {
     }
 }
 
-/// Raw-weight deltas for one forward pass: at most one per layer, (1 or B, out, in, k, k).
+/// Raw-weight deltas for one forward pass: at most one tensor per layer, (1 or B, out, in, k, k).
 pub type LayerDeltas<'a> = [(LayerId, &'a Tensor)];
-
-/// How a layer's raw weight changes for each sample of a batch.
-pub enum Delta<'a> {
-    /// (1 or B, out, in, k, k): one delta for every sample, or one per sample.
-    PerSample(&'a Tensor),
-    /// `coef[b] · direction` for sample b (direction (1, out, in, k, k), coef (B)): one edit at
-    /// several strengths, the render's case.
-    Scaled { direction: &'a Tensor, coef: &'a Tensor },
-}
 
 /// `Generator` (rosinality), frozen.
 pub struct Generator {
@@ -530,12 +467,6 @@ impl Generator {
     /// Synthesis from W+ (B, n_latent, D) with the stored noise buffers, raw weights shifted by
     /// `deltas`. Output (B, 3, size, size), roughly in [-1, 1].
     pub fn synthesis(&self, latent: &Tensor, deltas: &LayerDeltas) -> Result<Tensor> {
-        let deltas: Vec<(LayerId, Delta)> = deltas.iter().map(|(l, d)| (*l, Delta::PerSample(d))).collect();
-        self.synthesis_with(latent, &deltas)
-    }
-
-    /// [`Generator::synthesis`] with deltas of either kind (see [`Delta`]).
-    pub fn synthesis_with(&self, latent: &Tensor, deltas: &[(LayerId, Delta)]) -> Result<Tensor> {
         let (b, n, d) = latent.size3()?;
         if n != self.n_latent() || d != self.style_dim() {
             return Err(Error::arg(
@@ -545,21 +476,12 @@ impl Generator {
         }
         for (id, delta) in deltas {
             let w = self.layer_weight(*id)?.size();
-            let (t, per_sample) = match delta {
-                Delta::PerSample(t) => (*t, true),
-                Delta::Scaled { direction, coef } => {
-                    if coef.size() != [b] {
-                        return Err(Error::arg("shift", format!("coefficients for `{id}` have shape {:?}, expected [{b}]", coef.size())));
-                    }
-                    (*direction, false)
-                }
-            };
-            let s = t.size();
-            if s.len() != 5 || s[1..] != w[1..] || (s[0] != 1 && (!per_sample || s[0] != b)) {
+            let s = delta.size();
+            if s.len() != 5 || s[1..] != w[1..] || (s[0] != 1 && s[0] != b) {
                 return Err(Error::arg("shift", format!("delta for `{id}` has shape {s:?}, layer weight is {w:?} (batch {b})")));
             }
         }
-        let delta = |id: LayerId| deltas.iter().find(|(l, _)| *l == id).map(|(_, d)| d);
+        let delta = |id: LayerId| deltas.iter().find(|(l, _)| *l == id).map(|(_, t)| *t);
         let style = |i: i64| latent.f_select(1, i);
 
         let mut out = self.input.f_repeat([b, 1, 1, 1])?;
