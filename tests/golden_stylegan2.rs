@@ -134,3 +134,16 @@ fn pt_and_safetensors_hold_the_same_weights() {
         assert!(a.equal(&b), "{k} differs");
     }
 }
+
+#[test]
+fn per_sample_deltas_in_one_batch_agree_with_the_golden_renders() {
+    // One delta per sample (as a batch of different edits) through the grouped conv.
+    let io = io("stylegan2_io.safetensors");
+    let g = gen("stylegan2.pt").generator;
+    let ks = io.tensor("strengths").unwrap();
+    let x = io.tensor("shift_x").unwrap();
+    let deltas = &x * ks.view([5, 1, 1, 1, 1]);
+    let w = io.tensor("wplus").unwrap().narrow(0, 0, 1).expand([5, 10, 64], false);
+    let img = tch::no_grad(|| g.synthesis(&w, &[(LayerId::Convs(3), &deltas)])).unwrap();
+    assert_forward_close(&img, &io.tensor("img_shift").unwrap(), "img_shift via per-sample deltas");
+}
