@@ -217,3 +217,26 @@ fn enormous_and_degenerate_pictures_fail_fast() {
     let e = ImageView::new(&px, 4, 4, 8, PixelFormat::Rgba8).err().unwrap().to_string();
     assert!(e.contains("stride") || e.contains("width"), "{e}");
 }
+
+#[test]
+fn tensors_of_the_wrong_rank_are_refused_not_indexed() {
+    let e = edited(|sd| {
+        for (k, t) in sd.iter_mut() {
+            if k == "style.1.weight" {
+                *t = Tensor::zeros([64], (Kind::Float, Device::Cpu));
+            }
+        }
+    });
+    assert!(matches!(e, Error::UnknownArchitecture { .. }) && e.to_string().contains("style.1.weight"), "{e:?}");
+    let st = Checkpoint::open(golden("clip.safetensors")).unwrap();
+    let sd: Vec<(String, Tensor)> = st
+        .keys()
+        .map(|k| {
+            let t = st.tensor(k).unwrap();
+            (k.to_string(), if k == "ln_final.weight" { Tensor::zeros([], (Kind::Float, Device::Cpu)) } else { t })
+        })
+        .collect();
+    let heads = clipshape::models::clip::HeadCounts { vision: None, text: Some(2) };
+    let e = clipshape::models::clip::Clip::load(&Checkpoint::from_tensors("rank", sd), "", heads, Device::Cpu).err().unwrap();
+    assert!(matches!(e, Error::UnknownArchitecture { .. }) && e.to_string().contains("ln_final"), "{e:?}");
+}

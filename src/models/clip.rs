@@ -59,8 +59,8 @@ impl Config {
         let tok = shape("token_embedding.weight")?;
         let text_pos = shape("positional_embedding")?;
         let ln_final = shape("ln_final.weight")?;
-        if conv1.len() != 4 || pos.len() != 2 || proj.len() != 2 || tok.len() != 2 || text_pos.len() != 2 {
-            return Err(unknown("unexpected ranks of conv1 / positional_embedding / proj / token_embedding".into()));
+        if conv1.len() != 4 || pos.len() != 2 || proj.len() != 2 || tok.len() != 2 || text_pos.len() != 2 || ln_final.len() != 1 {
+            return Err(unknown("unexpected ranks of conv1 / positional_embedding / proj / token_embedding / ln_final".into()));
         }
         let grid = ((pos[0] - 1) as f64).sqrt().round() as i64;
         if grid * grid + 1 != pos[0] {

@@ -64,6 +64,9 @@ impl Config {
             ck.shape(&full).map(<[i64]>::to_vec).ok_or_else(|| unknown(format!("missing key `{full}`")))
         };
         let style1 = shape("style.1.weight")?;
+        if style1.len() != 2 || style1[0] != style1[1] {
+            return Err(unknown(format!("`{prefix}style.1.weight` has shape {style1:?}, expected [D, D]")));
+        }
         let style_dim = style1[0];
         let mut n_mlp = 0;
         while ck.contains(&format!("{prefix}style.{}.weight", n_mlp + 1)) {
