@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One short, prepared GPU check for sessions lent a CUDA machine (device tool: carry
 # target/release; that machine's python3 holds the same torch 2.11). It never runs in CI.
+# The tiny models must travel too: `cp -r ../shared/golden shared/golden` first (shared/ is
+# git-ignored and a checkout's shared/ folder is sent along).
 #   bash install/gpu-check.sh [OUT_DIR]
 # 1. the library sees the GPU; 2. a tiny edit on cuda matches the CPU one; 3. the bench table.
 set -euo pipefail
