@@ -14,6 +14,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{Checkpoint, Loader};
 use crate::error::{Error, Result};
+use crate::models::stylegan2::SeededInit;
 
 /// CLIP's input normalisation (`clip._transform`).
 pub const MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
@@ -375,38 +376,31 @@ impl Config {
 pub fn random_state_dict(c: &Config, seed: i64) -> Result<Vec<(String, Tensor)>> {
     let opts = (Kind::Float, Device::Cpu);
     let mut sd: Vec<(String, Tensor)> = Vec::new();
-    let mut draws = 0i64;
-    let mut randn = |shape: &[i64], std: f64| -> Result<Tensor> {
-        draws += 1;
-        let s = seed.wrapping_mul(7919).wrapping_add(draws);
-        Ok(crate::models::stylegan2::seeded_normal(shape, s, Device::Cpu)?.f_mul_scalar(std)?)
-    };
-    let mut blocks = |sd: &mut Vec<(String, Tensor)>, p: &str, d: i64, layers: i64| -> Result<()> {
+    let mut init = SeededInit::new(seed);
+    let blocks = |sd: &mut Vec<(String, Tensor)>, init: &mut SeededInit, p: &str, d: i64, layers: i64| -> Result<()> {
+        let std = (d as f64).powf(-0.5);
         for i in 0..layers {
             let b = format!("{p}.resblocks.{i}");
-            sd.push((format!("{b}.attn.in_proj_weight"), randn(&[3 * d, d], (d as f64).powf(-0.5))?));
+            sd.push((format!("{b}.attn.in_proj_weight"), init.normal(&[3 * d, d], std)?));
             sd.push((format!("{b}.attn.in_proj_bias"), Tensor::f_zeros([3 * d], opts)?));
-            sd.push((format!("{b}.attn.out_proj.weight"), randn(&[d, d], (d as f64).powf(-0.5))?));
+            sd.push((format!("{b}.attn.out_proj.weight"), init.normal(&[d, d], std)?));
             sd.push((format!("{b}.attn.out_proj.bias"), Tensor::f_zeros([d], opts)?));
             for ln in ["ln_1", "ln_2"] {
                 sd.push((format!("{b}.{ln}.weight"), Tensor::f_ones([d], opts)?));
                 sd.push((format!("{b}.{ln}.bias"), Tensor::f_zeros([d], opts)?));
             }
-            sd.push((format!("{b}.mlp.c_fc.weight"), randn(&[4 * d, d], (d as f64).powf(-0.5))?));
+            sd.push((format!("{b}.mlp.c_fc.weight"), init.normal(&[4 * d, d], std)?));
             sd.push((format!("{b}.mlp.c_fc.bias"), Tensor::f_zeros([4 * d], opts)?));
-            sd.push((format!("{b}.mlp.c_proj.weight"), randn(&[d, 4 * d], (4.0 * d as f64).powf(-0.5))?));
+            sd.push((format!("{b}.mlp.c_proj.weight"), init.normal(&[d, 4 * d], std / 2.0)?));
             sd.push((format!("{b}.mlp.c_proj.bias"), Tensor::f_zeros([d], opts)?));
         }
         Ok(())
     };
     let (w, t) = (c.vision_width, c.transformer_width);
     let grid = c.image_resolution / c.vision_patch_size;
-    blocks(&mut sd, "visual.transformer", w, c.vision_layers)?;
-    blocks(&mut sd, "transformer", t, c.transformer_layers)?;
-    let mut randn = |shape: &[i64], std: f64| -> Result<Tensor> {
-        draws += 1;
-        Ok(crate::models::stylegan2::seeded_normal(shape, seed.wrapping_mul(7919).wrapping_add(draws), Device::Cpu)?.f_mul_scalar(std)?)
-    };
+    blocks(&mut sd, &mut init, "visual.transformer", w, c.vision_layers)?;
+    blocks(&mut sd, &mut init, "transformer", t, c.transformer_layers)?;
+    let mut randn = |shape: &[i64], std: f64| init.normal(shape, std);
     let scale = (w as f64).powf(-0.5);
     sd.push(("visual.conv1.weight".into(), randn(&[w, 3, c.vision_patch_size, c.vision_patch_size], 0.02)?));
     sd.push(("visual.class_embedding".into(), randn(&[w], scale)?));

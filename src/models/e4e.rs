@@ -20,7 +20,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{Checkpoint, Loader};
 use crate::error::{Error, Result};
-use crate::models::stylegan2::seeded_normal;
+use crate::models::stylegan2::SeededInit;
 
 /// `torch.nn.BatchNorm2d`'s default epsilon (the reference never changes it).
 pub const BN_EPS: f64 = 1e-5;
@@ -598,11 +598,8 @@ pub fn opts_dataset_type(ck: &Checkpoint) -> Option<String> {
 pub fn random_state_dict(config: &Config, seed: i64) -> Result<Vec<(String, Tensor)>> {
     let opts = (Kind::Float, Device::Cpu);
     let mut sd: Vec<(String, Tensor)> = Vec::new();
-    let mut draws = 0i64;
-    let mut randn = |shape: &[i64], std: f64| -> Result<Tensor> {
-        draws += 1;
-        Ok(seeded_normal(shape, seed.wrapping_mul(1_000_003).wrapping_add(draws), Device::Cpu)?.f_mul_scalar(std)?)
-    };
+    let mut init = SeededInit::new(seed);
+    let mut randn = |shape: &[i64], std: f64| init.normal(shape, std);
     let conv = |randn: &mut dyn FnMut(&[i64], f64) -> Result<Tensor>, cout: i64, cin: i64, k: i64| {
         randn(&[cout, cin, k, k], (1.0 / (cin * k * k) as f64).sqrt())
     };

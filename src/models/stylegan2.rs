@@ -583,5 +583,25 @@ pub fn seeded_normal(shape: &[i64], seed: i64, device: Device) -> Result<Tensor>
     Ok(t.f_to_device(device)?)
 }
 
+/// Random initial weights for benchmark models: every draw gets its own seed derived from one
+/// base seed, so a state dict is reproducible whatever order its tensors are made in.
+pub struct SeededInit {
+    seed: i64,
+    draws: i64,
+}
+
+impl SeededInit {
+    pub fn new(seed: i64) -> Self {
+        SeededInit { seed, draws: 0 }
+    }
+
+    /// N(0, std²) samples of `shape`, on the CPU.
+    pub fn normal(&mut self, shape: &[i64], std: f64) -> Result<Tensor> {
+        self.draws += 1;
+        let s = self.seed.wrapping_mul(1_000_003).wrapping_add(self.draws);
+        Ok(seeded_normal(shape, s, Device::Cpu)?.f_mul_scalar(std)?)
+    }
+}
+
 /// torch's default CPU generator is process-wide; serialise our use of it.
 static SEED_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -183,24 +183,12 @@ class Node:
         return True
 
 
-class Selection:
+class Selection(Rect):
     def __init__(self):
-        self._r = (0, 0, 0, 0)
+        super().__init__(0, 0, 0, 0)
 
     def select(self, x, y, w, h, value):
         self._r = (x, y, w, h)
-
-    def x(self):
-        return self._r[0]
-
-    def y(self):
-        return self._r[1]
-
-    def width(self):
-        return self._r[2]
-
-    def height(self):
-        return self._r[3]
 
 
 class Document:
