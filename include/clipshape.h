@@ -222,6 +222,7 @@ typedef struct cs_optimize_params {
   float lr;
   // k in θ + k·x while optimising (default 1): the learnt shift is the edit at strength k.
   float strength;
+  // Seed of the random initial shift (see `init_scale`).
   uint64_t seed;
   // Nonzero: cut prompts over 77 tokens instead of refusing them.
   int32_t truncate_prompt;
@@ -229,6 +230,9 @@ typedef struct cs_optimize_params {
   int32_t progress_every;
   cs_progress_fn progress;
   void *progress_user;
+  // Std of a random initial shift relative to the layer weight's (0 = start unedited);
+  // `seed` picks the draw.
+  float init_scale;
 } cs_optimize_params;
 
 // Download progress: `file` being fetched, bytes done of total; nonzero return cancels

@@ -899,6 +899,7 @@ pub struct cs_optimize_params {
     pub lr: f32,
     /// k in θ + k·x while optimising (default 1): the learnt shift is the edit at strength k.
     pub strength: f32,
+    /// Seed of the random initial shift (see `init_scale`).
     pub seed: u64,
     /// Nonzero: cut prompts over 77 tokens instead of refusing them.
     pub truncate_prompt: i32,
@@ -906,6 +907,9 @@ pub struct cs_optimize_params {
     pub progress_every: i32,
     pub progress: cs_progress_fn,
     pub progress_user: *mut std::ffi::c_void,
+    /// Std of a random initial shift relative to the layer weight's (0 = start unedited);
+    /// `seed` picks the draw.
+    pub init_scale: f32,
 }
 
 #[no_mangle]
@@ -928,6 +932,7 @@ pub unsafe extern "C" fn cs_optimize_params_init(params: *mut cs_optimize_params
             progress_every: 1,
             progress: None,
             progress_user: std::ptr::null_mut(),
+            init_scale: 0.0,
         };
         Ok(())
     })
@@ -957,7 +962,7 @@ unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<St
         lr: p.lr as f64,
         strength: p.strength as f64,
         seed: p.seed as i64,
-        init_scale: 0.0,
+        init_scale: p.init_scale as f64,
         truncate: p.truncate_prompt != 0,
         progress_every: p.progress_every.max(1) as usize,
     })

@@ -272,3 +272,22 @@ fn a_missing_model_set_says_what_to_fetch() {
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(list.status.success() && text.contains("ffhq") && text.contains("missing"), "{text}");
 }
+
+#[test]
+fn the_optimisation_seed_picks_the_random_start() {
+    let dir = tmpdir();
+    let run = |name: &str, seed: &str| {
+        let out = dir.path().join(name);
+        let mut args: Vec<String> = ["edit", p(&golden("e4e.pt")), "a wide face", "--seed", "2", "--steps", "3", "--strengths=1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(clip_args());
+        args.extend(["--init-scale", "0.01", "--optim-seed", seed, "--out", p(&out)].iter().map(|s| s.to_string()));
+        ok_owned(&args);
+        clipshape::checkpoint::Checkpoint::open(out.join("shift.safetensors")).unwrap().tensor("shift").unwrap()
+    };
+    let (a, b, c) = (run("a", "5"), run("b", "5"), run("c", "6"));
+    assert!(a.equal(&b), "same seed, same shift");
+    assert!(!a.equal(&c), "another seed, another start");
+}

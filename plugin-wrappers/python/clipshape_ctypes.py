@@ -255,6 +255,7 @@ class cs_optimize_params(Structure):
         ("progress_every", c_int32),
         ("progress", cs_progress_fn),
         ("progress_user", c_void_p),
+        ("init_scale", c_float),
     ]
 
 

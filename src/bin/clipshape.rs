@@ -69,7 +69,10 @@ struct EditOptions {
     /// Strength k used while optimising (θ + k·x)
     #[arg(long, default_value_t = 1.0)]
     train_strength: f64,
-    /// Seed of the optimisation
+    /// Std of a random initial shift, relative to the layer weight's (0 = start unedited)
+    #[arg(long, default_value_t = 0.0)]
+    init_scale: f64,
+    /// Seed of that random initial shift
     #[arg(long, default_value_t = 0)]
     optim_seed: i64,
     /// Cut prompts longer than 77 tokens instead of refusing them
@@ -104,8 +107,10 @@ enum Command {
         #[arg(long)]
         shift: Vec<PathBuf>,
         /// Comma-separated, e.g. --strengths=-3,0,3
+        /// Strengths to render, comma-separated (--strengths=-3,0,3)
         #[arg(long, default_value = "-3,-2,-1,0,1,2,3", allow_hyphen_values = true)]
         strengths: String,
+        /// Output directory: 00.png… (one per strength), sheet.png, shift.safetensors
         #[arg(long)]
         out: PathBuf,
     },
@@ -146,14 +151,17 @@ enum Command {
         /// Edit the sampled image of this seed instead of a photo
         #[arg(long)]
         seed: Option<u64>,
+        /// Truncation of the sampled latent (with --seed): 1 = none
         #[arg(long, default_value_t = 0.7)]
         truncation: f64,
         #[command(flatten)]
         files: ClipFiles,
         #[command(flatten)]
         opts: EditOptions,
+        /// Strengths to render, comma-separated (--strengths=-3,0,3)
         #[arg(long, default_value = "-3,-2,-1,0,1,2,3", allow_hyphen_values = true)]
         strengths: String,
+        /// Output directory: 00.png… (one per strength), sheet.png, shift.safetensors
         #[arg(long)]
         out: PathBuf,
     },
@@ -166,10 +174,13 @@ enum Command {
         model: Option<String>,
         #[arg(long)]
         seed: Option<u64>,
+        /// Truncation of the sampled latent (with --seed): 1 = none
         #[arg(long, default_value_t = 0.7)]
         truncation: f64,
+        /// Strengths to render, comma-separated (--strengths=-3,0,3)
         #[arg(long, default_value = "-3,-2,-1,0,1,2,3", allow_hyphen_values = true)]
         strengths: String,
+        /// Output directory: 00.png… (one per strength), sheet.png, shift.safetensors
         #[arg(long)]
         out: PathBuf,
     },
@@ -468,7 +479,7 @@ fn run(cli: &Cli) -> Result<()> {
                 lr: opts.lr,
                 strength: opts.train_strength,
                 seed: opts.optim_seed,
-                init_scale: 0.0,
+                init_scale: opts.init_scale,
                 truncate: opts.truncate,
                 progress_every: 1,
             };
