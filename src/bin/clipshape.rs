@@ -203,6 +203,10 @@ enum Command {
         /// Directory of the tiny golden models (default: ../shared/golden in a checkout)
         #[arg(long)]
         golden: Option<PathBuf>,
+        /// Append the reference PyTorch loop's edit step (benches/reference_loop.py, run by
+        /// $CLIPSHAPE_PYTHON or python3 with torch) at the same size and batches
+        #[arg(long)]
+        reference: bool,
     },
 }
 
@@ -355,6 +359,30 @@ fn progress_bar(total: usize) -> indicatif::ProgressBar {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar
+}
+
+/// The reference loop's rows (same table format), from the Python script beside the crate.
+fn reference_rows(opts: &clipshape::bench::BenchOptions) -> Result<String> {
+    let script = std::env::var_os("CLIPSHAPE_REFERENCE_SCRIPT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference_loop.py"));
+    let python = std::env::var("CLIPSHAPE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let device = match opts.device {
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    };
+    let batches: Vec<String> = opts.batches.iter().map(i64::to_string).collect();
+    let size = if opts.random_size > 0 { opts.random_size } else { 256 };
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .args(["--size", &size.to_string(), "--batches", &batches.join(","), "--device", &device])
+        .output()
+        .with_context(|| format!("running {python} {}", script.display()))?;
+    if !out.status.success() {
+        bail!("reference loop {} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().filter(|l| l.starts_with('|')).map(|l| format!("{l}\n")).collect())
 }
 
 fn run(cli: &Cli) -> Result<()> {
@@ -521,7 +549,7 @@ fn run(cli: &Cli) -> Result<()> {
             write_edit(&ctx, &latent, &s, &strengths, (&input_rgb, iw, ih), out)?;
         }
         Command::Models(cmd) => clipshape::store::run_cli(cmd.clone())?,
-        Command::Bench { batches, iters, random_size, full, golden } => {
+        Command::Bench { batches, iters, random_size, full, golden, reference } => {
             let batches = parse_list(batches, "--batches")?.into_iter().map(|b| b as i64).collect::<Vec<_>>();
             if batches.iter().any(|&b| b < 1) {
                 bail!("--batches: every batch size must be at least 1");
@@ -537,7 +565,11 @@ fn run(cli: &Cli) -> Result<()> {
                 full: *full,
             };
             let rows = clipshape::bench::run(&opts)?;
-            emit(&clipshape::bench::table(&rows));
+            let mut table = clipshape::bench::table(&rows);
+            if *reference {
+                table += &reference_rows(&opts)?;
+            }
+            emit(&table);
         }
     }
     Ok(())
