@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::checkpoint::Checkpoint;
 use crate::device::{self, DeviceRequest};
@@ -296,14 +296,7 @@ impl Context {
 
     /// Cosine similarity between a picture (official CLIP preprocessing) and a text.
     pub fn clip_score(&self, view: &ImageView, texts: &[&str]) -> Result<Vec<f32>> {
-        let guide = self.guide()?;
-        view.validate()?;
-        let rgb = view.rgb8_composited();
-        let x = guide.preprocess_rgb8(&rgb, view.width as usize, view.height as usize)?;
-        let t = guide.text_features(texts, false)?;
-        let i = tch::no_grad(|| guide.image_features(&x))?;
-        let sims = crate::models::clip::cosine(&i, &t)?.f_to_kind(Kind::Float)?;
-        Ok(Vec::<f32>::try_from(&sims)?)
+        self.guide()?.score(view, texts)
     }
 }
 

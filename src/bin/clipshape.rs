@@ -451,13 +451,10 @@ fn run(cli: &Cli) -> Result<()> {
             let guide = clipshape::edit::guide::ClipGuide::load(&clip, &vocab_path(&files.vocab)?, HeadCounts::default(), dev)?;
             let (rgba, w, h) = load_rgba(image)?;
             let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
-            let x = guide.preprocess_rgb8(&view.rgb8_composited(), w as usize, h as usize)?;
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let t = guide.text_features(&refs, false)?;
-            let i = tch::no_grad(|| guide.image_features(&x))?;
-            let cos = Vec::<f64>::try_from(clipshape::models::clip::cosine(&i, &t)?.to_kind(tch::Kind::Double))?;
+            let cos: Vec<f64> = guide.score(&view, &refs)?.into_iter().map(f64::from).collect();
             // Softmax over the prompts with CLIP's logit scale, like a zero-shot classifier.
-            let scale = 100.0;
+            let scale = guide.clip.logit_scale()?;
             let max = cos.iter().cloned().fold(f64::MIN, f64::max);
             let e: Vec<f64> = cos.iter().map(|c| ((c - max) * scale).exp()).collect();
             let z: f64 = e.iter().sum();

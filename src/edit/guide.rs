@@ -99,6 +99,15 @@ impl ClipGuide {
         generator_to_clip(img, self.clip.image_resolution(), self.fit)
     }
 
+    /// Cosine similarity of a picture (official preprocessing, alpha over mid-grey) to each text.
+    pub fn score(&self, view: &crate::edit::encode::ImageView, texts: &[&str]) -> Result<Vec<f32>> {
+        view.validate()?;
+        let x = self.preprocess_rgb8(&view.rgb8_composited(), view.width as usize, view.height as usize)?;
+        let t = self.text_features(texts, false)?;
+        let i = tch::no_grad(|| self.image_features(&x))?;
+        Ok(Vec::<f32>::try_from(clip::cosine(&i, &t)?.f_to_kind(Kind::Float)?)?)
+    }
+
     /// `clip._transform` of an RGB8 picture (rows packed): (1, 3, R, R) on the model's device.
     pub fn preprocess_rgb8(&self, rgb: &[u8], width: usize, height: usize) -> Result<Tensor> {
         preprocess_rgb8(rgb, width, height, self.clip.image_resolution() as usize)?.f_to_device(self.device()).map_err(Into::into)

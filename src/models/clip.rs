@@ -332,6 +332,11 @@ impl Clip {
         Ok(x.f_matmul(&self.text_projection)?)
     }
 
+    /// exp(logit_scale): what CLIP multiplies cosines by before a softmax (100 for OpenAI's).
+    pub fn logit_scale(&self) -> Result<f64> {
+        Ok(self.logit_scale.f_exp()?.f_double_value(&[])?)
+    }
+
     /// `forward`: (logits_per_image, logits_per_text), cosine similarities × exp(logit_scale).
     pub fn logits(&self, images: &Tensor, tokens: &Tensor) -> Result<(Tensor, Tensor)> {
         let i = normalize(&self.encode_image(images)?)?;
