@@ -28,6 +28,11 @@ static int failures = 0, checks = 0;
         }                                                                   \
     } while (0)
 
+static void on_log(void *user, int32_t level, const char *message) {
+    int *count = user;
+    if (level >= 1 && level <= 5 && message && strlen(message) > 0) (*count)++;
+}
+
 static void *cancel_thread(void *ctx) {
     cs_cancel((const cs_ctx *)ctx);
     return NULL;
@@ -221,7 +226,10 @@ int main(int argc, char **argv) {
     small.generator_path = argv[1];
     CHECK(cs_context_create(&small, &ctx) == CS_STATUS_INVALID_ARGUMENT, "struct_size checked");
 
-    /* The real thing. */
+    /* The real thing, with the library's log routed to the host. */
+    int log_lines = 0;
+    CHECK(cs_set_log(9, on_log, &log_lines) == CS_STATUS_INVALID_ARGUMENT, "log level range");
+    CHECK(cs_set_log(3, on_log, &log_lines) == CS_STATUS_OK, "log callback");
     p.device = CS_DEVICE_KIND_CPU;
     p.device_index = 0;
     p.n_threads = 1;
@@ -229,6 +237,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "cannot create context: %s\n", cs_last_error());
         return 1;
     }
+    CHECK(log_lines > 0, "info lines reach the callback");
+    CHECK(cs_set_log(0, NULL, NULL) == CS_STATUS_OK, "logging off");
     CHECK(strcmp(cs_last_error(), "") == 0, "last error cleared on success");
 
     cs_generator_info info;
