@@ -628,36 +628,42 @@ class _Handle:
             pass
 
 
-class Latent(_Handle):
-    """A W+ latent (n_latent × style_dim floats)."""
+class _Floats(_Handle):
+    """A handle over floats with `<prefix>_len`, `_to_floats`, `_save` and `_free` in the ABI."""
 
-    _free_name = "cs_latent_free"
+    _prefix = None
 
     def __len__(self):
-        return self._lib.cs_latent_len(self.ptr)
+        return getattr(self._lib, self._prefix + "_len")(self.ptr)
 
     def to_floats(self):
         n = len(self)
         buf = (c_float * n)()
-        _call(self._lib.cs_latent_to_floats, self.ptr, buf, n)
+        _call(getattr(self._lib, self._prefix + "_to_floats"), self.ptr, buf, n)
         return list(buf)
 
     def save(self, path):
-        """Writes safetensors (`wplus`) atomically."""
-        _call(self._lib.cs_latent_save, self.ptr, _cstr(path, "path"))
+        """Writes safetensors atomically (a temporary file renamed)."""
+        _call(getattr(self._lib, self._prefix + "_save"), self.ptr, _cstr(path, "path"))
+
+
+class Latent(_Floats):
+    """A W+ latent (n_latent × style_dim floats); saved as safetensors `wplus`."""
+
+    _prefix = "cs_latent"
+    _free_name = "cs_latent_free"
 
     @classmethod
     def load(cls, ctx, path):
         return ctx.load_latent(path)
 
 
-class Shift(_Handle):
-    """A learnt weight shift of one generator layer, with its metadata."""
+class Shift(_Floats):
+    """A learnt weight shift of one generator layer, with its metadata; saved as safetensors
+    `shift` + metadata."""
 
+    _prefix = "cs_shift"
     _free_name = "cs_shift_free"
-
-    def __len__(self):
-        return self._lib.cs_shift_len(self.ptr)
 
     @property
     def layer(self):
@@ -669,16 +675,6 @@ class Shift(_Handle):
         `model`, …) as a string, or ``default`` when absent."""
         raw = self._lib.cs_shift_get_meta(self.ptr, _cstr(key, "key"))
         return raw.decode("utf-8", "replace") if raw is not None else default
-
-    def to_floats(self):
-        n = len(self)
-        buf = (c_float * n)()
-        _call(self._lib.cs_shift_to_floats, self.ptr, buf, n)
-        return list(buf)
-
-    def save(self, path):
-        """Writes safetensors (`shift` + metadata) atomically (a temporary file renamed)."""
-        _call(self._lib.cs_shift_save, self.ptr, _cstr(path, "path"))
 
     @classmethod
     def load(cls, ctx, path):

@@ -130,11 +130,6 @@ impl Checkpoint {
         self.entries.get(key).map(|e| e.shape.as_slice())
     }
 
-    /// The shape, or an error naming the file and the key.
-    pub fn require_shape(&self, key: &str) -> Result<&[i64]> {
-        self.shape(key).ok_or_else(|| Error::MissingTensor { path: self.path.clone(), key: key.to_string() })
-    }
-
     /// safetensors `__metadata__` (empty for pickles).
     pub fn metadata(&self) -> &BTreeMap<String, String> {
         &self.metadata
@@ -250,14 +245,6 @@ impl<'a> Loader<'a> {
             used: Default::default(),
             problems: Default::default(),
         }
-    }
-
-    pub fn checkpoint(&self) -> &'a Checkpoint {
-        self.ckpt
-    }
-
-    pub fn prefix(&self) -> &str {
-        &self.prefix
     }
 
     /// A constant (weights and buffers alike: nothing in a loaded model is trained).
