@@ -29,7 +29,7 @@ fn libtorch_lib_dir() -> Option<PathBuf> {
     env_rerun("LIBTORCH").map(|root| PathBuf::from(root).join("lib"))
 }
 
-fn main() {
+pub fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let Some(lib) = libtorch_lib_dir() else {
         println!("cargo:warning=libtorch lib dir not found: no rpath and no forced libtorch_cuda link");

@@ -47,6 +47,14 @@ typedef enum cs_status {
   CS_STATUS_DEVICE = 6,
   CS_STATUS_CANCELLED = 7,
   CS_STATUS_INTERNAL = 8,
+  // A model file failed verification (wrong size or SHA-256); it was moved aside.
+  CS_STATUS_INTEGRITY = 9,
+  // A download failed (HTTP error status, network failure); a partial file is kept.
+  CS_STATUS_DOWNLOAD = 10,
+  // The optimisation produced a non-finite loss: lower the learning rate or the strength.
+  CS_STATUS_DIVERGED = 11,
+  // Model files are missing; the message names them, their URLs and the directory.
+  CS_STATUS_MODELS_MISSING = 12,
 } cs_status;
 
 // Byte order of 8-bit pixels.
@@ -385,9 +393,10 @@ enum cs_status cs_clip_score(const struct cs_ctx *ctx,
                              float *out);
 
 // `CS_STATUS_OK` when every file of `set` is in the store (`models_dir` NULL = default);
-// otherwise `CS_STATUS_IO` and `cs_last_error()` says which files, their URLs and where to put
+// otherwise `CS_STATUS_MODELS_MISSING` (before 0.2: `CS_STATUS_IO`) and `cs_last_error()` says which files, their URLs and where to put
 // them.
-enum cs_status cs_models_check(const char *models_dir, const char *set);
+enum cs_status cs_models_check(const char *models_dir,
+                               const char *set);
 
 // The model sets that edit pictures (`ffhq`, `car`, `horse`, …), one per line: name, a tab,
 // 1 when all its files are present else 0, a tab, its example prompts separated by `|`.

@@ -22,7 +22,9 @@ use crate::error::{Error, Result};
 use crate::models::clip::HeadCounts;
 use crate::models::e4e::{self, Encoder4Editing};
 use crate::models::{self, stylegan2::Generator};
-use crate::store::{Frame, ModelStore};
+use crate::domain::{Domain, Frame, Size};
+use crate::models::stylegan2::LayerId;
+use crate::store::ModelStore;
 
 /// Samples averaged for the mean latent when the file does not carry `latent_avg`
 /// (rosinality's `mean_latent(4096)`), from a fixed seed so truncation is reproducible.
@@ -41,7 +43,7 @@ pub struct ContextParams {
     pub vocab: Option<PathBuf>,
     pub clip_heads: HeadCounts,
     /// Domain facts (frame, encoder input, defaults); None infers them from the files.
-    pub domain: Option<crate::store::Domain>,
+    pub domain: Option<Domain>,
     /// Name recorded in shift files (a model-set name, or the generator's file name).
     pub model_id: Option<String>,
     /// SHA-256 of the generator file when known (a model set's manifest or lock file).
@@ -99,7 +101,7 @@ pub struct Context {
     pub guide: Option<ClipGuide>,
     /// The picture inside the generator output.
     pub frame: Frame,
-    pub domain: Option<crate::store::Domain>,
+    pub domain: Option<Domain>,
     pub model_id: String,
     pub model_sha256: Option<String>,
     stored_mean: Option<Tensor>,
@@ -123,7 +125,7 @@ pub struct Encoder {
     /// (n_styles, D), added to the encoder's output (pSp `start_from_latent_avg`).
     pub latent_avg: Option<Tensor>,
     /// Input (H, W) the encoder was trained at.
-    pub input_size: (i64, i64),
+    pub input_size: Size,
 }
 
 impl Context {
@@ -169,9 +171,9 @@ impl Context {
                 )))
             }
             Some(d) => d.frame,
-            None => default_frame(size, encoder.as_ref().map(|e| e.input_size)),
+            None => Frame::infer(size, encoder.as_ref().map(|e| e.input_size)),
         };
-        if frame.top + frame.height > size || frame.left + frame.width > size || frame.height == 0 || frame.width == 0 {
+        if !frame.fits(size) {
             return Err(Error::arg("frame", format!("{frame:?} does not fit a {size} px generator")));
         }
         let model_id = params.model_id.clone().unwrap_or_else(|| {
@@ -236,8 +238,8 @@ impl Context {
     }
 
     /// The domain's default edit layer, else the 16 px conv the method favours.
-    pub fn default_layer(&self) -> String {
-        self.domain.as_ref().map(|d| d.default_layer.clone()).unwrap_or_else(|| "convs.3".into())
+    pub fn default_layer(&self) -> LayerId {
+        self.domain.as_ref().map(|d| d.default_layer).unwrap_or(LayerId::Convs(3))
     }
 
     pub fn default_lambda2(&self) -> f64 {
@@ -248,7 +250,7 @@ impl Context {
     /// input (whose aspect is the frame's).
     pub fn encode(&self, view: &ImageView) -> Result<Latent> {
         let enc = self.encoder()?;
-        let wplus = encode::invert(&enc.net, enc.latent_avg.as_ref(), view, enc.input_size)?;
+        let wplus = encode::invert(&enc.net, enc.latent_avg.as_ref(), view, (enc.input_size.height as i64, enc.input_size.width as i64))?;
         Latent::new(&self.generator, wplus.f_squeeze_dim(0)?)
     }
 
@@ -300,19 +302,7 @@ impl Context {
     }
 }
 
-/// The frame when no domain is given: cars (e4e trained at 192×256, aspect 3:4) use the
-/// 512×384 band of rows 64..448; everything else the whole square.
-fn default_frame(size: u32, encoder_input: Option<(i64, i64)>) -> Frame {
-    match encoder_input {
-        Some((h, w)) if h * 4 == w * 3 => {
-            let height = size * 3 / 4;
-            Frame { top: (size - height) / 2, left: 0, height, width: size }
-        }
-        _ => Frame { top: 0, left: 0, height: size, width: size },
-    }
-}
-
-fn load_encoder(ck: &Checkpoint, g: &Generator, domain: Option<&crate::store::Domain>, device: Device) -> Result<Encoder> {
+fn load_encoder(ck: &Checkpoint, g: &Generator, domain: Option<&Domain>, device: Device) -> Result<Encoder> {
     let net = Encoder4Editing::load_from(ck, device)?;
     if net.n_styles() != g.n_latent() || net.style_dim() != g.style_dim() {
         return Err(Error::Mismatch(format!(
@@ -329,8 +319,8 @@ fn load_encoder(ck: &Checkpoint, g: &Generator, domain: Option<&crate::store::Do
         return Err(Error::MissingTensor { path: ck.path().to_path_buf(), key: "latent_avg".into() });
     }
     let input_size = match domain {
-        Some(d) => (d.encoder_input.height as i64, d.encoder_input.width as i64),
-        None => encode::input_size(e4e::opts_dataset_type(ck).as_deref()),
+        Some(d) => d.encoder_input,
+        None => Size::encoder_input_for(e4e::opts_dataset_type(ck).as_deref()),
     };
     Ok(Encoder { net, latent_avg, input_size })
 }

@@ -33,9 +33,14 @@ pub enum Error {
     #[error("model mismatch: {0}")]
     Mismatch(String),
 
-    /// Model files missing, a download failed, or the model store is misconfigured.
-    #[error("{0}")]
-    Models(String),
+    /// A PyTorch file could not be read (kept whole so I/O and corruption stay apart).
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::torch::CheckpointError),
+
+    /// Model files missing, a download failed, a file failed verification, or the manifest is
+    /// wrong: the store's own error, kept whole so each kind gets its status.
+    #[error(transparent)]
+    Store(crate::store::StoreError),
 
     #[error("device: {0}")]
     Device(String),
@@ -43,8 +48,17 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
 
+    /// libtorch could not allocate (it reports this as a plain exception; told apart once, in
+    /// `From<TchError>`).
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+
+    /// The optimisation produced a non-finite loss or result.
+    #[error("the optimisation diverged: {0}")]
+    Diverged(String),
+
     #[error("torch: {}", torch_message(.0))]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
 
     #[error("internal error: {0}")]
     Internal(String),
@@ -60,10 +74,20 @@ impl From<crate::store::StoreError> for Error {
     fn from(e: crate::store::StoreError) -> Self {
         use crate::store::StoreError as S;
         match e {
-            S::Io { path, source, .. } => Error::Io { path, source },
             S::Cancelled { .. } => Error::Cancelled,
             S::UnknownSet { .. } | S::UnknownRole { .. } | S::UnknownFile { .. } => Error::arg("set", e.to_string()),
-            e => Error::Models(e.to_string()),
+            e => Error::Store(e),
+        }
+    }
+}
+
+impl From<tch::TchError> for Error {
+    fn from(e: tch::TchError) -> Self {
+        let s = torch_message(&e);
+        if s.contains("out of memory") || s.contains("DefaultCPUAllocator: can't allocate") {
+            Error::OutOfMemory(s)
+        } else {
+            Error::Torch(e)
         }
     }
 }
@@ -79,16 +103,5 @@ impl Error {
 
     pub fn arg(name: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidArgument { name, reason: reason.into() }
-    }
-
-    /// libtorch reports allocation failures as plain exceptions; callers need to tell them apart.
-    pub fn is_out_of_memory(&self) -> bool {
-        match self {
-            Error::Torch(e) => {
-                let s = e.to_string();
-                s.contains("out of memory") || s.contains("DefaultCPUAllocator: can't allocate")
-            }
-            _ => false,
-        }
     }
 }

@@ -40,6 +40,14 @@ pub enum cs_status {
     Device = 6,
     Cancelled = 7,
     Internal = 8,
+    /// A model file failed verification (wrong size or SHA-256); it was moved aside.
+    Integrity = 9,
+    /// A download failed (HTTP error status, network failure); a partial file is kept.
+    Download = 10,
+    /// The optimisation produced a non-finite loss: lower the learning rate or the strength.
+    Diverged = 11,
+    /// Model files are missing; the message names them, their URLs and the directory.
+    ModelsMissing = 12,
 }
 
 /// Byte order of 8-bit pixels.
@@ -189,20 +197,31 @@ fn set_last_error(msg: &str) {
 }
 
 fn status_of(e: &Error) -> cs_status {
-    if e.is_out_of_memory() {
-        return cs_status::OutOfMemory;
-    }
+    use crate::checkpoint::torch::CheckpointError as C;
+    use crate::store::StoreError as S;
     match e {
-        Error::Io { .. } | Error::Models(_) => cs_status::Io,
+        Error::Io { .. } | Error::Checkpoint(C::Io { .. }) => cs_status::Io,
         Error::Format { .. }
+        | Error::Checkpoint(_)
         | Error::MissingTensor { .. }
         | Error::Shape { .. }
         | Error::Keys { .. }
         | Error::UnknownArchitecture { .. } => cs_status::ModelFormat,
+        Error::Store(s) => match s {
+            S::Missing { .. } | S::NoUrl { .. } => cs_status::ModelsMissing,
+            S::HttpStatus { .. } | S::Transfer { .. } => cs_status::Download,
+            S::SizeMismatch { .. } | S::HashMismatch { .. } => cs_status::Integrity,
+            S::Manifest { .. } | S::PinFile { .. } => cs_status::ModelFormat,
+            S::UnknownSet { .. } | S::UnknownRole { .. } | S::UnknownFile { .. } => cs_status::InvalidArgument,
+            S::Cancelled { .. } => cs_status::Cancelled,
+            S::Io { .. } | S::NoModelDir | S::DiskFull { .. } => cs_status::Io,
+        },
         Error::InvalidArgument { .. } => cs_status::InvalidArgument,
         Error::Mismatch(_) => cs_status::ModelMismatch,
         Error::Device(_) => cs_status::Device,
         Error::Cancelled => cs_status::Cancelled,
+        Error::OutOfMemory(_) => cs_status::OutOfMemory,
+        Error::Diverged(_) => cs_status::Diverged,
         Error::Torch(_) | Error::Internal(_) => cs_status::Internal,
     }
 }
@@ -516,7 +535,7 @@ pub unsafe extern "C" fn cs_context_get_domain(ctx: *const cs_ctx, out: *mut cs_
             frame_height: f.height,
             has_encoder: ctx.encoder.is_some() as i32,
             has_clip: ctx.guide.is_some() as i32,
-            default_layer: c_name(&ctx.default_layer()),
+            default_layer: c_name(&ctx.default_layer().to_string()),
             default_lambda2: ctx.default_lambda2() as f32,
         };
         Ok(())
@@ -948,7 +967,7 @@ unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<St
     if p.steps < 1 {
         return Err(Error::arg("steps", format!("{} must be at least 1", p.steps)));
     }
-    let layer = if p.layer.is_null() { ctx.default_layer() } else { str_arg(p.layer, "layer")?.to_string() };
+    let layer = if p.layer.is_null() { ctx.default_layer() } else { ctx.generator.layer_by_name(str_arg(p.layer, "layer")?)?.id };
     let lambda2 = if p.lambda2.is_sign_negative() && p.lambda2.is_finite() { ctx.default_lambda2() } else { p.lambda2 as f64 };
     Ok(OptimizeParams {
         prompts,
@@ -1070,7 +1089,7 @@ fn model_store(dir: *const c_char) -> Result<ModelStore> {
 }
 
 /// `CS_STATUS_OK` when every file of `set` is in the store (`models_dir` NULL = default);
-/// otherwise `CS_STATUS_IO` and `cs_last_error()` says which files, their URLs and where to put
+/// otherwise `CS_STATUS_MODELS_MISSING` (before 0.2: `CS_STATUS_IO`) and `cs_last_error()` says which files, their URLs and where to put
 /// them.
 #[no_mangle]
 pub unsafe extern "C" fn cs_models_check(models_dir: *const c_char, set: *const c_char) -> cs_status {
@@ -1078,7 +1097,7 @@ pub unsafe extern "C" fn cs_models_check(models_dir: *const c_char, set: *const 
         let store = model_store(models_dir)?;
         match store.missing_files_message(str_arg(set, "set")?)? {
             None => Ok(()),
-            Some(message) => Err(Error::Models(message)),
+            Some(message) => Err(Error::Store(crate::store::StoreError::Missing { set: String::new(), files: Vec::new(), message })),
         }
     })
 }

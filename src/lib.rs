@@ -12,19 +12,20 @@
 //! - [`context`]: the loaded model set on a device, what the C ABI hands out as `cs_ctx`.
 //! - [`ffi`]: the C ABI, the crate's only `unsafe`.
 
-pub mod bench;
 pub mod checkpoint;
 pub mod context;
 pub mod device;
+pub mod domain;
 pub mod edit;
 pub mod error;
 pub mod ffi;
 pub mod imageops;
 pub mod io;
 pub mod models;
+pub mod nn;
 pub mod ops;
-pub mod sheet;
 pub mod store;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 

@@ -9,6 +9,7 @@ use clipshape::context::{Context, ContextParams};
 use clipshape::device::DeviceRequest;
 use clipshape::edit::optimize::{Method, OptimizeParams, Progress};
 use clipshape::edit::shift::Target;
+use clipshape::models::stylegan2::LayerId;
 use clipshape::edit::{self, Latent, Shift};
 use clipshape::Error;
 use common::{golden, tmpdir};
@@ -28,7 +29,7 @@ fn latent(ctx: &Context, seed: i64) -> Latent {
 }
 
 fn params(prompt: &str, steps: usize) -> OptimizeParams {
-    OptimizeParams { steps, lambda2: 0.05, ..OptimizeParams::new(prompt, "convs.3") }
+    OptimizeParams { steps, lambda2: 0.05, ..OptimizeParams::new(prompt, LayerId::Convs(3)) }
 }
 
 fn run(ctx: &Context, latents: &[&Latent], p: &OptimizeParams) -> (Vec<Shift>, Vec<Progress>) {
@@ -165,7 +166,7 @@ fn bad_requests_are_refused_clearly() {
     assert!(err(params("", 5)).contains("prompt"));
     assert!(err(params("   ", 5)).contains("prompt"));
     assert!(err(params(&"nose ".repeat(90), 5)).contains("77"));
-    assert!(err(OptimizeParams { layer: "convs.42".into(), ..params("a", 5) }).contains("convs.42"));
+    assert!(err(OptimizeParams { layer: LayerId::Convs(42), ..params("a", 5) }).contains("convs.42"));
     assert!(err(params("a wide face", 0)).contains("steps"));
     assert!(err(params("a wide face", 10_000_000)).contains("steps"));
     assert!(err(OptimizeParams { lambda2: -0.1, ..params("a wide face", 5) }).contains("lambda2"));

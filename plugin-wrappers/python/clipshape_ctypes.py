@@ -50,6 +50,10 @@ STATUS_OUT_OF_MEMORY = 5
 STATUS_DEVICE = 6
 STATUS_CANCELLED = 7
 STATUS_INTERNAL = 8
+STATUS_INTEGRITY = 9
+STATUS_DOWNLOAD = 10
+STATUS_DIVERGED = 11
+STATUS_MODELS_MISSING = 12
 
 PIXEL_FORMATS = {"RGBA8": 0, "BGRA8": 1, "RGB8": 2}
 BYTES_PER_PIXEL = {"RGBA8": 4, "BGRA8": 4, "RGB8": 3}
@@ -115,6 +119,28 @@ class InternalError(ClipShapeError):
     status = STATUS_INTERNAL
 
 
+# The store's failures are file errors too (callers written against CS_STATUS_IO keep working),
+# told apart so a host can offer the right remedy.
+class IntegrityError(FileIOError):
+    """CS_STATUS_INTEGRITY: a model file has the wrong size or SHA-256 (moved aside)."""
+    status = STATUS_INTEGRITY
+
+
+class DownloadError(FileIOError):
+    """CS_STATUS_DOWNLOAD: an HTTP error or network failure; the partial file is kept."""
+    status = STATUS_DOWNLOAD
+
+
+class ModelsMissingError(FileIOError):
+    """CS_STATUS_MODELS_MISSING: model files are absent; the message names them and their URLs."""
+    status = STATUS_MODELS_MISSING
+
+
+class DivergedError(ClipShapeError):
+    """CS_STATUS_DIVERGED: the optimisation's loss became NaN or infinite."""
+    status = STATUS_DIVERGED
+
+
 class LibraryNotFoundError(ClipShapeError, ImportError):
     """libclipshape.so could not be found or loaded (not a cs_status)."""
 
@@ -124,7 +150,8 @@ class LibraryNotFoundError(ClipShapeError, ImportError):
 
 ERRORS = {cls.status: cls for cls in (InvalidArgumentError, FileIOError, ModelFormatError,
                                        ModelMismatchError, OutOfMemoryError, DeviceError,
-                                       CancelledError, InternalError)}
+                                       CancelledError, InternalError, IntegrityError,
+                                       DownloadError, ModelsMissingError, DivergedError)}
 
 
 def error_for_status(status, message):
@@ -474,8 +501,8 @@ def models_list_sets(models_dir=None):
 
 
 def models_check(set_name, models_dir=None):
-    """Returns None when every file of ``set_name`` is present; raises FileIOError naming
-    the missing files, their URLs and where to put them otherwise."""
+    """Returns None when every file of ``set_name`` is present; raises ModelsMissingError (a
+    FileIOError) naming the missing files, their URLs and where to put them otherwise."""
     L = load_library()
     _call(L.cs_models_check, _cstr(models_dir, "models_dir"), _cstr(set_name, "set_name"))
 
@@ -1056,7 +1083,8 @@ class _Job:
 __all__ = [
     "ABI_VERSION", "PIXEL_FORMATS", "BYTES_PER_PIXEL", "METHODS", "ClipShapeError",
     "InvalidArgumentError", "FileIOError", "ModelFormatError", "ModelMismatchError",
-    "OutOfMemoryError", "DeviceError", "CancelledError", "InternalError", "LibraryNotFoundError",
+    "OutOfMemoryError", "DeviceError", "CancelledError", "InternalError", "IntegrityError",
+    "DownloadError", "ModelsMissingError", "DivergedError", "LibraryNotFoundError",
     "ERRORS", "error_for_status", "load_library", "lib", "set_library_path", "library_candidates",
     "last_error", "version", "abi_version", "cuda_device_count", "models_check", "models_missing",
     "models_fetch", "Picture", "Latent", "Shift", "Context", "GeneratorInfo", "LayerInfo",

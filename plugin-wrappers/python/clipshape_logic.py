@@ -573,6 +573,10 @@ def error_text(exc):
             cs.OutOfMemoryError: "Out of memory",
             cs.DeviceError: "Device not available",
             cs.InternalError: "Internal error",
+            cs.IntegrityError: "Model file damaged",
+            cs.DownloadError: "Download failed",
+            cs.ModelsMissingError: "Model files missing",
+            cs.DivergedError: "The optimisation diverged",
         }.get(type(exc), "Error")
         return "%s: %s" % (kind, exc.message)
     return "Unexpected error: %s: %s" % (type(exc).__name__, exc)

@@ -7,7 +7,7 @@
 //! Tensors are materialised one at a time on request: the official e4e files are over a gigabyte
 //! and a generator only needs its half.
 
-pub mod pickle;
+pub mod torch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 /// Where one tensor's bytes live.
 enum Source {
     Safetensors { dtype: safetensors::Dtype, start: usize, end: usize },
-    Pickle(pickle::TensorRef),
+    Pickle(torch::TensorRef),
     Memory(Tensor),
 }
 
@@ -30,7 +30,7 @@ struct Entry {
 
 enum Backing {
     Safetensors(Vec<u8>),
-    Pickle(pickle::Checkpoint),
+    Pickle(torch::TorchFile),
     Memory,
 }
 
@@ -95,9 +95,9 @@ impl Checkpoint {
     }
 
     fn open_pickle(path: &Path) -> Result<Self> {
-        let ck = pickle::Checkpoint::open(path).map_err(|e| Error::format(path, e.to_string()))?;
+        let ck = torch::TorchFile::open(path)?;
         let mut entries = BTreeMap::new();
-        for (name, tref) in pickle::flatten_tensors(ck.root(), "") {
+        for (name, tref) in torch::flatten_tensors(ck.root(), "") {
             let shape = tref.shape.iter().map(|&d| d as i64).collect();
             entries.insert(name, Entry { shape, source: Source::Pickle(tref) });
         }
@@ -136,7 +136,7 @@ impl Checkpoint {
     }
 
     /// The unpickled object tree (None for safetensors): where e4e keeps `opts`.
-    pub fn pickle_root(&self) -> Option<&pickle::Value> {
+    pub fn pickle_root(&self) -> Option<&torch::Value> {
         match &self.backing {
             Backing::Pickle(ck) => Some(ck.root()),
             Backing::Safetensors(_) | Backing::Memory => None,
@@ -148,7 +148,7 @@ impl Checkpoint {
     pub fn archive_entry(&self, name: &str) -> Result<Option<Vec<u8>>> {
         const LIMIT: u64 = 64 << 20;
         match &self.backing {
-            Backing::Pickle(ck) => ck.read_entry(name, LIMIT).map_err(|e| Error::format(&self.path, e.to_string())),
+            Backing::Pickle(ck) => Ok(ck.read_entry(name, LIMIT)?),
             _ => Ok(None),
         }
     }
@@ -209,8 +209,8 @@ fn safetensors_kind(d: safetensors::Dtype) -> Option<Kind> {
     })
 }
 
-fn pickle_kind(d: pickle::DType) -> Kind {
-    use pickle::DType as D;
+fn pickle_kind(d: torch::DType) -> Kind {
+    use torch::DType as D;
     match d {
         D::F16 => Kind::Half,
         D::BF16 => Kind::BFloat16,

@@ -17,15 +17,6 @@ pub const MAX_SIDE: u32 = 16384;
 /// Largest pixel count accepted (2^27, e.g. 16384×8192: 512 MiB of RGBA8 before conversion).
 pub const MAX_PIXELS: u64 = 1 << 27;
 
-/// The encoder input size (H, W) for an e4e `dataset_type`: cars were trained at 192×256,
-/// everything else (faces, horses, churches) at 256×256.
-pub fn input_size(dataset_type: Option<&str>) -> (i64, i64) {
-    match dataset_type {
-        Some(t) if t.starts_with("cars") => (192, 256),
-        _ => (256, 256),
-    }
-}
-
 /// Borrowed 8-bit pixels: `height` rows of `width` pixels, row `y` starting at byte `y·stride`.
 /// Rows may carry padding after their `width·bpp` bytes; the last row needs none.
 #[derive(Debug, Clone, Copy)]
@@ -170,7 +161,7 @@ pub fn to_encoder_input(view: &ImageView, out_h: i64, out_w: i64, device: Device
 
 /// Inverts one photo: W+ (1, n_styles, style_dim) = `encoder(input) + latent_avg` (pSp with
 /// `start_from_latent_avg`), at the input size `(h, w)` the encoder was trained for
-/// (see [`input_size`]).
+/// (see [`Size::encoder_input_for`](crate::domain::Size::encoder_input_for)).
 pub fn invert(
     encoder: &Encoder4Editing,
     latent_avg: Option<&Tensor>,
@@ -327,10 +318,4 @@ mod tests {
         assert_eq!(arg_name(to_encoder_input(&ok, 0, 256, Device::Cpu).unwrap_err()).0, "out_h");
     }
 
-    #[test]
-    fn input_sizes() {
-        assert_eq!(input_size(Some("cars_encode")), (192, 256));
-        assert_eq!(input_size(Some("ffhq_encode")), (256, 256));
-        assert_eq!(input_size(None), (256, 256));
     }
-}

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::imageops::resize_bicubic;
 use crate::io::check_finite;
 use crate::models::clip::{self, Clip, HeadCounts, MEAN, STD};
-use crate::models::tokenizer::{Tokenizer, TokenizerError};
+use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// How a generator image of any size becomes CLIP's square input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

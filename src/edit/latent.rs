@@ -9,7 +9,8 @@ use tch::{Device, Tensor};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::io::{check_finite, safetensors_bytes, write_atomic};
-use crate::models::stylegan2::{seeded_normal, Generator};
+use crate::models::init::seeded_normal;
+use crate::models::stylegan2::Generator;
 
 pub struct Latent {
     /// (n_latent, style_dim), float32, on the generator's device.

@@ -25,7 +25,8 @@ use crate::edit::shift::{target_fingerprint, Target};
 use crate::edit::{Latent, Shift};
 use crate::error::{Error, Result};
 use crate::models::clip::normalize;
-use crate::models::stylegan2::{seeded_normal, Generator, LayerId};
+use crate::models::init::seeded_normal;
+use crate::models::stylegan2::{Generator, LayerId};
 
 pub const DEFAULT_LAMBDA1: f64 = 10.0;
 /// Used when neither the caller nor the model set gives one (the method's range is 0.01–0.1).
@@ -50,8 +51,8 @@ pub struct OptimizeParams {
     /// One per sample, or one for every latent.
     pub prompts: Vec<String>,
     pub neutral: Option<String>,
-    /// Conv whose raw weight is shifted (`convs.3`); ignored by `Method::Latent`.
-    pub layer: String,
+    /// Conv whose raw weight is shifted; ignored by `Method::Latent`.
+    pub layer: LayerId,
     pub method: Method,
     pub lambda1: f64,
     pub lambda2: f64,
@@ -70,11 +71,11 @@ pub struct OptimizeParams {
 }
 
 impl OptimizeParams {
-    pub fn new(prompt: &str, layer: &str) -> Self {
+    pub fn new(prompt: &str, layer: LayerId) -> Self {
         OptimizeParams {
             prompts: vec![prompt.to_string()],
             neutral: None,
-            layer: layer.to_string(),
+            layer,
             method: Method::Shift,
             lambda1: DEFAULT_LAMBDA1,
             lambda2: DEFAULT_LAMBDA2,
@@ -126,6 +127,117 @@ pub struct Progress {
     pub clip_sim: f32,
 }
 
+/// What stays fixed during the loop: computed once, before the first step.
+struct Setup {
+    target: Target,
+    /// The start codes, one per sample (B, n_latent, style_dim).
+    w0: Tensor,
+    /// Text features of each sample's prompt (B, D).
+    text: Tensor,
+    /// Image features of the unedited images (B, D).
+    original: Tensor,
+    /// `normalize(E_T(T) − E_T(N))` for a directional loss.
+    direction: Option<Tensor>,
+    sim_before: Vec<f64>,
+}
+
+impl Setup {
+    fn new(g: &Generator, guide: &ClipGuide, latents: &[&Latent], params: &OptimizeParams) -> Result<Setup> {
+        let n = params.prompts.len().max(latents.len());
+        if latents.is_empty()
+            || (latents.len() != 1 && latents.len() != n)
+            || (params.prompts.len() != 1 && params.prompts.len() != n)
+        {
+            return Err(Error::arg(
+                "batch",
+                format!(
+                    "{} prompts and {} latents: give one of each, or N of one and 1 or N of the other",
+                    params.prompts.len(),
+                    latents.len()
+                ),
+            ));
+        }
+        let target = match params.method {
+            Method::Shift => Target::Layer(g.layer(params.layer)?.id),
+            Method::Latent => Target::WPlus,
+        };
+        let nb = n as i64;
+        let w0 = Tensor::f_stack(&latents.iter().map(|l| l.wplus.shallow_clone()).collect::<Vec<_>>(), 0)?
+            .f_expand([nb, g.n_latent(), g.style_dim()], false)?
+            .f_contiguous()?;
+        let prompts: Vec<&str> = params.prompts.iter().map(String::as_str).collect();
+        let text = guide.text_features(&prompts, params.truncate)?.f_expand([nb, -1], false)?;
+        let original = tch::no_grad(|| guide.image_features(&guide.generator_input(&g.synthesis(&w0, &[])?)?))?;
+        let direction = match &params.neutral {
+            Some(neutral) => {
+                let nf = guide.text_features(&[neutral.as_str()], params.truncate)?;
+                Some(normalize(&text.f_sub(&nf)?)?)
+            }
+            None => None,
+        };
+        let sim_before = similarities(&original, &text)?;
+        Ok(Setup { target, w0, text, original, direction, sim_before })
+    }
+
+    fn batch(&self) -> i64 {
+        self.w0.size()[0]
+    }
+
+    fn clip_term(&self, features: &Tensor) -> Result<Tensor> {
+        match &self.direction {
+            Some(d) => clip_distance(&features.f_sub(&self.original)?.f_add_scalar(1e-8)?, d),
+            None => clip_distance(features, &self.text),
+        }
+    }
+
+    /// The variable's start: zero (or a seeded normal scaled to the weight's std) for a layer,
+    /// the codes themselves for W+.
+    fn initial(&self, g: &Generator, params: &OptimizeParams) -> Result<Tensor> {
+        let device = g.device();
+        let shape = self.target.shape(g)?;
+        let mut var_shape = vec![self.batch()];
+        var_shape.extend(match self.target {
+            Target::Layer(_) => &shape[1..],
+            Target::WPlus => &shape[..],
+        });
+        Ok(match self.target {
+            Target::Layer(l) if params.init_scale > 0.0 => {
+                let std = g.layer_weight(l)?.f_std(false)?.f_double_value(&[])?;
+                seeded_normal(&var_shape, params.seed, device)?.f_mul_scalar(std * params.init_scale)?
+            }
+            Target::WPlus => self.w0.shallow_clone(),
+            Target::Layer(_) => Tensor::f_zeros(var_shape.as_slice(), (Kind::Float, device))?,
+        })
+    }
+
+    /// The edited images and each sample's regulariser for the variable's current value.
+    fn forward(&self, g: &Generator, var: &Tensor, params: &OptimizeParams) -> Result<(Tensor, Tensor)> {
+        match self.target {
+            Target::Layer(l) => {
+                let delta = var.f_mul_scalar(params.strength)?;
+                let img = g.synthesis(&self.w0, &[(l, &delta)])?;
+                // ‖x‖₂ per sample; the epsilon keeps the gradient finite at x = 0.
+                let norm = sum_per_sample(&var.f_square()?)?.f_add_scalar(1e-12)?.f_sqrt()?;
+                Ok((img, norm.f_mul_scalar(params.lambda2)?))
+            }
+            Target::WPlus => {
+                let img = g.synthesis(var, &[])?;
+                let d2 = sum_per_sample(&var.f_sub(&self.w0)?.f_square()?)?;
+                Ok((img, d2.f_mul_scalar(params.latent_l2)?))
+            }
+        }
+    }
+}
+
+fn sum_per_sample(t: &Tensor) -> Result<Tensor> {
+    Ok(t.f_flatten(1, -1)?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)
+}
+
+/// Cosine similarity per sample, as f64.
+fn similarities(features: &Tensor, text: &Tensor) -> Result<Vec<f64>> {
+    Ok(Vec::<f64>::try_from(clip_distance(features, text)?.f_neg()?.f_add_scalar(1.0)?.f_to_kind(Kind::Double)?)?)
+}
+
 /// Learns one shift per sample. `cancelled` is polled every step (no device sync);
 /// `progress` returning false cancels too. Cancelling returns `Error::Cancelled` and no shift.
 pub fn optimize(
@@ -137,160 +249,148 @@ pub fn optimize(
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<Vec<Shift>> {
     params.validate()?;
-    let device = g.device();
-    let n = params.prompts.len().max(latents.len());
-    if latents.is_empty() || (latents.len() != 1 && latents.len() != n) || (params.prompts.len() != 1 && params.prompts.len() != n) {
-        return Err(Error::arg(
-            "batch",
-            format!("{} prompts and {} latents: give one of each, or N of one and 1 or N of the other", params.prompts.len(), latents.len()),
-        ));
+    let setup = Setup::new(g, guide, latents, params)?;
+    let vs = nn::VarStore::new(g.device());
+    let var = vs.root().f_var_copy("x", &setup.initial(g, params)?)?;
+    let last = run_loop(g, guide, &setup, &vs, &var, params, cancelled, progress)?;
+
+    // The result: x (or w − w0), checked.
+    let result = match setup.target {
+        Target::Layer(_) => var.f_detach_copy()?,
+        Target::WPlus => var.f_detach()?.f_sub(&setup.w0)?,
+    };
+    if result.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+        return Err(Error::Diverged(format!(
+            "the optimisation produced NaN or infinite values; lower the learning rate ({})",
+            params.lr
+        )));
     }
-    let target = match params.method {
-        Method::Shift => Target::resolve(g, &params.layer)?,
-        Method::Latent => Target::WPlus,
-    };
-    let nb = n as i64;
-    let w0 = Tensor::f_stack(&latents.iter().map(|l| l.wplus.shallow_clone()).collect::<Vec<_>>(), 0)?
-        .f_expand([nb, g.n_latent(), g.style_dim()], false)?
-        .f_contiguous()?;
+    let sim_after = tch::no_grad(|| -> Result<Vec<f64>> {
+        let img = match setup.target {
+            Target::Layer(l) => g.synthesis(&setup.w0, &[(l, &result.f_mul_scalar(params.strength)?)])?,
+            Target::WPlus => g.synthesis(&setup.w0.f_add(&result)?, &[])?,
+        };
+        similarities(&guide.image_features(&guide.generator_input(&img)?)?, &setup.text)
+    })?;
 
-    // Everything that does not depend on x is computed once.
-    let prompts: Vec<&str> = params.prompts.iter().map(String::as_str).collect();
-    let text = guide.text_features(&prompts, params.truncate)?.f_expand([nb, -1], false)?;
-    let original = tch::no_grad(|| guide.image_features(&guide.generator_input(&g.synthesis(&w0, &[])?)?))?;
-    let direction = match &params.neutral {
-        Some(neutral) => {
-            let nf = guide.text_features(&[neutral.as_str()], params.truncate)?;
-            Some(normalize(&text.f_sub(&nf)?)?)
-        }
-        None => None,
-    };
-    let clip_term = |features: &Tensor| -> Result<Tensor> {
-        match &direction {
-            Some(d) => clip_distance(&features.f_sub(&original)?.f_add_scalar(1e-8)?, d),
-            None => clip_distance(features, &text),
-        }
-    };
-    let sim_before: Vec<f64> = Vec::<f64>::try_from(clip_distance(&original, &text)?.f_neg()?.f_add_scalar(1.0)?.f_to_kind(Kind::Double)?)?;
+    let fingerprint = target_fingerprint(g, setup.target)?;
+    let mut shifts = Vec::with_capacity(setup.batch() as usize);
+    for i in 0..setup.batch() as usize {
+        let x = match setup.target {
+            Target::Layer(_) => result.f_narrow(0, i as i64, 1)?,
+            Target::WPlus => result.f_get(i as i64)?,
+        };
+        let meta = ShiftMeta {
+            prompt: params.prompts[if params.prompts.len() == 1 { 0 } else { i }].clone(),
+            neutral: params.neutral.clone(),
+            method: params.method,
+            lambda1: params.lambda1,
+            lambda2: params.lambda2,
+            latent_l2: params.latent_l2,
+            steps: params.steps,
+            lr: params.lr,
+            strength: params.strength,
+            seed: params.seed,
+            final_loss: last.loss,
+            clip_sim_before: setup.sim_before[i],
+            clip_sim_after: sim_after[i],
+        };
+        shifts.push(Shift { target: setup.target, x: x.f_contiguous()?, meta: meta.to_map(setup.target, &fingerprint) });
+    }
+    Ok(shifts)
+}
 
-    let vs = nn::VarStore::new(device);
-    let shape = target.shape(g)?;
-    let mut var_shape = vec![nb];
-    var_shape.extend(match target {
-        Target::Layer(_) => &shape[1..],
-        Target::WPlus => &shape[..],
-    });
-    let init = match target {
-        Target::Layer(l) if params.init_scale > 0.0 => {
-            let std = g.layer_weight(l)?.f_std(false)?.f_double_value(&[])?;
-            seeded_normal(&var_shape, params.seed, device)?.f_mul_scalar(std * params.init_scale)?
-        }
-        Target::WPlus => w0.shallow_clone(),
-        Target::Layer(_) => Tensor::f_zeros(var_shape.as_slice(), (Kind::Float, device))?,
-    };
-    let var = vs.root().f_var_copy("x", &init)?;
-    let mut opt = nn::Adam::default().build(&vs, params.lr)?;
-    let layer: Option<LayerId> = match target {
-        Target::Layer(l) => Some(l),
-        Target::WPlus => None,
-    };
+/// Adam on the variable for `params.steps` steps; returns the last progress report.
+#[allow(clippy::too_many_arguments)]
+fn run_loop(
+    g: &Generator,
+    guide: &ClipGuide,
+    setup: &Setup,
+    vs: &nn::VarStore,
+    var: &Tensor,
+    params: &OptimizeParams,
+    cancelled: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<Progress> {
+    let mut opt = nn::Adam::default().build(vs, params.lr)?;
     let mut last = Progress { step: 0, total: params.steps, loss: f32::NAN, clip_sim: f32::NAN };
-
     for step in 1..=params.steps {
         if cancelled() {
             return Err(Error::Cancelled);
         }
-        let (img, reg) = match layer {
-            Some(l) => {
-                let delta = var.f_mul_scalar(params.strength)?;
-                let img = g.synthesis(&w0, &[(l, &delta)])?;
-                // ‖x‖₂ per sample; the epsilon keeps the gradient finite at x = 0.
-                let norm = var.f_square()?.f_flatten(1, -1)?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_add_scalar(1e-12)?.f_sqrt()?;
-                (img, norm.f_mul_scalar(params.lambda2)?)
-            }
-            None => {
-                let img = g.synthesis(&var, &[])?;
-                let d2 = var.f_sub(&w0)?.f_square()?.f_flatten(1, -1)?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?;
-                (img, d2.f_mul_scalar(params.latent_l2)?)
-            }
-        };
+        let (img, reg) = setup.forward(g, var, params)?;
         let features = guide.image_features(&guide.generator_input(&img)?)?;
-        let d = clip_term(&features)?;
-        let per_sample = d.f_mul_scalar(params.lambda1)?.f_add(&reg)?;
-        let loss = per_sample.f_sum(Kind::Float)?;
+        let per_sample = setup.clip_term(&features)?.f_mul_scalar(params.lambda1)?.f_add(&reg)?;
         opt.zero_grad();
-        loss.f_backward()?;
+        per_sample.f_sum(Kind::Float)?.f_backward()?;
         opt.step();
 
         if step % params.progress_every.max(1) == 0 || step == params.steps {
             let l = per_sample.f_mean(Kind::Float)?.f_double_value(&[])? as f32;
-            let sim = tch::no_grad(|| clip_distance(&features, &text))?.f_mean(Kind::Float)?.f_double_value(&[])?;
             if !l.is_finite() {
-                return Err(Error::Internal(format!(
+                return Err(Error::Diverged(format!(
                     "the loss became {l} at step {step}: lower the learning rate ({}) or the strength ({})",
                     params.lr, params.strength
                 )));
             }
+            let sim = tch::no_grad(|| clip_distance(&features, &setup.text))?.f_mean(Kind::Float)?.f_double_value(&[])?;
             last = Progress { step, total: params.steps, loss: l, clip_sim: (1.0 - sim) as f32 };
             if !progress(&last) {
                 return Err(Error::Cancelled);
             }
         }
     }
+    Ok(last)
+}
 
-    // The result: x (or w − w0), checked, with the facts of how it was made.
-    let result = match layer {
-        Some(_) => var.f_detach_copy()?,
-        None => var.f_detach()?.f_sub(&w0)?,
-    };
-    if result.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
-        return Err(Error::Internal("the optimisation produced NaN or infinite values; lower the learning rate".into()));
-    }
-    let sim_after = tch::no_grad(|| -> Result<Vec<f64>> {
-        let img = match layer {
-            Some(l) => g.synthesis(&w0, &[(l, &result.f_mul_scalar(params.strength)?)])?,
-            None => g.synthesis(&w0.f_add(&result)?, &[])?,
-        };
-        let f = guide.image_features(&guide.generator_input(&img)?)?;
-        Ok(Vec::<f64>::try_from(clip_distance(&f, &text)?.f_neg()?.f_add_scalar(1.0)?.f_to_kind(Kind::Double)?)?)
-    })?;
+/// How a shift was made, as its file records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShiftMeta {
+    pub prompt: String,
+    pub neutral: Option<String>,
+    pub method: Method,
+    pub lambda1: f64,
+    pub lambda2: f64,
+    pub latent_l2: f64,
+    pub steps: usize,
+    pub lr: f64,
+    pub strength: f64,
+    pub seed: i64,
+    pub final_loss: f32,
+    pub clip_sim_before: f64,
+    pub clip_sim_after: f64,
+}
 
-    let fingerprint = target_fingerprint(g, target)?;
-    let mut shifts = Vec::with_capacity(n);
-    for i in 0..n {
-        let x = match target {
-            Target::Layer(_) => result.f_narrow(0, i as i64, 1)?,
-            Target::WPlus => result.f_get(i as i64)?,
-        };
-        let prompt = &params.prompts[if params.prompts.len() == 1 { 0 } else { i }];
-        let mut meta = BTreeMap::new();
-        meta.insert("layer".to_string(), target.to_string());
-        meta.insert("layer_sha256".to_string(), fingerprint.clone());
-        meta.insert("prompt".to_string(), prompt.clone());
-        if let Some(nt) = &params.neutral {
-            meta.insert("neutral".to_string(), nt.clone());
-        }
-        let method = match params.method {
+impl ShiftMeta {
+    /// The file's string metadata, with the target and its fingerprint.
+    pub fn to_map(&self, target: Target, fingerprint: &str) -> BTreeMap<String, String> {
+        let method = match self.method {
             Method::Shift => "shift",
             Method::Latent => "latent",
         };
-        for (k, v) in [
+        let mut meta: BTreeMap<String, String> = [
+            ("layer", target.to_string()),
+            ("layer_sha256", fingerprint.to_string()),
+            ("prompt", self.prompt.clone()),
             ("method", method.to_string()),
-            ("lambda1", params.lambda1.to_string()),
-            ("lambda2", params.lambda2.to_string()),
-            ("latent_l2", params.latent_l2.to_string()),
-            ("steps", params.steps.to_string()),
-            ("lr", params.lr.to_string()),
-            ("strength", params.strength.to_string()),
-            ("seed", params.seed.to_string()),
-            ("final_loss", last.loss.to_string()),
-            ("clip_sim_before", format!("{:.6}", sim_before[i])),
-            ("clip_sim_after", format!("{:.6}", sim_after[i])),
+            ("lambda1", self.lambda1.to_string()),
+            ("lambda2", self.lambda2.to_string()),
+            ("latent_l2", self.latent_l2.to_string()),
+            ("steps", self.steps.to_string()),
+            ("lr", self.lr.to_string()),
+            ("strength", self.strength.to_string()),
+            ("seed", self.seed.to_string()),
+            ("final_loss", self.final_loss.to_string()),
+            ("clip_sim_before", format!("{:.6}", self.clip_sim_before)),
+            ("clip_sim_after", format!("{:.6}", self.clip_sim_after)),
             ("library_version", crate::VERSION.to_string()),
-        ] {
-            meta.insert(k.to_string(), v);
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Some(n) = &self.neutral {
+            meta.insert("neutral".into(), n.clone());
         }
-        shifts.push(Shift { target, x: x.f_contiguous()?, meta });
+        meta
     }
-    Ok(shifts)
 }

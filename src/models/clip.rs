@@ -14,7 +14,6 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{Checkpoint, Loader};
 use crate::error::{Error, Result};
-use crate::models::stylegan2::SeededInit;
 
 /// CLIP's input normalisation (`clip._transform`).
 pub const MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
@@ -113,14 +112,14 @@ fn torchscript_heads(ck: &Checkpoint, attn_path: &str) -> Option<i64> {
     for part in attn_path.split('.') {
         node = node.get(part)?;
     }
-    let crate::checkpoint::pickle::Value::Object { class, .. } = node else { return None };
+    let crate::checkpoint::torch::Value::Object { class, .. } = node else { return None };
     let module = class.rsplit_once('.')?.0.replace('.', "/");
     let code = String::from_utf8(ck.archive_entry(&format!("code/{module}.py")).ok()??).ok()?;
     let re = regex::Regex::new(r"head_dim\s*=\s*torch\.div\(embed_dim,\s*CONSTANTS\.c(\d+)").ok()?;
     let index: usize = re.captures(&code)?.get(1)?.as_str().parse().ok()?;
-    let constants = crate::checkpoint::pickle::parse_pickle(&ck.archive_entry("constants.pkl").ok()??).ok()?;
+    let constants = crate::checkpoint::torch::parse_pickle(&ck.archive_entry("constants.pkl").ok()??).ok()?;
     let t = constants.as_seq()?.get(index)?.as_tensor()?;
-    if t.dtype != crate::checkpoint::pickle::DType::I64 || !t.shape.is_empty() {
+    if t.dtype != crate::checkpoint::torch::DType::I64 || !t.shape.is_empty() {
         return None;
     }
     // Constants keep their own storages under `constants/`, apart from the weights' `data/`.
@@ -376,50 +375,3 @@ impl Config {
     }
 }
 
-/// A state dict with the official key names and random weights (benchmarks, tests): the
-/// shapes are what matter, the values only need to be sane.
-pub fn random_state_dict(c: &Config, seed: i64) -> Result<Vec<(String, Tensor)>> {
-    let opts = (Kind::Float, Device::Cpu);
-    let mut sd: Vec<(String, Tensor)> = Vec::new();
-    let mut init = SeededInit::new(seed);
-    let blocks = |sd: &mut Vec<(String, Tensor)>, init: &mut SeededInit, p: &str, d: i64, layers: i64| -> Result<()> {
-        let std = (d as f64).powf(-0.5);
-        for i in 0..layers {
-            let b = format!("{p}.resblocks.{i}");
-            sd.push((format!("{b}.attn.in_proj_weight"), init.normal(&[3 * d, d], std)?));
-            sd.push((format!("{b}.attn.in_proj_bias"), Tensor::f_zeros([3 * d], opts)?));
-            sd.push((format!("{b}.attn.out_proj.weight"), init.normal(&[d, d], std)?));
-            sd.push((format!("{b}.attn.out_proj.bias"), Tensor::f_zeros([d], opts)?));
-            for ln in ["ln_1", "ln_2"] {
-                sd.push((format!("{b}.{ln}.weight"), Tensor::f_ones([d], opts)?));
-                sd.push((format!("{b}.{ln}.bias"), Tensor::f_zeros([d], opts)?));
-            }
-            sd.push((format!("{b}.mlp.c_fc.weight"), init.normal(&[4 * d, d], std)?));
-            sd.push((format!("{b}.mlp.c_fc.bias"), Tensor::f_zeros([4 * d], opts)?));
-            sd.push((format!("{b}.mlp.c_proj.weight"), init.normal(&[d, 4 * d], std / 2.0)?));
-            sd.push((format!("{b}.mlp.c_proj.bias"), Tensor::f_zeros([d], opts)?));
-        }
-        Ok(())
-    };
-    let (w, t) = (c.vision_width, c.transformer_width);
-    let grid = c.image_resolution / c.vision_patch_size;
-    blocks(&mut sd, &mut init, "visual.transformer", w, c.vision_layers)?;
-    blocks(&mut sd, &mut init, "transformer", t, c.transformer_layers)?;
-    let mut randn = |shape: &[i64], std: f64| init.normal(shape, std);
-    let scale = (w as f64).powf(-0.5);
-    sd.push(("visual.conv1.weight".into(), randn(&[w, 3, c.vision_patch_size, c.vision_patch_size], 0.02)?));
-    sd.push(("visual.class_embedding".into(), randn(&[w], scale)?));
-    sd.push(("visual.positional_embedding".into(), randn(&[grid * grid + 1, w], scale)?));
-    sd.push(("visual.proj".into(), randn(&[w, c.embed_dim], scale)?));
-    for ln in ["visual.ln_pre", "visual.ln_post"] {
-        sd.push((format!("{ln}.weight"), Tensor::f_ones([w], opts)?));
-        sd.push((format!("{ln}.bias"), Tensor::f_zeros([w], opts)?));
-    }
-    sd.push(("token_embedding.weight".into(), randn(&[c.vocab_size, t], 0.02)?));
-    sd.push(("positional_embedding".into(), randn(&[c.context_length, t], 0.01)?));
-    sd.push(("ln_final.weight".into(), Tensor::f_ones([t], opts)?));
-    sd.push(("ln_final.bias".into(), Tensor::f_zeros([t], opts)?));
-    sd.push(("text_projection".into(), randn(&[t, c.embed_dim], (t as f64).powf(-0.5))?));
-    sd.push(("logit_scale".into(), Tensor::from((1.0f64 / 0.07).ln() as f32)));
-    Ok(sd)
-}

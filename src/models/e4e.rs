@@ -19,11 +19,10 @@
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{Checkpoint, Loader};
+use crate::nn::{BatchNorm2d, Conv2d, ConvSpec, EqualLinear, PReLU};
 use crate::error::{Error, Result};
-use crate::models::stylegan2::SeededInit;
 
 /// `torch.nn.BatchNorm2d`'s default epsilon (the reference never changes it).
-pub const BN_EPS: f64 = 1e-5;
 /// `nn.LeakyReLU()`'s default slope, used inside `GradualStyleBlock`.
 pub const LEAKY_SLOPE: f64 = 0.01;
 /// `ProgressiveStage.Inference`: the stage a freshly constructed `Encoder4Editing` is in, hence
@@ -180,87 +179,6 @@ impl Config {
     }
 }
 
-/// `nn.Conv2d` with its stride and padding (the weights say nothing about them).
-pub struct Conv2d {
-    pub weight: Tensor,
-    pub bias: Option<Tensor>,
-    stride: i64,
-    padding: i64,
-}
-
-impl Conv2d {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        l: &Loader,
-        p: nn::Path,
-        cin: i64,
-        cout: i64,
-        k: i64,
-        stride: i64,
-        padding: i64,
-        bias: bool,
-    ) -> Result<Self> {
-        Ok(Conv2d {
-            weight: l.tensor(&p, "weight", &[cout, cin, k, k])?,
-            bias: if bias { Some(l.tensor(&p, "bias", &[cout])?) } else { None },
-            stride,
-            padding,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (s, p) = (self.stride, self.padding);
-        Ok(x.f_conv2d(&self.weight, self.bias.as_ref(), [s, s], [p, p], [1, 1], 1)?)
-    }
-}
-
-/// `nn.BatchNorm2d` in eval mode: normalised with the stored running statistics.
-pub struct BatchNorm2d {
-    pub weight: Tensor,
-    pub bias: Tensor,
-    pub running_mean: Tensor,
-    pub running_var: Tensor,
-}
-
-impl BatchNorm2d {
-    fn new(l: &Loader, p: nn::Path, c: i64) -> Result<Self> {
-        Ok(BatchNorm2d {
-            weight: l.tensor(&p, "weight", &[c])?,
-            bias: l.tensor(&p, "bias", &[c])?,
-            running_mean: l.tensor(&p, "running_mean", &[c])?,
-            running_var: l.tensor(&p, "running_var", &[c])?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_batch_norm(
-            Some(&self.weight),
-            Some(&self.bias),
-            Some(&self.running_mean),
-            Some(&self.running_var),
-            false,
-            0.1,
-            BN_EPS,
-            true,
-        )?)
-    }
-}
-
-/// `nn.PReLU(c)`: one learned negative slope per channel.
-pub struct PReLU {
-    pub weight: Tensor,
-}
-
-impl PReLU {
-    fn new(l: &Loader, p: nn::Path, c: i64) -> Result<Self> {
-        Ok(PReLU { weight: l.tensor(&p, "weight", &[c])? })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_prelu(&self.weight)?)
-    }
-}
-
 /// `SEModule`: squeeze (global average) → fc1 (1×1, no bias) → ReLU → fc2 → sigmoid → rescale.
 pub struct SEModule {
     pub fc1: Tensor,
@@ -311,18 +229,18 @@ impl BottleneckIrSe {
         } else {
             let s = &p / "shortcut_layer";
             ShortcutLayer::Conv {
-                conv: Conv2d::new(l, &s / 0, in_c, depth, 1, stride, 0, false)?,
-                bn: BatchNorm2d::new(l, &s / 1, depth)?,
+                conv: Conv2d::new(l, &(&s / 0), ConvSpec::new(in_c, depth, 1).stride(stride).no_bias())?,
+                bn: BatchNorm2d::new(l, &(&s / 1), depth)?,
             }
         };
         let r = &p / "res_layer";
         Ok(BottleneckIrSe {
             shortcut_layer,
-            res_bn1: BatchNorm2d::new(l, &r / 0, in_c)?,
-            res_conv1: Conv2d::new(l, &r / 1, in_c, depth, 3, 1, 1, false)?,
-            res_prelu: PReLU::new(l, &r / 2, depth)?,
-            res_conv2: Conv2d::new(l, &r / 3, depth, depth, 3, stride, 1, false)?,
-            res_bn2: BatchNorm2d::new(l, &r / 4, depth)?,
+            res_bn1: BatchNorm2d::new(l, &(&r / 0), in_c)?,
+            res_conv1: Conv2d::new(l, &(&r / 1), ConvSpec::new(in_c, depth, 3).padding(1).no_bias())?,
+            res_prelu: PReLU::new(l, &(&r / 2), depth)?,
+            res_conv2: Conv2d::new(l, &(&r / 3), ConvSpec::new(depth, depth, 3).stride(stride).padding(1).no_bias())?,
+            res_bn2: BatchNorm2d::new(l, &(&r / 4), depth)?,
             res_se: SEModule::new(l, &r / 5, depth, se_reduction)?,
         })
     }
@@ -342,28 +260,6 @@ impl BottleneckIrSe {
     }
 }
 
-/// `EqualLinear(out_c, out_c, lr_mul=1)` of rosinality's StyleGAN2 (no activation): the raw
-/// weight is stored, `1/sqrt(in)` applied in forward.
-pub struct EqualLinear {
-    pub weight: Tensor,
-    pub bias: Tensor,
-    scale: f64,
-}
-
-impl EqualLinear {
-    fn new(l: &Loader, p: nn::Path, in_dim: i64, out_dim: i64) -> Result<Self> {
-        Ok(EqualLinear {
-            weight: l.tensor(&p, "weight", &[out_dim, in_dim])?,
-            bias: l.tensor(&p, "bias", &[out_dim])?,
-            scale: 1.0 / (in_dim as f64).sqrt(),
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_linear(&self.weight.f_mul_scalar(self.scale)?, Some(&self.bias))?)
-    }
-}
-
 /// `GradualStyleBlock(in_c, out_c, spatial)`: log2(spatial) stride-2 3×3 convs (with bias),
 /// each followed by LeakyReLU(0.01) (`convs.0`, `convs.2`, …), down to 1×1, then EqualLinear.
 pub struct GradualStyleBlock {
@@ -375,9 +271,9 @@ pub struct GradualStyleBlock {
 impl GradualStyleBlock {
     fn new(l: &Loader, p: nn::Path, in_c: i64, out_c: i64, n_convs: i64) -> Result<Self> {
         let convs = (0..n_convs)
-            .map(|j| Conv2d::new(l, &p / "convs" / (2 * j), if j == 0 { in_c } else { out_c }, out_c, 3, 2, 1, true))
+            .map(|j| Conv2d::new(l, &(&p / "convs" / (2 * j)), ConvSpec::new(if j == 0 { in_c } else { out_c }, out_c, 3).stride(2).padding(1)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(GradualStyleBlock { convs, linear: EqualLinear::new(l, &p / "linear", out_c, out_c)?, out_c })
+        Ok(GradualStyleBlock { convs, linear: EqualLinear::new(l, &(&p / "linear"), out_c, out_c, 1.0, false)?, out_c })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -436,9 +332,9 @@ impl Encoder4Editing {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let input = &root / "input_layer";
-        let input_conv = Conv2d::new(l, &input / 0, 3, config.stem, 3, 1, 1, false)?;
-        let input_bn = BatchNorm2d::new(l, &input / 1, config.stem)?;
-        let input_prelu = PReLU::new(l, &input / 2, config.stem)?;
+        let input_conv = Conv2d::new(l, &(&input / 0), ConvSpec::new(3, config.stem, 3).padding(1).no_bias())?;
+        let input_bn = BatchNorm2d::new(l, &(&input / 1), config.stem)?;
+        let input_prelu = PReLU::new(l, &(&input / 2), config.stem)?;
         // get_blocks(50): every stage starts with a stride-2 unit, stage 1 included.
         let mut body = Vec::with_capacity(config.n_units());
         let mut in_c = config.stem;
@@ -454,8 +350,8 @@ impl Encoder4Editing {
         let styles = (0..config.n_styles)
             .map(|i| GradualStyleBlock::new(l, &root / "styles" / i, fpn, config.style_dim, config.style_convs(i)))
             .collect::<Result<Vec<_>>>()?;
-        let latlayer1 = Conv2d::new(l, &root / "latlayer1", config.widths[2], fpn, 1, 1, 0, true)?;
-        let latlayer2 = Conv2d::new(l, &root / "latlayer2", config.widths[1], fpn, 1, 1, 0, true)?;
+        let latlayer1 = Conv2d::new(l, &(&root / "latlayer1"), ConvSpec::new(config.widths[2], fpn, 1))?;
+        let latlayer2 = Conv2d::new(l, &(&root / "latlayer2"), ConvSpec::new(config.widths[1], fpn, 1))?;
         Ok(Encoder4Editing { config, vs, input_conv, input_bn, input_prelu, body, styles, latlayer1, latlayer2 })
     }
 
@@ -577,7 +473,7 @@ pub fn latent_avg(ck: &Checkpoint, config: &Config, device: Device) -> Result<Op
     Ok(Some(t.f_to_kind(Kind::Float)?.f_to_device(device)?))
 }
 
-fn opts(ck: &Checkpoint) -> Option<&crate::checkpoint::pickle::Value> {
+fn opts(ck: &Checkpoint) -> Option<&crate::checkpoint::torch::Value> {
     ck.pickle_root()?.get("opts")
 }
 
@@ -590,67 +486,6 @@ pub fn opts_stylegan_size(ck: &Checkpoint) -> Option<i64> {
 /// `opts['dataset_type']` (`ffhq_encode`, `cars_encode`, `horse_encode`, `church_encode`).
 pub fn opts_dataset_type(ck: &Checkpoint) -> Option<String> {
     opts(ck)?.get("dataset_type")?.as_str().map(str::to_string)
-}
-
-/// A state dict in the reference's layout and key names for `config`, randomly initialised
-/// (He-scaled convs, unit BatchNorm statistics, PReLU 0.25): benchmarks without a download.
-/// `Config::ffhq()` gives the full-width IR-SE50 with 18 styles of 512.
-pub fn random_state_dict(config: &Config, seed: i64) -> Result<Vec<(String, Tensor)>> {
-    let opts = (Kind::Float, Device::Cpu);
-    let mut sd: Vec<(String, Tensor)> = Vec::new();
-    let mut init = SeededInit::new(seed);
-    let mut randn = |shape: &[i64], std: f64| init.normal(shape, std);
-    let conv = |randn: &mut dyn FnMut(&[i64], f64) -> Result<Tensor>, cout: i64, cin: i64, k: i64| {
-        randn(&[cout, cin, k, k], (1.0 / (cin * k * k) as f64).sqrt())
-    };
-    let bn = |sd: &mut Vec<(String, Tensor)>, p: &str, c: i64| -> Result<()> {
-        sd.push((format!("{p}.weight"), Tensor::f_ones([c], opts)?));
-        sd.push((format!("{p}.bias"), Tensor::f_zeros([c], opts)?));
-        sd.push((format!("{p}.running_mean"), Tensor::f_zeros([c], opts)?));
-        sd.push((format!("{p}.running_var"), Tensor::f_ones([c], opts)?));
-        Ok(())
-    };
-    let prelu = |c: i64| Tensor::f_full([c], 0.25, opts);
-
-    sd.push(("input_layer.0.weight".into(), conv(&mut randn, config.stem, 3, 3)?));
-    bn(&mut sd, "input_layer.1", config.stem)?;
-    sd.push(("input_layer.2.weight".into(), prelu(config.stem)?));
-    let mut in_c = config.stem;
-    let mut idx = 0;
-    for (&depth, &n) in config.widths.iter().zip(&config.units) {
-        for _ in 0..n {
-            let p = format!("body.{idx}");
-            if in_c != depth {
-                sd.push((format!("{p}.shortcut_layer.0.weight"), conv(&mut randn, depth, in_c, 1)?));
-                bn(&mut sd, &format!("{p}.shortcut_layer.1"), depth)?;
-            }
-            bn(&mut sd, &format!("{p}.res_layer.0"), in_c)?;
-            sd.push((format!("{p}.res_layer.1.weight"), conv(&mut randn, depth, in_c, 3)?));
-            sd.push((format!("{p}.res_layer.2.weight"), prelu(depth)?));
-            sd.push((format!("{p}.res_layer.3.weight"), conv(&mut randn, depth, depth, 3)?));
-            bn(&mut sd, &format!("{p}.res_layer.4"), depth)?;
-            let mid = depth / config.se_reduction;
-            sd.push((format!("{p}.res_layer.5.fc1.weight"), conv(&mut randn, mid, depth, 1)?));
-            sd.push((format!("{p}.res_layer.5.fc2.weight"), conv(&mut randn, depth, mid, 1)?));
-            in_c = depth;
-            idx += 1;
-        }
-    }
-    let (fpn, d) = (config.widths[3], config.style_dim);
-    for i in 0..config.n_styles {
-        for j in 0..config.style_convs(i) {
-            let cin = if j == 0 { fpn } else { d };
-            sd.push((format!("styles.{i}.convs.{}.weight", 2 * j), conv(&mut randn, d, cin, 3)?));
-            sd.push((format!("styles.{i}.convs.{}.bias", 2 * j), Tensor::f_zeros([d], opts)?));
-        }
-        sd.push((format!("styles.{i}.linear.weight"), randn(&[d, d], 1.0)?));
-        sd.push((format!("styles.{i}.linear.bias"), Tensor::f_zeros([d], opts)?));
-    }
-    sd.push(("latlayer1.weight".into(), conv(&mut randn, fpn, config.widths[2], 1)?));
-    sd.push(("latlayer1.bias".into(), Tensor::f_zeros([fpn], opts)?));
-    sd.push(("latlayer2.weight".into(), conv(&mut randn, fpn, config.widths[1], 1)?));
-    sd.push(("latlayer2.bias".into(), Tensor::f_zeros([fpn], opts)?));
-    Ok(sd)
 }
 
 #[cfg(test)]
@@ -673,7 +508,7 @@ mod tests {
     #[test]
     fn config_is_inferred_from_a_random_state_dict() {
         let c = small();
-        let sd = random_state_dict(&c, 3).unwrap();
+        let sd = crate::models::init::e4e(&c, 3).unwrap();
         let ck = Checkpoint::from_tensors("random", sd);
         assert_eq!(Config::infer(&ck, "").unwrap(), c);
         let e = Encoder4Editing::load(&ck, "", Device::Cpu).unwrap();
@@ -696,8 +531,8 @@ mod tests {
 
     #[test]
     fn seeded_state_dicts_repeat() {
-        let a = random_state_dict(&small(), 5).unwrap();
-        let b = random_state_dict(&small(), 5).unwrap();
+        let a = crate::models::init::e4e(&small(), 5).unwrap();
+        let b = crate::models::init::e4e(&small(), 5).unwrap();
         assert_eq!(a.len(), b.len());
         for ((ka, ta), (kb, tb)) in a.iter().zip(&b) {
             assert_eq!(ka, kb);
@@ -708,7 +543,7 @@ mod tests {
     #[test]
     fn missing_key_is_unknown_architecture() {
         let sd: Vec<_> =
-            random_state_dict(&small(), 1).unwrap().into_iter().filter(|(k, _)| k != "input_layer.0.weight").collect();
+            crate::models::init::e4e(&small(), 1).unwrap().into_iter().filter(|(k, _)| k != "input_layer.0.weight").collect();
         let e = Config::infer(&Checkpoint::from_tensors("m", sd), "").unwrap_err();
         assert!(
             matches!(e, Error::UnknownArchitecture { .. }) && e.to_string().contains("input_layer.0.weight"),

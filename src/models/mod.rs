@@ -2,8 +2,8 @@
 
 pub mod clip;
 pub mod e4e;
+pub mod init;
 pub mod stylegan2;
-pub mod tokenizer;
 
 use std::path::Path;
 

@@ -17,6 +17,8 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{Checkpoint, Loader};
 use crate::error::{Error, Result};
+use crate::models::init::seeded_normal;
+use crate::nn::EqualLinear;
 use crate::ops::{floor_div, fused_leaky_relu, pixel_norm, upfirdn2d};
 
 /// rosinality's default `lr_mlp`; not recoverable from the weights, and every released
@@ -119,6 +121,43 @@ impl fmt::Display for LayerId {
 }
 
 impl LayerId {
+    /// Every layer of a `size` px generator in forward order: rosinality's layout, where each
+    /// resolution from 8 px up has two `convs` and one `to_rgbs`. `None` unless `size` is a power
+    /// of two ≥ 8.
+    pub fn all(size: u32) -> Option<Vec<LayerId>> {
+        if size < 8 || !size.is_power_of_two() {
+            return None;
+        }
+        let n_convs = 2 * (size.trailing_zeros() as usize - 2);
+        let mut out = vec![LayerId::Conv1, LayerId::ToRgb1];
+        for j in 0..n_convs {
+            out.push(LayerId::Convs(j));
+            if j % 2 == 1 {
+                out.push(LayerId::ToRgbs(j / 2));
+            }
+        }
+        Some(out)
+    }
+
+    /// Side (px) of the feature map the layer works on.
+    pub fn resolution(self) -> i64 {
+        match self {
+            LayerId::Conv1 | LayerId::ToRgb1 => 4,
+            LayerId::Convs(j) => 8 << (j / 2),
+            LayerId::ToRgbs(t) => 8 << t,
+        }
+    }
+
+    /// Which W+ row styles the layer.
+    pub fn wplus_index(self) -> i64 {
+        match self {
+            LayerId::Conv1 => 0,
+            LayerId::ToRgb1 => 1,
+            LayerId::Convs(j) => j as i64 + 1,
+            LayerId::ToRgbs(t) => 2 * t as i64 + 3,
+        }
+    }
+
     /// Parses `convs.3`, also accepting the parameter name (`convs.3.conv.weight`).
     pub fn parse(s: &str) -> Option<LayerId> {
         let s = s.trim().trim_end_matches(".conv.weight");
@@ -139,6 +178,30 @@ impl LayerId {
     }
 }
 
+impl serde::Serialize for LayerId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LayerId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        LayerId::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("`{s}` is not a generator layer (conv1, convs.N, to_rgb1, to_rgbs.N)"))
+        })
+    }
+}
+
+impl std::str::FromStr for LayerId {
+    type Err = crate::error::Error;
+    fn from_str(s: &str) -> Result<LayerId> {
+        LayerId::parse(s).ok_or_else(|| {
+            Error::arg("layer", format!("`{s}` is not a generator layer (conv1, convs.N, to_rgb1, to_rgbs.N)"))
+        })
+    }
+}
+
 /// A layer a shift can be learned for, as `clipshape info` lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerInfo {
@@ -147,37 +210,6 @@ pub struct LayerInfo {
     pub weight_shape: Vec<i64>,
     /// Which W+ row styles this layer.
     pub wplus_index: i64,
-}
-
-/// `EqualLinear`: weights stored unscaled, the equalized-lr scale applied in forward.
-pub struct EqualLinear {
-    pub weight: Tensor,
-    pub bias: Tensor,
-    scale: f64,
-    lr_mul: f64,
-    fused_lrelu: bool,
-}
-
-impl EqualLinear {
-    fn new(l: &Loader, p: nn::Path, in_dim: i64, out_dim: i64, lr_mul: f64, fused_lrelu: bool) -> Result<Self> {
-        Ok(EqualLinear {
-            weight: l.tensor(&p, "weight", &[out_dim, in_dim])?,
-            bias: l.tensor(&p, "bias", &[out_dim])?,
-            scale: lr_mul / (in_dim as f64).sqrt(),
-            lr_mul,
-            fused_lrelu,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let w = self.weight.f_mul_scalar(self.scale)?;
-        let b = self.bias.f_mul_scalar(self.lr_mul)?;
-        if self.fused_lrelu {
-            fused_leaky_relu(&x.f_linear(&w, None::<Tensor>)?, &b)
-        } else {
-            Ok(x.f_linear(&w, Some(&b))?)
-        }
-    }
 }
 
 /// `Blur` / `Upsample`: a stored FIR kernel and its padding.
@@ -229,7 +261,7 @@ impl ModulatedConv2d {
         };
         Ok(ModulatedConv2d {
             weight: l.tensor(&p, "weight", &[1, out_channel, in_channel, kernel_size, kernel_size])?,
-            modulation: EqualLinear::new(l, &p / "modulation", style_dim, in_channel, 1.0, false)?,
+            modulation: EqualLinear::new(l, &(&p / "modulation"), style_dim, in_channel, 1.0, false)?,
             blur,
             in_channel,
             out_channel,
@@ -359,7 +391,7 @@ impl Generator {
         let d = config.style_dim;
         let taps = config.blur_taps;
         let style = (1..=config.n_mlp)
-            .map(|i| EqualLinear::new(l, &root / "style" / i, d, d, config.lr_mlp, true))
+            .map(|i| EqualLinear::new(l, &(&root / "style" / i), d, d, config.lr_mlp, true))
             .collect::<Result<Vec<_>>>()?;
         let c4 = config.channel(4);
         let input = l.tensor(&(&root / "input"), "input", &[1, c4, 4, 4])?;
@@ -412,28 +444,14 @@ impl Generator {
 
     /// Every layer a shift can be learned for, in forward order.
     pub fn layers(&self) -> Vec<LayerInfo> {
-        let mut out = vec![
-            LayerInfo { id: LayerId::Conv1, resolution: 4, weight_shape: self.conv1.conv.weight.size(), wplus_index: 0 },
-            LayerInfo { id: LayerId::ToRgb1, resolution: 4, weight_shape: self.to_rgb1.conv.weight.size(), wplus_index: 1 },
-        ];
-        for (j, c) in self.convs.iter().enumerate() {
-            out.push(LayerInfo {
-                id: LayerId::Convs(j),
-                resolution: 8 << (j / 2),
-                weight_shape: c.conv.weight.size(),
-                wplus_index: j as i64 + 1,
-            });
-            if j % 2 == 1 {
-                let t = j / 2;
-                out.push(LayerInfo {
-                    id: LayerId::ToRgbs(t),
-                    resolution: 8 << t,
-                    weight_shape: self.to_rgbs[t].conv.weight.size(),
-                    wplus_index: 2 * t as i64 + 3,
-                });
-            }
-        }
-        out
+        LayerId::all(self.config.size as u32)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|id| {
+                let weight_shape = self.layer_weight(id).ok()?.size();
+                Some(LayerInfo { id, resolution: id.resolution(), weight_shape, wplus_index: id.wplus_index() })
+            })
+            .collect()
     }
 
     pub fn layer(&self, id: LayerId) -> Result<LayerInfo> {
@@ -520,88 +538,3 @@ pub fn config_f_channels(size: i64, channel_multiplier: i64) -> Vec<(i64, i64)> 
         .filter(|(r, _)| *r <= size)
         .collect()
 }
-
-/// A state dict in rosinality's layout with the reference initialisation (randn weights,
-/// modulation bias 1, `[1,3,3,1]` FIR kernels): benchmarks and tests without a download.
-pub fn random_state_dict(style_dim: i64, n_mlp: i64, channels: &[(i64, i64)], seed: i64) -> Result<Vec<(String, Tensor)>> {
-    let opts = (Kind::Float, Device::Cpu);
-    let randn = |shape: &[i64]| Tensor::f_randn(shape, opts);
-    let k1 = Tensor::from_slice(&[1f32, 3., 3., 1.]);
-    let fir = k1.f_outer(&k1)?.f_div_scalar(64.0)?.f_mul_scalar(4.0)?;
-    let _guard = SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    tch::manual_seed(seed);
-    let mut sd: Vec<(String, Tensor)> = Vec::new();
-    for i in 1..=n_mlp {
-        sd.push((format!("style.{i}.weight"), randn(&[style_dim, style_dim])?.f_div_scalar(DEFAULT_LR_MLP)?));
-        sd.push((format!("style.{i}.bias"), Tensor::f_zeros([style_dim], opts)?));
-    }
-    let modconv = |sd: &mut Vec<(String, Tensor)>, p: &str, cin: i64, cout: i64, k: i64| -> Result<()> {
-        sd.push((format!("{p}.weight"), randn(&[1, cout, cin, k, k])?));
-        sd.push((format!("{p}.modulation.weight"), randn(&[cin, style_dim])?));
-        sd.push((format!("{p}.modulation.bias"), Tensor::f_ones([cin], opts)?));
-        Ok(())
-    };
-    let styled = |sd: &mut Vec<(String, Tensor)>, p: &str, cout: i64| -> Result<()> {
-        sd.push((format!("{p}.noise.weight"), Tensor::f_zeros([1], opts)?));
-        sd.push((format!("{p}.activate.bias"), Tensor::f_zeros([cout], opts)?));
-        Ok(())
-    };
-    let c4 = channels.first().map(|c| c.1).unwrap_or(0);
-    sd.push(("input.input".into(), randn(&[1, c4, 4, 4])?));
-    modconv(&mut sd, "conv1.conv", c4, c4, 3)?;
-    styled(&mut sd, "conv1", c4)?;
-    modconv(&mut sd, "to_rgb1.conv", c4, 3, 1)?;
-    sd.push(("to_rgb1.bias".into(), Tensor::f_zeros([1, 3, 1, 1], opts)?));
-    let mut cin = c4;
-    for (j, &(_, cout)) in channels.iter().skip(1).enumerate() {
-        let (a, b) = (2 * j, 2 * j + 1);
-        modconv(&mut sd, &format!("convs.{a}.conv"), cin, cout, 3)?;
-        sd.push((format!("convs.{a}.conv.blur.kernel"), fir.copy()));
-        styled(&mut sd, &format!("convs.{a}"), cout)?;
-        modconv(&mut sd, &format!("convs.{b}.conv"), cout, cout, 3)?;
-        styled(&mut sd, &format!("convs.{b}"), cout)?;
-        modconv(&mut sd, &format!("to_rgbs.{j}.conv"), cout, 3, 1)?;
-        sd.push((format!("to_rgbs.{j}.bias"), Tensor::f_zeros([1, 3, 1, 1], opts)?));
-        sd.push((format!("to_rgbs.{j}.upsample.kernel"), fir.copy()));
-        cin = cout;
-    }
-    for i in 0..(2 * channels.len() as i64 - 1) {
-        let res = 1i64 << ((i + 5) / 2);
-        sd.push((format!("noises.noise_{i}"), randn(&[1, 1, res, res])?));
-    }
-    Ok(sd)
-}
-
-/// Standard-normal samples that depend only on `seed`, on any device: drawn on the CPU with a
-/// private generator state and moved, so CPU and CUDA users see the same face for a seed.
-pub fn seeded_normal(shape: &[i64], seed: i64, device: Device) -> Result<Tensor> {
-    let t = {
-        let _guard = SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        tch::manual_seed(seed);
-        Tensor::f_randn(shape, (Kind::Float, Device::Cpu))?
-    };
-    Ok(t.f_to_device(device)?)
-}
-
-/// Random initial weights for benchmark models: every draw gets its own seed derived from one
-/// base seed, so a state dict is reproducible whatever order its tensors are made in.
-pub struct SeededInit {
-    seed: i64,
-    draws: i64,
-}
-
-impl SeededInit {
-    pub fn new(seed: i64) -> Self {
-        SeededInit { seed, draws: 0 }
-    }
-
-    /// N(0, std²) samples of `shape`, on the CPU.
-    pub fn normal(&mut self, shape: &[i64], std: f64) -> Result<Tensor> {
-        self.draws += 1;
-        let s = self.seed.wrapping_mul(1_000_003).wrapping_add(self.draws);
-        Ok(seeded_normal(shape, s, Device::Cpu)?.f_mul_scalar(std)?)
-    }
-}
-
-/// torch's default CPU generator is process-wide; serialise our use of it.
-static SEED_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

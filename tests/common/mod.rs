@@ -2,13 +2,26 @@
 //! tolerances.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clipshape::checkpoint::Checkpoint;
 use tch::{Kind, Tensor};
 
+/// `$CLIPSHAPE_GOLDEN`, else the `shared/golden` beside the checkout (this file also serves the
+/// CLI crate's tests, one directory further down).
+pub fn golden_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CLIPSHAPE_GOLDEN") {
+        return dir.into();
+    }
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .map(|a| a.join("../shared/golden"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| here.join("../shared/golden"))
+}
+
 pub fn golden(name: &str) -> PathBuf {
-    clipshape::bench::golden_dir().join(name)
+    golden_dir().join(name)
 }
 
 pub fn io(name: &str) -> Checkpoint {

@@ -2,6 +2,10 @@
 //! Output contract (scripts rely on it): PNG files named 00.png, 01.png, … in the order of
 //! `--strengths`; latents and shifts as safetensors (`wplus`; `shift` + `layer` metadata).
 
+mod bench;
+mod models;
+mod sheet;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -13,8 +17,9 @@ use clipshape::edit::encode::ImageView;
 use clipshape::edit::optimize::{Method, OptimizeParams, Progress};
 use clipshape::edit::{self, render::save_png, Latent, PixelFormat, Shift};
 use clipshape::models::clip::HeadCounts;
-use clipshape::sheet::{strength_label, write_contact_sheet, Tile};
-use clipshape::store::{ModelStore, ModelsCommand};
+use sheet::{strength_label, write_contact_sheet, Tile};
+use clipshape::store::ModelStore;
+use models::ModelsCommand;
 
 #[derive(Parser)]
 #[command(name = "clipshape", version, about = "Text-driven shape editing of photos with StyleGAN2 + CLIP")]
@@ -362,10 +367,10 @@ fn progress_bar(total: usize) -> indicatif::ProgressBar {
 }
 
 /// The reference loop's rows (same table format), from the Python script beside the crate.
-fn reference_rows(opts: &clipshape::bench::BenchOptions) -> Result<String> {
+fn reference_rows(opts: &bench::BenchOptions) -> Result<String> {
     let script = std::env::var_os("CLIPSHAPE_REFERENCE_SCRIPT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference_loop.py"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/reference_loop.py"));
     let python = std::env::var("CLIPSHAPE_PYTHON").unwrap_or_else(|_| "python3".into());
     let device = match opts.device {
         tch::Device::Cuda(i) => format!("cuda:{i}"),
@@ -404,7 +409,7 @@ fn run(cli: &Cli) -> Result<()> {
                 clipshape::device::describe(ctx.device)
             );
             if let Some(e) = &ctx.encoder {
-                text += &format!("encoder: e4e, {} styles, input {}x{} (HxW)\n", e.net.n_styles(), e.input_size.0, e.input_size.1);
+                text += &format!("encoder: e4e, {} styles, input {}x{} (HxW)\n", e.net.n_styles(), e.input_size.height, e.input_size.width);
             }
             let f = ctx.frame;
             text += &format!("frame: {}x{} at ({}, {})\n\n", f.width, f.height, f.left, f.top);
@@ -439,7 +444,7 @@ fn run(cli: &Cli) -> Result<()> {
             }
         }
         Command::Tokenize { vocab, truncate, text } => {
-            let tok = clipshape::models::tokenizer::Tokenizer::from_gz_file(vocab_path(vocab)?)?;
+            let tok = clipshape::tokenizer::Tokenizer::from_gz_file(vocab_path(vocab)?)?;
             let ids = tok.tokenize(text, *truncate).map_err(clipshape::Error::from)?;
             let line: Vec<String> = ids.iter().map(i64::to_string).collect();
             emit(&format!("{}\n", line.join(" ")));
@@ -495,7 +500,10 @@ fn run(cli: &Cli) -> Result<()> {
             let params = OptimizeParams {
                 prompts: vec![prompt.clone()],
                 neutral: opts.neutral.clone(),
-                layer: opts.layer.clone().unwrap_or_else(|| ctx.default_layer()),
+                layer: match &opts.layer {
+                    Some(name) => ctx.generator.layer_by_name(name)?.id,
+                    None => ctx.default_layer(),
+                },
                 method,
                 lambda1: opts.lambda1,
                 lambda2: opts.lambda2.unwrap_or_else(|| ctx.default_lambda2()),
@@ -545,7 +553,7 @@ fn run(cli: &Cli) -> Result<()> {
             std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
             write_edit(&ctx, &latent, &s, &strengths, (&input_rgb, iw, ih), out)?;
         }
-        Command::Models(cmd) => clipshape::store::run_cli(cmd.clone())?,
+        Command::Models(cmd) => models::run_cli(cmd.clone())?,
         Command::Bench { batches, iters, random_size, full, golden, reference } => {
             let batches = parse_list(batches, "--batches")?.into_iter().map(|b| b as i64).collect::<Vec<_>>();
             if batches.iter().any(|&b| b < 1) {
@@ -553,16 +561,16 @@ fn run(cli: &Cli) -> Result<()> {
             }
             let device = device(cli)?.resolve()?;
             clipshape::device::set_threads(cli.threads);
-            let opts = clipshape::bench::BenchOptions {
+            let opts = bench::BenchOptions {
                 device,
                 iters: *iters,
                 batches,
-                golden_dir: Some(golden.clone().unwrap_or_else(clipshape::bench::golden_dir)),
+                golden_dir: Some(golden.clone().unwrap_or_else(bench::golden_dir)),
                 random_size: *random_size,
                 full: *full,
             };
-            let rows = clipshape::bench::run(&opts)?;
-            let mut table = clipshape::bench::table(&rows);
+            let rows = bench::run(&opts)?;
+            let mut table = bench::table(&rows);
             if *reference {
                 table += &reference_rows(&opts)?;
             }

@@ -7,15 +7,16 @@ use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::Checkpoint;
-use crate::edit::guide::ClipGuide;
-use crate::edit::optimize::{optimize, OptimizeParams};
-use crate::edit::{render, Latent, Shift};
-use crate::error::Result;
-use crate::models::clip::{self, Clip, HeadCounts};
-use crate::models::e4e::{self, Encoder4Editing};
-use crate::models::stylegan2::{config_f_channels, random_state_dict, seeded_normal, Generator, LayerId};
-use crate::models::tokenizer::Tokenizer;
+use clipshape::checkpoint::Checkpoint;
+use clipshape::edit::guide::ClipGuide;
+use clipshape::edit::optimize::{optimize, OptimizeParams};
+use clipshape::edit::{render, Latent, Shift};
+use clipshape::error::Result;
+use clipshape::models::clip::{self, Clip, HeadCounts};
+use clipshape::models::e4e::{self, Encoder4Editing};
+use clipshape::models::init::{self, seeded_normal};
+use clipshape::models::stylegan2::{config_f_channels, Generator, LayerId};
+use clipshape::tokenizer::Tokenizer;
 
 pub struct Row {
     pub model: String,
@@ -66,7 +67,7 @@ impl Table<'_> {
     fn time(&mut self, model: &str, batch: i64, op: &str, f: impl FnMut() -> Result<()>) -> Result<()> {
         let ms = time_ms(self.opts.device, self.opts.iters, f)?;
         log::info!("{model} b{batch} {op}: {ms:.2} ms");
-        self.rows.push(Row { model: model.into(), device: crate::device::describe(self.opts.device), batch, op: op.into(), ms });
+        self.rows.push(Row { model: model.into(), device: clipshape::device::describe(self.opts.device), batch, op: op.into(), ms });
         Ok(())
     }
 }
@@ -128,7 +129,7 @@ fn edit_rows(name: &str, g: &Generator, guide: &ClipGuide, t: &mut Table) -> Res
     let device = t.opts.device;
     for b in t.opts.batches.clone() {
         let latent = Latent::new(g, seeded_normal(&[g.n_latent(), g.style_dim()], 5, device)?)?;
-        let mut params = OptimizeParams::new("a wide face", "convs.3");
+        let mut params = OptimizeParams::new("a wide face", LayerId::Convs(3));
         params.prompts = (0..b).map(|i| format!("a face with a big nose {i}")).collect();
         params.steps = 3;
         params.progress_every = 3;
@@ -140,7 +141,7 @@ fn edit_rows(name: &str, g: &Generator, guide: &ClipGuide, t: &mut Table) -> Res
         // Setup (text features, the unedited image) is amortised over the 3 steps measured.
         t.rows.push(Row {
             model: name.into(),
-            device: crate::device::describe(device),
+            device: clipshape::device::describe(device),
             batch: b,
             op: format!("edit step (gen+CLIP fwd+bwd, Adam), {:.3} steps/s", 1e3 * steps / ms),
             ms: ms / steps,
@@ -155,7 +156,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Row>> {
     let golden = opts.golden_dir.as_deref().filter(|d| d.join("stylegan2.pt").exists());
     let vocab = golden.map(|d| d.join("bpe_simple_vocab_16e6.txt.gz"));
     if let Some(dir) = golden {
-        let g = crate::models::load_generator(&dir.join("stylegan2.pt"), device)?.generator;
+        let g = clipshape::models::load_generator(&dir.join("stylegan2.pt"), device)?.generator;
         generator_rows("stylegan2 tiny golden 64px", &g, &mut t)?;
         let guide = ClipGuide::load(&dir.join("clip_jit.pt"), &dir.join("bpe_simple_vocab_16e6.txt.gz"), HeadCounts::default(), device)?;
         clip_rows("clip tiny golden", &guide.clip, &mut t)?;
@@ -167,7 +168,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Row>> {
         log::warn!("golden models not found: skipping the tiny-model rows");
     }
     let random_g = if opts.random_size > 0 {
-        let sd = random_state_dict(512, 8, &config_f_channels(opts.random_size, 2), 0)?;
+        let sd = init::stylegan2(512, 8, &config_f_channels(opts.random_size, 2), 0)?;
         let g = Generator::load(&Checkpoint::from_tensors("random config-f", sd), "", device)?;
         generator_rows(&format!("stylegan2 config-f {}px (random)", opts.random_size), &g, &mut t)?;
         Some(g)
@@ -175,10 +176,10 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Row>> {
         None
     };
     if opts.full {
-        let sd = clip::random_state_dict(&clip::Config::vit_b32(), 0)?;
+        let sd = init::clip(&clip::Config::vit_b32(), 0)?;
         let m = Clip::load(&Checkpoint::from_tensors("random ViT-B/32", sd), "", HeadCounts::default(), device)?;
         clip_rows("clip ViT-B/32 (random)", &m, &mut t)?;
-        let sd = e4e::random_state_dict(&e4e::Config::ffhq(), 0)?;
+        let sd = init::e4e(&e4e::Config::ffhq(), 0)?;
         let enc = Encoder4Editing::load(&Checkpoint::from_tensors("random IR-SE50", sd), "", device)?;
         encoder_rows("e4e IR-SE50 full width (random)", &enc, &mut t)?;
         match (&random_g, &vocab) {
@@ -213,5 +214,5 @@ pub fn table(rows: &[Row]) -> String {
 pub fn golden_dir() -> PathBuf {
     std::env::var_os("CLIPSHAPE_GOLDEN")
         .map(Into::into)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden"))
 }

@@ -1,9 +1,9 @@
 //! The contact sheet `clipshape edit` writes: the input, the reconstruction and every strength
 //! side by side, each labelled. Labels use a built-in 5×7 pixel font so no font file is needed.
 
-use crate::edit::render::save_png;
-use crate::edit::PixelFormat;
-use crate::error::{Error, Result};
+use clipshape::edit::render::save_png;
+use clipshape::edit::PixelFormat;
+use clipshape::error::{Error, Result};
 
 /// Glyph rows, 5 bits each (MSB = leftmost), for the characters labels use.
 fn glyph(c: char) -> [u8; 7] {

@@ -1,5 +1,6 @@
 //! The `clipshape` command-line contract that scripts rely on.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;
