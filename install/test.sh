@@ -14,6 +14,9 @@ fi
 
 # The Python and host tests load target/release/libclipshape.so, which only `cargo build`
 # refreshes (`cargo test` rebuilds the copy in target/release/deps).
+clipshape_step "cargo fmt --check, cargo clippy -D warnings"
+cargo fmt --all --check
+cargo clippy --release --all-targets -- -D warnings
 clipshape_step "cargo build --release"
 cargo build --release
 clipshape_step "cargo test --release (unit, golden parity, C ABI, CLI, header)"

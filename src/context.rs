@@ -14,6 +14,7 @@ use tch::{Device, Tensor};
 
 use crate::checkpoint::Checkpoint;
 use crate::device::{self, DeviceRequest};
+use crate::domain::{Domain, Frame, Size};
 use crate::edit::encode::{self, ImageView};
 use crate::edit::guide::ClipGuide;
 use crate::edit::optimize::{self, OptimizeParams, Progress};
@@ -21,9 +22,8 @@ use crate::edit::{Latent, Shift};
 use crate::error::{Error, Result};
 use crate::models::clip::HeadCounts;
 use crate::models::e4e::{self, Encoder4Editing};
-use crate::models::{self, stylegan2::Generator};
-use crate::domain::{Domain, Frame, Size};
 use crate::models::stylegan2::LayerId;
+use crate::models::{self, stylegan2::Generator};
 use crate::store::ModelStore;
 
 /// Samples averaged for the mean latent when the file does not carry `latent_avg`
@@ -74,9 +74,9 @@ impl ContextParams {
     pub fn from_set(store: &ModelStore, set: &str) -> Result<ContextParams> {
         let paths = store.set_paths(set)?;
         let role = |r: &str| paths.get(r).map(Path::to_path_buf);
-        let generator = role("e4e")
-            .or_else(|| role("generator"))
-            .ok_or_else(|| Error::arg("set", format!("model set `{set}` has no generator (an `e4e` or `generator` file)")))?;
+        let generator = role("e4e").or_else(|| role("generator")).ok_or_else(|| {
+            Error::arg("set", format!("model set `{set}` has no generator (an `e4e` or `generator` file)"))
+        })?;
         let model_sha256 = match generator.file_name().and_then(|n| n.to_str()) {
             Some(name) => store.expected_hash(name)?,
             None => None,
@@ -232,9 +232,9 @@ impl Context {
     }
 
     pub fn guide(&self) -> Result<&ClipGuide> {
-        self.guide
-            .as_ref()
-            .ok_or_else(|| Error::arg("clip", "this context has no CLIP model: give a CLIP file and its vocab, or a model set"))
+        self.guide.as_ref().ok_or_else(|| {
+            Error::arg("clip", "this context has no CLIP model: give a CLIP file and its vocab, or a model set")
+        })
     }
 
     /// The domain's default edit layer, else the 16 px conv the method favours.
@@ -250,7 +250,12 @@ impl Context {
     /// input (whose aspect is the frame's).
     pub fn encode(&self, view: &ImageView) -> Result<Latent> {
         let enc = self.encoder()?;
-        let wplus = encode::invert(&enc.net, enc.latent_avg.as_ref(), view, (enc.input_size.height as i64, enc.input_size.width as i64))?;
+        let wplus = encode::invert(
+            &enc.net,
+            enc.latent_avg.as_ref(),
+            view,
+            (enc.input_size.height as i64, enc.input_size.width as i64),
+        )?;
         Latent::new(&self.generator, wplus.f_squeeze_dim(0)?)
     }
 
@@ -258,9 +263,7 @@ impl Context {
     /// resizes it there (antialiased) so a host can paste it back over its selection.
     pub fn to_frame(&self, images: &Tensor, size: Option<(u32, u32)>) -> Result<Tensor> {
         let f = self.frame;
-        let cropped = images
-            .f_narrow(2, f.top as i64, f.height as i64)?
-            .f_narrow(3, f.left as i64, f.width as i64)?;
+        let cropped = images.f_narrow(2, f.top as i64, f.height as i64)?.f_narrow(3, f.left as i64, f.width as i64)?;
         match size {
             Some((w, h)) if (w, h) != (f.width, f.height) => {
                 if w == 0 || h == 0 || w > encode::MAX_SIDE || h > encode::MAX_SIDE {
@@ -285,7 +288,8 @@ impl Context {
         // Python binding's `job()`).
         self.reset_cancel();
         let guide = self.guide()?;
-        let mut shifts = optimize::optimize(&self.generator, guide, latents, params, &|| self.is_cancelled(), progress)?;
+        let mut shifts =
+            optimize::optimize(&self.generator, guide, latents, params, &|| self.is_cancelled(), progress)?;
         for s in &mut shifts {
             s.meta.insert("model".into(), self.model_id.clone());
             if let Some(h) = &self.model_sha256 {

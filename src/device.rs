@@ -41,7 +41,9 @@ impl DeviceRequest {
                 if i < n {
                     Ok(Device::Cuda(i))
                 } else if n == 0 {
-                    Err(Error::Device(format!("cuda:{i} requested but CUDA is not available (no GPU, driver or libtorch_cuda)")))
+                    Err(Error::Device(format!(
+                        "cuda:{i} requested but CUDA is not available (no GPU, driver or libtorch_cuda)"
+                    )))
                 } else {
                     Err(Error::Device(format!("cuda:{i} requested but only {n} GPU(s) are visible")))
                 }

@@ -36,9 +36,12 @@ pub fn upfirdn2d(x: &Tensor, kernel: &Tensor, up: i64, down: i64, pad: (i64, i64
     let (n, c, h, w) = x.size4()?;
     let (kh, kw) = kernel.size2()?;
     let mut out = if up > 1 {
-        x.f_reshape([n, c, h, 1, w, 1])?
-            .f_constant_pad_nd([0, up - 1, 0, 0, 0, up - 1])?
-            .f_reshape([n, c, h * up, w * up])?
+        x.f_reshape([n, c, h, 1, w, 1])?.f_constant_pad_nd([0, up - 1, 0, 0, 0, up - 1])?.f_reshape([
+            n,
+            c,
+            h * up,
+            w * up,
+        ])?
     } else {
         x.shallow_clone()
     };
@@ -46,10 +49,12 @@ pub fn upfirdn2d(x: &Tensor, kernel: &Tensor, up: i64, down: i64, pad: (i64, i64
     let (_, _, ph, pw) = out.size4()?;
     // One single-channel filter over N·C planes: cheaper than a depthwise kernel expanded C times.
     let k = kernel.f_flip([0, 1])?.f_view([1, 1, kh, kw])?;
-    out = out
-        .f_reshape([n * c, 1, ph, pw])?
-        .f_conv2d(&k, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)?
-        .f_reshape([n, c, ph - kh + 1, pw - kw + 1])?;
+    out = out.f_reshape([n * c, 1, ph, pw])?.f_conv2d(&k, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)?.f_reshape([
+        n,
+        c,
+        ph - kh + 1,
+        pw - kw + 1,
+    ])?;
     if down > 1 {
         out = out.f_slice(2, 0, None, down)?.f_slice(3, 0, None, down)?;
     }
@@ -71,8 +76,8 @@ mod tests {
         let x = Tensor::arange(4, (Kind::Float, Device::Cpu)).view([1, 1, 2, 2]) + 1.0;
         let k = Tensor::ones([1, 1], (Kind::Float, Device::Cpu));
         let y = upfirdn2d(&x, &k, 2, 1, (0, 0)).unwrap();
-        let want = Tensor::from_slice(&[1f32, 0., 2., 0., 0., 0., 0., 0., 3., 0., 4., 0., 0., 0., 0., 0.])
-            .view([1, 1, 4, 4]);
+        let want =
+            Tensor::from_slice(&[1f32, 0., 2., 0., 0., 0., 0., 0., 3., 0., 4., 0., 0., 0., 0., 0.]).view([1, 1, 4, 4]);
         assert_eq!(y.size(), vec![1, 1, 4, 4]);
         assert!(y.allclose(&want, 0.0, 0.0, false));
     }

@@ -62,7 +62,10 @@ fn empty_random_and_truncated_files() {
         std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
         let e = load_err(&cut);
         // A torch file keeps the reader's own error kind: corrupt, not an I/O failure.
-        assert!(matches!(e, Error::Format { .. } | Error::Checkpoint(CheckpointError::Corrupt { .. })), "{name}: {e:?}");
+        assert!(
+            matches!(e, Error::Format { .. } | Error::Checkpoint(CheckpointError::Corrupt { .. })),
+            "{name}: {e:?}"
+        );
         assert!(e.to_string().contains("cut-"), "{e}");
     }
 }
@@ -106,7 +109,10 @@ fn layer_names_and_shift_shapes() {
     assert!(g.layer_by_name("blocks.1").is_err());
     assert_eq!(g.layer_by_name("convs.3.conv.weight").unwrap().resolution, 16);
 
-    let e = Shift::new(&g, "convs.3", Tensor::zeros([1, 32, 32, 1, 1], (Kind::Float, Device::Cpu))).err().unwrap().to_string();
+    let e = Shift::new(&g, "convs.3", Tensor::zeros([1, 32, 32, 1, 1], (Kind::Float, Device::Cpu)))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("[1, 32, 32, 1, 1]") && e.contains("[1, 32, 32, 3, 3]"), "{e}");
     let e = Shift::from_slice(&g, "convs.3", &[0.0; 10]).err().unwrap().to_string();
     assert!(e.contains("10 floats") && e.contains("9216"), "{e}");
@@ -138,19 +144,17 @@ fn files_of_the_wrong_kind_or_generator() {
     let dir = tmpdir();
     // A latent file whose W+ does not fit.
     let wrong = dir.path().join("wrong-latent.safetensors");
-    let bytes = clipshape::io::safetensors_bytes(&[("wplus", &Tensor::zeros([3, 64], (Kind::Float, Device::Cpu)))], &Default::default()).unwrap();
+    let bytes = clipshape::io::safetensors_bytes(
+        &[("wplus", &Tensor::zeros([3, 64], (Kind::Float, Device::Cpu)))],
+        &Default::default(),
+    )
+    .unwrap();
     std::fs::write(&wrong, bytes).unwrap();
     let e = Latent::load(&g, &wrong).err().unwrap().to_string();
     assert!(e.contains("wrong-latent.safetensors") && e.contains("wplus") && e.contains("[3, 64]"), "{e}");
 
     // A shift learned on another generator (a 256 px config-f) is refused by the tiny one.
-    let sd = clipshape::models::init::stylegan2(
-        64,
-        2,
-        &[(4, 16), (8, 16), (16, 8)],
-        3,
-    )
-    .unwrap();
+    let sd = clipshape::models::init::stylegan2(64, 2, &[(4, 16), (8, 16), (16, 8)], 3).unwrap();
     let other = Generator::load(&Checkpoint::from_tensors("other", sd), "", Device::Cpu).unwrap();
     let foreign = Shift::new(&other, "convs.3", Tensor::ones([1, 8, 8, 3, 3], (Kind::Float, Device::Cpu))).unwrap();
     let path = dir.path().join("foreign.safetensors");
@@ -158,12 +162,17 @@ fn files_of_the_wrong_kind_or_generator() {
     let e = Shift::load(&g, &path).err().unwrap();
     assert!(matches!(e, Error::Mismatch(_)), "{e:?}");
     assert!(e.to_string().contains("foreign.safetensors") && e.to_string().contains("[1, 8, 8, 3, 3]"), "{e}");
-    let e = edit::render(&g, &Latent::from_slice(&g, &[0.0; 640]).unwrap(), &[(&foreign, 1.0)], &[1.0], 8).err().unwrap();
+    let e =
+        edit::render(&g, &Latent::from_slice(&g, &[0.0; 640]).unwrap(), &[(&foreign, 1.0)], &[1.0], 8).err().unwrap();
     assert!(matches!(e, Error::Mismatch(_)), "{e:?}");
 
     // A shift file without its layer.
     let nolayer = dir.path().join("nolayer.safetensors");
-    let bytes = clipshape::io::safetensors_bytes(&[("shift", &Tensor::zeros([1, 32, 32, 3, 3], (Kind::Float, Device::Cpu)))], &Default::default()).unwrap();
+    let bytes = clipshape::io::safetensors_bytes(
+        &[("shift", &Tensor::zeros([1, 32, 32, 3, 3], (Kind::Float, Device::Cpu)))],
+        &Default::default(),
+    )
+    .unwrap();
     std::fs::write(&nolayer, bytes).unwrap();
     let e = Shift::load(&g, &nolayer).err().unwrap().to_string();
     assert!(e.contains("layer") && e.contains("nolayer.safetensors"), "{e}");
@@ -184,7 +193,8 @@ fn encoder_and_generator_must_belong_together() {
     let refs: Vec<(&str, &Tensor)> = sd.iter().map(|(k, t)| (k.as_str(), t)).collect();
     let gen = dir.path().join("g32.safetensors");
     std::fs::write(&gen, clipshape::io::safetensors_bytes(&refs, &Default::default()).unwrap()).unwrap();
-    let params = ContextParams { encoder: Some(golden("e4e.pt")), device: DeviceRequest::Cpu, ..ContextParams::new(&gen) };
+    let params =
+        ContextParams { encoder: Some(golden("e4e.pt")), device: DeviceRequest::Cpu, ..ContextParams::new(&gen) };
     let e = Context::new(&params).err().unwrap();
     assert!(matches!(e, Error::Mismatch(_)) && e.to_string().contains("e4e.pt"), "{e:?}");
 
@@ -198,7 +208,8 @@ fn encoder_and_generator_must_belong_together() {
     assert!(matches!(e, Error::MissingTensor { .. }) && e.to_string().contains("latent_avg"), "{e:?}");
 
     // A context without an encoder says so when asked to encode.
-    let ctx = Context::new(&ContextParams { device: DeviceRequest::Cpu, ..ContextParams::new(golden("stylegan2.pt")) }).unwrap();
+    let ctx = Context::new(&ContextParams { device: DeviceRequest::Cpu, ..ContextParams::new(golden("stylegan2.pt")) })
+        .unwrap();
     let px = vec![128u8; 16 * 16 * 3];
     let view = clipshape::edit::encode::ImageView::packed(&px, 16, 16, clipshape::edit::PixelFormat::Rgb8).unwrap();
     let e = ctx.encode(&view).err().unwrap().to_string();
@@ -239,6 +250,8 @@ fn tensors_of_the_wrong_rank_are_refused_not_indexed() {
         })
         .collect();
     let heads = clipshape::models::clip::HeadCounts { vision: None, text: Some(2) };
-    let e = clipshape::models::clip::Clip::load(&Checkpoint::from_tensors("rank", sd), "", heads, Device::Cpu).err().unwrap();
+    let e = clipshape::models::clip::Clip::load(&Checkpoint::from_tensors("rank", sd), "", heads, Device::Cpu)
+        .err()
+        .unwrap();
     assert!(matches!(e, Error::UnknownArchitecture { .. }) && e.to_string().contains("ln_final"), "{e:?}");
 }

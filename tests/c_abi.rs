@@ -34,7 +34,8 @@ fn c_program_renders_the_golden_edit_without_ld_library_path() {
     write_f32(&tmp.path().join("latent.f32"), &io.tensor("wplus").unwrap().get(0));
     write_f32(&tmp.path().join("shift.f32"), &io.tensor("shift_x").unwrap());
     // Expected pixels: the golden renders through the documented mapping round((x+1)·127.5).
-    let pixels = clipshape::edit::to_rgba8(&io.tensor("img_shift").unwrap(), clipshape::edit::PixelFormat::Rgba8).unwrap();
+    let pixels =
+        clipshape::edit::to_rgba8(&io.tensor("img_shift").unwrap(), clipshape::edit::PixelFormat::Rgba8).unwrap();
     std::fs::write(tmp.path().join("expected.rgba"), pixels.concat()).unwrap();
 
     let exe = tmp.path().join("abi_test");

@@ -63,7 +63,10 @@ fn shifts_on_different_layers_apply_together() {
     let want = tch::no_grad(|| {
         g.synthesis(
             &latent.wplus.unsqueeze(0),
-            &[(clipshape::models::stylegan2::LayerId::Convs(3), &da), (clipshape::models::stylegan2::LayerId::Conv1, &db)],
+            &[
+                (clipshape::models::stylegan2::LayerId::Convs(3), &da),
+                (clipshape::models::stylegan2::LayerId::Conv1, &db),
+            ],
         )
     })
     .unwrap();

@@ -27,8 +27,16 @@ fn models() -> Vec<(&'static str, Clip)> {
 fn config_from_shapes_and_archive() {
     for (name, m) in models() {
         let c = &m.config;
-        assert_eq!((c.embed_dim, c.image_resolution, c.vision_layers, c.vision_width, c.vision_patch_size), (32, 64, 2, 64, 16), "{name}");
-        assert_eq!((c.vision_heads, c.transformer_heads, c.transformer_width, c.transformer_layers), (1, 2, 32, 2), "{name}");
+        assert_eq!(
+            (c.embed_dim, c.image_resolution, c.vision_layers, c.vision_width, c.vision_patch_size),
+            (32, 64, 2, 64, 16),
+            "{name}"
+        );
+        assert_eq!(
+            (c.vision_heads, c.transformer_heads, c.transformer_width, c.transformer_layers),
+            (1, 2, 32, 2),
+            "{name}"
+        );
         assert_eq!((c.context_length, c.vocab_size), (77, 49408), "{name}");
     }
 }
@@ -64,7 +72,13 @@ fn gradient_with_respect_to_the_image() {
 #[test]
 fn guide_tokenizes_like_clip_tokenize() {
     let io = io("clip_io.safetensors");
-    let g = ClipGuide::load(&golden("clip_jit.pt"), &golden("bpe_simple_vocab_16e6.txt.gz"), HeadCounts::default(), Device::Cpu).unwrap();
+    let g = ClipGuide::load(
+        &golden("clip_jit.pt"),
+        &golden("bpe_simple_vocab_16e6.txt.gz"),
+        HeadCounts::default(),
+        Device::Cpu,
+    )
+    .unwrap();
     let prompts = ["a small-wheel car", "face with big nose", "a big-belly horse", "a wide face"];
     assert!(g.tokens(&prompts, false).unwrap().equal(&io.tensor("tokens").unwrap()));
     let t = g.text_features(&prompts, false).unwrap();
@@ -129,13 +143,26 @@ fn letterbox_fit_keeps_the_whole_frame() {
 
 #[test]
 fn bad_clip_input() {
-    let e = Clip::load(&Checkpoint::open(golden("clip.safetensors")).unwrap(), "", HeadCounts::default(), Device::Cpu).err().unwrap();
+    let e = Clip::load(&Checkpoint::open(golden("clip.safetensors")).unwrap(), "", HeadCounts::default(), Device::Cpu)
+        .err()
+        .unwrap();
     assert!(matches!(e, Error::UnknownArchitecture { .. }) && e.to_string().contains("head count"), "{e}");
-    let e = Clip::load(&Checkpoint::open(golden("stylegan2.pt")).unwrap(), "", HeadCounts::default(), Device::Cpu).err().unwrap();
+    let e = Clip::load(&Checkpoint::open(golden("stylegan2.pt")).unwrap(), "", HeadCounts::default(), Device::Cpu)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("visual.conv1.weight"), "{e}");
-    let e = ClipGuide::load(&golden("clip_jit.pt"), std::path::Path::new("/missing/vocab.txt.gz"), HeadCounts::default(), Device::Cpu).err().unwrap();
+    let e = ClipGuide::load(
+        &golden("clip_jit.pt"),
+        std::path::Path::new("/missing/vocab.txt.gz"),
+        HeadCounts::default(),
+        Device::Cpu,
+    )
+    .err()
+    .unwrap();
     assert!(matches!(e, Error::Io { .. }) && e.to_string().contains("/missing/vocab.txt.gz"), "{e}");
-    let e = ClipGuide::load(&golden("clip_jit.pt"), &golden("picture.png"), HeadCounts::default(), Device::Cpu).err().unwrap();
+    let e = ClipGuide::load(&golden("clip_jit.pt"), &golden("picture.png"), HeadCounts::default(), Device::Cpu)
+        .err()
+        .unwrap();
     assert!(matches!(e, Error::Format { .. }), "{e:?}");
     for (w, h) in [(0, 0), (1, 1), (7, 300)] {
         let e = guide::preprocess_rgb8(&vec![0; w * h * 3], w, h, 224).unwrap_err().to_string();

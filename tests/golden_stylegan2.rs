@@ -78,7 +78,8 @@ fn z_with_truncation() {
 #[test]
 fn shifted_renders_at_every_strength() {
     let io = io("stylegan2_io.safetensors");
-    let strengths: Vec<f64> = Vec::<f32>::try_from(io.tensor("strengths").unwrap()).unwrap().into_iter().map(f64::from).collect();
+    let strengths: Vec<f64> =
+        Vec::<f32>::try_from(io.tensor("strengths").unwrap()).unwrap().into_iter().map(f64::from).collect();
     for file in FILES {
         let g = gen(file).generator;
         let latent = Latent::new(&g, io.tensor("wplus").unwrap().get(0)).unwrap();
@@ -86,7 +87,11 @@ fn shifted_renders_at_every_strength() {
         // Batch 2 splits the 5 strengths over three passes: chunking must not change results.
         for max_batch in [8, 2] {
             let imgs = edit::render(&g, &latent, &[(&shift, 1.0)], &strengths, max_batch).unwrap();
-            assert_forward_close(&imgs, &io.tensor("img_shift").unwrap(), &format!("{file}: img_shift (batch {max_batch})"));
+            assert_forward_close(
+                &imgs,
+                &io.tensor("img_shift").unwrap(),
+                &format!("{file}: img_shift (batch {max_batch})"),
+            );
         }
     }
 }

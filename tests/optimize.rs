@@ -9,8 +9,8 @@ use clipshape::context::{Context, ContextParams};
 use clipshape::device::DeviceRequest;
 use clipshape::edit::optimize::{Method, OptimizeParams, Progress};
 use clipshape::edit::shift::Target;
-use clipshape::models::stylegan2::LayerId;
 use clipshape::edit::{self, Latent, Shift};
+use clipshape::models::stylegan2::LayerId;
 use clipshape::Error;
 use common::{golden, tmpdir};
 
@@ -56,7 +56,18 @@ fn the_loss_falls_and_clip_agrees_more() {
     assert!(after > before + 0.01, "CLIP similarity {before} → {after}");
     assert_eq!(s.target, Target::Layer(clipshape::models::stylegan2::LayerId::Convs(3)));
     assert_eq!(s.x.size(), vec![1, 32, 32, 3, 3]);
-    for key in ["layer", "prompt", "lambda1", "lambda2", "steps", "lr", "final_loss", "model", "library_version", "layer_sha256"] {
+    for key in [
+        "layer",
+        "prompt",
+        "lambda1",
+        "lambda2",
+        "steps",
+        "lr",
+        "final_loss",
+        "model",
+        "library_version",
+        "layer_sha256",
+    ] {
         assert!(s.meta.contains_key(key), "metadata `{key}` missing: {:?}", s.meta.keys());
     }
     assert_eq!(s.meta["prompt"], "face with big nose");
@@ -200,7 +211,12 @@ fn saved_edits_apply_to_other_latents_and_only_to_their_generator() {
             (k.to_string(), if k == "convs.3.conv.weight" { t * 1.01 } else { t })
         })
         .collect();
-    let other_g = clipshape::models::stylegan2::Generator::load(&clipshape::checkpoint::Checkpoint::from_tensors("other", sd), "", tch::Device::Cpu).unwrap();
+    let other_g = clipshape::models::stylegan2::Generator::load(
+        &clipshape::checkpoint::Checkpoint::from_tensors("other", sd),
+        "",
+        tch::Device::Cpu,
+    )
+    .unwrap();
     let e = Shift::load(&other_g, &path).err().unwrap();
     assert!(matches!(e, Error::Mismatch(_)) && e.to_string().contains("another generator"), "{e}");
 }

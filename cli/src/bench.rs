@@ -67,7 +67,13 @@ impl Table<'_> {
     fn time(&mut self, model: &str, batch: i64, op: &str, f: impl FnMut() -> Result<()>) -> Result<()> {
         let ms = time_ms(self.opts.device, self.opts.iters, f)?;
         log::info!("{model} b{batch} {op}: {ms:.2} ms");
-        self.rows.push(Row { model: model.into(), device: clipshape::device::describe(self.opts.device), batch, op: op.into(), ms });
+        self.rows.push(Row {
+            model: model.into(),
+            device: clipshape::device::describe(self.opts.device),
+            batch,
+            op: op.into(),
+            ms,
+        });
         Ok(())
     }
 }
@@ -116,7 +122,8 @@ fn clip_rows(name: &str, m: &Clip, t: &mut Table) -> Result<()> {
         })?;
     }
     let tokens = Tensor::f_zeros([1, m.config.context_length], (Kind::Int64, device))?;
-    let _ = tokens.f_narrow(1, 0, 2)?.f_copy_(&Tensor::from_slice(&[49406i64, 49407]).f_view([1, 2])?.f_to_device(device)?);
+    let _ =
+        tokens.f_narrow(1, 0, 2)?.f_copy_(&Tensor::from_slice(&[49406i64, 49407]).f_view([1, 2])?.f_to_device(device)?);
     t.time(name, 1, "encode_text", || {
         let _f = tch::no_grad(|| m.encode_text(&tokens))?;
         Ok(())
@@ -158,7 +165,12 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Row>> {
     if let Some(dir) = golden {
         let g = clipshape::models::load_generator(&dir.join("stylegan2.pt"), device)?.generator;
         generator_rows("stylegan2 tiny golden 64px", &g, &mut t)?;
-        let guide = ClipGuide::load(&dir.join("clip_jit.pt"), &dir.join("bpe_simple_vocab_16e6.txt.gz"), HeadCounts::default(), device)?;
+        let guide = ClipGuide::load(
+            &dir.join("clip_jit.pt"),
+            &dir.join("bpe_simple_vocab_16e6.txt.gz"),
+            HeadCounts::default(),
+            device,
+        )?;
         clip_rows("clip tiny golden", &guide.clip, &mut t)?;
         edit_rows("tiny golden generator + CLIP", &g, &guide, &mut t)?;
         let ck = Checkpoint::open(dir.join("e4e.pt"))?;
@@ -205,7 +217,15 @@ fn encoder_rows(name: &str, enc: &Encoder4Editing, t: &mut Table) -> Result<()> 
 pub fn table(rows: &[Row]) -> String {
     let mut s = String::from("| model | device | batch | op | ms | ms/image |\n|---|---|---:|---|---:|---:|\n");
     for r in rows {
-        s += &format!("| {} | {} | {} | {} | {:.2} | {:.2} |\n", r.model, r.device, r.batch, r.op, r.ms, r.ms / r.batch as f64);
+        s += &format!(
+            "| {} | {} | {} | {} | {:.2} | {:.2} |\n",
+            r.model,
+            r.device,
+            r.batch,
+            r.op,
+            r.ms,
+            r.ms / r.batch as f64
+        );
     }
     s
 }

@@ -17,9 +17,9 @@ use clipshape::edit::encode::ImageView;
 use clipshape::edit::optimize::{Method, OptimizeParams, Progress};
 use clipshape::edit::{self, render::save_png, Latent, PixelFormat, Shift};
 use clipshape::models::clip::HeadCounts;
-use sheet::{strength_label, write_contact_sheet, Tile};
 use clipshape::store::ModelStore;
 use models::ModelsCommand;
+use sheet::{strength_label, write_contact_sheet, Tile};
 
 #[derive(Parser)]
 #[command(name = "clipshape", version, about = "Text-driven shape editing of photos with StyleGAN2 + CLIP")]
@@ -262,7 +262,10 @@ fn vocab_path(given: &Option<PathBuf>) -> Result<PathBuf> {
     if p.is_file() {
         Ok(p)
     } else {
-        bail!("no CLIP vocab: pass --vocab FILE, or fetch it with `clipshape models fetch clip` (it goes to {})", p.display())
+        bail!(
+            "no CLIP vocab: pass --vocab FILE, or fetch it with `clipshape models fetch clip` (it goes to {})",
+            p.display()
+        )
     }
 }
 
@@ -283,7 +286,9 @@ fn model_context(cli: &Cli, model: &str, files: &ClipFiles, need_clip: bool) -> 
         params.vocab = Some(v.clone());
     }
     if need_clip && params.clip.is_none() {
-        bail!("{model}: this needs CLIP: pass --clip FILE [--vocab FILE], or use a model set (`clipshape models list`)");
+        bail!(
+            "{model}: this needs CLIP: pass --clip FILE [--vocab FILE], or use a model set (`clipshape models list`)"
+        );
     }
     params.device = device(cli)?;
     params.threads = cli.threads;
@@ -314,7 +319,12 @@ fn write_images(images: &tch::Tensor, dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// The picture to edit: a photo (encoded) or a seed (sampled). Returns the latent and the
 /// input as RGB8 for the contact sheet.
-fn input_latent(ctx: &Context, photo: Option<&Path>, seed: Option<u64>, truncation: f64) -> Result<(Latent, Vec<u8>, u32, u32)> {
+fn input_latent(
+    ctx: &Context,
+    photo: Option<&Path>,
+    seed: Option<u64>,
+    truncation: f64,
+) -> Result<(Latent, Vec<u8>, u32, u32)> {
     match (photo, seed) {
         (Some(p), None) => {
             let (rgba, w, h) = load_rgba(p)?;
@@ -335,8 +345,18 @@ fn input_latent(ctx: &Context, photo: Option<&Path>, seed: Option<u64>, truncati
 }
 
 /// Renders the strengths at the frame, writes 00.png…, and the labelled sheet.
-fn write_edit(ctx: &Context, latent: &Latent, shift: &Shift, strengths: &[f64], input: (&[u8], u32, u32), out: &Path) -> Result<()> {
-    let images = ctx.to_frame(&edit::render(&ctx.generator, latent, &[(shift, 1.0)], strengths, edit::render::DEFAULT_MAX_BATCH)?, None)?;
+fn write_edit(
+    ctx: &Context,
+    latent: &Latent,
+    shift: &Shift,
+    strengths: &[f64],
+    input: (&[u8], u32, u32),
+    out: &Path,
+) -> Result<()> {
+    let images = ctx.to_frame(
+        &edit::render(&ctx.generator, latent, &[(shift, 1.0)], strengths, edit::render::DEFAULT_MAX_BATCH)?,
+        None,
+    )?;
     for p in write_images(&images, out)? {
         emit(&format!("{}\n", p.display()));
     }
@@ -409,7 +429,12 @@ fn run(cli: &Cli) -> Result<()> {
                 clipshape::device::describe(ctx.device)
             );
             if let Some(e) = &ctx.encoder {
-                text += &format!("encoder: e4e, {} styles, input {}x{} (HxW)\n", e.net.n_styles(), e.input_size.height, e.input_size.width);
+                text += &format!(
+                    "encoder: e4e, {} styles, input {}x{} (HxW)\n",
+                    e.net.n_styles(),
+                    e.input_size.height,
+                    e.input_size.width
+                );
             }
             let f = ctx.frame;
             text += &format!("frame: {}x{} at ({}, {})\n\n", f.width, f.height, f.left, f.top);
@@ -453,7 +478,8 @@ fn run(cli: &Cli) -> Result<()> {
             let clip = files.clip.clone().context("--clip FILE is required")?;
             let dev = device(cli)?.resolve()?;
             clipshape::device::set_threads(cli.threads);
-            let guide = clipshape::edit::guide::ClipGuide::load(&clip, &vocab_path(&files.vocab)?, HeadCounts::default(), dev)?;
+            let guide =
+                clipshape::edit::guide::ClipGuide::load(&clip, &vocab_path(&files.vocab)?, HeadCounts::default(), dev)?;
             let (rgba, w, h) = load_rgba(image)?;
             let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

@@ -35,12 +35,7 @@ pub enum ModelsCommand {
 pub fn run_cli(cmd: ModelsCommand) -> anyhow::Result<()> {
     let store = ModelStore::from_env()?;
     let stdout = io::stdout();
-    run_cli_with(
-        &store,
-        cmd,
-        &mut stdout.lock(),
-        &mut TerminalProgress::new(),
-    )
+    run_cli_with(&store, cmd, &mut stdout.lock(), &mut TerminalProgress::new())
 }
 
 /// [`run_cli`] with an explicit store, output and progress (tests, embedders).
@@ -53,23 +48,13 @@ pub fn run_cli_with(
     use anyhow::Context as _;
     match cmd {
         ModelsCommand::List => {
-            let mut rows = vec![[
-                "SET".to_string(),
-                "FILE".into(),
-                "STATE".into(),
-                "SIZE".into(),
-                "PATH".into(),
-            ]];
+            let mut rows = vec![["SET".to_string(), "FILE".into(), "STATE".into(), "SIZE".into(), "PATH".into()]];
             for s in store.list() {
                 for f in &s.files {
                     let state = match (&f.state, f.required) {
                         (FileState::Present { .. }, _) => "present".to_string(),
                         (FileState::Missing { partial }, req) if *partial > 0 => {
-                            format!(
-                                "{} ({} partial)",
-                                if req { "missing" } else { "optional" },
-                                human_size(*partial)
-                            )
+                            format!("{} ({} partial)", if req { "missing" } else { "optional" }, human_size(*partial))
                         }
                         (FileState::Missing { .. }, true) => "missing".into(),
                         (FileState::Missing { .. }, false) => "optional, absent".into(),
@@ -88,9 +73,8 @@ pub fn run_cli_with(
                     ]);
                 }
             }
-            let widths: Vec<usize> = (0..4)
-                .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-                .collect();
+            let widths: Vec<usize> =
+                (0..4).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
             for r in &rows {
                 writeln!(
                     out,
@@ -106,23 +90,13 @@ pub fn run_cli_with(
                     w3 = widths[3]
                 )?;
             }
-            writeln!(
-                out,
-                "(* = set incomplete; directory {})",
-                store.root().display()
-            )?;
+            writeln!(out, "(* = set incomplete; directory {})", store.root().display())?;
         }
         ModelsCommand::Fetch { sets } => {
             if sets.is_empty() {
                 anyhow::bail!(
                     "name what to fetch: {} (SET:ROLE for an optional file)",
-                    store
-                        .manifest()
-                        .sets
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    store.manifest().sets.keys().cloned().collect::<Vec<_>>().join(", ")
                 );
             }
             for target in &sets {
@@ -147,17 +121,9 @@ pub fn run_cli_with(
                     }
                 }
                 let report = store.fetch(target, progress).map_err(|e| {
-                    let hint = store
-                        .missing_files_message(target.split(':').next().unwrap_or(target))
-                        .ok()
-                        .flatten();
+                    let hint = store.missing_files_message(target.split(':').next().unwrap_or(target)).ok().flatten();
                     match hint {
-                        Some(h)
-                            if matches!(
-                                e,
-                                StoreError::Transfer { .. } | StoreError::HttpStatus { .. }
-                            ) =>
-                        {
+                        Some(h) if matches!(e, StoreError::Transfer { .. } | StoreError::HttpStatus { .. }) => {
                             anyhow::Error::new(e).context(format!("fetching {target} failed\n{h}"))
                         }
                         _ => anyhow::Error::new(e).context(format!("fetching {target} failed")),
@@ -166,11 +132,7 @@ pub fn run_cli_with(
                 for f in &report.files {
                     match &f.action {
                         FetchAction::AlreadyPresent => writeln!(out, "{}: present", f.file)?,
-                        FetchAction::Downloaded {
-                            bytes,
-                            resumed_from,
-                            url,
-                        } => writeln!(
+                        FetchAction::Downloaded { bytes, resumed_from, url } => writeln!(
                             out,
                             "{}: downloaded {}{} from {url}, SHA-256 ok",
                             f.file,
@@ -215,16 +177,9 @@ pub fn run_cli_with(
                             bad += 1;
                             format!("WRONG SIZE: expected {expected} bytes, got {got}")
                         }
-                        CheckResult::HashMismatch {
-                            expected,
-                            got,
-                            moved_to,
-                        } => {
+                        CheckResult::HashMismatch { expected, got, moved_to } => {
                             bad += 1;
-                            format!(
-                                "BAD SHA-256: expected {expected}, got {got}{}",
-                                moved_note(moved_to)
-                            )
+                            format!("BAD SHA-256: expected {expected}, got {got}{}", moved_note(moved_to))
                         }
                     };
                     writeln!(out, "{:8} {:32} {line}", c.set, c.file)?;

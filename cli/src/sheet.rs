@@ -65,7 +65,10 @@ pub fn contact_sheet(tiles: &[Tile], height: usize) -> Result<(Vec<u8>, usize, u
     let mut x0 = GAP;
     for (tile, &tw) in tiles.iter().zip(&widths) {
         if tile.rgb.len() != tile.width * tile.height * 3 {
-            return Err(Error::arg("tiles", format!("tile `{}` has {} bytes for {}×{}", tile.label, tile.rgb.len(), tile.width, tile.height)));
+            return Err(Error::arg(
+                "tiles",
+                format!("tile `{}` has {} bytes for {}×{}", tile.label, tile.rgb.len(), tile.width, tile.height),
+            ));
         }
         // Nearest-neighbour scaling: the sheet is for looking, the PNGs beside it are exact.
         for y in 0..height {

@@ -90,7 +90,8 @@ fn render_matches_the_golden_edit() {
             p(&out),
         ]);
         assert_eq!(listed.lines().count(), 5, "{listed}");
-        let want = clipshape::edit::to_rgba8(&io.tensor("img_shift").unwrap(), clipshape::edit::PixelFormat::Rgb8).unwrap();
+        let want =
+            clipshape::edit::to_rgba8(&io.tensor("img_shift").unwrap(), clipshape::edit::PixelFormat::Rgb8).unwrap();
         for (i, want) in want.iter().enumerate() {
             let got = image::open(out.join(format!("{i:02}.png"))).unwrap().to_rgb8();
             assert_eq!((got.width(), got.height()), (64, 64));
@@ -107,9 +108,19 @@ fn errors_name_what_was_wrong() {
     assert!(e.contains("/no/such/gen.pt"), "{e}");
     let e = fails(&["render", p(&golden("stylegan2.pt")), "--latent", "x", "--strengths=1,zz", "--out", p(dir.path())]);
     assert!(e.contains("--strengths") && e.contains("zz"), "{e}");
-    let e = fails(&["render", p(&golden("stylegan2.pt")), "--latent", p(&golden("stylegan2.pt")), "--out", p(dir.path())]);
+    let e =
+        fails(&["render", p(&golden("stylegan2.pt")), "--latent", p(&golden("stylegan2.pt")), "--out", p(dir.path())]);
     assert!(e.contains("wplus"), "{e}");
-    let e = fails(&["sample", p(&golden("stylegan2.pt")), "--seed", "1", "--truncation", "2", "--out", p(&dir.path().join("x.png"))]);
+    let e = fails(&[
+        "sample",
+        p(&golden("stylegan2.pt")),
+        "--seed",
+        "1",
+        "--truncation",
+        "2",
+        "--out",
+        p(&dir.path().join("x.png")),
+    ]);
     assert!(e.contains("truncation"), "{e}");
     let e = fails(&["--device", "cuda:3", "info", p(&golden("stylegan2.pt"))]);
     assert!(e.contains("cuda:3"), "{e}");
@@ -181,10 +192,11 @@ fn encode_writes_a_latent_and_the_reconstruction() {
 fn edit_and_apply_follow_the_contract() {
     let dir = tmpdir();
     let out = dir.path().join("edit");
-    let mut args: Vec<String> = ["edit", p(&golden("e4e.pt")), "face with big nose", "--seed", "3", "--steps", "12", "--strengths=-2,0,2"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args: Vec<String> =
+        ["edit", p(&golden("e4e.pt")), "face with big nose", "--seed", "3", "--steps", "12", "--strengths=-2,0,2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     args.extend(clip_args());
     args.extend(["--out".into(), p(&out).into()]);
     ok_owned(&args);
@@ -207,10 +219,11 @@ fn edit_and_apply_follow_the_contract() {
 
     // The edit from a photo, and the saved edit applied to another picture.
     let out2 = dir.path().join("photo");
-    let mut args: Vec<String> = ["edit", p(&golden("e4e.pt")), p(&golden("picture.png")), "a wide face", "--steps", "3", "--strengths=1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args: Vec<String> =
+        ["edit", p(&golden("e4e.pt")), p(&golden("picture.png")), "a wide face", "--steps", "3", "--strengths=1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     args.extend(clip_args());
     args.extend(["--out".into(), p(&out2).into()]);
     ok_owned(&args);
@@ -269,7 +282,11 @@ fn a_missing_model_set_says_what_to_fetch() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("e4e_cars_encode.pt") && e.contains("ViT-B-32.pt") && e.contains("https://"), "{e}");
     assert!(e.contains(&dir.path().display().to_string()), "names the directory: {e}");
-    let list = Command::new(env!("CARGO_BIN_EXE_clipshape")).args(["models", "list"]).env("CLIPSHAPE_MODELS", dir.path()).output().unwrap();
+    let list = Command::new(env!("CARGO_BIN_EXE_clipshape"))
+        .args(["models", "list"])
+        .env("CLIPSHAPE_MODELS", dir.path())
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(list.status.success() && text.contains("ffhq") && text.contains("missing"), "{text}");
 }
@@ -279,10 +296,11 @@ fn the_optimisation_seed_picks_the_random_start() {
     let dir = tmpdir();
     let run = |name: &str, seed: &str| {
         let out = dir.path().join(name);
-        let mut args: Vec<String> = ["edit", p(&golden("e4e.pt")), "a wide face", "--seed", "2", "--steps", "3", "--strengths=1"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut args: Vec<String> =
+            ["edit", p(&golden("e4e.pt")), "a wide face", "--seed", "2", "--steps", "3", "--strengths=1"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         args.extend(clip_args());
         args.extend(["--init-scale", "0.01", "--optim-seed", seed, "--out", p(&out)].iter().map(|s| s.to_string()));
         ok_owned(&args);

@@ -69,10 +69,7 @@ impl Checkpoint {
         } else if head.is_empty() {
             Err(Error::format(path, "the file is empty"))
         } else {
-            Err(Error::format(
-                path,
-                "neither a safetensors file nor a PyTorch checkpoint (torch.save / TorchScript)",
-            ))
+            Err(Error::format(path, "neither a safetensors file nor a PyTorch checkpoint (torch.save / TorchScript)"))
         }
     }
 
@@ -88,7 +85,8 @@ impl Checkpoint {
                 return Err(Error::format(path, format!("tensor `{name}` lies past the end of the file (truncated?)")));
             }
             let shape = info.shape.iter().map(|&d| d as i64).collect();
-            entries.insert(name.clone(), Entry { shape, source: Source::Safetensors { dtype: info.dtype, start, end } });
+            entries
+                .insert(name.clone(), Entry { shape, source: Source::Safetensors { dtype: info.dtype, start, end } });
         }
         let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
         Ok(Checkpoint { path: path.to_path_buf(), entries, metadata, backing: Backing::Safetensors(bytes) })
@@ -107,10 +105,8 @@ impl Checkpoint {
     /// An in-memory state dict (randomly initialised models for benchmarks, edited copies in
     /// tests); `name` stands in for the path in messages.
     pub fn from_tensors(name: &str, tensors: impl IntoIterator<Item = (String, Tensor)>) -> Checkpoint {
-        let entries = tensors
-            .into_iter()
-            .map(|(k, t)| (k, Entry { shape: t.size(), source: Source::Memory(t) }))
-            .collect();
+        let entries =
+            tensors.into_iter().map(|(k, t)| (k, Entry { shape: t.size(), source: Source::Memory(t) })).collect();
         Checkpoint { path: PathBuf::from(name), entries, metadata: BTreeMap::new(), backing: Backing::Memory }
     }
 
@@ -162,12 +158,14 @@ impl Checkpoint {
             .ok_or_else(|| Error::MissingTensor { path: self.path.clone(), key: key.to_string() })?;
         let t = match (&entry.source, &self.backing) {
             (Source::Safetensors { dtype, start, end }, Backing::Safetensors(bytes)) => {
-                let kind = safetensors_kind(*dtype)
-                    .ok_or_else(|| Error::format(&self.path, format!("tensor `{key}` has unsupported dtype {dtype:?}")))?;
+                let kind = safetensors_kind(*dtype).ok_or_else(|| {
+                    Error::format(&self.path, format!("tensor `{key}` has unsupported dtype {dtype:?}"))
+                })?;
                 from_bytes(&bytes[*start..*end], &entry.shape, kind, &self.path, key)?
             }
             (Source::Pickle(tref), Backing::Pickle(ck)) => {
-                let data = ck.tensor_bytes(tref).map_err(|e| Error::format(&self.path, format!("tensor `{key}`: {e}")))?;
+                let data =
+                    ck.tensor_bytes(tref).map_err(|e| Error::format(&self.path, format!("tensor `{key}`: {e}")))?;
                 from_bytes(&data.bytes, &entry.shape, pickle_kind(data.dtype), &self.path, key)?
             }
             (Source::Memory(t), _) => t.shallow_clone(),
@@ -238,13 +236,7 @@ pub struct Loader<'a> {
 
 impl<'a> Loader<'a> {
     pub fn new(ckpt: &'a Checkpoint, prefix: &str, model: &'static str) -> Self {
-        Loader {
-            ckpt,
-            prefix: prefix.to_string(),
-            model,
-            used: Default::default(),
-            problems: Default::default(),
-        }
+        Loader { ckpt, prefix: prefix.to_string(), model, used: Default::default(), problems: Default::default() }
     }
 
     /// A constant (weights and buffers alike: nothing in a loaded model is trained).

@@ -317,5 +317,4 @@ mod tests {
         let ok = ImageView::packed(&buf, 8, 8, PixelFormat::Rgb8).unwrap();
         assert_eq!(arg_name(to_encoder_input(&ok, 0, 256, Device::Cpu).unwrap_err()).0, "out_h");
     }
-
-    }
+}

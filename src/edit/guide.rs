@@ -110,7 +110,9 @@ impl ClipGuide {
 
     /// `clip._transform` of an RGB8 picture (rows packed): (1, 3, R, R) on the model's device.
     pub fn preprocess_rgb8(&self, rgb: &[u8], width: usize, height: usize) -> Result<Tensor> {
-        preprocess_rgb8(rgb, width, height, self.clip.image_resolution() as usize)?.f_to_device(self.device()).map_err(Into::into)
+        preprocess_rgb8(rgb, width, height, self.clip.image_resolution() as usize)?
+            .f_to_device(self.device())
+            .map_err(Into::into)
     }
 }
 
@@ -150,7 +152,10 @@ pub fn generator_to_clip(img: &Tensor, n: i64, fit: ImageFit) -> Result<Tensor> 
         }
         ImageFit::StyleClip => {
             if h != w || (h * 7) % n != 0 {
-                return Err(Error::arg("image", format!("StyleCLIP fit needs a square side divisible by {n}/7, got {h}×{w}")));
+                return Err(Error::arg(
+                    "image",
+                    format!("StyleCLIP fit needs a square side divisible by {n}/7, got {h}×{w}"),
+                ));
             }
             let k = h * 7 / n;
             let up = img.f_upsample_nearest2d([h * 7, w * 7], Some(7.0), Some(7.0))?;
@@ -163,10 +168,16 @@ pub fn generator_to_clip(img: &Tensor, n: i64, fit: ImageFit) -> Result<Tensor> 
 /// /255, mean/std. Returns (1, 3, n, n) on the CPU.
 pub fn preprocess_rgb8(rgb: &[u8], width: usize, height: usize, n: usize) -> Result<Tensor> {
     if width < MIN_SIDE || height < MIN_SIDE {
-        return Err(Error::arg("image", format!("{width}×{height} is too small; each side needs at least {MIN_SIDE} pixels")));
+        return Err(Error::arg(
+            "image",
+            format!("{width}×{height} is too small; each side needs at least {MIN_SIDE} pixels"),
+        ));
     }
     if rgb.len() != width * height * 3 {
-        return Err(Error::arg("image", format!("{} bytes for a {width}×{height} RGB picture, expected {}", rgb.len(), width * height * 3)));
+        return Err(Error::arg(
+            "image",
+            format!("{} bytes for a {width}×{height} RGB picture, expected {}", rgb.len(), width * height * 3),
+        ));
     }
     // torchvision Resize(int): the short side becomes n, the long side int(n · long / short).
     let (rw, rh) = if width <= height {
@@ -182,7 +193,10 @@ pub fn preprocess_rgb8(rgb: &[u8], width: usize, height: usize, n: usize) -> Res
     for y in top..top + n {
         crop.extend_from_slice(&resized[(y * rw + left) * 3..(y * rw + left + n) * 3]);
     }
-    let t = Tensor::from_slice(&crop).f_view([1, n as i64, n as i64, 3])?.f_permute([0, 3, 1, 2])?.f_to_kind(Kind::Float)?;
+    let t = Tensor::from_slice(&crop)
+        .f_view([1, n as i64, n as i64, 3])?
+        .f_permute([0, 3, 1, 2])?
+        .f_to_kind(Kind::Float)?;
     let (mean, std) = mean_std(Device::Cpu)?;
     Ok(t.f_div_scalar(255.0)?.f_sub(&mean)?.f_div(&std)?)
 }

@@ -49,7 +49,12 @@ impl Latent {
         if data.len() != n {
             return Err(Error::arg(
                 "latent",
-                format!("{} floats given, this generator's W+ has {}×{} = {n}", data.len(), g.n_latent(), g.style_dim()),
+                format!(
+                    "{} floats given, this generator's W+ has {}×{} = {n}",
+                    data.len(),
+                    g.n_latent(),
+                    g.style_dim()
+                ),
             ));
         }
         Latent::new(g, Tensor::from_slice(data).f_view([g.n_latent(), g.style_dim()])?)

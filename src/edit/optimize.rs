@@ -275,7 +275,7 @@ pub fn optimize(
 
     let fingerprint = target_fingerprint(g, setup.target)?;
     let mut shifts = Vec::with_capacity(setup.batch() as usize);
-    for i in 0..setup.batch() as usize {
+    for (i, (&clip_sim_before, &clip_sim_after)) in setup.sim_before.iter().zip(&sim_after).enumerate() {
         let x = match setup.target {
             Target::Layer(_) => result.f_narrow(0, i as i64, 1)?,
             Target::WPlus => result.f_get(i as i64)?,
@@ -292,10 +292,14 @@ pub fn optimize(
             strength: params.strength,
             seed: params.seed,
             final_loss: last.loss,
-            clip_sim_before: setup.sim_before[i],
-            clip_sim_after: sim_after[i],
+            clip_sim_before,
+            clip_sim_after,
         };
-        shifts.push(Shift { target: setup.target, x: x.f_contiguous()?, meta: meta.to_map(setup.target, &fingerprint) });
+        shifts.push(Shift {
+            target: setup.target,
+            x: x.f_contiguous()?,
+            meta: meta.to_map(setup.target, &fingerprint),
+        });
     }
     Ok(shifts)
 }
@@ -333,7 +337,8 @@ fn run_loop(
                     params.lr, params.strength
                 )));
             }
-            let sim = tch::no_grad(|| clip_distance(&features, &setup.text))?.f_mean(Kind::Float)?.f_double_value(&[])?;
+            let sim =
+                tch::no_grad(|| clip_distance(&features, &setup.text))?.f_mean(Kind::Float)?.f_double_value(&[])?;
             last = Progress { step, total: params.steps, loss: l, clip_sim: (1.0 - sim) as f32 };
             if !progress(&last) {
                 return Err(Error::Cancelled);

@@ -16,7 +16,13 @@ pub const DEFAULT_MAX_BATCH: usize = 8;
 
 /// Renders one image per strength: (S, 3, H, W) float32 in about [-1, 1], on the generator's
 /// device. Each `(shift, coefficient)` contributes `strength · coefficient · shift` to its layer.
-pub fn render(g: &Generator, latent: &Latent, shifts: &[(&Shift, f64)], strengths: &[f64], max_batch: usize) -> Result<Tensor> {
+pub fn render(
+    g: &Generator,
+    latent: &Latent,
+    shifts: &[(&Shift, f64)],
+    strengths: &[f64],
+    max_batch: usize,
+) -> Result<Tensor> {
     if strengths.is_empty() {
         return Err(Error::arg("strengths", "the list is empty; give at least one strength (0 = unedited)"));
     }

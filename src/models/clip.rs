@@ -45,7 +45,8 @@ pub struct HeadCounts {
 
 impl Config {
     pub fn infer(ck: &Checkpoint, prefix: &str, heads: HeadCounts) -> Result<Config> {
-        let unknown = |reason: String| Error::UnknownArchitecture { path: ck.path().to_path_buf(), model: "CLIP", reason };
+        let unknown =
+            |reason: String| Error::UnknownArchitecture { path: ck.path().to_path_buf(), model: "CLIP", reason };
         let shape = |key: &str| -> Result<Vec<i64>> {
             let full = format!("{prefix}{key}");
             ck.shape(&full).map(<[i64]>::to_vec).ok_or_else(|| unknown(format!("missing key `{full}`")))
@@ -59,8 +60,16 @@ impl Config {
         let tok = shape("token_embedding.weight")?;
         let text_pos = shape("positional_embedding")?;
         let ln_final = shape("ln_final.weight")?;
-        if conv1.len() != 4 || pos.len() != 2 || proj.len() != 2 || tok.len() != 2 || text_pos.len() != 2 || ln_final.len() != 1 {
-            return Err(unknown("unexpected ranks of conv1 / positional_embedding / proj / token_embedding / ln_final".into()));
+        if conv1.len() != 4
+            || pos.len() != 2
+            || proj.len() != 2
+            || tok.len() != 2
+            || text_pos.len() != 2
+            || ln_final.len() != 1
+        {
+            return Err(unknown(
+                "unexpected ranks of conv1 / positional_embedding / proj / token_embedding / ln_final".into(),
+            ));
         }
         let grid = ((pos[0] - 1) as f64).sqrt().round() as i64;
         if grid * grid + 1 != pos[0] {
@@ -74,7 +83,8 @@ impl Config {
             n
         };
         let width_heads = |width: i64, given: Option<i64>, which: &str| -> Result<i64> {
-            let attn = if which == "vision" { "visual.transformer.resblocks.0.attn" } else { "transformer.resblocks.0.attn" };
+            let attn =
+                if which == "vision" { "visual.transformer.resblocks.0.attn" } else { "transformer.resblocks.0.attn" };
             let rule = (width >= 64 && width % 64 == 0).then_some(width / 64);
             let Some(h) = given.or(rule).or_else(|| torchscript_heads(ck, attn)) else {
                 return Err(unknown(format!(
@@ -153,7 +163,9 @@ impl ResidualAttentionBlock {
         let lin = |p: &nn::Path, o: i64, i: i64| -> Result<(Tensor, Tensor)> {
             Ok((l.tensor(p, "weight", &[o, i])?, l.tensor(p, "bias", &[o])?))
         };
-        let ln = |p: &nn::Path| -> Result<(Tensor, Tensor)> { Ok((l.tensor(p, "weight", &[d])?, l.tensor(p, "bias", &[d])?)) };
+        let ln = |p: &nn::Path| -> Result<(Tensor, Tensor)> {
+            Ok((l.tensor(p, "weight", &[d])?, l.tensor(p, "bias", &[d])?))
+        };
         let (out_proj_weight, out_proj_bias) = lin(&(&attn / "out_proj"), d, d)?;
         Ok(ResidualAttentionBlock {
             in_proj_weight: l.tensor(&attn, "in_proj_weight", &[3 * d, d])?,
@@ -178,7 +190,8 @@ impl ResidualAttentionBlock {
             .f_permute([2, 0, 3, 1, 4])?;
         let (q, k, v) = (qkv.f_get(0)?, qkv.f_get(1)?, qkv.f_get(2)?);
         let a = Tensor::f_scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, causal, None, false)?;
-        let a = a.f_transpose(1, 2)?.f_reshape([b, n, d])?.f_linear(&self.out_proj_weight, Some(&self.out_proj_bias))?;
+        let a =
+            a.f_transpose(1, 2)?.f_reshape([b, n, d])?.f_linear(&self.out_proj_weight, Some(&self.out_proj_bias))?;
         let x = x.f_add(&a)?;
         let h = layer_norm(&x, &self.ln_2.0, &self.ln_2.1)?.f_linear(&self.c_fc.0, Some(&self.c_fc.1))?;
         let h = h.f_mul(&h.f_mul_scalar(1.702)?.f_sigmoid()?)?; // QuickGELU
@@ -193,8 +206,9 @@ struct Transformer {
 
 impl Transformer {
     fn new(l: &Loader, p: nn::Path, width: i64, layers: i64, heads: i64) -> Result<Self> {
-        let resblocks =
-            (0..layers).map(|i| ResidualAttentionBlock::new(l, &p / "resblocks" / i, width, heads)).collect::<Result<_>>()?;
+        let resblocks = (0..layers)
+            .map(|i| ResidualAttentionBlock::new(l, &p / "resblocks" / i, width, heads))
+            .collect::<Result<_>>()?;
         Ok(Transformer { resblocks })
     }
 
@@ -280,10 +294,19 @@ impl Clip {
         let t = config.transformer_width;
         let clip = Clip {
             visual: VisionTransformer::new(&l, &root / "visual", &config)?,
-            transformer: Transformer::new(&l, &root / "transformer", t, config.transformer_layers, config.transformer_heads)?,
+            transformer: Transformer::new(
+                &l,
+                &root / "transformer",
+                t,
+                config.transformer_layers,
+                config.transformer_heads,
+            )?,
             token_embedding: l.tensor(&(&root / "token_embedding"), "weight", &[config.vocab_size, t])?,
             positional_embedding: l.tensor(&root, "positional_embedding", &[config.context_length, t])?,
-            ln_final: (l.tensor(&(&root / "ln_final"), "weight", &[t])?, l.tensor(&(&root / "ln_final"), "bias", &[t])?),
+            ln_final: (
+                l.tensor(&(&root / "ln_final"), "weight", &[t])?,
+                l.tensor(&(&root / "ln_final"), "bias", &[t])?,
+            ),
             text_projection: l.tensor(&root, "text_projection", &[t, config.embed_dim])?,
             logit_scale: l.tensor(&root, "logit_scale", &[])?,
             config,
@@ -322,7 +345,8 @@ impl Clip {
             return Err(Error::arg("tokens", format!("shape {s:?}, expected [B, {}]", self.config.context_length)));
         }
         let b = s[0];
-        let x = Tensor::f_embedding(&self.token_embedding, tokens, -1, false, false)?.f_add(&self.positional_embedding)?;
+        let x =
+            Tensor::f_embedding(&self.token_embedding, tokens, -1, false, false)?.f_add(&self.positional_embedding)?;
         let x = self.transformer.forward(&x, true)?;
         let x = layer_norm(&x, &self.ln_final.0, &self.ln_final.1)?;
         let eot = tokens.f_argmax(-1, false)?;
@@ -374,4 +398,3 @@ impl Config {
         }
     }
 }
-

@@ -19,8 +19,8 @@
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{Checkpoint, Loader};
-use crate::nn::{BatchNorm2d, Conv2d, ConvSpec, EqualLinear, PReLU};
 use crate::error::{Error, Result};
+use crate::nn::{BatchNorm2d, Conv2d, ConvSpec, EqualLinear, PReLU};
 
 /// `torch.nn.BatchNorm2d`'s default epsilon (the reference never changes it).
 /// `nn.LeakyReLU()`'s default slope, used inside `GradualStyleBlock`.
@@ -271,7 +271,13 @@ pub struct GradualStyleBlock {
 impl GradualStyleBlock {
     fn new(l: &Loader, p: nn::Path, in_c: i64, out_c: i64, n_convs: i64) -> Result<Self> {
         let convs = (0..n_convs)
-            .map(|j| Conv2d::new(l, &(&p / "convs" / (2 * j)), ConvSpec::new(if j == 0 { in_c } else { out_c }, out_c, 3).stride(2).padding(1)))
+            .map(|j| {
+                Conv2d::new(
+                    l,
+                    &(&p / "convs" / (2 * j)),
+                    ConvSpec::new(if j == 0 { in_c } else { out_c }, out_c, 3).stride(2).padding(1),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(GradualStyleBlock { convs, linear: EqualLinear::new(l, &(&p / "linear"), out_c, out_c, 1.0, false)?, out_c })
     }
@@ -542,8 +548,11 @@ mod tests {
 
     #[test]
     fn missing_key_is_unknown_architecture() {
-        let sd: Vec<_> =
-            crate::models::init::e4e(&small(), 1).unwrap().into_iter().filter(|(k, _)| k != "input_layer.0.weight").collect();
+        let sd: Vec<_> = crate::models::init::e4e(&small(), 1)
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k != "input_layer.0.weight")
+            .collect();
         let e = Config::infer(&Checkpoint::from_tensors("m", sd), "").unwrap_err();
         assert!(
             matches!(e, Error::UnknownArchitecture { .. }) && e.to_string().contains("input_layer.0.weight"),

@@ -30,10 +30,8 @@ pub fn load_generator(path: &Path, device: Device) -> Result<LoadedGenerator> {
 }
 
 pub fn load_generator_from(ck: &Checkpoint, device: Device) -> Result<LoadedGenerator> {
-    let prefix = GENERATOR_PREFIXES
-        .into_iter()
-        .find(|p| ck.contains(&format!("{p}style.1.weight")))
-        .ok_or_else(|| {
+    let prefix =
+        GENERATOR_PREFIXES.into_iter().find(|p| ck.contains(&format!("{p}style.1.weight"))).ok_or_else(|| {
             let sample: Vec<&str> = ck.keys().take(5).collect();
             Error::UnknownArchitecture {
                 path: ck.path().to_path_buf(),

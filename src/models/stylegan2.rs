@@ -282,7 +282,11 @@ impl ModulatedConv2d {
         };
         let mut weight = raw.f_mul_scalar(self.scale)?.f_mul(&style)?;
         if self.demodulate {
-            let demod = weight.f_square()?.f_sum_dim_intlist([2i64, 3, 4].as_slice(), false, None::<Kind>)?.f_add_scalar(1e-8)?.f_rsqrt()?;
+            let demod = weight
+                .f_square()?
+                .f_sum_dim_intlist([2i64, 3, 4].as_slice(), false, None::<Kind>)?
+                .f_add_scalar(1e-8)?
+                .f_rsqrt()?;
             weight = weight.f_mul(&demod.f_view([b, cout, 1, 1, 1])?)?;
         }
         // Per-sample weights become one grouped conv over the batch folded into channels.
@@ -492,14 +496,21 @@ impl Generator {
         if n != self.n_latent() || d != self.style_dim() {
             return Err(Error::arg(
                 "latent",
-                format!("shape [{b}, {n}, {d}] does not fit this generator's W+ [B, {}, {}]", self.n_latent(), self.style_dim()),
+                format!(
+                    "shape [{b}, {n}, {d}] does not fit this generator's W+ [B, {}, {}]",
+                    self.n_latent(),
+                    self.style_dim()
+                ),
             ));
         }
         for (id, delta) in deltas {
             let w = self.layer_weight(*id)?.size();
             let s = delta.size();
             if s.len() != 5 || s[1..] != w[1..] || (s[0] != 1 && s[0] != b) {
-                return Err(Error::arg("shift", format!("delta for `{id}` has shape {s:?}, layer weight is {w:?} (batch {b})")));
+                return Err(Error::arg(
+                    "shift",
+                    format!("delta for `{id}` has shape {s:?}, layer weight is {w:?} (batch {b})"),
+                ));
             }
         }
         let delta = |id: LayerId| deltas.iter().find(|(l, _)| *l == id).map(|(_, t)| *t);
@@ -533,8 +544,18 @@ impl Generator {
 /// rosinality's channel table for `channel_multiplier` (2 = config-f), up to `size`.
 pub fn config_f_channels(size: i64, channel_multiplier: i64) -> Vec<(i64, i64)> {
     let cm = channel_multiplier;
-    [(4, 512), (8, 512), (16, 512), (32, 512), (64, 256 * cm), (128, 128 * cm), (256, 64 * cm), (512, 32 * cm), (1024, 16 * cm)]
-        .into_iter()
-        .filter(|(r, _)| *r <= size)
-        .collect()
+    [
+        (4, 512),
+        (8, 512),
+        (16, 512),
+        (32, 512),
+        (64, 256 * cm),
+        (128, 128 * cm),
+        (256, 64 * cm),
+        (512, 32 * cm),
+        (1024, 16 * cm),
+    ]
+    .into_iter()
+    .filter(|(r, _)| *r <= size)
+    .collect()
 }

@@ -61,23 +61,18 @@ impl ModelStore {
         }
         let urls = self.urls_for(file);
         if urls.is_empty() {
-            return Err(StoreError::NoUrl {
-                file: file.to_string(),
-            });
+            return Err(StoreError::NoUrl { file: file.to_string() });
         }
         let mut last_err = None;
         for url in &urls {
             let mut attempt = 0;
             loop {
-                let resumed_from = fs::metadata(self.side_path(file, ".part"))
-                    .map(|m| m.len())
-                    .unwrap_or(0);
+                let resumed_from = fs::metadata(self.side_path(file, ".part")).map(|m| m.len()).unwrap_or(0);
                 progress.start(file, entry.size, resumed_from.min(entry.size));
                 let result = self.download_once(file, entry, url, progress);
                 progress.finish(file);
                 match result.and_then(|(digest, resumed_from)| {
-                    self.install(file, entry, url, &digest)
-                        .map(|pinned| (pinned, resumed_from))
+                    self.install(file, entry, url, &digest).map(|pinned| (pinned, resumed_from))
                 }) {
                     Ok((pinned, resumed_from)) => {
                         if let Some(h) = &pinned {
@@ -96,10 +91,7 @@ impl ModelStore {
                     }
                     Err(e) if e.is_retryable() && attempt < self.options.retries => {
                         attempt += 1;
-                        progress.note(&format!(
-                            "{e}; retrying ({attempt}/{})",
-                            self.options.retries
-                        ));
+                        progress.note(&format!("{e}; retrying ({attempt}/{})", self.options.retries));
                         std::thread::sleep(self.options.retry_delay * attempt);
                     }
                     Err(e) if e.is_source_error() => {
@@ -111,9 +103,7 @@ impl ModelStore {
                 }
             }
         }
-        Err(last_err.unwrap_or(StoreError::NoUrl {
-            file: file.to_string(),
-        }))
+        Err(last_err.unwrap_or(StoreError::NoUrl { file: file.to_string() }))
     }
 
     pub(super) fn agent(&self) -> ureq::Agent {
@@ -145,12 +135,7 @@ impl ModelStore {
         }
         let mut hasher = Sha256::new();
         if have > 0 {
-            hash_reader(
-                &mut File::open(&part).map_err(io_err("open", &part))?,
-                &part,
-                &mut hasher,
-                None,
-            )?;
+            hash_reader(&mut File::open(&part).map_err(io_err("open", &part))?, &part, &mut hasher, None)?;
         }
         if have == entry.size {
             return Ok((hex::encode(hasher.finalize()), have));
@@ -168,24 +153,14 @@ impl ModelStore {
                 }
             }
         }
-        let transfer = |bytes: u64, message: String| StoreError::Transfer {
-            url: url.to_string(),
-            bytes,
-            message,
-        };
+        let transfer = |bytes: u64, message: String| StoreError::Transfer { url: url.to_string(), bytes, message };
         let mut request = self.agent().get(url).header("Accept-Encoding", "identity");
         if have > 0 {
             request = request.header("Range", format!("bytes={have}-"));
         }
         let response = request.call().map_err(|e| transfer(0, e.to_string()))?;
         let status = response.status().as_u16();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let size_mismatch = |got: u64| StoreError::SizeMismatch {
             file: file.to_string(),
             origin: url.to_string(),
@@ -206,18 +181,13 @@ impl ModelStore {
                 }
                 if start != have {
                     remove_if_exists(&part)?;
-                    return Err(transfer(
-                        0,
-                        format!("server resumed at byte {start} instead of {have}; restarting"),
-                    ));
+                    return Err(transfer(0, format!("server resumed at byte {start} instead of {have}; restarting")));
                 }
                 have
             }
             200 => {
                 if have > 0 {
-                    progress.note(&format!(
-                        "{file}: {url} does not resume downloads; starting again from 0"
-                    ));
+                    progress.note(&format!("{file}: {url} does not resume downloads; starting again from 0"));
                     progress.start(file, entry.size, 0);
                     hasher = Sha256::new();
                 }
@@ -225,17 +195,9 @@ impl ModelStore {
             }
             416 => {
                 remove_if_exists(&part)?;
-                return Err(transfer(
-                    0,
-                    "server refused the resume range (416); restarting".into(),
-                ));
+                return Err(transfer(0, "server refused the resume range (416); restarting".into()));
             }
-            _ => {
-                return Err(StoreError::HttpStatus {
-                    url: url.to_string(),
-                    status,
-                })
-            }
+            _ => return Err(StoreError::HttpStatus { url: url.to_string(), status }),
         };
         if let Some(len) = header("content-length").and_then(|v| v.trim().parse::<u64>().ok()) {
             if resumed_from + len != entry.size {
@@ -248,12 +210,8 @@ impl ModelStore {
         let mut out = if resumed_from == 0 {
             File::create(&part).map_err(io_err("create", &part))?
         } else {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .open(&part)
-                .map_err(io_err("open", &part))?;
-            f.seek(SeekFrom::Start(resumed_from))
-                .map_err(io_err("seek", &part))?;
+            let mut f = OpenOptions::new().write(true).open(&part).map_err(io_err("open", &part))?;
+            f.seek(SeekFrom::Start(resumed_from)).map_err(io_err("seek", &part))?;
             f
         };
         let mut have = resumed_from;
@@ -262,9 +220,7 @@ impl ModelStore {
         loop {
             if progress.cancelled() {
                 out.sync_all().map_err(io_err("write", &part))?;
-                return Err(StoreError::Cancelled {
-                    file: file.to_string(),
-                });
+                return Err(StoreError::Cancelled { file: file.to_string() });
             }
             let n = match body.read(&mut buf) {
                 Ok(0) => break,
@@ -293,23 +249,14 @@ impl ModelStore {
         }
         out.sync_all().map_err(io_err("write", &part))?;
         if have != entry.size {
-            return Err(transfer(
-                have,
-                format!("connection closed at {have} of {} bytes", entry.size),
-            ));
+            return Err(transfer(have, format!("connection closed at {have} of {} bytes", entry.size)));
         }
         Ok((hex::encode(hasher.finalize()), resumed_from))
     }
 
     /// Checks the hash of a complete `.part`, then renames it into place. Returns the hash it
     /// pinned, if the manifest had none.
-    pub(super) fn install(
-        &self,
-        file: &str,
-        entry: &FileEntry,
-        origin: &str,
-        digest: &str,
-    ) -> Result<Option<String>> {
+    pub(super) fn install(&self, file: &str, entry: &FileEntry, origin: &str, digest: &str) -> Result<Option<String>> {
         let part = self.side_path(file, ".part");
         let pinned = match self.expected_hash(file)? {
             Some(expected) if expected != digest => {
@@ -347,13 +294,7 @@ impl ModelStore {
         let mut f = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PinFile::default()),
-            Err(e) => {
-                return Err(StoreError::Io {
-                    op: "open",
-                    path,
-                    source: e,
-                })
-            }
+            Err(e) => return Err(StoreError::Io { op: "open", path, source: e }),
         };
         // Shared lock: `pin` rewrites the file in place under an exclusive one.
         fs4::FileExt::lock_shared(&f).map_err(io_err("lock", &path))?;
@@ -376,25 +317,16 @@ impl ModelStore {
         let mut text = String::new();
         f.read_to_string(&mut text).map_err(io_err("read", &path))?;
         let mut pins = parse_pins(&text, &path)?;
-        pins.pinned.insert(
-            file.to_string(),
-            Pin {
-                sha256: sha256.to_string(),
-                size,
-            },
-        );
-        let body = toml::to_string_pretty(&pins).map_err(|e| StoreError::PinFile {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        pins.pinned.insert(file.to_string(), Pin { sha256: sha256.to_string(), size });
+        let body = toml::to_string_pretty(&pins)
+            .map_err(|e| StoreError::PinFile { path: path.clone(), message: e.to_string() })?;
         let text = format!(
             "# SHA-256 of model files whose manifest entry has no hash, pinned at their first download\n\
              # by clipshape. Delete an entry to accept a new upstream version of that file.\n\n{body}"
         );
         f.set_len(0).map_err(io_err("truncate", &path))?;
         f.seek(SeekFrom::Start(0)).map_err(io_err("seek", &path))?;
-        f.write_all(text.as_bytes())
-            .map_err(io_err("write", &path))?;
+        f.write_all(text.as_bytes()).map_err(io_err("write", &path))?;
         f.sync_all().map_err(io_err("write", &path))
     }
 }
@@ -403,10 +335,7 @@ pub(super) fn parse_pins(text: &str, path: &Path) -> Result<PinFile> {
     if text.trim().is_empty() {
         return Ok(PinFile::default());
     }
-    toml::from_str(text).map_err(|e| StoreError::PinFile {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    toml::from_str(text).map_err(|e| StoreError::PinFile { path: path.to_path_buf(), message: e.to_string() })
 }
 
 /// `bytes START-END/TOTAL` → (START, TOTAL); TOTAL `*` → None.
@@ -426,11 +355,7 @@ pub(super) fn remove_if_exists(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StoreError::Io {
-            op: "remove",
-            path: path.to_path_buf(),
-            source: e,
-        }),
+        Err(e) => Err(StoreError::Io { op: "remove", path: path.to_path_buf(), source: e }),
     }
 }
 
@@ -458,10 +383,7 @@ pub(super) fn make_symlink(target: &Path, link: &Path) -> io::Result<()> {
 
 #[cfg(not(any(unix, windows)))]
 pub(super) fn make_symlink(_target: &Path, _link: &Path) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "symlinks are not supported here; add without --link",
-    ))
+    Err(io::Error::new(io::ErrorKind::Unsupported, "symlinks are not supported here; add without --link"))
 }
 
 pub(super) fn hash_reader(
@@ -477,13 +399,7 @@ pub(super) fn hash_reader(
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(StoreError::Io {
-                    op: "read",
-                    path: path.to_path_buf(),
-                    source: e,
-                })
-            }
+            Err(e) => return Err(StoreError::Io { op: "read", path: path.to_path_buf(), source: e }),
         };
         hasher.update(buf.get(..n).unwrap_or_default());
         total += n as u64;
@@ -503,4 +419,3 @@ pub(super) fn hash_file(path: &Path, label: &str, progress: &mut dyn Progress) -
     r?;
     Ok(hex::encode(hasher.finalize()))
 }
-

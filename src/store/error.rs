@@ -14,24 +14,12 @@ pub enum StoreError {
     #[error("unknown model set '{set}' (known sets: {known})")]
     UnknownSet { set: String, known: String },
     #[error("model set '{set}' has no file with role '{role}' (roles: {known})")]
-    UnknownRole {
-        set: String,
-        role: String,
-        known: String,
-    },
+    UnknownRole { set: String, role: String, known: String },
     #[error("'{file}' is not a file of model set '{set}' (its files: {known})")]
-    UnknownFile {
-        set: String,
-        file: String,
-        known: String,
-    },
+    UnknownFile { set: String, file: String, known: String },
     /// Files are missing from the store; the message says which, from where, and where to.
     #[error("{message}")]
-    Missing {
-        set: String,
-        files: Vec<String>,
-        message: String,
-    },
+    Missing { set: String, files: Vec<String>, message: String },
     #[error("no model directory: none of CLIPSHAPE_MODELS, XDG_DATA_HOME, HOME is set")]
     NoModelDir,
     #[error("{op} {}: {source}{}", .path.display(), io_hint(.source))]
@@ -46,18 +34,9 @@ pub enum StoreError {
     /// A network failure (connection refused, timeout, connection cut…). The `.part` file keeps
     /// what arrived; the next fetch resumes from there.
     #[error("download from {url} failed after {bytes} bytes: {message}")]
-    Transfer {
-        url: String,
-        bytes: u64,
-        message: String,
-    },
+    Transfer { url: String, bytes: u64, message: String },
     #[error("{file}: wrong size from {origin}: expected {expected} bytes, got {got}")]
-    SizeMismatch {
-        file: String,
-        origin: String,
-        expected: u64,
-        got: u64,
-    },
+    SizeMismatch { file: String, origin: String, expected: u64, got: u64 },
     #[error("{file}: SHA-256 mismatch ({origin}): expected {expected}, got {got}{}", moved_note(.moved_to))]
     HashMismatch {
         file: String,
@@ -69,12 +48,7 @@ pub enum StoreError {
         moved_to: Option<PathBuf>,
     },
     #[error("not enough disk space in {} for {file}: {needed} more bytes needed, {available} available", .path.display())]
-    DiskFull {
-        file: String,
-        path: PathBuf,
-        needed: u64,
-        available: u64,
-    },
+    DiskFull { file: String, path: PathBuf, needed: u64, available: u64 },
     #[error("{file}: the manifest has no download URL for it; get it yourself and register it with `clipshape models add SET FILE`")]
     NoUrl { file: String },
     #[error("download of {file} cancelled (the partial file is kept for a later resume)")]
@@ -105,11 +79,7 @@ pub fn moved_note(moved: &Option<PathBuf>) -> String {
 }
 
 pub(super) fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| StoreError::Io { op, path: path.to_path_buf(), source }
 }
 
 impl StoreError {
@@ -128,11 +98,8 @@ impl StoreError {
     pub(super) fn is_retryable(&self) -> bool {
         match self {
             StoreError::Transfer { .. } => true,
-            StoreError::HttpStatus { status, .. } => {
-                *status >= 500 || *status == 408 || *status == 429
-            }
+            StoreError::HttpStatus { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             _ => false,
         }
     }
 }
-

@@ -63,20 +63,14 @@ pub struct SetEntry {
 }
 
 fn line_of(text: &str, needle: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| l.trim_start().starts_with(needle))
-        .map(|i| i + 1)
+    text.lines().position(|l| l.trim_start().starts_with(needle)).map(|i| i + 1)
 }
 
 fn valid_file_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
-        && ![".part", ".lock", ".bad", ".tmp"]
-            .iter()
-            .any(|s| name.ends_with(s))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
+        && ![".part", ".lock", ".bad", ".tmp"].iter().any(|s| name.ends_with(s))
         && name != PIN_FILE_NAME
 }
 
@@ -111,10 +105,7 @@ impl Manifest {
         if problems.is_empty() {
             Ok(m)
         } else {
-            Err(StoreError::Manifest {
-                origin: origin.to_string(),
-                message: problems.join("; "),
-            })
+            Err(StoreError::Manifest { origin: origin.to_string(), message: problems.join("; ") })
         }
     }
 
@@ -125,15 +116,14 @@ impl Manifest {
             None => needle,
         };
         if self.schema != MANIFEST_SCHEMA {
-            p.push(format!(
-                "schema {} is not supported (this build reads {MANIFEST_SCHEMA})",
-                self.schema
-            ));
+            p.push(format!("schema {} is not supported (this build reads {MANIFEST_SCHEMA})", self.schema));
         }
         for (name, f) in &self.files {
             let here = at(format!("[files.\"{name}\"]"));
             if !valid_file_name(name) {
-                p.push(format!("{here}: file name must be letters, digits and ._-+ (no path, no .part/.lock/.bad ending)"));
+                p.push(format!(
+                    "{here}: file name must be letters, digits and ._-+ (no path, no .part/.lock/.bad ending)"
+                ));
             }
             if f.size == 0 {
                 p.push(format!("{here}: size must be > 0"));
@@ -156,9 +146,7 @@ impl Manifest {
             }
             for (role, file) in s.files.iter().chain(&s.optional) {
                 if !self.files.contains_key(file) {
-                    p.push(format!(
-                        "{here}: role '{role}' names file '{file}', which [files] does not list"
-                    ));
+                    p.push(format!("{here}: role '{role}' names file '{file}', which [files] does not list"));
                 }
             }
             for r in &s.requires {
@@ -200,10 +188,7 @@ impl Manifest {
                     p.push(format!("{here}: encoder_input must be non-zero"));
                 }
                 if !(d.default_lambda2.is_finite() && (0.0..=1.0).contains(&d.default_lambda2)) {
-                    p.push(format!(
-                        "{here}: default_lambda2 {} is outside 0..=1",
-                        d.default_lambda2
-                    ));
+                    p.push(format!("{here}: default_lambda2 {} is outside 0..=1", d.default_lambda2));
                 }
             }
         }
@@ -238,4 +223,3 @@ impl Manifest {
         self.files.get(name)
     }
 }
-

@@ -43,11 +43,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use crate::domain::{Align, Domain, Frame, Size};
+use download::*;
+use error::io_err;
 pub use error::{moved_note, Result, StoreError};
 pub use manifest::{FileEntry, Manifest, SetEntry};
 pub use progress::{CallbackProgress, NoProgress, Progress};
-use download::*;
-use error::io_err;
 
 /// The manifest shipped with the crate.
 pub const BUILTIN_MANIFEST: &str = include_str!("../../models/manifest.toml");
@@ -143,11 +143,7 @@ pub struct PlannedFile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchAction {
     AlreadyPresent,
-    Downloaded {
-        bytes: u64,
-        resumed_from: u64,
-        url: String,
-    },
+    Downloaded { bytes: u64, resumed_from: u64, url: String },
 }
 
 /// The outcome for one file of `fetch`.
@@ -258,11 +254,7 @@ pub fn default_root_with(env: impl Fn(&str) -> Option<OsString>) -> Result<PathB
         return Ok(xdg.join("clipshape").join("models"));
     }
     if let Some(home) = get("HOME") {
-        return Ok(home
-            .join(".local")
-            .join("share")
-            .join("clipshape")
-            .join("models"));
+        return Ok(home.join(".local").join("share").join("clipshape").join("models"));
     }
     if let Some(local) = get("LOCALAPPDATA") {
         return Ok(local.join("clipshape").join("models"));
@@ -303,12 +295,7 @@ struct FileLock {
 impl ModelStore {
     /// A store at `root` (created when something is written).
     pub fn new(root: impl Into<PathBuf>, manifest: Manifest) -> Self {
-        ModelStore {
-            root: root.into(),
-            manifest,
-            mirror: None,
-            options: StoreOptions::default(),
-        }
+        ModelStore { root: root.into(), manifest, mirror: None, options: StoreOptions::default() }
     }
 
     /// The store the CLI uses: [`default_root`], `CLIPSHAPE_MANIFEST` or the built-in manifest,
@@ -324,9 +311,7 @@ impl ModelStore {
             Some(path) => Manifest::load(Path::new(&path))?,
             None => Manifest::builtin()?,
         };
-        let mirror = env(ENV_MIRROR)
-            .and_then(|v| v.into_string().ok())
-            .filter(|v| !v.trim().is_empty());
+        let mirror = env(ENV_MIRROR).and_then(|v| v.into_string().ok()).filter(|v| !v.trim().is_empty());
         Ok(ModelStore::new(root, manifest).with_mirror(mirror))
     }
 
@@ -363,33 +348,23 @@ impl ModelStore {
     }
 
     fn entry(&self, file: &str) -> Result<&FileEntry> {
-        self.manifest
-            .file(file)
-            .ok_or_else(|| StoreError::Manifest {
-                origin: "manifest".into(),
-                message: format!("no file '{file}' in [files]"),
-            })
+        self.manifest.file(file).ok_or_else(|| StoreError::Manifest {
+            origin: "manifest".into(),
+            message: format!("no file '{file}' in [files]"),
+        })
     }
 
     /// The URLs a file is fetched from: the mirror's when one is set, else the manifest's.
     pub fn urls_for(&self, file: &str) -> Vec<String> {
         match &self.mirror {
             Some(base) => vec![format!("{base}/{file}")],
-            None => self
-                .manifest
-                .file(file)
-                .map(|f| f.urls.clone())
-                .unwrap_or_default(),
+            None => self.manifest.file(file).map(|f| f.urls.clone()).unwrap_or_default(),
         }
     }
 
     /// (set, role, file, required) for the set and the sets it requires; optional files of
     /// all of them when `with_optional`.
-    fn members(
-        &self,
-        set: &str,
-        with_optional: bool,
-    ) -> Result<Vec<(String, String, String, bool)>> {
+    fn members(&self, set: &str, with_optional: bool) -> Result<Vec<(String, String, String, bool)>> {
         let mut out = Vec::new();
         for name in self.manifest.closure(set)? {
             let entry = self.manifest.set(&name)?;
@@ -413,9 +388,7 @@ impl ModelStore {
             Ok(m) if m.is_file() && m.len() == expected => FileState::Present { size: m.len() },
             Ok(m) => FileState::WrongSize { size: m.len() },
             Err(_) => FileState::Missing {
-                partial: fs::metadata(self.side_path(file, ".part"))
-                    .map(|m| m.len())
-                    .unwrap_or(0),
+                partial: fs::metadata(self.side_path(file, ".part")).map(|m| m.len()).unwrap_or(0),
             },
         };
         (state, link_target)
@@ -427,22 +400,15 @@ impl ModelStore {
 
     /// Every set with the state of its files. Never fails: unreadable files count as missing.
     pub fn list(&self) -> Vec<SetStatus> {
-        self.manifest
-            .sets
-            .keys()
-            .filter_map(|s| self.status(s).ok())
-            .collect()
+        self.manifest.sets.keys().filter_map(|s| self.status(s).ok()).collect()
     }
 
     /// One set with the state of its files.
     pub fn status(&self, set: &str) -> Result<SetStatus> {
         let entry = self.manifest.set(set)?;
         let mut files = Vec::new();
-        let own = entry
-            .files
-            .iter()
-            .map(|(r, f)| (r, f, true))
-            .chain(entry.optional.iter().map(|(r, f)| (r, f, false)));
+        let own =
+            entry.files.iter().map(|(r, f)| (r, f, true)).chain(entry.optional.iter().map(|(r, f)| (r, f, false)));
         for (role, file, required) in own {
             let (state, link_target) = self.state_of(file);
             files.push(FileStatus {
@@ -455,10 +421,7 @@ impl ModelStore {
                 state,
             });
         }
-        let complete = self
-            .members(set, false)?
-            .iter()
-            .all(|(_, _, f, _)| self.present(f));
+        let complete = self.members(set, false)?.iter().all(|(_, _, f, _)| self.present(f));
         Ok(SetStatus {
             set: set.to_string(),
             description: entry.description.clone(),
@@ -473,19 +436,13 @@ impl ModelStore {
     pub fn target_files(&self, target: &str) -> Result<Vec<String>> {
         if let Some((set, role)) = target.split_once(':') {
             let members = self.members(set, true)?;
-            return members
-                .iter()
-                .find(|(_, r, _, _)| r == role)
-                .map(|(_, _, f, _)| vec![f.clone()])
-                .ok_or_else(|| StoreError::UnknownRole {
+            return members.iter().find(|(_, r, _, _)| r == role).map(|(_, _, f, _)| vec![f.clone()]).ok_or_else(
+                || StoreError::UnknownRole {
                     set: set.to_string(),
                     role: role.to_string(),
-                    known: members
-                        .iter()
-                        .map(|(_, r, _, _)| r.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
+                    known: members.iter().map(|(_, r, _, _)| r.as_str()).collect::<Vec<_>>().join(", "),
+                },
+            );
         }
         if !self.manifest.sets.contains_key(target) && self.manifest.files.contains_key(target) {
             return Ok(vec![target.to_string()]);
@@ -509,9 +466,7 @@ impl ModelStore {
             let entry = self.entry(&file)?;
             out.push(PlannedFile {
                 size: entry.size,
-                partial: fs::metadata(self.side_path(&file, ".part"))
-                    .map(|m| m.len())
-                    .unwrap_or(0),
+                partial: fs::metadata(self.side_path(&file, ".part")).map(|m| m.len()).unwrap_or(0),
                 urls: self.urls_for(&file),
                 licence: entry.licence.clone(),
                 file,
@@ -527,10 +482,7 @@ impl ModelStore {
         for file in self.target_files(target)? {
             files.push(self.fetch_file(&file, progress)?);
         }
-        Ok(FetchReport {
-            target: target.to_string(),
-            files,
-        })
+        Ok(FetchReport { target: target.to_string(), files })
     }
 
     /// without a known hash gets its hash pinned.
@@ -551,10 +503,7 @@ impl ModelStore {
             let result = match self.state_of(&file).0 {
                 FileState::Missing { .. } if !required => continue,
                 FileState::Missing { .. } => CheckResult::Missing,
-                FileState::WrongSize { size } => CheckResult::WrongSize {
-                    expected: entry.size,
-                    got: size,
-                },
+                FileState::WrongSize { size } => CheckResult::WrongSize { expected: entry.size, got: size },
                 FileState::Present { .. } => {
                     let digest = hash_file(&path, &file, progress)?;
                     match self.expected_hash(&file)? {
@@ -562,11 +511,7 @@ impl ModelStore {
                         Some(expected) => {
                             let bad = self.side_path(&file, ".bad");
                             move_aside(&path, &bad)?;
-                            CheckResult::HashMismatch {
-                                expected,
-                                got: digest,
-                                moved_to: Some(bad),
-                            }
+                            CheckResult::HashMismatch { expected, got: digest, moved_to: Some(bad) }
                         }
                         None => {
                             self.pin(&file, &digest, entry.size)?;
@@ -585,26 +530,15 @@ impl ModelStore {
     pub fn path(&self, set: &str, role: &str) -> Result<PathBuf> {
         let members = self.members(set, true)?;
         let (_, _, file, required) =
-            members
-                .iter()
-                .find(|(_, r, _, _)| r == role)
-                .ok_or_else(|| StoreError::UnknownRole {
-                    set: set.to_string(),
-                    role: role.to_string(),
-                    known: members
-                        .iter()
-                        .map(|(_, r, _, _)| r.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
+            members.iter().find(|(_, r, _, _)| r == role).ok_or_else(|| StoreError::UnknownRole {
+                set: set.to_string(),
+                role: role.to_string(),
+                known: members.iter().map(|(_, r, _, _)| r.as_str()).collect::<Vec<_>>().join(", "),
+            })?;
         if self.present(file) {
             return Ok(self.file_path(file));
         }
-        let target = if *required {
-            set.to_string()
-        } else {
-            format!("{set}:{role}")
-        };
+        let target = if *required { set.to_string() } else { format!("{set}:{role}") };
         Err(StoreError::Missing {
             set: set.to_string(),
             files: vec![file.clone()],
@@ -629,12 +563,7 @@ impl ModelStore {
                 files.insert(role, self.file_path(&file));
             }
         }
-        Ok(SetPaths {
-            set: set.to_string(),
-            dir: self.root.clone(),
-            files,
-            domain: entry.domain.clone(),
-        })
+        Ok(SetPaths { set: set.to_string(), dir: self.root.clone(), files, domain: entry.domain.clone() })
     }
 
     fn missing_files(&self, set: &str) -> Result<Vec<String>> {
@@ -674,10 +603,7 @@ impl ModelStore {
                     let _ = writeln!(m, "      sha256 {h}");
                 }
                 None => {
-                    let _ = writeln!(
-                        m,
-                        "      sha256 not in the manifest (pinned at first download)"
-                    );
+                    let _ = writeln!(m, "      sha256 not in the manifest (pinned at first download)");
                 }
             }
             let urls = self.urls_for(file);
@@ -689,10 +615,7 @@ impl ModelStore {
             }
             match self.state_of(file).0 {
                 FileState::WrongSize { size } => {
-                    let _ = writeln!(
-                        m,
-                        "      (a file of the wrong size, {size} bytes, is in its place)"
-                    );
+                    let _ = writeln!(m, "      (a file of the wrong size, {size} bytes, is in its place)");
                 }
                 FileState::Missing { partial } if partial > 0 => {
                     let _ = writeln!(
@@ -717,13 +640,7 @@ impl ModelStore {
     /// (pinning the hash when unknown), then copies it into the store, or symlinks it with
     /// `link`. `file_name` picks the manifest file; `None` infers it from `src`'s name, else from
     /// its size among the set's files.
-    pub fn add(
-        &self,
-        set: &str,
-        file_name: Option<&str>,
-        src: &Path,
-        link: bool,
-    ) -> Result<AddOutcome> {
+    pub fn add(&self, set: &str, file_name: Option<&str>, src: &Path, link: bool) -> Result<AddOutcome> {
         let members = self.members(set, true)?;
         let meta = fs::metadata(src).map_err(io_err("read", src))?;
         if !meta.is_file() {
@@ -806,13 +723,7 @@ impl ModelStore {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        return Err(StoreError::Io {
-                            op: "read",
-                            path: src.to_path_buf(),
-                            source: e,
-                        })
-                    }
+                    Err(e) => return Err(StoreError::Io { op: "read", path: src.to_path_buf(), source: e }),
                 };
                 let chunk = buf.get(..n).unwrap_or_default();
                 to.write_all(chunk).map_err(io_err("write", &part))?;
@@ -836,13 +747,6 @@ impl ModelStore {
         } else {
             None
         };
-        Ok(AddOutcome {
-            file,
-            path: dest,
-            linked: link && !same,
-            licence: entry.licence.clone(),
-            pinned,
-        })
+        Ok(AddOutcome { file, path: dest, linked: link && !same, licence: entry.licence.clone(), pinned })
     }
 }
-

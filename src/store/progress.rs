@@ -1,7 +1,6 @@
 //! How downloads and verification report progress: a trait the CLI's terminal bar and the C
 //! ABI's callback implement.
 
-
 /// Download/verification progress. One file at a time: `start`, any number of `advance`,
 /// `finish` (also after a failure).
 pub trait Progress {
@@ -41,13 +40,7 @@ pub struct CallbackProgress<F: FnMut(&str, u64, u64) -> bool> {
 
 impl<F: FnMut(&str, u64, u64) -> bool> CallbackProgress<F> {
     pub fn new(f: F) -> Self {
-        CallbackProgress {
-            f,
-            file: String::new(),
-            done: 0,
-            total: 0,
-            stop: false,
-        }
+        CallbackProgress { f, file: String::new(), done: 0, total: 0, stop: false }
     }
 
     fn call(&mut self) {
@@ -75,4 +68,3 @@ impl<F: FnMut(&str, u64, u64) -> bool> Progress for CallbackProgress<F> {
         self.stop
     }
 }
-

@@ -62,12 +62,7 @@ impl Server {
                 let _ = h.join();
             }
         });
-        Server {
-            addr,
-            state,
-            stop,
-            thread: Some(thread),
-        }
+        Server { addr, state, stop, thread: Some(thread) }
     }
 
     fn base(&self) -> String {
@@ -92,12 +87,7 @@ impl Drop for Server {
     }
 }
 
-fn serve(
-    mut stream: TcpStream,
-    state: Arc<Mutex<Behaviour>>,
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-) {
+fn serve(mut stream: TcpStream, state: Arc<Mutex<Behaviour>>, addr: SocketAddr, stop: Arc<AtomicBool>) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
@@ -143,7 +133,15 @@ fn serve(
             match b.files.get(&name).cloned() {
                 None => {
                     let body = b"not found".to_vec();
-                    (format!("HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()), body, None, delay)
+                    (
+                        format!(
+                            "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        ),
+                        body,
+                        None,
+                        delay,
+                    )
                 }
                 Some(data) => {
                     let start = if b.ignore_range {
@@ -228,7 +226,9 @@ fn sha(data: &[u8]) -> String {
 fn manifest(base: &str, w_size: u64, w_hash: Option<String>, v: &[u8], x: &[u8]) -> Manifest {
     let mut t = String::from("schema = 1\n");
     let mut file = |name: &str, size: u64, hash: Option<String>| {
-        t += &format!("[files.\"{name}\"]\nurls = [\"{base}/{name}\"]\nsize = {size}\nlicence = \"test licence of {name}\"\n");
+        t += &format!(
+            "[files.\"{name}\"]\nurls = [\"{base}/{name}\"]\nsize = {size}\nlicence = \"test licence of {name}\"\n"
+        );
         if let Some(h) = hash {
             t += &format!("sha256 = \"{h}\"\n");
         }
@@ -282,22 +282,10 @@ fn fx(served_w: Option<Vec<u8>>, hash_w: bool) -> Fx {
     let x = bytes(7_000, 3);
     let served = served_w.unwrap_or_else(|| w.clone());
     let server = Server::start(&[("w.bin", &served), ("v.txt", &v), ("x.bin", &x)]);
-    let m = manifest(
-        &server.base(),
-        w.len() as u64,
-        hash_w.then(|| sha(&w)),
-        &v,
-        &x,
-    );
+    let m = manifest(&server.base(), w.len() as u64, hash_w.then(|| sha(&w)), &v, &x);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = ModelStore::new(dir.path().join("models"), m).with_options(options());
-    Fx {
-        server,
-        dir,
-        store,
-        w,
-        v,
-    }
+    Fx { server, dir, store, w, v }
 }
 
 fn read(p: &Path) -> Vec<u8> {
@@ -314,29 +302,13 @@ fn dead_url() -> String {
 #[test]
 fn full_download_of_a_set_and_the_set_it_requires() {
     let f = fx(None, true);
-    assert!(f
-        .store
-        .missing_files_message("demo")
-        .expect("known set")
-        .is_some());
+    assert!(f.store.missing_files_message("demo").expect("known set").is_some());
     let report = f.store.fetch("demo", &mut NoProgress).expect("fetch");
     let names: Vec<&str> = report.files.iter().map(|o| o.file.as_str()).collect();
     assert_eq!(names, ["w.bin", "v.txt"]);
     for o in &report.files {
-        assert!(
-            matches!(
-                o.action,
-                FetchAction::Downloaded {
-                    resumed_from: 0,
-                    ..
-                }
-            ),
-            "{o:?}"
-        );
-        assert_eq!(
-            o.licence.as_deref(),
-            Some(format!("test licence of {}", o.file).as_str())
-        );
+        assert!(matches!(o.action, FetchAction::Downloaded { resumed_from: 0, .. }), "{o:?}");
+        assert_eq!(o.licence.as_deref(), Some(format!("test licence of {}", o.file).as_str()));
         assert!(o.pinned.is_none());
     }
     assert_eq!(read(&f.store.file_path("w.bin")), f.w);
@@ -344,53 +316,26 @@ fn full_download_of_a_set_and_the_set_it_requires() {
     assert!(!f.store.root().join("w.bin.part").exists());
     assert_eq!(f.server.requests().len(), 2);
     let paths = f.store.set_paths("demo").expect("complete");
-    assert_eq!(
-        paths.get("weights"),
-        Some(f.store.file_path("w.bin").as_path())
-    );
-    assert_eq!(
-        paths.get("vocab"),
-        Some(f.store.file_path("v.txt").as_path())
-    );
+    assert_eq!(paths.get("weights"), Some(f.store.file_path("w.bin").as_path()));
+    assert_eq!(paths.get("vocab"), Some(f.store.file_path("v.txt").as_path()));
     assert_eq!(paths.get("extra"), None, "optional file absent");
-    assert_eq!(
-        paths.domain.as_ref().map(|d| d.default_layer),
-        Some(LayerId::Convs(3))
-    );
-    assert!(f
-        .store
-        .missing_files_message("demo")
-        .expect("known set")
-        .is_none());
+    assert_eq!(paths.domain.as_ref().map(|d| d.default_layer), Some(LayerId::Convs(3)));
+    assert!(f.store.missing_files_message("demo").expect("known set").is_none());
     let st = f.store.status("demo").expect("status");
     assert!(st.complete);
     // The optional file comes with SET:ROLE.
-    f.store
-        .fetch("demo:extra", &mut NoProgress)
-        .expect("fetch optional");
-    assert!(f
-        .store
-        .set_paths("demo")
-        .expect("complete")
-        .get("extra")
-        .is_some());
+    f.store.fetch("demo:extra", &mut NoProgress).expect("fetch optional");
+    assert!(f.store.set_paths("demo").expect("complete").get("extra").is_some());
     let checks = f.store.verify("demo", &mut NoProgress).expect("verify");
     assert_eq!(checks.len(), 3);
-    assert!(
-        checks
-            .iter()
-            .all(|c| matches!(c.result, CheckResult::Ok { .. })),
-        "{checks:?}"
-    );
+    assert!(checks.iter().all(|c| matches!(c.result, CheckResult::Ok { .. })), "{checks:?}");
 }
 
 #[test]
 fn redirect_is_followed() {
     let f = fx(None, true);
     f.server.with(|b| b.redirects_left = 1);
-    f.store
-        .fetch_file("w.bin", &mut NoProgress)
-        .expect("fetch through a redirect");
+    f.store.fetch_file("w.bin", &mut NoProgress).expect("fetch through a redirect");
     assert_eq!(read(&f.store.file_path("w.bin")), f.w);
     let paths: Vec<String> = f.server.requests().into_iter().map(|r| r.0).collect();
     assert_eq!(paths, ["/w.bin", "/moved/w.bin"]);
@@ -404,38 +349,22 @@ fn resume_after_a_cut_connection() {
         b.cuts_left = 1;
     });
     let url = format!("{}/w.bin", f.server.base());
-    let err = f
-        .store
-        .fetch_file("w.bin", &mut NoProgress)
-        .expect_err("connection cut");
+    let err = f.store.fetch_file("w.bin", &mut NoProgress).expect_err("connection cut");
     assert!(matches!(err, StoreError::Transfer { .. }), "{err:?}");
     assert!(err.to_string().contains(&url), "{err}");
     let part = f.store.root().join("w.bin.part");
     let have = fs::metadata(&part).expect("partial file kept").len();
     assert!(have > 0 && have <= 100_000, "{have}");
     assert!(!f.store.file_path("w.bin").exists());
-    let msg = f
-        .store
-        .missing_files_message("demo")
-        .expect("set")
-        .expect("incomplete");
+    let msg = f.store.missing_files_message("demo").expect("set").expect("incomplete");
     assert!(msg.contains("w.bin.part; a fetch resumes it"), "{msg}");
 
     // The resume goes through a redirect, as on Hugging Face: the Range header must survive.
     f.server.with(|b| b.redirects_left = 1);
-    let out = f
-        .store
-        .fetch_file("w.bin", &mut NoProgress)
-        .expect("resumed fetch");
-    assert!(
-        matches!(out.action, FetchAction::Downloaded { resumed_from, .. } if resumed_from == have),
-        "{out:?}"
-    );
+    let out = f.store.fetch_file("w.bin", &mut NoProgress).expect("resumed fetch");
+    assert!(matches!(out.action, FetchAction::Downloaded { resumed_from, .. } if resumed_from == have), "{out:?}");
     let last = f.server.requests().pop().expect("a request");
-    assert_eq!(
-        last,
-        ("/moved/w.bin".to_string(), Some(format!("bytes={have}-")))
-    );
+    assert_eq!(last, ("/moved/w.bin".to_string(), Some(format!("bytes={have}-"))));
     assert_eq!(read(&f.store.file_path("w.bin")), f.w);
     assert!(!part.exists());
 }
@@ -447,17 +376,9 @@ fn retries_resume_within_one_fetch() {
         b.cut_after = Some(50_000);
         b.cuts_left = 2;
     });
-    let store = f.store.clone().with_options(StoreOptions {
-        retries: 2,
-        ..options()
-    });
-    let out = store
-        .fetch_file("w.bin", &mut NoProgress)
-        .expect("fetch with retries");
-    assert!(
-        matches!(out.action, FetchAction::Downloaded { resumed_from, .. } if resumed_from > 0),
-        "{out:?}"
-    );
+    let store = f.store.clone().with_options(StoreOptions { retries: 2, ..options() });
+    let out = store.fetch_file("w.bin", &mut NoProgress).expect("fetch with retries");
+    assert!(matches!(out.action, FetchAction::Downloaded { resumed_from, .. } if resumed_from > 0), "{out:?}");
     assert_eq!(read(&store.file_path("w.bin")), f.w);
     let reqs = f.server.requests();
     assert_eq!(reqs.len(), 3);
@@ -467,16 +388,10 @@ fn retries_resume_within_one_fetch() {
 #[test]
 fn a_stalled_transfer_times_out() {
     let f = fx(None, true);
-    f.server
-        .with(|b| b.chunk_delay = Duration::from_millis(1500));
-    let store = f.store.clone().with_options(StoreOptions {
-        read_timeout: Duration::from_millis(300),
-        ..options()
-    });
+    f.server.with(|b| b.chunk_delay = Duration::from_millis(1500));
+    let store = f.store.clone().with_options(StoreOptions { read_timeout: Duration::from_millis(300), ..options() });
     let t0 = Instant::now();
-    let err = store
-        .fetch_file("w.bin", &mut NoProgress)
-        .expect_err("stalled");
+    let err = store.fetch_file("w.bin", &mut NoProgress).expect_err("stalled");
     assert!(matches!(err, StoreError::Transfer { .. }), "{err:?}");
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     assert!(!store.file_path("w.bin").exists());
@@ -490,16 +405,7 @@ fn server_without_range_support_restarts_from_zero() {
     // A stale .part that does not even match: the 200 answer must discard it.
     fs::write(f.store.root().join("w.bin.part"), vec![0xAB; 5000]).expect("write part");
     let out = f.store.fetch_file("w.bin", &mut NoProgress).expect("fetch");
-    assert!(
-        matches!(
-            out.action,
-            FetchAction::Downloaded {
-                resumed_from: 0,
-                ..
-            }
-        ),
-        "{out:?}"
-    );
+    assert!(matches!(out.action, FetchAction::Downloaded { resumed_from: 0, .. }), "{out:?}");
     assert_eq!(read(&f.store.file_path("w.bin")), f.w);
     assert_eq!(f.server.requests()[0].1.as_deref(), Some("bytes=5000-"));
 }
@@ -508,19 +414,10 @@ fn server_without_range_support_restarts_from_zero() {
 fn http_404_names_the_url_and_status() {
     let f = fx(None, true);
     f.server.with(|b| b.files.remove("w.bin"));
-    let err = f
-        .store
-        .fetch_file("w.bin", &mut NoProgress)
-        .expect_err("404");
-    assert!(
-        matches!(err, StoreError::HttpStatus { status: 404, .. }),
-        "{err:?}"
-    );
+    let err = f.store.fetch_file("w.bin", &mut NoProgress).expect_err("404");
+    assert!(matches!(err, StoreError::HttpStatus { status: 404, .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("404") && msg.contains(&format!("{}/w.bin", f.server.base())),
-        "{msg}"
-    );
+    assert!(msg.contains("404") && msg.contains(&format!("{}/w.bin", f.server.base())), "{msg}");
     assert!(!f.store.file_path("w.bin").exists());
     assert!(!f.store.root().join("w.bin.part").exists());
 }
@@ -529,10 +426,7 @@ fn http_404_names_the_url_and_status() {
 fn a_wrong_size_is_never_success() {
     for served_len in [299_990usize, 300_010] {
         let f = fx(Some(bytes(served_len, 1)), true);
-        let err = f
-            .store
-            .fetch_file("w.bin", &mut NoProgress)
-            .expect_err("wrong size");
+        let err = f.store.fetch_file("w.bin", &mut NoProgress).expect_err("wrong size");
         match &err {
             StoreError::SizeMismatch { expected, got, .. } => {
                 assert_eq!((*expected, *got), (300_000, served_len as u64));
@@ -549,41 +443,22 @@ fn a_wrong_size_is_never_success() {
 #[test]
 fn hash_mismatch_moves_the_file_aside() {
     let f = fx(Some(bytes(300_000, 99)), true);
-    let err = f
-        .store
-        .fetch_file("w.bin", &mut NoProgress)
-        .expect_err("bad hash");
+    let err = f.store.fetch_file("w.bin", &mut NoProgress).expect_err("bad hash");
     let msg = err.to_string();
-    assert!(
-        msg.contains(&sha(&f.w)) && msg.contains(&sha(&bytes(300_000, 99))),
-        "{msg}"
-    );
+    assert!(msg.contains(&sha(&f.w)) && msg.contains(&sha(&bytes(300_000, 99))), "{msg}");
     match &err {
-        StoreError::HashMismatch {
-            moved_to: Some(p), ..
-        } => assert_eq!(read(p), bytes(300_000, 99)),
+        StoreError::HashMismatch { moved_to: Some(p), .. } => assert_eq!(read(p), bytes(300_000, 99)),
         other => panic!("{other:?}"),
     }
-    assert!(
-        !f.store.file_path("w.bin").exists(),
-        "a bad file is never under its name"
-    );
-    assert!(matches!(
-        f.store.set_paths("demo"),
-        Err(StoreError::Missing { .. })
-    ));
+    assert!(!f.store.file_path("w.bin").exists(), "a bad file is never under its name");
+    assert!(matches!(f.store.set_paths("demo"), Err(StoreError::Missing { .. })));
 }
 
 #[test]
 fn a_present_file_is_not_downloaded_again() {
     let f = fx(None, true);
-    f.store
-        .fetch_file("w.bin", &mut NoProgress)
-        .expect("first fetch");
-    let again = f
-        .store
-        .fetch_file("w.bin", &mut NoProgress)
-        .expect("second fetch");
+    f.store.fetch_file("w.bin", &mut NoProgress).expect("first fetch");
+    let again = f.store.fetch_file("w.bin", &mut NoProgress).expect("second fetch");
     assert_eq!(again.action, FetchAction::AlreadyPresent);
     assert_eq!(f.server.requests().len(), 1);
     assert!(f.store.plan("w.bin").expect("plan").is_empty());
@@ -599,44 +474,24 @@ fn add_copies_or_links_a_checked_file() {
     assert_eq!(out.file, "w.bin");
     assert!(!out.linked);
     let dest = f.store.file_path("w.bin");
-    assert!(!fs::symlink_metadata(&dest)
-        .expect("dest")
-        .file_type()
-        .is_symlink());
+    assert!(!fs::symlink_metadata(&dest).expect("dest").file_type().is_symlink());
     assert_eq!(read(&dest), f.w);
     // Link, naming the file.
     fs::remove_file(&dest).expect("rm");
-    let out = f
-        .store
-        .add("demo", Some("w.bin"), &src, true)
-        .expect("add link");
+    let out = f.store.add("demo", Some("w.bin"), &src, true).expect("add link");
     assert!(out.linked);
     #[cfg(unix)]
-    assert_eq!(
-        fs::read_link(&dest).expect("symlink"),
-        fs::canonicalize(&src).expect("canon")
-    );
+    assert_eq!(fs::read_link(&dest).expect("symlink"), fs::canonicalize(&src).expect("canon"));
     assert_eq!(read(&dest), f.w);
-    assert!(f.store.status("demo").expect("status").files[0]
-        .link_target
-        .is_some());
+    assert!(f.store.status("demo").expect("status").files[0].link_target.is_some());
     // A same-size file with other content is refused and left alone.
     fs::remove_file(&dest).expect("rm");
     let wrong = f.dir.path().join("w.bin");
     fs::write(&wrong, bytes(300_000, 7)).expect("write");
-    let err = f
-        .store
-        .add("demo", None, &wrong, false)
-        .expect_err("wrong content");
-    assert!(
-        matches!(err, StoreError::HashMismatch { moved_to: None, .. }),
-        "{err:?}"
-    );
+    let err = f.store.add("demo", None, &wrong, false).expect_err("wrong content");
+    assert!(matches!(err, StoreError::HashMismatch { moved_to: None, .. }), "{err:?}");
     assert!(wrong.exists() && !dest.exists());
-    let err = f
-        .store
-        .add("demo", Some("nope.bin"), &src, false)
-        .expect_err("unknown file");
+    let err = f.store.add("demo", Some("nope.bin"), &src, false).expect_err("unknown file");
     assert!(err.to_string().contains("w.bin"), "{err}");
     assert_eq!(f.server.requests().len(), 0);
 }
@@ -656,18 +511,8 @@ fn concurrent_fetches_of_one_file_end_with_one_correct_file() {
             })
         })
         .collect();
-    let actions: Vec<FetchAction> = handles
-        .into_iter()
-        .map(|h| h.join().expect("thread").expect("fetch"))
-        .collect();
-    assert_eq!(
-        actions
-            .iter()
-            .filter(|a| matches!(a, FetchAction::Downloaded { .. }))
-            .count(),
-        1,
-        "{actions:?}"
-    );
+    let actions: Vec<FetchAction> = handles.into_iter().map(|h| h.join().expect("thread").expect("fetch")).collect();
+    assert_eq!(actions.iter().filter(|a| matches!(a, FetchAction::Downloaded { .. })).count(), 1, "{actions:?}");
     assert!(actions.contains(&FetchAction::AlreadyPresent));
     assert_eq!(f.server.requests().len(), 1);
     assert_eq!(read(&f.store.file_path("w.bin")), f.w);
@@ -680,22 +525,12 @@ fn an_unknown_hash_is_pinned_then_enforced() {
     let out = f.store.fetch_file("w.bin", &mut NoProgress).expect("fetch");
     assert_eq!(out.pinned.as_deref(), Some(sha(&f.w).as_str()));
     let lock = fs::read_to_string(f.store.root().join(PIN_FILE_NAME)).expect("lock file");
-    assert!(
-        lock.contains("w.bin") && lock.contains(&sha(&f.w)),
-        "{lock}"
-    );
-    assert_eq!(
-        f.store.expected_hash("w.bin").expect("pins"),
-        Some(sha(&f.w))
-    );
+    assert!(lock.contains("w.bin") && lock.contains(&sha(&f.w)), "{lock}");
+    assert_eq!(f.store.expected_hash("w.bin").expect("pins"), Some(sha(&f.w)));
     // Upstream changes: the pinned hash rejects the new bytes.
     fs::remove_file(f.store.file_path("w.bin")).expect("rm");
-    f.server
-        .with(|b| b.files.insert("w.bin".into(), bytes(300_000, 5)));
-    let err = f
-        .store
-        .fetch_file("w.bin", &mut NoProgress)
-        .expect_err("pinned hash");
+    f.server.with(|b| b.files.insert("w.bin".into(), bytes(300_000, 5)));
+    let err = f.store.fetch_file("w.bin", &mut NoProgress).expect_err("pinned hash");
     match err {
         StoreError::HashMismatch { expected, .. } => assert_eq!(expected, sha(&f.w)),
         other => panic!("{other:?}"),
@@ -706,23 +541,12 @@ fn an_unknown_hash_is_pinned_then_enforced() {
 fn the_mirror_replaces_the_manifest_urls() {
     let f = fx(None, true);
     let w = f.w.clone();
-    let m = manifest(
-        &dead_url(),
-        w.len() as u64,
-        Some(sha(&w)),
-        &f.v,
-        &bytes(7_000, 3),
-    );
+    let m = manifest(&dead_url(), w.len() as u64, Some(sha(&w)), &f.v, &bytes(7_000, 3));
     let store = ModelStore::new(f.dir.path().join("m2"), m)
         .with_options(options())
         .with_mirror(Some(format!("{}/", f.server.base())));
-    assert_eq!(
-        store.urls_for("w.bin"),
-        [format!("{}/w.bin", f.server.base())]
-    );
-    store
-        .fetch("demo", &mut NoProgress)
-        .expect("fetch from mirror");
+    assert_eq!(store.urls_for("w.bin"), [format!("{}/w.bin", f.server.base())]);
+    store.fetch("demo", &mut NoProgress).expect("fetch from mirror");
     assert_eq!(read(&store.file_path("w.bin")), w);
     let msg = ModelStore::new(f.dir.path().join("m3"), store.manifest().clone())
         .with_mirror(Some("http://127.0.0.1:9/mirror".into()))
@@ -737,10 +561,7 @@ fn offline_message_lists_files_urls_and_directory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("store");
     let store = ModelStore::new(&root, Manifest::builtin().expect("builtin manifest"));
-    let msg = store
-        .missing_files_message("ffhq")
-        .expect("known set")
-        .expect("incomplete");
+    let msg = store.missing_files_message("ffhq").expect("known set").expect("incomplete");
     for needle in [
         "e4e_ffhq_encode.pt",
         "https://huggingface.co/public-data/e4e/resolve/fdd18714fc6b639487adbd901f16f67eb24ba786/e4e_ffhq_encode.pt",
@@ -760,36 +581,16 @@ fn offline_message_lists_files_urls_and_directory() {
         }
         other => panic!("{other:?}"),
     }
-    let err = store
-        .path("ffhq", "generator")
-        .expect_err("optional absent");
-    assert!(
-        err.to_string()
-            .contains("clipshape models fetch ffhq:generator"),
-        "{err}"
-    );
-    assert!(matches!(
-        store.path("ffhq", "nope"),
-        Err(StoreError::UnknownRole { .. })
-    ));
-    assert!(matches!(
-        store.set_paths("nope"),
-        Err(StoreError::UnknownSet { .. })
-    ));
+    let err = store.path("ffhq", "generator").expect_err("optional absent");
+    assert!(err.to_string().contains("clipshape models fetch ffhq:generator"), "{err}");
+    assert!(matches!(store.path("ffhq", "nope"), Err(StoreError::UnknownRole { .. })));
+    assert!(matches!(store.set_paths("nope"), Err(StoreError::UnknownSet { .. })));
     // Unreachable source: the error names the URL.
     let dead = dead_url();
-    let store = store
-        .with_mirror(Some(dead.clone()))
-        .with_options(options());
-    let err = store
-        .fetch_file("bpe_simple_vocab_16e6.txt.gz", &mut NoProgress)
-        .expect_err("refused");
+    let store = store.with_mirror(Some(dead.clone())).with_options(options());
+    let err = store.fetch_file("bpe_simple_vocab_16e6.txt.gz", &mut NoProgress).expect_err("refused");
     assert!(matches!(err, StoreError::Transfer { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .contains(&format!("{dead}/bpe_simple_vocab_16e6.txt.gz")),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&format!("{dead}/bpe_simple_vocab_16e6.txt.gz")), "{err}");
 }
 
 #[test]
@@ -801,14 +602,8 @@ fn the_real_manifest_is_consistent() {
         assert!(m.sets.contains_key(set), "{set}");
     }
     let clip = m.set("clip").expect("clip");
-    assert_eq!(
-        clip.files.get("clip").map(String::as_str),
-        Some("ViT-B-32.pt")
-    );
-    assert_eq!(
-        clip.files.get("bpe").map(String::as_str),
-        Some("bpe_simple_vocab_16e6.txt.gz")
-    );
+    assert_eq!(clip.files.get("clip").map(String::as_str), Some("ViT-B-32.pt"));
+    assert_eq!(clip.files.get("bpe").map(String::as_str), Some("bpe_simple_vocab_16e6.txt.gz"));
     for (name, f) in &m.files {
         assert!(f.size > 100_000, "{name}: implausible size {}", f.size);
         let h = f.sha256.as_deref().unwrap_or_default();
@@ -816,18 +611,9 @@ fn the_real_manifest_is_consistent() {
             h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) && h == h.to_ascii_lowercase(),
             "{name}: {h}"
         );
-        assert!(
-            !f.urls.is_empty() && f.urls.iter().all(|u| u.starts_with("https://")),
-            "{name}"
-        );
-        assert!(
-            f.urls.iter().all(|u| u.ends_with(&format!("/{name}"))),
-            "{name}"
-        );
-        assert!(
-            f.licence.as_deref().is_some_and(|l| !l.is_empty()),
-            "{name}"
-        );
+        assert!(!f.urls.is_empty() && f.urls.iter().all(|u| u.starts_with("https://")), "{name}");
+        assert!(f.urls.iter().all(|u| u.ends_with(&format!("/{name}"))), "{name}");
+        assert!(f.licence.as_deref().is_some_and(|l| !l.is_empty()), "{name}");
     }
     let expect = [
         ("ffhq", "e4e_ffhq_encode.pt", 1024u32),
@@ -838,14 +624,8 @@ fn the_real_manifest_is_consistent() {
         let s = m.set(set).expect("set");
         assert_eq!(s.requires, ["clip"], "{set}");
         assert_eq!(s.files.get("e4e").map(String::as_str), Some(e4e));
-        assert!(
-            m.files[e4e].size > 500_000_000,
-            "{set}: an e4e file holds encoder + generator"
-        );
-        let gen = s
-            .optional
-            .get("generator")
-            .expect("standalone generator alternative");
+        assert!(m.files[e4e].size > 500_000_000, "{set}: an e4e file holds encoder + generator");
+        let gen = s.optional.get("generator").expect("standalone generator alternative");
         assert!(gen.starts_with("stylegan2-") && gen.ends_with("-config-f.pt"));
         for file in s.files.values().chain(s.optional.values()) {
             assert!(m.files.contains_key(file), "{set}: {file}");
@@ -853,116 +633,52 @@ fn the_real_manifest_is_consistent() {
         let d = s.domain.as_ref().expect("domain");
         assert_eq!(d.generator_size, size);
         let res = d.default_layer.resolution();
-        assert!(
-            (16..=32).contains(&res),
-            "{set}: {} works at {res} px",
-            d.default_layer
-        );
+        assert!((16..=32).contains(&res), "{set}: {} works at {res} px", d.default_layer);
         assert!((0.01..=0.1).contains(&d.default_lambda2), "{set}");
         assert!(!d.prompts.is_empty());
     }
-    let car = m
-        .set("car")
-        .and_then(|s| s.domain.clone().ok_or(StoreError::NoModelDir))
-        .expect("car domain");
-    assert_eq!(
-        car.frame,
-        Frame {
-            top: 64,
-            left: 0,
-            height: 384,
-            width: 512
-        }
-    );
-    assert_eq!(
-        car.encoder_input,
-        Size {
-            height: 192,
-            width: 256
-        }
-    );
-    let ffhq = m
-        .set("ffhq")
-        .and_then(|s| s.domain.clone().ok_or(StoreError::NoModelDir))
-        .expect("ffhq domain");
+    let car = m.set("car").and_then(|s| s.domain.clone().ok_or(StoreError::NoModelDir)).expect("car domain");
+    assert_eq!(car.frame, Frame { top: 64, left: 0, height: 384, width: 512 });
+    assert_eq!(car.encoder_input, Size { height: 192, width: 256 });
+    let ffhq = m.set("ffhq").and_then(|s| s.domain.clone().ok_or(StoreError::NoModelDir)).expect("ffhq domain");
     assert_eq!(ffhq.align, Align::Ffhq);
-    assert_eq!(
-        ffhq.frame,
-        Frame {
-            top: 0,
-            left: 0,
-            height: 1024,
-            width: 1024
-        }
-    );
+    assert_eq!(ffhq.frame, Frame { top: 0, left: 0, height: 1024, width: 1024 });
     assert!(ffhq.prompts.iter().any(|p| p == "face with big nose"));
 }
 
 #[test]
 fn manifest_errors_are_located() {
-    let err = Manifest::parse("schema = 1\n[files.\"a.bin\"]\nsize = = 3\n", "bad.toml")
-        .expect_err("syntax");
+    let err = Manifest::parse("schema = 1\n[files.\"a.bin\"]\nsize = = 3\n", "bad.toml").expect_err("syntax");
     let msg = err.to_string();
     assert!(msg.contains("bad.toml") && msg.contains("line 3"), "{msg}");
     let text = "schema = 1\n[files.\"a.bin\"]\nsize = 3\nsha256 = \"abc\"\n\n[sets.s]\nfiles = { w = \"b.bin\" }\n";
-    let msg = Manifest::parse(text, "m.toml")
-        .expect_err("semantic")
-        .to_string();
+    let msg = Manifest::parse(text, "m.toml").expect_err("semantic").to_string();
     assert!(msg.contains("line 2") && msg.contains("64 hex"), "{msg}");
     assert!(msg.contains("line 6") && msg.contains("'b.bin'"), "{msg}");
-    let msg = Manifest::parse("schema = 1\nfoo = 2\n", "m.toml")
-        .expect_err("unknown key")
-        .to_string();
+    let msg = Manifest::parse("schema = 1\nfoo = 2\n", "m.toml").expect_err("unknown key").to_string();
     assert!(msg.contains("foo"), "{msg}");
     // A missing hash is allowed.
-    Manifest::parse(
-        "schema = 1\n[files.\"a.bin\"]\nsize = 3\n[sets.s]\nfiles = { w = \"a.bin\" }\n",
-        "ok",
-    )
-    .expect("no hash is fine");
+    Manifest::parse("schema = 1\n[files.\"a.bin\"]\nsize = 3\n[sets.s]\nfiles = { w = \"a.bin\" }\n", "ok")
+        .expect("no hash is fine");
 }
 
 #[test]
 fn default_root_follows_the_environment() {
     let env = |pairs: &'static [(&'static str, &'static str)]| {
-        move |k: &str| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| OsString::from(v))
-        }
+        move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| OsString::from(v))
     };
     let r = |p: &'static [(&'static str, &'static str)]| default_root_with(env(p)).ok();
+    assert_eq!(r(&[("CLIPSHAPE_MODELS", "/m"), ("XDG_DATA_HOME", "/x"), ("HOME", "/h")]), Some(PathBuf::from("/m")));
     assert_eq!(
-        r(&[
-            ("CLIPSHAPE_MODELS", "/m"),
-            ("XDG_DATA_HOME", "/x"),
-            ("HOME", "/h")
-        ]),
-        Some(PathBuf::from("/m"))
-    );
-    assert_eq!(
-        r(&[
-            ("CLIPSHAPE_MODELS", ""),
-            ("XDG_DATA_HOME", "/x"),
-            ("HOME", "/h")
-        ]),
+        r(&[("CLIPSHAPE_MODELS", ""), ("XDG_DATA_HOME", "/x"), ("HOME", "/h")]),
         Some(PathBuf::from("/x/clipshape/models"))
     );
-    assert_eq!(
-        r(&[("XDG_DATA_HOME", "rel"), ("HOME", "/h")]),
-        Some(PathBuf::from("/h/.local/share/clipshape/models"))
-    );
+    assert_eq!(r(&[("XDG_DATA_HOME", "rel"), ("HOME", "/h")]), Some(PathBuf::from("/h/.local/share/clipshape/models")));
     assert_eq!(r(&[]), None);
-    let store = ModelStore::from_env_with(env(&[
-        ("HOME", "/h"),
-        ("CLIPSHAPE_MODELS_MIRROR", "http://127.0.0.1:1/base/"),
-    ]))
-    .expect("store");
-    assert_eq!(
-        store.urls_for("ViT-B-32.pt"),
-        ["http://127.0.0.1:1/base/ViT-B-32.pt"]
-    );
+    let store =
+        ModelStore::from_env_with(env(&[("HOME", "/h"), ("CLIPSHAPE_MODELS_MIRROR", "http://127.0.0.1:1/base/")]))
+            .expect("store");
+    assert_eq!(store.urls_for("ViT-B-32.pt"), ["http://127.0.0.1:1/base/ViT-B-32.pt"]);
     assert_eq!(store.root(), Path::new("/h/.local/share/clipshape/models"));
 }
 
@@ -992,25 +708,10 @@ fn verify_moves_a_corrupt_file_aside() {
     f.store.fetch("demo", &mut NoProgress).expect("fetch");
     fs::write(f.store.file_path("w.bin"), bytes(300_000, 42)).expect("corrupt");
     let checks = f.store.verify("demo", &mut NoProgress).expect("verify");
-    let w = checks
-        .iter()
-        .find(|c| c.file == "w.bin")
-        .expect("w checked");
-    assert!(
-        matches!(
-            &w.result,
-            CheckResult::HashMismatch {
-                moved_to: Some(_),
-                ..
-            }
-        ),
-        "{w:?}"
-    );
+    let w = checks.iter().find(|c| c.file == "w.bin").expect("w checked");
+    assert!(matches!(&w.result, CheckResult::HashMismatch { moved_to: Some(_), .. }), "{w:?}");
     assert!(!f.store.file_path("w.bin").exists());
-    let v = checks
-        .iter()
-        .find(|c| c.file == "v.txt")
-        .expect("v checked");
+    let v = checks.iter().find(|c| c.file == "v.txt").expect("v checked");
     assert!(matches!(v.result, CheckResult::Ok { .. }));
     // fetch replaces it.
     f.store.fetch("demo", &mut NoProgress).expect("refetch");

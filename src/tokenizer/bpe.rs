@@ -17,7 +17,7 @@ pub(super) struct Merge {
 }
 
 impl Tokenizer {
-/// BPE of one pre-token (its UTF-8 bytes); appends the ids to `out`.
+    /// BPE of one pre-token (its UTF-8 bytes); appends the ids to `out`.
     pub(super) fn bpe_word(&self, bytes: &[u8], out: &mut Vec<u32>) {
         let Some((&last, init)) = bytes.split_last() else {
             return;

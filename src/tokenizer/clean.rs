@@ -63,10 +63,7 @@ pub fn fix_text(text: &str) -> String {
     while !rest.is_empty() {
         // Segment = up to and including the next '\n', at most MAX_DECODE_LENGTH characters.
         let line_end = rest.find('\n').map_or(rest.len(), |i| i + 1);
-        let seg_end = rest
-            .char_indices()
-            .nth(MAX_DECODE_LENGTH)
-            .map_or(line_end, |(i, _)| i.min(line_end));
+        let seg_end = rest.char_indices().nth(MAX_DECODE_LENGTH).map_or(line_end, |(i, _)| i.min(line_end));
         let (segment, tail) = rest.split_at(seg_end);
         rest = tail;
         // ftfy turns HTML unescaping off for this and every later segment once one has a '<'.
@@ -105,9 +102,7 @@ fn fix_segment(segment: &str, unescape: bool) -> String {
                 _ => c,
             })
             .collect();
-        text = text
-            .replace("\r\n", "\n")
-            .replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n");
+        text = text.replace("\r\n", "\n").replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n");
         text = terminal_escape_regex().replace_all(&text, "").into_owned();
         text.retain(|c| !is_removed_control(c));
         text = text.nfc().collect();
@@ -141,15 +136,12 @@ fn is_removed_control(c: char) -> bool {
 /// Byte 0x80..=0x9F decoded as (sloppy) Windows-1252; undefined bytes stay the C1 control.
 pub(super) fn c1_as_windows_1252(b: u32) -> char {
     const TABLE: [char; 32] = [
-        '\u{20AC}', '\u{81}', '\u{201A}', '\u{192}', '\u{201E}', '\u{2026}', '\u{2020}',
-        '\u{2021}', '\u{2C6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8D}', '\u{17D}',
-        '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}',
-        '\u{2014}', '\u{2DC}', '\u{2122}', '\u{161}', '\u{203A}', '\u{153}', '\u{9D}', '\u{17E}',
-        '\u{178}',
+        '\u{20AC}', '\u{81}', '\u{201A}', '\u{192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}', '\u{2C6}',
+        '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8D}', '\u{17D}', '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}',
+        '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}', '\u{2DC}', '\u{2122}', '\u{161}', '\u{203A}',
+        '\u{153}', '\u{9D}', '\u{17E}', '\u{178}',
     ];
-    b.checked_sub(0x80)
-        .and_then(|i| TABLE.get(i as usize).copied())
-        .unwrap_or(char::REPLACEMENT_CHARACTER)
+    b.checked_sub(0x80).and_then(|i| TABLE.get(i as usize).copied()).unwrap_or(char::REPLACEMENT_CHARACTER)
 }
 
 fn fix_latin_ligatures(text: &str) -> String {
@@ -213,11 +205,7 @@ pub(super) fn ftfy_unescape_html(text: &str) -> String {
         let m = &caps[0];
         if m.starts_with("&#") {
             let unescaped = html_unescape(m);
-            return if unescaped.contains(';') {
-                m.to_string()
-            } else {
-                unescaped
-            };
+            return if unescaped.contains(';') { m.to_string() } else { unescaped };
         }
         let name = &m[1..]; // with its ';'
         if let Some(v) = entity(name) {

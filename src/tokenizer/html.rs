@@ -11,14 +11,12 @@ use super::html5_entities::HTML5_ENTITIES;
 pub fn unescape(text: &str) -> String {
     static RE: OnceLock<Regex> = OnceLock::new();
     let re = RE.get_or_init(|| {
-        Regex::new(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\x0C <&#;]{1,32};?)")
-            .expect("constant regex")
+        Regex::new(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\x0C <&#;]{1,32};?)").expect("constant regex")
     });
     if !text.contains('&') {
         return text.to_string();
     }
-    re.replace_all(text, |caps: &regex::Captures<'_>| replace_charref(&caps[1]))
-        .into_owned()
+    re.replace_all(text, |caps: &regex::Captures<'_>| replace_charref(&caps[1])).into_owned()
 }
 
 fn replace_charref(s: &str) -> String {
@@ -71,11 +69,7 @@ fn numeric_charref(num: u32) -> String {
 
 /// The value of one named reference (with or without its `;`, as the list spells it).
 pub fn entity(name: &str) -> Option<&'static str> {
-    HTML5_ENTITIES
-        .binary_search_by(|(k, _)| (*k).cmp(name))
-        .ok()
-        .and_then(|i| HTML5_ENTITIES.get(i))
-        .map(|&(_, v)| v)
+    HTML5_ENTITIES.binary_search_by(|(k, _)| (*k).cmp(name)).ok().and_then(|i| HTML5_ENTITIES.get(i)).map(|&(_, v)| v)
 }
 
 #[cfg(test)]

@@ -39,9 +39,9 @@ use std::sync::OnceLock;
 use flate2::read::MultiGzDecoder;
 use regex::Regex;
 
+use bpe::Merge;
 pub use clean::clean_text;
 use clean::is_py_space;
-use bpe::Merge;
 
 pub const SOT: i64 = 49406;
 /// Id of `<|endoftext|>`.
@@ -82,7 +82,6 @@ pub enum TokenizerError {
     TooLong { n_tokens: usize, limit: usize },
 }
 
-
 /// CLIP's BPE tokenizer (`SimpleTokenizer` + `clip.tokenize`). Immutable after loading, so it is
 /// `Send + Sync` and can be shared freely.
 #[derive(Debug, Clone)]
@@ -105,10 +104,7 @@ impl Tokenizer {
     /// Load `bpe_simple_vocab_16e6.txt.gz` from disk.
     pub fn from_gz_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io { path: path.to_path_buf(), source })?;
         Self::from_gz_bytes_at(&bytes, path)
     }
 
@@ -118,20 +114,14 @@ impl Tokenizer {
     }
 
     fn from_gz_bytes_at(bytes: &[u8], path: &Path) -> Result<Self, TokenizerError> {
-        let corrupt = |reason: String| TokenizerError::CorruptVocab {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let corrupt = |reason: String| TokenizerError::CorruptVocab { path: path.to_path_buf(), reason };
         let mut raw = Vec::new();
         MultiGzDecoder::new(bytes)
             .take(MAX_VOCAB_BYTES + 1)
             .read_to_end(&mut raw)
             .map_err(|e| corrupt(format!("not a valid gzip stream: {e}")))?;
         if raw.len() as u64 > MAX_VOCAB_BYTES {
-            return Err(corrupt(format!(
-                "decompressed size exceeds {} MiB",
-                MAX_VOCAB_BYTES >> 20
-            )));
+            return Err(corrupt(format!("decompressed size exceeds {} MiB", MAX_VOCAB_BYTES >> 20)));
         }
         let text = String::from_utf8(raw).map_err(|e| corrupt(format!("not UTF-8 text: {e}")))?;
         Self::from_merges_text(&text).map_err(corrupt)
@@ -142,10 +132,7 @@ impl Tokenizer {
         // merges = text.split('\n')[1 : 1 + N_MERGES]
         let lines: Vec<&str> = text.split('\n').skip(1).take(N_MERGES).collect();
         if lines.len() < N_MERGES {
-            return Err(format!(
-                "too few merge lines: found {}, need {N_MERGES} after the header line",
-                lines.len()
-            ));
+            return Err(format!("too few merge lines: found {}, need {N_MERGES} after the header line", lines.len()));
         }
         let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(N_MERGES);
         for (i, line) in lines.iter().enumerate() {
@@ -154,10 +141,7 @@ impl Tokenizer {
                 (Some(a), Some(b), None) => pairs.push((a, b)),
                 _ => {
                     let shown: String = line.chars().take(60).collect();
-                    return Err(format!(
-                        "line {}: expected two space-separated symbols, got {shown:?}",
-                        i + 2
-                    ));
+                    return Err(format!("line {}: expected two space-separated symbols, got {shown:?}", i + 2));
                 }
             }
         }
@@ -167,11 +151,7 @@ impl Tokenizer {
         let order = byte_order();
         let mut decoder: Vec<String> = Vec::with_capacity(VOCAB_SIZE);
         decoder.extend(order.iter().map(|&b| byte_chars[b as usize].to_string()));
-        decoder.extend(
-            order
-                .iter()
-                .map(|&b| format!("{}</w>", byte_chars[b as usize])),
-        );
+        decoder.extend(order.iter().map(|&b| format!("{}</w>", byte_chars[b as usize])));
         decoder.extend(pairs.iter().map(|(a, b)| format!("{a}{b}")));
         decoder.push(START_OF_TEXT.to_string());
         decoder.push(END_OF_TEXT.to_string());
@@ -180,10 +160,7 @@ impl Tokenizer {
             encoder.insert(tok.clone(), id as u32);
         }
         let lookup = |s: &str| -> Result<u32, String> {
-            encoder
-                .get(s)
-                .copied()
-                .ok_or_else(|| format!("internal: symbol {s:?} missing from the vocabulary"))
+            encoder.get(s).copied().ok_or_else(|| format!("internal: symbol {s:?} missing from the vocabulary"))
         };
 
         let mut byte_id = [0u32; 256];
@@ -199,13 +176,7 @@ impl Tokenizer {
         for (rank, (a, b)) in pairs.iter().enumerate() {
             if let (Some(&ia), Some(&ib)) = (encoder.get(*a), encoder.get(*b)) {
                 let merged = lookup(&format!("{a}{b}"))?;
-                merges.insert(
-                    (ia, ib),
-                    Merge {
-                        rank: rank as u32,
-                        merged,
-                    },
-                );
+                merges.insert((ia, ib), Merge { rank: rank as u32, merged });
             }
         }
 
@@ -217,8 +188,7 @@ impl Tokenizer {
             *e = (*e).max(m.rank);
         }
         let monotone = merges.iter().all(|(&(a, b), m)| {
-            !matches!(created.get(&a), Some(&r) if r >= m.rank)
-                && !matches!(created.get(&b), Some(&r) if r >= m.rank)
+            !matches!(created.get(&a), Some(&r) if r >= m.rank) && !matches!(created.get(&b), Some(&r) if r >= m.rank)
         });
         if !monotone {
             // The heap merge equals the reference only then; every released CLIP vocabulary is.
@@ -227,15 +197,7 @@ impl Tokenizer {
 
         let sot = lookup(START_OF_TEXT)?;
         let eot = lookup(END_OF_TEXT)?;
-        Ok(Tokenizer {
-            encoder,
-            decoder,
-            byte_id,
-            byte_id_final,
-            merges,
-            sot,
-            eot,
-        })
+        Ok(Tokenizer { encoder, decoder, byte_id, byte_id_final, merges, sot, eot })
     }
 
     /// The context length rows are padded to (77).
@@ -260,10 +222,7 @@ impl Tokenizer {
 
     /// The token string of an id, if it is in the vocabulary.
     pub fn token(&self, id: i64) -> Option<&str> {
-        usize::try_from(id)
-            .ok()
-            .and_then(|i| self.decoder.get(i))
-            .map(String::as_str)
+        usize::try_from(id).ok().and_then(|i| self.decoder.get(i)).map(String::as_str)
     }
 
     /// The id of a token string (`encoder[token]`), if it is in the vocabulary.
@@ -306,11 +265,7 @@ impl Tokenizer {
     }
 
     /// [`Tokenizer::tokenize`] of several prompts, as a row-major `[texts.len(), 77]` buffer.
-    pub fn tokenize_batch<S: AsRef<str>>(
-        &self,
-        texts: &[S],
-        truncate: bool,
-    ) -> Result<Vec<i64>, TokenizerError> {
+    pub fn tokenize_batch<S: AsRef<str>>(&self, texts: &[S], truncate: bool) -> Result<Vec<i64>, TokenizerError> {
         let mut all = Vec::with_capacity(texts.len() * CONTEXT_LENGTH);
         for t in texts {
             all.extend(self.tokenize(t.as_ref(), truncate)?);
@@ -320,20 +275,11 @@ impl Tokenizer {
 
     /// Exactly `clip.tokenize([text], truncate=truncate)[0]`, empty prompts included (they give
     /// `[SOT, EOT, 0, ...]`). For parity checks; products should call [`Tokenizer::tokenize`].
-    pub fn tokenize_reference(
-        &self,
-        text: &str,
-        truncate: bool,
-    ) -> Result<Vec<i64>, TokenizerError> {
+    pub fn tokenize_reference(&self, text: &str, truncate: bool) -> Result<Vec<i64>, TokenizerError> {
         self.tokenize_impl(text, truncate, false)
     }
 
-    fn tokenize_impl(
-        &self,
-        text: &str,
-        truncate: bool,
-        refuse_empty: bool,
-    ) -> Result<Vec<i64>, TokenizerError> {
+    fn tokenize_impl(&self, text: &str, truncate: bool, refuse_empty: bool) -> Result<Vec<i64>, TokenizerError> {
         let n = CONTEXT_LENGTH;
         let mut ids: Vec<u32> = vec![self.sot];
         // With truncation only the first n ids matter (the BPE of a word does not depend on later
@@ -345,10 +291,7 @@ impl Tokenizer {
         ids.push(self.eot);
         if ids.len() > n {
             if !truncate {
-                return Err(TokenizerError::TooLong {
-                    n_tokens: ids.len(),
-                    limit: n,
-                });
+                return Err(TokenizerError::TooLong { n_tokens: ids.len(), limit: n });
             }
             ids.truncate(n);
             ids[n - 1] = self.eot;

@@ -12,17 +12,12 @@ fn golden_dir() -> PathBuf {
 fn tokenizer() -> &'static Tokenizer {
     static TOK: OnceLock<Tokenizer> = OnceLock::new();
     TOK.get_or_init(|| {
-        Tokenizer::from_gz_file(golden_dir().join("bpe_simple_vocab_16e6.txt.gz"))
-            .expect("load the golden vocabulary")
+        Tokenizer::from_gz_file(golden_dir().join("bpe_simple_vocab_16e6.txt.gz")).expect("load the golden vocabulary")
     })
 }
 
 fn ids(v: &serde_json::Value) -> Vec<i64> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_i64().expect("integer"))
-        .collect()
+    v.as_array().expect("array").iter().map(|x| x.as_i64().expect("integer")).collect()
 }
 
 #[test]
@@ -39,8 +34,7 @@ fn golden_tokens_match_reference() {
         let row = ids(&case["ids"]);
         assert_eq!(tok.encode(prompt), bpe, "encode({prompt:?})");
         assert_eq!(
-            tok.tokenize_reference(prompt, true)
-                .expect("truncate never fails"),
+            tok.tokenize_reference(prompt, true).expect("truncate never fails"),
             row,
             "tokenize({prompt:?}, truncate=True)"
         );
@@ -70,17 +64,9 @@ fn golden_tokens_match_reference() {
 fn empty_prompts_are_refused() {
     let tok = tokenizer();
     for p in ["", "   ", "\t\n\r\n ", "\u{3000}\u{A0}", "\u{FEFF}"] {
-        assert!(
-            matches!(tok.tokenize(p, false), Err(TokenizerError::EmptyPrompt)),
-            "{p:?}"
-        );
-        assert!(matches!(
-            tok.tokenize(p, true),
-            Err(TokenizerError::EmptyPrompt)
-        ));
-        let row = tok
-            .tokenize_reference(p, false)
-            .expect("reference accepts empty");
+        assert!(matches!(tok.tokenize(p, false), Err(TokenizerError::EmptyPrompt)), "{p:?}");
+        assert!(matches!(tok.tokenize(p, true), Err(TokenizerError::EmptyPrompt)));
+        let row = tok.tokenize_reference(p, false).expect("reference accepts empty");
         assert_eq!(&row[..3], &[SOT, EOT, 0]);
     }
     let err = tok.tokenize("  ", false).unwrap_err().to_string();
@@ -106,9 +92,7 @@ fn too_long_error_and_truncation() {
     assert!(row[1..76].iter().all(|&i| i == 2368));
     let exact = "cat ".repeat(75);
     assert_eq!(tok.tokenize(&exact, false).expect("fits")[76], EOT);
-    let batch = tok
-        .tokenize_batch(&["a cat", "a dog"], false)
-        .expect("batch");
+    let batch = tok.tokenize_batch(&["a cat", "a dog"], false).expect("batch");
     assert_eq!(batch.len(), 2 * 77);
 }
 
@@ -163,22 +147,10 @@ fn heap_bpe_equals_reference_bpe() {
 
 #[test]
 fn cleaning_follows_python() {
-    assert_eq!(
-        html_unescape("&amp;amp; &lt &notit; &#x41;&#66 &#0; &#128;"),
-        "&amp; < ¬it; AB \u{FFFD} €"
-    );
-    assert_eq!(
-        html_unescape("&#xD800; &#1114112; &#xFFFF; &bogus; &"),
-        "\u{FFFD} \u{FFFD}  &bogus; &"
-    );
-    assert_eq!(
-        ftfy_unescape_html("P&EACUTE;REZ &notit; &#59; &amp;"),
-        "PÉREZ &notit; &#59; &"
-    );
-    assert_eq!(
-        fix_text("it’s “fine” ﬁne ＡＢＣ\u{3000}x"),
-        "it's \"fine\" fine ABC x"
-    );
+    assert_eq!(html_unescape("&amp;amp; &lt &notit; &#x41;&#66 &#0; &#128;"), "&amp; < ¬it; AB \u{FFFD} €");
+    assert_eq!(html_unescape("&#xD800; &#1114112; &#xFFFF; &bogus; &"), "\u{FFFD} \u{FFFD}  &bogus; &");
+    assert_eq!(ftfy_unescape_html("P&EACUTE;REZ &notit; &#59; &amp;"), "PÉREZ &notit; &#59; &");
+    assert_eq!(fix_text("it’s “fine” ﬁne ＡＢＣ\u{3000}x"), "it's \"fine\" fine ABC x");
     assert_eq!(fix_text("cafe\u{301}"), "café");
     assert_eq!(fix_text("ｶﾞ"), "ガ");
     assert_eq!(fix_text("<b> &amp;\n&amp;"), "<b> &amp;\n&amp;");
@@ -210,24 +182,15 @@ fn bad_vocab_files_are_reported() {
         enc.finish().expect("gzip")
     };
     let few = Tokenizer::from_gz_bytes(&gz(b"#version: 0.2\ni n\nt h\n"));
-    assert!(
-        matches!(&few, Err(TokenizerError::CorruptVocab { reason, .. }) if reason.contains("too few")),
-        "{few:?}"
-    );
+    assert!(matches!(&few, Err(TokenizerError::CorruptVocab { reason, .. }) if reason.contains("too few")), "{few:?}");
     let garbage: Vec<u8> = (0..100_000u32).map(|i| (i * 7919 % 251) as u8).collect();
-    assert!(matches!(
-        Tokenizer::from_gz_bytes(&gz(&garbage)),
-        Err(TokenizerError::CorruptVocab { .. })
-    ));
+    assert!(matches!(Tokenizer::from_gz_bytes(&gz(&garbage)), Err(TokenizerError::CorruptVocab { .. })));
     let mut bad_line = String::from("#version: 0.2\n");
     for i in 0..N_MERGES {
         bad_line.push_str(if i == 10 { "a b c\n" } else { "x y\n" });
     }
     let bad = Tokenizer::from_gz_bytes(&gz(bad_line.as_bytes()));
-    assert!(
-        matches!(&bad, Err(TokenizerError::CorruptVocab { reason, .. }) if reason.contains("line 12")),
-        "{bad:?}"
-    );
+    assert!(matches!(&bad, Err(TokenizerError::CorruptVocab { reason, .. }) if reason.contains("line 12")), "{bad:?}");
 }
 
 #[test]
@@ -273,5 +236,3 @@ fn merge_reference(tok: &Tokenizer, word: &mut Vec<u32>) {
         *word = merged;
     }
 }
-
-

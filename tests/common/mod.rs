@@ -34,10 +34,7 @@ fn check_close(ours: &Tensor, want: &Tensor, rel: f64, what: &str) {
     let want = want.to_kind(Kind::Double);
     let err = (&ours - &want).abs().max().double_value(&[]);
     let scale = want.abs().max().double_value(&[]);
-    assert!(
-        err <= rel * scale,
-        "{what}: max|ours - golden| = {err:.3e} > {rel:.0e} * max|golden| ({scale:.3e})"
-    );
+    assert!(err <= rel * scale, "{what}: max|ours - golden| = {err:.3e} > {rel:.0e} * max|golden| ({scale:.3e})");
 }
 
 /// Forward outputs: max|ours - golden| <= 1e-4 · max|golden|.

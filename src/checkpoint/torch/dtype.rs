@@ -1,7 +1,6 @@
 //! Element types of tensor storages, references to a tensor inside a file, and the bytes read
 //! for one.
 
-
 /// Element type of a tensor storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -95,9 +94,7 @@ pub struct TensorRef {
 impl TensorRef {
     /// Number of elements, `None` on overflow.
     pub fn numel(&self) -> Option<usize> {
-        self.shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        self.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
     }
 }
 
@@ -115,21 +112,10 @@ impl TensorData {
         let b = &self.bytes;
         match self.dtype {
             DType::F32 => chunks::<4>(b).map(f32::from_le_bytes).collect(),
-            DType::F64 => chunks::<8>(b)
-                .map(|c| f64::from_le_bytes(c) as f32)
-                .collect(),
-            DType::F16 => chunks::<2>(b)
-                .map(|c| f16_to_f32(u16::from_le_bytes(c)))
-                .collect(),
-            DType::BF16 => chunks::<2>(b)
-                .map(|c| f32::from_bits(u32::from(u16::from_le_bytes(c)) << 16))
-                .collect(),
-            _ => self
-                .to_i64()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|v| v as f32)
-                .collect(),
+            DType::F64 => chunks::<8>(b).map(|c| f64::from_le_bytes(c) as f32).collect(),
+            DType::F16 => chunks::<2>(b).map(|c| f16_to_f32(u16::from_le_bytes(c))).collect(),
+            DType::BF16 => chunks::<2>(b).map(|c| f32::from_bits(u32::from(u16::from_le_bytes(c)) << 16)).collect(),
+            _ => self.to_i64().unwrap_or_default().into_iter().map(|v| v as f32).collect(),
         }
     }
 
@@ -138,12 +124,8 @@ impl TensorData {
         let b = &self.bytes;
         Some(match self.dtype {
             DType::I64 => chunks::<8>(b).map(i64::from_le_bytes).collect(),
-            DType::I32 => chunks::<4>(b)
-                .map(|c| i64::from(i32::from_le_bytes(c)))
-                .collect(),
-            DType::I16 => chunks::<2>(b)
-                .map(|c| i64::from(i16::from_le_bytes(c)))
-                .collect(),
+            DType::I32 => chunks::<4>(b).map(|c| i64::from(i32::from_le_bytes(c))).collect(),
+            DType::I16 => chunks::<2>(b).map(|c| i64::from(i16::from_le_bytes(c))).collect(),
             DType::I8 => b.iter().map(|&v| i64::from(v as i8)).collect(),
             DType::U8 => b.iter().map(|&v| i64::from(v)).collect(),
             DType::Bool => b.iter().map(|&v| i64::from(v != 0)).collect(),

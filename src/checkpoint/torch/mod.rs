@@ -28,10 +28,10 @@
 //! - `unpickler`: the pickle machine.
 
 pub mod dtype;
-mod unpickler;
-pub mod value;
 #[cfg(test)]
 mod tests;
+mod unpickler;
+pub mod value;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -68,11 +68,7 @@ pub enum CheckpointError {
     #[error("{}: corrupt checkpoint: {reason}", .path.display())]
     Corrupt { path: PathBuf, reason: String },
     #[error("{}: unsupported pickle opcode 0x{opcode:02x} at byte {offset}", .path.display())]
-    UnsupportedOpcode {
-        path: PathBuf,
-        opcode: u8,
-        offset: u64,
-    },
+    UnsupportedOpcode { path: PathBuf, opcode: u8, offset: u64 },
     #[error("{}: tensor storage '{key}' is not in the file", .path.display())]
     MissingStorage { path: PathBuf, key: String },
     #[error("{}: unsupported checkpoint feature: {reason}", .path.display())]
@@ -80,10 +76,7 @@ pub enum CheckpointError {
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> CheckpointError {
-    CheckpointError::Corrupt {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    CheckpointError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
 }
 
 /// Short reads and checksum failures mean the file is damaged, not that the
@@ -92,10 +85,7 @@ fn io_error(path: &Path, source: io::Error) -> CheckpointError {
     match source.kind() {
         io::ErrorKind::UnexpectedEof => corrupt(path, "file ends early"),
         io::ErrorKind::InvalidData => corrupt(path, source.to_string()),
-        _ => CheckpointError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
+        _ => CheckpointError::Io { path: path.to_path_buf(), source },
     }
 }
 
@@ -146,10 +136,7 @@ pub struct TorchFile {
 
 impl std::fmt::Debug for TorchFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TorchFile")
-            .field("path", &self.path)
-            .field("format", &self.format)
-            .finish()
+        f.debug_struct("TorchFile").field("path", &self.path).field("format", &self.format).finish()
     }
 }
 
@@ -160,12 +147,8 @@ impl TorchFile {
         let mut file = File::open(path).map_err(|e| io_error(path, e))?;
         let file_len = file.metadata().map_err(|e| io_error(path, e))?.len();
         let mut head = Vec::new();
-        (&mut file)
-            .take(4)
-            .read_to_end(&mut head)
-            .map_err(|e| io_error(path, e))?;
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| io_error(path, e))?;
+        (&mut file).take(4).read_to_end(&mut head).map_err(|e| io_error(path, e))?;
+        file.seek(SeekFrom::Start(0)).map_err(|e| io_error(path, e))?;
         if head.is_empty() {
             return Err(not_a_checkpoint(path, "the file is empty"));
         }
@@ -174,10 +157,7 @@ impl TorchFile {
         } else if head[0] == 0x80 {
             Self::open_legacy(path, file, file_len)
         } else {
-            Err(not_a_checkpoint(
-                path,
-                format!("unknown file signature {head:02x?}"),
-            ))
+            Err(not_a_checkpoint(path, format!("unknown file signature {head:02x?}")))
         }
     }
 
@@ -237,44 +217,29 @@ impl TorchFile {
             .cloned();
         let pkl = match pkl {
             Some(p) => p,
-            None if names
-                .iter()
-                .any(|n| n == "model.json" || n.ends_with("/model.json")) =>
-            {
+            None if names.iter().any(|n| n == "model.json" || n.ends_with("/model.json")) => {
                 return Err(CheckpointError::Unsupported {
                     path: path.to_path_buf(),
                     reason: "old TorchScript archive layout (model.json, no data.pkl)".into(),
                 })
             }
-            None => {
-                return Err(not_a_checkpoint(
-                    path,
-                    "zip archive without a data.pkl entry",
-                ))
-            }
+            None => return Err(not_a_checkpoint(path, "zip archive without a data.pkl entry")),
         };
         let prefix = pkl[..pkl.len() - "data.pkl".len()].to_string();
         let torchscript = names.iter().any(|n| {
-            n.strip_prefix(prefix.as_str())
-                .is_some_and(|rest| rest.starts_with("code/") || rest == "constants.pkl")
+            n.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with("code/") || rest == "constants.pkl")
         });
 
         // Archives written before the byteorder record existed are little-endian.
         let big_endian = match archive.by_name(&format!("{prefix}byteorder")) {
             Ok(entry) => {
                 let mut text = Vec::new();
-                entry
-                    .take(64)
-                    .read_to_end(&mut text)
-                    .map_err(|e| io_error(path, e))?;
+                entry.take(64).read_to_end(&mut text).map_err(|e| io_error(path, e))?;
                 match text.trim_ascii() {
                     b"little" => false,
                     b"big" => true,
                     other => {
-                        return Err(corrupt(
-                            path,
-                            format!("byteorder record is {:?}", String::from_utf8_lossy(other)),
-                        ))
+                        return Err(corrupt(path, format!("byteorder record is {:?}", String::from_utf8_lossy(other))))
                     }
                 }
             }
@@ -284,47 +249,28 @@ impl TorchFile {
 
         let root = {
             let entry = archive.by_name(&pkl).map_err(|e| zip_error(path, e))?;
-            let mut rd = Counting {
-                inner: BufReader::new(entry),
-                pos: 0,
-            };
+            let mut rd = Counting { inner: BufReader::new(entry), pos: 0 };
             unpickle(path, &mut rd, &mut HashMap::new())?
         };
         Ok(TorchFile {
             path: path.to_path_buf(),
-            format: if torchscript {
-                Format::TorchScript
-            } else {
-                Format::Zip
-            },
+            format: if torchscript { Format::TorchScript } else { Format::Zip },
             root,
-            storages: Storages::Zip {
-                archive: Mutex::new(archive),
-                prefix,
-            },
+            storages: Storages::Zip { archive: Mutex::new(archive), prefix },
             big_endian,
             reserve_limit: usize::try_from(file_len).unwrap_or(usize::MAX),
         })
     }
 
     fn open_legacy(path: &Path, file: File, file_len: u64) -> Result<TorchFile> {
-        let mut rd = Counting {
-            inner: BufReader::new(file),
-            pos: 0,
-        };
+        let mut rd = Counting { inner: BufReader::new(file), pos: 0 };
         let mut seen = HashMap::new();
 
-        let magic = unpickle(path, &mut rd, &mut seen).map_err(|e| {
-            not_a_checkpoint(path, format!("starts like a pickle but is not one ({e})"))
-        })?;
+        let magic = unpickle(path, &mut rd, &mut seen)
+            .map_err(|e| not_a_checkpoint(path, format!("starts like a pickle but is not one ({e})")))?;
         match magic {
             Value::BigInt(bytes) if bytes == LEGACY_MAGIC => {}
-            _ => {
-                return Err(not_a_checkpoint(
-                    path,
-                    "a pickle, but without the torch.save magic number",
-                ))
-            }
+            _ => return Err(not_a_checkpoint(path, "a pickle, but without the torch.save magic number")),
         }
         match unpickle(path, &mut rd, &mut seen)? {
             Value::Int(LEGACY_PROTOCOL) => {}
@@ -339,9 +285,7 @@ impl TorchFile {
         let big_endian = sys_info.get("little_endian").and_then(Value::as_bool) == Some(false);
         let root = unpickle(path, &mut rd, &mut seen)?;
         let keys = unpickle(path, &mut rd, &mut seen)?;
-        let keys = keys
-            .as_seq()
-            .ok_or_else(|| corrupt(path, "storage key list is not a list"))?;
+        let keys = keys.as_seq().ok_or_else(|| corrupt(path, "storage key list is not a list"))?;
 
         // Storages follow back to back: locate each one now (a few seeks),
         // read them only when a tensor asks.
@@ -349,42 +293,23 @@ impl TorchFile {
         let mut pos = rd.pos;
         let mut file = rd.inner.into_inner();
         for key in keys {
-            let key =
-                key_string(key).ok_or_else(|| corrupt(path, "storage key is not a string"))?;
-            let dtype = *seen.get(&key).ok_or_else(|| {
-                corrupt(
-                    path,
-                    format!("storage '{key}' has no type (never referenced)"),
-                )
-            })?;
-            file.seek(SeekFrom::Start(pos))
-                .map_err(|e| io_error(path, e))?;
+            let key = key_string(key).ok_or_else(|| corrupt(path, "storage key is not a string"))?;
+            let dtype = *seen
+                .get(&key)
+                .ok_or_else(|| corrupt(path, format!("storage '{key}' has no type (never referenced)")))?;
+            file.seek(SeekFrom::Start(pos)).map_err(|e| io_error(path, e))?;
             let mut count = [0u8; 8];
             file.read_exact(&mut count).map_err(|e| io_error(path, e))?;
-            let count = if big_endian {
-                i64::from_be_bytes(count)
-            } else {
-                i64::from_le_bytes(count)
-            };
+            let count = if big_endian { i64::from_be_bytes(count) } else { i64::from_le_bytes(count) };
             let nbytes = u64::try_from(count)
                 .ok()
                 .and_then(|n| n.checked_mul(dtype.size() as u64))
-                .ok_or_else(|| {
-                    corrupt(
-                        path,
-                        format!("storage '{key}' has a bad element count {count}"),
-                    )
-                })?;
+                .ok_or_else(|| corrupt(path, format!("storage '{key}' has a bad element count {count}")))?;
             let start = pos + 8;
             let end = start
                 .checked_add(nbytes)
                 .filter(|&end| end <= file_len)
-                .ok_or_else(|| {
-                    corrupt(
-                        path,
-                        format!("storage '{key}' runs past the end of the file"),
-                    )
-                })?;
+                .ok_or_else(|| corrupt(path, format!("storage '{key}' runs past the end of the file")))?;
             entries.insert(key, (start, nbytes));
             pos = end;
         }
@@ -392,10 +317,7 @@ impl TorchFile {
             path: path.to_path_buf(),
             format: Format::Legacy,
             root,
-            storages: Storages::Legacy {
-                file: Mutex::new(file),
-                entries,
-            },
+            storages: Storages::Legacy { file: Mutex::new(file), entries },
             big_endian,
             reserve_limit: usize::try_from(file_len).unwrap_or(usize::MAX),
         })
@@ -404,46 +326,27 @@ impl TorchFile {
     /// Reads a tensor's elements: contiguous, C order, little-endian,
     /// whatever the strides and offset of the view.
     pub fn tensor_bytes(&self, t: &TensorRef) -> Result<TensorData> {
-        let bad = |reason: String| {
-            corrupt(
-                &self.path,
-                format!("tensor on storage '{}': {reason}", t.storage),
-            )
-        };
+        let bad = |reason: String| corrupt(&self.path, format!("tensor on storage '{}': {reason}", t.storage));
         if t.shape.len() != t.stride.len() {
             return Err(bad("size and stride differ in rank".into()));
         }
         let elem = t.dtype.size();
-        let numel = t
-            .numel()
-            .ok_or_else(|| bad("element count overflows".into()))?;
-        let out_len = numel
-            .checked_mul(elem)
-            .ok_or_else(|| bad("byte size overflows".into()))?;
+        let numel = t.numel().ok_or_else(|| bad("element count overflows".into()))?;
+        let out_len = numel.checked_mul(elem).ok_or_else(|| bad("byte size overflows".into()))?;
         if numel == 0 {
-            return Ok(TensorData {
-                dtype: t.dtype,
-                shape: t.shape.clone(),
-                bytes: Vec::new(),
-            });
+            return Ok(TensorData { dtype: t.dtype, shape: t.shape.clone(), bytes: Vec::new() });
         }
         // Highest element the view touches; all indices lie in [offset, last].
         let last = t
             .shape
             .iter()
             .zip(&t.stride)
-            .try_fold(t.offset, |acc, (&d, &s)| {
-                (d - 1).checked_mul(s).and_then(|x| acc.checked_add(x))
-            })
+            .try_fold(t.offset, |acc, (&d, &s)| (d - 1).checked_mul(s).and_then(|x| acc.checked_add(x)))
             .ok_or_else(|| bad("view extent overflows".into()))?;
-        let needed = last
-            .checked_add(1)
-            .and_then(|n| n.checked_mul(elem))
-            .ok_or_else(|| bad("view extent overflows".into()))?;
+        let needed =
+            last.checked_add(1).and_then(|n| n.checked_mul(elem)).ok_or_else(|| bad("view extent overflows".into()))?;
         if out_len > needed && out_len > MAX_EXPANDED_BYTES {
-            return Err(bad(format!(
-                "expanded view of {out_len} bytes is implausibly large"
-            )));
+            return Err(bad(format!("expanded view of {out_len} bytes is implausibly large")));
         }
         let mut storage = self.read_storage(&t.storage, needed)?;
         let mut bytes = if is_contiguous(&t.shape, &t.stride) {
@@ -459,66 +362,39 @@ impl TorchFile {
         if self.big_endian && elem > 1 {
             bytes.chunks_exact_mut(elem).for_each(<[u8]>::reverse);
         }
-        Ok(TensorData {
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            bytes,
-        })
+        Ok(TensorData { dtype: t.dtype, shape: t.shape.clone(), bytes })
     }
 
     /// The first `needed` bytes of a storage; errors if it holds fewer.
     fn read_storage(&self, key: &str, needed: usize) -> Result<Vec<u8>> {
         let path = &self.path;
-        let short = |have: u64| {
-            corrupt(
-                path,
-                format!("a tensor needs {needed} bytes of storage '{key}', which holds {have}"),
-            )
-        };
+        let short =
+            |have: u64| corrupt(path, format!("a tensor needs {needed} bytes of storage '{key}', which holds {have}"));
         // Reserve up front: big storages would otherwise be regrown several times.
         let mut buf = Vec::with_capacity(needed.min(self.reserve_limit));
         match &self.storages {
             Storages::Zip { archive, prefix } => {
-                let mut archive = archive
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                let name = [
-                    format!("{prefix}data/{key}"),
-                    format!("{prefix}tensors/{key}"),
-                ]
-                .into_iter()
-                .find(|n| archive.index_for_name(n).is_some())
-                .ok_or_else(|| CheckpointError::MissingStorage {
-                    path: path.clone(),
-                    key: key.to_string(),
-                })?;
+                let mut archive = archive.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let name = [format!("{prefix}data/{key}"), format!("{prefix}tensors/{key}")]
+                    .into_iter()
+                    .find(|n| archive.index_for_name(n).is_some())
+                    .ok_or_else(|| CheckpointError::MissingStorage { path: path.clone(), key: key.to_string() })?;
                 let entry = archive.by_name(&name).map_err(|e| zip_error(path, e))?;
                 if entry.size() < needed as u64 {
                     return Err(short(entry.size()));
                 }
-                entry
-                    .take(needed as u64)
-                    .read_to_end(&mut buf)
-                    .map_err(|e| io_error(path, e))?;
+                entry.take(needed as u64).read_to_end(&mut buf).map_err(|e| io_error(path, e))?;
             }
             Storages::Legacy { file, entries } => {
-                let &(start, len) =
-                    entries
-                        .get(key)
-                        .ok_or_else(|| CheckpointError::MissingStorage {
-                            path: path.clone(),
-                            key: key.to_string(),
-                        })?;
+                let &(start, len) = entries
+                    .get(key)
+                    .ok_or_else(|| CheckpointError::MissingStorage { path: path.clone(), key: key.to_string() })?;
                 if len < needed as u64 {
                     return Err(short(len));
                 }
                 let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                file.seek(SeekFrom::Start(start))
-                    .map_err(|e| io_error(path, e))?;
-                (&mut *file)
-                    .take(needed as u64)
-                    .read_to_end(&mut buf)
-                    .map_err(|e| io_error(path, e))?;
+                file.seek(SeekFrom::Start(start)).map_err(|e| io_error(path, e))?;
+                (&mut *file).take(needed as u64).read_to_end(&mut buf).map_err(|e| io_error(path, e))?;
             }
         }
         if buf.len() < needed {
@@ -529,10 +405,7 @@ impl TorchFile {
 }
 
 fn not_a_checkpoint(path: &Path, reason: impl Into<String>) -> CheckpointError {
-    CheckpointError::NotACheckpoint {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    CheckpointError::NotACheckpoint { path: path.to_path_buf(), reason: reason.into() }
 }
 
 /// Whether a view is laid out in C order without gaps (dimensions of size 1
@@ -550,13 +423,7 @@ fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
 
 /// Copies a strided view out of `src` in C order.  `None` if any element
 /// falls outside `src` (callers check bounds first; this stays safe anyway).
-fn gather(
-    src: &[u8],
-    elem: usize,
-    shape: &[usize],
-    stride: &[usize],
-    offset: usize,
-) -> Option<Vec<u8>> {
+fn gather(src: &[u8], elem: usize, shape: &[usize], stride: &[usize], offset: usize) -> Option<Vec<u8>> {
     let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
     let mut out = Vec::with_capacity(numel.checked_mul(elem)?);
     if numel == 0 {
@@ -577,10 +444,7 @@ fn gather(
     // innermost dimension at a time (a single slice when it is unit-stride).
     let mut idx = vec![0usize; outer_shape.len()];
     loop {
-        let base = idx
-            .iter()
-            .zip(outer_stride)
-            .try_fold(offset, |acc, (&i, &s)| acc.checked_add(i.checked_mul(s)?))?;
+        let base = idx.iter().zip(outer_stride).try_fold(offset, |acc, (&i, &s)| acc.checked_add(i.checked_mul(s)?))?;
         if inner_stride == 1 {
             out.extend_from_slice(slice(base, inner_len)?);
         } else {

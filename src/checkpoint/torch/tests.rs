@@ -4,15 +4,9 @@ use serde_json::Value as Json;
 fn golden(name: &str) -> PathBuf {
     let dir = std::env::var_os("CLIPSHAPE_GOLDEN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/golden"))
-        });
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/golden")));
     let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "golden file {} is missing (set CLIPSHAPE_GOLDEN)",
-        path.display()
-    );
+    assert!(path.exists(), "golden file {} is missing (set CLIPSHAPE_GOLDEN)", path.display());
     path
 }
 
@@ -21,8 +15,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn scratch_dir(test: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("clipshape-pickle-{}-{test}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("clipshape-pickle-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -38,25 +31,10 @@ fn read_safetensors(path: &Path) -> HashMap<String, (String, Vec<usize>, Vec<u8>
         if name == "__metadata__" {
             continue;
         }
-        let shape = info["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
+        let shape = info["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
         let offs = info["data_offsets"].as_array().unwrap();
-        let (a, b) = (
-            offs[0].as_u64().unwrap() as usize,
-            offs[1].as_u64().unwrap() as usize,
-        );
-        out.insert(
-            name.clone(),
-            (
-                info["dtype"].as_str().unwrap().to_string(),
-                shape,
-                body[a..b].to_vec(),
-            ),
-        );
+        let (a, b) = (offs[0].as_u64().unwrap() as usize, offs[1].as_u64().unwrap() as usize);
+        out.insert(name.clone(), (info["dtype"].as_str().unwrap().to_string(), shape, body[a..b].to_vec()));
     }
     out
 }
@@ -66,25 +44,16 @@ fn read_safetensors(path: &Path) -> HashMap<String, (String, Vec<usize>, Vec<u8>
 /// tensors that have no safetensors counterpart.
 fn assert_matches_safetensors(ckpt: &TorchFile, prefix: &str, st: &Path) -> Vec<String> {
     let expected = read_safetensors(st);
-    let found: HashMap<String, TensorRef> = ckpt
-        .tensors()
-        .into_iter()
-        .filter_map(|(n, t)| n.strip_prefix(prefix).map(|s| (s.to_string(), t)))
-        .collect();
+    let found: HashMap<String, TensorRef> =
+        ckpt.tensors().into_iter().filter_map(|(n, t)| n.strip_prefix(prefix).map(|s| (s.to_string(), t))).collect();
     for (name, (dtype, shape, bytes)) in &expected {
-        let t = found
-            .get(name)
-            .unwrap_or_else(|| panic!("{name} not found in {}", ckpt.path().display()));
+        let t = found.get(name).unwrap_or_else(|| panic!("{name} not found in {}", ckpt.path().display()));
         let data = ckpt.tensor_bytes(t).unwrap();
         assert_eq!(data.dtype.name(), dtype, "{name}");
         assert_eq!(&data.shape, shape, "{name}");
         assert!(data.bytes == *bytes, "{name}: bytes differ");
     }
-    let mut extra: Vec<String> = found
-        .keys()
-        .filter(|n| !expected.contains_key(*n))
-        .cloned()
-        .collect();
+    let mut extra: Vec<String> = found.keys().filter(|n| !expected.contains_key(*n)).cloned().collect();
     extra.sort();
     extra
 }
@@ -95,11 +64,7 @@ fn stylegan2_zip_matches_safetensors() {
     assert_eq!(ckpt.format(), Format::Zip);
     let extra = assert_matches_safetensors(&ckpt, "g_ema.", &golden("stylegan2.safetensors"));
     assert_eq!(extra, Vec::<String>::new());
-    let latent = ckpt
-        .root()
-        .get("latent_avg")
-        .and_then(Value::as_tensor)
-        .unwrap();
+    let latent = ckpt.root().get("latent_avg").and_then(Value::as_tensor).unwrap();
     assert_eq!(latent.shape, vec![64]);
     assert_eq!(ckpt.tensor_bytes(latent).unwrap().to_f32().len(), 64);
     // The state dict keeps its order: the mapping network comes first.
@@ -111,55 +76,23 @@ fn stylegan2_zip_matches_safetensors() {
 fn e4e_zip_matches_safetensors_and_opts_are_readable() {
     let ckpt = TorchFile::open(golden("e4e.pt")).unwrap();
     assert_eq!(ckpt.format(), Format::Zip);
-    let extra = assert_matches_safetensors(
-        &ckpt,
-        "state_dict.encoder.",
-        &golden("e4e_encoder.safetensors"),
-    );
+    let extra = assert_matches_safetensors(&ckpt, "state_dict.encoder.", &golden("e4e_encoder.safetensors"));
     assert!(!extra.is_empty());
-    assert!(
-        extra.iter().all(|n| n.ends_with("num_batches_tracked")),
-        "{extra:?}"
-    );
-    let nbt = ckpt
-        .tensors()
-        .into_iter()
-        .find(|(n, _)| n.ends_with("num_batches_tracked"))
-        .unwrap()
-        .1;
+    assert!(extra.iter().all(|n| n.ends_with("num_batches_tracked")), "{extra:?}");
+    let nbt = ckpt.tensors().into_iter().find(|(n, _)| n.ends_with("num_batches_tracked")).unwrap().1;
     assert_eq!((nbt.dtype, nbt.shape.len()), (DType::I64, 0));
     assert_eq!(ckpt.tensor_bytes(&nbt).unwrap().to_i64().unwrap().len(), 1);
 
     let opts = ckpt.root().get("opts").unwrap();
     assert_eq!(opts.get("stylegan_size").and_then(Value::as_int), Some(64));
-    assert_eq!(
-        opts.get("encoder_type").and_then(Value::as_str),
-        Some("Encoder4Editing")
-    );
-    assert_eq!(
-        opts.get("start_from_latent_avg").and_then(Value::as_bool),
-        Some(true)
-    );
-    assert_eq!(
-        opts.get("learning_rate").and_then(Value::as_f64),
-        Some(0.0001)
-    );
-    assert!(!opts
-        .get("progressive_steps")
-        .and_then(Value::as_seq)
-        .unwrap()
-        .is_empty());
-    let latent = ckpt
-        .root()
-        .get("latent_avg")
-        .and_then(Value::as_tensor)
-        .unwrap();
+    assert_eq!(opts.get("encoder_type").and_then(Value::as_str), Some("Encoder4Editing"));
+    assert_eq!(opts.get("start_from_latent_avg").and_then(Value::as_bool), Some(true));
+    assert_eq!(opts.get("learning_rate").and_then(Value::as_f64), Some(0.0001));
+    assert!(!opts.get("progressive_steps").and_then(Value::as_seq).unwrap().is_empty());
+    let latent = ckpt.root().get("latent_avg").and_then(Value::as_tensor).unwrap();
     assert_eq!(latent.shape, vec![10, 64]);
     // The decoder half of the state dict is there too.
-    assert!(ckpt
-        .tensors()
-        .iter()
-        .any(|(n, _)| n.starts_with("state_dict.decoder.style.")));
+    assert!(ckpt.tensors().iter().any(|(n, _)| n.starts_with("state_dict.decoder.style.")));
 }
 
 #[test]
@@ -178,19 +111,14 @@ fn clip_torchscript_flattens_to_state_dict_names() {
     assert_eq!(scalar("vocab_size"), [49408]);
     let names: Vec<String> = ckpt.tensors().into_iter().map(|(n, _)| n).collect();
     assert!(names.iter().any(|n| n == "visual.conv1.weight"));
-    assert!(names
-        .iter()
-        .any(|n| n == "transformer.resblocks.0.attn.in_proj_weight"));
+    assert!(names.iter().any(|n| n == "transformer.resblocks.0.attn.in_proj_weight"));
     match ckpt.root() {
         Value::Object { class, .. } => {
             assert!(class.starts_with("__torch__.clip.model."), "{class}")
         }
         other => panic!("root is {other:?}"),
     }
-    assert_eq!(
-        ckpt.root().get("training").and_then(Value::as_bool),
-        Some(false)
-    );
+    assert_eq!(ckpt.root().get("training").and_then(Value::as_bool), Some(false));
 }
 
 fn expected_fixtures() -> Json {
@@ -207,29 +135,16 @@ fn assert_fixture_tensors(ckpt: &TorchFile, expected: &Json) -> Vec<String> {
     let tensors = ckpt.tensors();
     let expected = expected.as_object().unwrap();
     for (name, want) in expected {
-        let t = &tensors
-            .iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("{name} missing"))
-            .1;
+        let t = &tensors.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{name} missing")).1;
         let data = ckpt.tensor_bytes(t).unwrap();
-        let shape: Vec<usize> = want["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
+        let shape: Vec<usize> =
+            want["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
         let dtype = want["dtype"].as_str().unwrap().to_uppercase();
         assert_eq!(data.dtype.name(), dtype, "{name}");
         assert_eq!(data.shape, shape, "{name}");
         assert_eq!(hex(&data.bytes), want["hex"].as_str().unwrap(), "{name}");
     }
-    assert_eq!(
-        tensors.len(),
-        expected.len(),
-        "{:?}",
-        tensors.iter().map(|t| &t.0).collect::<Vec<_>>()
-    );
+    assert_eq!(tensors.len(), expected.len(), "{:?}", tensors.iter().map(|t| &t.0).collect::<Vec<_>>());
     tensors.into_iter().map(|(n, _)| n).collect()
 }
 
@@ -242,47 +157,22 @@ fn assert_views_fixture(ckpt: &TorchFile) {
     // The views really are views: shared storages, offsets, strides.
     let (base, tr, slice) = (t("base"), t("transposed"), t("slice"));
     assert_eq!(tr.storage, base.storage);
+    assert_eq!((tr.shape.as_slice(), tr.stride.as_slice()), (&[6, 4][..], &[1, 6][..]));
     assert_eq!(
-        (tr.shape.as_slice(), tr.stride.as_slice()),
-        (&[6, 4][..], &[1, 6][..])
-    );
-    assert_eq!(
-        (
-            slice.storage.as_str(),
-            slice.offset,
-            slice.stride.as_slice()
-        ),
+        (slice.storage.as_str(), slice.offset, slice.stride.as_slice()),
         (base.storage.as_str(), 8, &[6, 1][..])
     );
-    assert_eq!(
-        ckpt.tensor_bytes(&slice).unwrap().to_f32(),
-        [8.0, 9.0, 10.0, 14.0, 15.0, 16.0]
-    );
-    assert_eq!(
-        ckpt.tensor_bytes(&tr).unwrap().to_f32()[..5],
-        [0.0, 6.0, 12.0, 18.0, 1.0]
-    );
+    assert_eq!(ckpt.tensor_bytes(&slice).unwrap().to_f32(), [8.0, 9.0, 10.0, 14.0, 15.0, 16.0]);
+    assert_eq!(ckpt.tensor_bytes(&tr).unwrap().to_f32()[..5], [0.0, 6.0, 12.0, 18.0, 1.0]);
     let (a, b) = (t("shared_a"), t("shared_b"));
     assert_eq!((a.storage == b.storage, b.offset), (true, 3));
-    assert_eq!(
-        ckpt.tensor_bytes(&b).unwrap().to_f32(),
-        [1.5, 2.0, 2.5, 3.0]
-    );
+    assert_eq!(ckpt.tensor_bytes(&b).unwrap().to_f32(), [1.5, 2.0, 2.5, 3.0]);
     let expanded = t("expanded");
     assert_eq!(expanded.stride, [0, 1]);
-    assert_eq!(
-        ckpt.tensor_bytes(&expanded).unwrap().to_f32(),
-        [0., 1., 2., 0., 1., 2., 0., 1., 2., 0., 1., 2.]
-    );
+    assert_eq!(ckpt.tensor_bytes(&expanded).unwrap().to_f32(), [0., 1., 2., 0., 1., 2., 0., 1., 2., 0., 1., 2.]);
     assert_eq!(ckpt.tensor_bytes(&t("scalar")).unwrap().to_f32(), [3.5]);
-    assert_eq!(
-        ckpt.tensor_bytes(&t("long")).unwrap().to_i64().unwrap(),
-        [-(1i64 << 40), -1, 0, 1, 1 << 33, 7]
-    );
-    assert_eq!(
-        ckpt.tensor_bytes(&t("bf16")).unwrap().to_f32()[..2],
-        [1.5, -2.25]
-    );
+    assert_eq!(ckpt.tensor_bytes(&t("long")).unwrap().to_i64().unwrap(), [-(1i64 << 40), -1, 0, 1, 1 << 33, 7]);
+    assert_eq!(ckpt.tensor_bytes(&t("bf16")).unwrap().to_f32()[..2], [1.5, -2.25]);
     let half = ckpt.tensor_bytes(&t("half")).unwrap().to_f32();
     let half_t = ckpt.tensor_bytes(&t("half_t")).unwrap().to_f32();
     assert_eq!(half_t[1], half[5]); // half is 3x5, half_t[0][1] == half[1][0]
@@ -290,36 +180,19 @@ fn assert_views_fixture(ckpt: &TorchFile) {
     // Plain Python values.
     let meta = root.get("meta").unwrap();
     for key in ["int", "neg", "big"] {
-        assert_eq!(
-            meta.get(key).and_then(Value::as_int),
-            expected["meta"][key].as_i64(),
-            "{key}"
-        );
+        assert_eq!(meta.get(key).and_then(Value::as_int), expected["meta"][key].as_i64(), "{key}");
     }
     assert_eq!(meta.get("float").and_then(Value::as_f64), Some(2.5));
     assert_eq!(meta.get("str").and_then(Value::as_str), Some("hello"));
     assert_eq!(meta.get("none"), Some(&Value::None));
     assert_eq!(meta.get("true").and_then(Value::as_bool), Some(true));
-    let ints: Vec<i64> = meta
-        .get("ints")
-        .and_then(Value::as_seq)
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_int)
-        .collect();
+    let ints: Vec<i64> = meta.get("ints").and_then(Value::as_seq).unwrap().iter().filter_map(Value::as_int).collect();
     assert_eq!(ints, [1, 2, 3]);
     let tuple = root.get("nested").and_then(|n| n.get("tuple")).unwrap();
-    assert!(
-        matches!(tuple, Value::Tuple(items) if items.len() == 3 && items[2] == Value::Str("text".into()))
-    );
+    assert!(matches!(tuple, Value::Tuple(items) if items.len() == 3 && items[2] == Value::Str("text".into())));
     // OrderedDicts keep insertion order.
-    let od: Vec<String> = root
-        .get("od")
-        .and_then(Value::entries)
-        .unwrap()
-        .iter()
-        .filter_map(|(k, _)| key_string(k))
-        .collect();
+    let od: Vec<String> =
+        root.get("od").and_then(Value::entries).unwrap().iter().filter_map(|(k, _)| key_string(k)).collect();
     assert_eq!(od, ["first", "second"]);
 }
 
@@ -344,12 +217,7 @@ fn jit_fixture_flattens_modules() {
     let expected = expected_fixtures();
     let names = assert_fixture_tensors(&ckpt, &expected["jit"]);
     // Attribute order reproduces the eager state-dict order.
-    let want: Vec<&str> = expected["jit_order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_str().unwrap())
-        .collect();
+    let want: Vec<&str> = expected["jit_order"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
     assert_eq!(names, want);
 }
 
@@ -358,11 +226,7 @@ fn legacy_storage_views_are_resolved() {
     let ckpt = TorchFile::open(fixture("legacy_views.pt")).unwrap();
     assert_eq!(ckpt.format(), Format::Legacy);
     assert_fixture_tensors(&ckpt, &expected_fixtures()["legacy_views"]);
-    let t = ckpt
-        .root()
-        .get("in_view")
-        .and_then(Value::as_tensor)
-        .unwrap();
+    let t = ckpt.root().get("in_view").and_then(Value::as_tensor).unwrap();
     assert_eq!((t.storage.as_str(), t.offset), ("root", 3));
     assert_eq!(ckpt.tensor_bytes(t).unwrap().to_f32(), [4.5, 6.0, 7.5, 9.0]);
 }
@@ -372,10 +236,7 @@ fn rejects_empty_random_and_non_torch_files() {
     let dir = scratch_dir("bad");
     let empty = dir.join("empty.pt");
     std::fs::write(&empty, b"").unwrap();
-    assert!(matches!(
-        TorchFile::open(&empty),
-        Err(CheckpointError::NotACheckpoint { .. })
-    ));
+    assert!(matches!(TorchFile::open(&empty), Err(CheckpointError::NotACheckpoint { .. })));
 
     // Deterministic pseudo-random bytes.
     let mut x = 0x1234_5678_9abc_def0u64;
@@ -389,24 +250,15 @@ fn rejects_empty_random_and_non_torch_files() {
         .collect();
     let rnd = dir.join("random.pt");
     std::fs::write(&rnd, &random).unwrap();
-    assert!(matches!(
-        TorchFile::open(&rnd),
-        Err(CheckpointError::NotACheckpoint { .. })
-    ));
+    assert!(matches!(TorchFile::open(&rnd), Err(CheckpointError::NotACheckpoint { .. })));
 
     // A pickle that is not a torch.save stream.
     let plain = dir.join("plain.pkl");
     std::fs::write(&plain, b"\x80\x02K\x05.").unwrap();
-    assert!(matches!(
-        TorchFile::open(&plain),
-        Err(CheckpointError::NotACheckpoint { .. })
-    ));
+    assert!(matches!(TorchFile::open(&plain), Err(CheckpointError::NotACheckpoint { .. })));
 
     let missing = dir.join("does-not-exist.pt");
-    assert!(matches!(
-        TorchFile::open(&missing),
-        Err(CheckpointError::Io { .. })
-    ));
+    assert!(matches!(TorchFile::open(&missing), Err(CheckpointError::Io { .. })));
     let err = TorchFile::open(&empty).unwrap_err().to_string();
     assert!(err.contains("empty.pt"), "{err}");
     std::fs::remove_dir_all(dir).ok();
@@ -415,8 +267,7 @@ fn rejects_empty_random_and_non_torch_files() {
 /// Writes a stored (uncompressed) zip with the given entries.
 fn write_zip(path: &Path, entries: &[(&str, &[u8])]) {
     let mut w = zip::ZipWriter::new(File::create(path).unwrap());
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, data) in entries {
         w.start_file(*name, opts).unwrap();
         io::Write::write_all(&mut w, data).unwrap();
@@ -432,44 +283,22 @@ fn rejects_truncated_and_incomplete_zips() {
         let truncated = dir.join("truncated.pt");
         std::fs::write(&truncated, &full[..cut]).unwrap();
         let err = TorchFile::open(&truncated).unwrap_err();
-        assert!(
-            matches!(err, CheckpointError::Corrupt { .. }),
-            "cut {cut}: {err}"
-        );
+        assert!(matches!(err, CheckpointError::Corrupt { .. }), "cut {cut}: {err}");
     }
 
     let no_pkl = dir.join("no_pkl.pt");
-    write_zip(
-        &no_pkl,
-        &[
-            ("archive/data/0", b"1234"),
-            ("archive/byteorder", b"little"),
-        ],
-    );
-    assert!(matches!(
-        TorchFile::open(&no_pkl),
-        Err(CheckpointError::NotACheckpoint { .. })
-    ));
+    write_zip(&no_pkl, &[("archive/data/0", b"1234"), ("archive/byteorder", b"little")]);
+    assert!(matches!(TorchFile::open(&no_pkl), Err(CheckpointError::NotACheckpoint { .. })));
 
     // data.pkl ending before STOP.
     let short = dir.join("short.pt");
-    write_zip(
-        &short,
-        &[("a/data.pkl", b"\x80\x02}q\x00(X\x01\x00\x00\x00k")],
-    );
-    assert!(matches!(
-        TorchFile::open(&short),
-        Err(CheckpointError::Corrupt { .. })
-    ));
+    write_zip(&short, &[("a/data.pkl", b"\x80\x02}q\x00(X\x01\x00\x00\x00k")]);
+    assert!(matches!(TorchFile::open(&short), Err(CheckpointError::Corrupt { .. })));
 
     let bad_op = dir.join("bad_op.pt");
     write_zip(&bad_op, &[("a/data.pkl", b"\x80\x02}\xff.")]);
     match TorchFile::open(&bad_op) {
-        Err(CheckpointError::UnsupportedOpcode {
-            opcode: 0xff,
-            offset: 3,
-            ..
-        }) => {}
+        Err(CheckpointError::UnsupportedOpcode { opcode: 0xff, offset: 3, .. }) => {}
         other => panic!("{other:?}"),
     }
 
@@ -480,18 +309,13 @@ fn rejects_truncated_and_incomplete_zips() {
     write_zip(&missing, &[("m/data.pkl", &pkl)]);
     let ckpt = TorchFile::open(&missing).unwrap();
     let t = ckpt.root().as_tensor().unwrap().clone();
-    assert!(
-        matches!(ckpt.tensor_bytes(&t), Err(CheckpointError::MissingStorage { ref key, .. }) if key == "7")
-    );
+    assert!(matches!(ckpt.tensor_bytes(&t), Err(CheckpointError::MissingStorage { ref key, .. }) if key == "7"));
 
     let oob = dir.join("oob.pt");
     write_zip(&oob, &[("m/data.pkl", &pkl), ("m/data/7", &[0u8; 16])]);
     let ckpt = TorchFile::open(&oob).unwrap();
     let mut t = ckpt.root().as_tensor().unwrap().clone();
-    assert!(matches!(
-        ckpt.tensor_bytes(&t),
-        Err(CheckpointError::Corrupt { .. })
-    ));
+    assert!(matches!(ckpt.tensor_bytes(&t), Err(CheckpointError::Corrupt { .. })));
     t.offset = 0;
     assert_eq!(ckpt.tensor_bytes(&t).unwrap().bytes.len(), 16);
     for (shape, stride, offset) in [
@@ -500,16 +324,8 @@ fn rejects_truncated_and_incomplete_zips() {
         (vec![3], vec![1], usize::MAX),
         (vec![1 << 40, 1 << 40], vec![0, 0], 0),
     ] {
-        let t = TensorRef {
-            shape,
-            stride,
-            offset,
-            ..t.clone()
-        };
-        assert!(
-            matches!(ckpt.tensor_bytes(&t), Err(CheckpointError::Corrupt { .. })),
-            "{t:?}"
-        );
+        let t = TensorRef { shape, stride, offset, ..t.clone() };
+        assert!(matches!(ckpt.tensor_bytes(&t), Err(CheckpointError::Corrupt { .. })), "{t:?}");
     }
     std::fs::remove_dir_all(dir).ok();
 }
@@ -521,8 +337,7 @@ fn deflated_archives_read_the_same() {
     let mut src = ZipArchive::new(File::open(fixture("views.pt")).unwrap()).unwrap();
     let packed = dir.join("deflated.pt");
     let mut w = zip::ZipWriter::new(File::create(&packed).unwrap());
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     for i in 0..src.len() {
         let mut entry = src.by_index(i).unwrap();
         let name = entry.name().replace("views/", "renamed_prefix/");
@@ -582,11 +397,7 @@ fn rejects_truncated_legacy_files_without_panicking() {
 fn mutated_pickles_never_panic() {
     let mut archive = ZipArchive::new(File::open(fixture("views.pt")).unwrap()).unwrap();
     let mut pkl = Vec::new();
-    archive
-        .by_name("views/data.pkl")
-        .unwrap()
-        .read_to_end(&mut pkl)
-        .unwrap();
+    archive.by_name("views/data.pkl").unwrap().read_to_end(&mut pkl).unwrap();
     assert!(parse_pickle(&pkl).is_ok());
     // Each position gets a bit flip and one of a rotating set of
     // structural opcodes / extreme bytes (all of them everywhere would
@@ -608,8 +419,7 @@ fn mutated_pickles_never_panic() {
 fn pickle_opcodes_and_sharing() {
     // {'a': [1, -2, 2**70, 1.5, 'x', b'yz', None, True], 'b': <same list>}
     // with the list filled after being memoised (Python aliasing).
-    let mut p =
-        b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00}\x94(\x8c\x01a\x94]\x94".to_vec();
+    let mut p = b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00}\x94(\x8c\x01a\x94]\x94".to_vec();
     p.extend(b"\x8c\x01b\x94h\x02u");
     p.extend(b"h\x02(K\x01J\xfe\xff\xff\xff\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x40G?\xf8\x00\x00\x00\x00\x00\x00");
     p.extend(b"\x8c\x01xC\x02yzN\x88e0.");
@@ -619,15 +429,7 @@ fn pickle_opcodes_and_sharing() {
     assert_eq!(a[1], Value::Int(-2));
     assert_eq!(a[2], Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0x40]));
     assert_eq!(a[3], Value::Float(1.5));
-    assert_eq!(
-        a[4..],
-        [
-            Value::Str("x".into()),
-            Value::Bytes(b"yz".to_vec()),
-            Value::None,
-            Value::Bool(true)
-        ]
-    );
+    assert_eq!(a[4..], [Value::Str("x".into()), Value::Bytes(b"yz".to_vec()), Value::None, Value::Bool(true)]);
     assert_eq!(v.get("b"), v.get("a"));
 
     // Unknown globals become inert objects with their BUILD state.

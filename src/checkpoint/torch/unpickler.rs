@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::Path;
 
-
 use super::dtype::{DType, TensorRef};
 use super::value::Value;
 use super::{corrupt, io_error, CheckpointError, Result};
@@ -101,11 +100,7 @@ enum Node {
     Global(String),
     Storage(StorageRef),
     Tensor(TensorRef),
-    Object {
-        class: String,
-        args: Vec<Id>,
-        state: Option<Id>,
-    },
+    Object { class: String, args: Vec<Id>, state: Option<Id> },
 }
 
 /// The object a `('storage', ...)` persistent id resolves to.
@@ -176,28 +171,20 @@ pub(super) fn unpickle<R: Read>(
 /// Parses one standalone pickle held in memory (e.g. an archive's
 /// `constants.pkl`).  Tensors in it are references only.
 pub fn parse_pickle(bytes: &[u8]) -> Result<Value> {
-    let mut rd = Counting {
-        inner: bytes,
-        pos: 0,
-    };
+    let mut rd = Counting { inner: bytes, pos: 0 };
     unpickle(Path::new("<pickle>"), &mut rd, &mut HashMap::new())
 }
 
 impl<R: Read> Unpickler<'_, R> {
     fn corrupt(&self, reason: impl Into<String>) -> CheckpointError {
-        corrupt(
-            self.path,
-            format!("pickle at byte {}: {}", self.rd.pos, reason.into()),
-        )
+        corrupt(self.path, format!("pickle at byte {}: {}", self.rd.pos, reason.into()))
     }
 
     fn read_exact<const N: usize>(&mut self) -> Result<[u8; N]> {
         let mut buf = [0u8; N];
         match self.rd.read_exact(&mut buf) {
             Ok(()) => Ok(buf),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                Err(self.corrupt("pickle ends early"))
-            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(self.corrupt("pickle ends early")),
             Err(e) => Err(io_error(self.path, e)),
         }
     }
@@ -214,10 +201,7 @@ impl<R: Read> Unpickler<'_, R> {
     /// allocation: the buffer only grows as bytes actually arrive.
     fn read_bytes(&mut self, len: u64) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
-        (&mut *self.rd)
-            .take(len)
-            .read_to_end(&mut buf)
-            .map_err(|e| io_error(self.path, e))?;
+        (&mut *self.rd).take(len).read_to_end(&mut buf).map_err(|e| io_error(self.path, e))?;
         if (buf.len() as u64) < len {
             return Err(self.corrupt(format!("pickle ends early inside a {len}-byte field")));
         }
@@ -369,8 +353,7 @@ impl<R: Read> Unpickler<'_, R> {
                 // Python 2 `str`, decoded as UTF-8 like torch.load does.
                 op::BINSTRING => {
                     let n = i32::from_le_bytes(self.read_exact()?);
-                    let n =
-                        u64::try_from(n).map_err(|_| self.corrupt("negative BINSTRING length"))?;
+                    let n = u64::try_from(n).map_err(|_| self.corrupt("negative BINSTRING length"))?;
                     self.push_str(n)?;
                 }
                 op::SHORT_BINSTRING => {
@@ -455,8 +438,7 @@ impl<R: Read> Unpickler<'_, R> {
                     self.memo_put(k)?;
                 }
                 op::MEMOIZE => {
-                    let k = u32::try_from(self.memo.len())
-                        .map_err(|_| self.corrupt("memo overflow"))?;
+                    let k = u32::try_from(self.memo.len()).map_err(|_| self.corrupt("memo overflow"))?;
                     self.memo_put(k)?;
                 }
                 op::BINGET => {
@@ -623,18 +605,12 @@ impl<R: Read> Unpickler<'_, R> {
                 let class = "<call>".to_string();
                 let mut all = vec![callable];
                 all.extend(args);
-                return self.alloc(Node::Object {
-                    class,
-                    args: all,
-                    state: None,
-                });
+                return self.alloc(Node::Object { class, args: all, state: None });
             }
         };
         let arg = |i: usize| args.get(i).copied();
         let node = match name.as_str() {
-            "torch._utils._rebuild_tensor" | "torch._utils._rebuild_tensor_v2" => {
-                self.rebuild_tensor(&args, None)?
-            }
+            "torch._utils._rebuild_tensor" | "torch._utils._rebuild_tensor_v2" => self.rebuild_tensor(&args, None)?,
             "torch._utils._rebuild_tensor_v3" => {
                 let dtype = match arg(6).map(|id| self.node(id)) {
                     Some(Node::Global(d)) => DType::from_torch_dtype(d),
@@ -678,41 +654,29 @@ impl<R: Read> Unpickler<'_, R> {
                 let pairs = match arg(0).map(|id| self.node(id)) {
                     None => Some(Vec::new()),
                     Some(Node::Dict(entries)) => Some(entries.clone()),
-                    Some(Node::List(items)) | Some(Node::Tuple(items)) => items
-                        .iter()
-                        .map(|&i| self.pair_of(i))
-                        .collect::<Option<Vec<_>>>(),
+                    Some(Node::List(items)) | Some(Node::Tuple(items)) => {
+                        items.iter().map(|&i| self.pair_of(i)).collect::<Option<Vec<_>>>()
+                    }
                     Some(_) => None,
                 };
                 pairs.map(Node::Dict)
             }
-            "torch.Size" | "builtins.tuple" | "__builtin__.tuple" => {
+            "torch.Size" | "builtins.tuple" | "__builtin__.tuple" => match arg(0).map(|id| self.node(id)) {
+                None => Some(Node::Tuple(Vec::new())),
+                Some(Node::Tuple(items)) | Some(Node::List(items)) => Some(Node::Tuple(items.clone())),
+                Some(_) => None,
+            },
+            "builtins.list" | "__builtin__.list" | "builtins.set" | "__builtin__.set" | "builtins.frozenset" => {
                 match arg(0).map(|id| self.node(id)) {
-                    None => Some(Node::Tuple(Vec::new())),
-                    Some(Node::Tuple(items)) | Some(Node::List(items)) => {
-                        Some(Node::Tuple(items.clone()))
-                    }
+                    None => Some(Node::List(Vec::new())),
+                    Some(Node::Tuple(items)) | Some(Node::List(items)) => Some(Node::List(items.clone())),
                     Some(_) => None,
                 }
             }
-            "builtins.list" | "__builtin__.list" | "builtins.set" | "__builtin__.set"
-            | "builtins.frozenset" => match arg(0).map(|id| self.node(id)) {
-                None => Some(Node::List(Vec::new())),
-                Some(Node::Tuple(items)) | Some(Node::List(items)) => {
-                    Some(Node::List(items.clone()))
-                }
-                Some(_) => None,
-            },
             // How protocol 2 pickles `bytes` (numpy scalars use it).
-            "_codecs.encode" => match (
-                arg(0).map(|id| self.node(id)),
-                arg(1).map(|id| self.node(id)),
-            ) {
-                (Some(Node::Str(s)), Some(Node::Str(enc)))
-                    if enc == "latin1" || enc == "latin-1" =>
-                {
-                    let bytes: Option<Vec<u8>> =
-                        s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
+            "_codecs.encode" => match (arg(0).map(|id| self.node(id)), arg(1).map(|id| self.node(id))) {
+                (Some(Node::Str(s)), Some(Node::Str(enc))) if enc == "latin1" || enc == "latin-1" => {
+                    let bytes: Option<Vec<u8>> = s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
                     bytes.map(Node::Bytes)
                 }
                 (Some(Node::Str(s)), _) => Some(Node::Bytes(s.as_bytes().to_vec())),
@@ -720,11 +684,7 @@ impl<R: Read> Unpickler<'_, R> {
             },
             _ => None,
         };
-        let node = node.unwrap_or(Node::Object {
-            class: name,
-            args,
-            state: None,
-        });
+        let node = node.unwrap_or(Node::Object { class: name, args, state: None });
         self.alloc(node)
     }
 
@@ -754,37 +714,23 @@ impl<R: Read> Unpickler<'_, R> {
         let shape = self.usize_list(args[2], "tensor size")?;
         let stride = self.usize_list(args[3], "tensor stride")?;
         if shape.len() != stride.len() {
-            return Err(self.corrupt(format!(
-                "tensor size {shape:?} and stride {stride:?} differ in rank"
-            )));
+            return Err(self.corrupt(format!("tensor size {shape:?} and stride {stride:?} differ in rank")));
         }
-        let offset = storage
-            .view_offset
-            .checked_add(offset)
-            .ok_or_else(|| self.corrupt("tensor storage offset overflows"))?;
-        Ok(Some(Node::Tensor(TensorRef {
-            storage: storage.key.clone(),
-            dtype,
-            shape,
-            stride,
-            offset,
-        })))
+        let offset =
+            storage.view_offset.checked_add(offset).ok_or_else(|| self.corrupt("tensor storage offset overflows"))?;
+        Ok(Some(Node::Tensor(TensorRef { storage: storage.key.clone(), dtype, shape, stride, offset })))
     }
 
     fn usize_of(&self, id: Id, what: &str) -> Result<usize> {
         match self.node(id) {
-            Node::Int(v) => {
-                usize::try_from(*v).map_err(|_| self.corrupt(format!("{what} is negative: {v}")))
-            }
+            Node::Int(v) => usize::try_from(*v).map_err(|_| self.corrupt(format!("{what} is negative: {v}"))),
             _ => Err(self.corrupt(format!("{what} is not an integer"))),
         }
     }
 
     fn usize_list(&self, id: Id, what: &str) -> Result<Vec<usize>> {
         match self.node(id) {
-            Node::Tuple(items) | Node::List(items) => {
-                items.iter().map(|&i| self.usize_of(i, what)).collect()
-            }
+            Node::Tuple(items) | Node::List(items) => items.iter().map(|&i| self.usize_of(i, what)).collect(),
             _ => Err(self.corrupt(format!("{what} is not a tuple"))),
         }
     }
@@ -795,22 +741,11 @@ impl<R: Read> Unpickler<'_, R> {
     fn persistent_load(&mut self, pid: Id) -> Result<Node> {
         let items = match self.node(pid) {
             Node::Tuple(items) | Node::List(items) => items.clone(),
-            _ => {
-                return Ok(Node::Object {
-                    class: "persistent_id".into(),
-                    args: vec![pid],
-                    state: None,
-                })
-            }
+            _ => return Ok(Node::Object { class: "persistent_id".into(), args: vec![pid], state: None }),
         };
-        let is_storage =
-            matches!(items.first().map(|&i| self.node(i)), Some(Node::Str(s)) if s == "storage");
+        let is_storage = matches!(items.first().map(|&i| self.node(i)), Some(Node::Str(s)) if s == "storage");
         if !is_storage {
-            return Ok(Node::Object {
-                class: "persistent_id".into(),
-                args: items,
-                state: None,
-            });
+            return Ok(Node::Object { class: "persistent_id".into(), args: items, state: None });
         }
         if items.len() < 5 {
             return Err(self.corrupt("storage persistent id has fewer than 5 fields"));
@@ -834,35 +769,20 @@ impl<R: Read> Unpickler<'_, R> {
         };
         let view_offset = match items.get(5).map(|&i| self.node(i)) {
             None | Some(Node::None) => 0,
-            Some(Node::Tuple(view)) if view.len() == 3 => {
-                self.usize_of(view[1], "storage view offset")?
-            }
+            Some(Node::Tuple(view)) if view.len() == 3 => self.usize_of(view[1], "storage view offset")?,
             Some(_) => return Err(self.corrupt("malformed storage view metadata")),
         };
         let dtype = DType::from_storage_class(&class);
         if let Some(d) = dtype {
             self.storages.insert(key.clone(), d);
         }
-        Ok(Node::Storage(StorageRef {
-            class,
-            dtype,
-            key,
-            location,
-            numel,
-            view_offset,
-        }))
+        Ok(Node::Storage(StorageRef { class, dtype, key, location, numel, view_offset }))
     }
 
     /// Converts the arena graph rooted at `id` into an owned tree.  Shared
     /// references are copied; a reference back into its own ancestors
     /// (a cycle) becomes `Global("<cycle>")` instead of recursing forever.
-    fn to_value(
-        &self,
-        id: Id,
-        depth: usize,
-        budget: &mut usize,
-        visiting: &mut [bool],
-    ) -> Result<Value> {
+    fn to_value(&self, id: Id, depth: usize, budget: &mut usize, visiting: &mut [bool]) -> Result<Value> {
         if depth > MAX_DEPTH {
             return Err(corrupt(self.path, "pickle nests too deeply"));
         }
@@ -875,10 +795,7 @@ impl<R: Read> Unpickler<'_, R> {
         }
         visiting[id] = true;
         let seq = |items: &[Id], budget: &mut usize, visiting: &mut [bool]| -> Result<Vec<Value>> {
-            items
-                .iter()
-                .map(|&i| self.to_value(i, depth + 1, budget, visiting))
-                .collect()
+            items.iter().map(|&i| self.to_value(i, depth + 1, budget, visiting)).collect()
         };
         let value = match self.node(id) {
             Node::None => Value::None,
@@ -904,11 +821,7 @@ impl<R: Read> Unpickler<'_, R> {
             Node::Tensor(t) => Value::Tensor(t.clone()),
             Node::Storage(s) => Value::Object {
                 class: s.class.clone(),
-                args: vec![
-                    Value::Str(s.key.clone()),
-                    Value::Str(s.location.clone()),
-                    Value::Int(s.numel),
-                ],
+                args: vec![Value::Str(s.key.clone()), Value::Str(s.location.clone()), Value::Int(s.numel)],
                 state: None,
             },
             Node::Object { class, args, state } => {
@@ -917,11 +830,7 @@ impl<R: Read> Unpickler<'_, R> {
                     Some(s) => Some(Box::new(self.to_value(*s, depth + 1, budget, visiting)?)),
                     None => None,
                 };
-                Value::Object {
-                    class: class.clone(),
-                    args,
-                    state,
-                }
+                Value::Object { class: class.clone(), args, state }
             }
         };
         visiting[id] = false;
@@ -933,8 +842,7 @@ impl<R: Read> Unpickler<'_, R> {
 fn long_node(bytes: Vec<u8>) -> Node {
     let negative = bytes.last().is_some_and(|b| b & 0x80 != 0);
     let fill = if negative { 0xff } else { 0x00 };
-    let fits = bytes.len() <= 8
-        || (bytes[8..].iter().all(|&b| b == fill) && (bytes[7] & 0x80 != 0) == negative);
+    let fits = bytes.len() <= 8 || (bytes[8..].iter().all(|&b| b == fill) && (bytes[7] & 0x80 != 0) == negative);
     if !fits {
         return Node::BigInt(bytes);
     }

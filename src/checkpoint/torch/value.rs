@@ -37,19 +37,14 @@ impl Value {
     /// Looks `key` up in a dict, or in an object's state dict.  Integer keys
     /// match their decimal spelling.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.entries()?
-            .iter()
-            .find(|(k, _)| key_string(k).as_deref() == Some(key))
-            .map(|(_, v)| v)
+        self.entries()?.iter().find(|(k, _)| key_string(k).as_deref() == Some(key)).map(|(_, v)| v)
     }
 
     /// Entries of a dict, or of an object's state dict.
     pub fn entries(&self) -> Option<&[(Value, Value)]> {
         match self {
             Value::Dict(entries) => Some(entries),
-            Value::Object {
-                state: Some(state), ..
-            } => match state.as_ref() {
+            Value::Object { state: Some(state), .. } => match state.as_ref() {
                 Value::Dict(entries) => Some(entries),
                 _ => None,
             },
@@ -152,9 +147,7 @@ fn walk_tensors(v: &Value, name: &str, depth: usize, out: &mut Vec<(String, Tens
                 walk_tensors(item, &join_name(name, &i.to_string()), depth + 1, out);
             }
         }
-        Value::Object {
-            state: Some(state), ..
-        } => walk_object_state(state, name, depth + 1, out),
+        Value::Object { state: Some(state), .. } => walk_object_state(state, name, depth + 1, out),
         _ => {}
     }
 }
