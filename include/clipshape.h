@@ -92,6 +92,9 @@ typedef struct cs_images cs_images;
 // A W+ latent (n_latent × style_dim floats).
 typedef struct cs_latent cs_latent;
 
+// The editing model sets and where each stands, as `cs_models_list` hands them out.
+typedef struct cs_model_sets cs_model_sets;
+
 // A weight shift for one generator layer, with its metadata.
 typedef struct cs_shift cs_shift;
 
@@ -249,6 +252,25 @@ typedef struct cs_optimize_params {
 // Download progress: `file` being fetched, bytes done of total; nonzero return cancels
 // (the partial file is kept and a later fetch resumes it).
 typedef int32_t (*cs_fetch_progress_fn)(void *user, const char *file, uint64_t done, uint64_t total);
+
+// One model set (see `cs_model_sets_get`). Every pointer is owned by the `cs_model_sets` it came
+// from and valid until `cs_model_sets_free`.
+typedef struct cs_model_set_info {
+  uint32_t struct_size;
+  // "ffhq", "car", "horse", …
+  const char *name;
+  const char *description;
+  // 1 when every file the set needs (its own and those of the sets it requires) is present.
+  int32_t complete;
+  // Bytes `cs_models_fetch` still has to download (0 when complete; partial files count as
+  // what remains of them).
+  uint64_t download_bytes;
+  // The licence notes of the files still to download, one per line ("" when none).
+  const char *licences;
+  // Example prompts of the domain.
+  size_t n_prompts;
+  const char *const *prompts;
+} cs_model_set_info;
 
 #ifdef __cplusplus
 extern "C" {
@@ -473,7 +495,8 @@ enum cs_status cs_clip_score(const struct cs_ctx *ctx,
 // URLs and where to put them. Also: INVALID_ARGUMENT (unknown set); MODEL_FORMAT (bad manifest).
 enum cs_status cs_models_check(const char *models_dir, const char *set);
 
-// The model sets that edit pictures (`ffhq`, `car`, `horse`, …), one per line: name, a tab,
+// Deprecated (kept for ABI 1 callers; use `cs_models_list`). The model sets that edit pictures
+// (`ffhq`, `car`, `horse`, …), one per line: name, a tab,
 // 1 when all its files are present else 0, a tab, its example prompts separated by `|`.
 // Writes at most `cap` bytes (NUL-terminated) into the caller's `buf`; `*needed` receives the size
 // the whole text needs, so a caller can ask again with a larger buffer. Statuses: OK;
@@ -489,6 +512,24 @@ enum cs_status cs_models_fetch(const char *models_dir,
                                const char *set,
                                cs_fetch_progress_fn progress,
                                void *user);
+
+// Lists the model sets that edit pictures (`ffhq`, `car`, `horse`, …) with their status, in
+// the store `models_dir` (NULL = the default directory). On success `*out` owns the list, freed
+// with `cs_model_sets_free`. Statuses: OK; INVALID_ARGUMENT (NULL `out`); MODEL_FORMAT (bad
+// manifest).
+enum cs_status cs_models_list(const char *models_dir, struct cs_model_sets **out);
+
+// Number of sets in the list (0 for NULL). Never fails.
+size_t cs_model_sets_count(const struct cs_model_sets *sets);
+
+// Describes set `index` in the caller's `*out`; the strings stay owned by `sets`. Statuses: OK;
+// INVALID_ARGUMENT (NULL, index out of range).
+enum cs_status cs_model_sets_get(const struct cs_model_sets *sets,
+                                 size_t index,
+                                 struct cs_model_set_info *out);
+
+// Releases a set list and its strings; NULL is accepted.
+void cs_model_sets_free(struct cs_model_sets *sets);
 
 #ifdef __cplusplus
 }  // extern "C"

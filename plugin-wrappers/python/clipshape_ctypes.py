@@ -180,6 +180,10 @@ class cs_images(Structure):
     """Opaque."""
 
 
+class cs_model_sets(Structure):
+    """Opaque."""
+
+
 class cs_context_params(Structure):
     _fields_ = [
         ("struct_size", c_uint32),
@@ -218,6 +222,19 @@ class cs_domain_info(Structure):
         ("has_clip", c_int32),
         ("default_layer", c_char * 32),
         ("default_lambda2", c_float),
+    ]
+
+
+class cs_model_set_info(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("name", c_char_p),
+        ("description", c_char_p),
+        ("complete", c_int32),
+        ("download_bytes", c_uint64),
+        ("licences", c_char_p),
+        ("n_prompts", c_size_t),
+        ("prompts", POINTER(c_char_p)),
     ]
 
 
@@ -336,6 +353,10 @@ _SIGNATURES = {
     "cs_models_check": (_S, [c_char_p, c_char_p]),
     "cs_models_list_sets": (_S, [c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
     "cs_models_fetch": (_S, [c_char_p, c_char_p, cs_fetch_progress_fn, c_void_p]),
+    "cs_models_list": (_S, [c_char_p, POINTER(POINTER(cs_model_sets))]),
+    "cs_model_sets_count": (c_size_t, [POINTER(cs_model_sets)]),
+    "cs_model_sets_get": (_S, [POINTER(cs_model_sets), c_size_t, POINTER(cs_model_set_info)]),
+    "cs_model_sets_free": (None, [POINTER(cs_model_sets)]),
 }
 
 
@@ -482,22 +503,29 @@ def cuda_device_count():
 
 DomainInfo = namedtuple(
     "DomainInfo", "name frame has_encoder has_clip default_layer default_lambda2")
-ModelSet = namedtuple("ModelSet", "name complete prompts")
+ModelSet = namedtuple("ModelSet", "name complete prompts description download_bytes licences")
 
 
 def models_list_sets(models_dir=None):
-    """The model sets that edit pictures, with whether their files are present."""
+    """The model sets that edit pictures: whether their files are present, how many bytes a
+    download still needs, the licences of those files, and example prompts."""
     lib = load_library()
-    needed = c_size_t(0)
+    handle = POINTER(cs_model_sets)()
     d = _cstr(models_dir, "models_dir") if models_dir else None
-    _call(lib.cs_models_list_sets, d, None, 0, ctypes.byref(needed))
-    buf = ctypes.create_string_buffer(needed.value)
-    _call(lib.cs_models_list_sets, d, buf, needed.value, ctypes.byref(needed))
-    out = []
-    for line in buf.value.decode("utf-8", "replace").splitlines():
-        name, complete, prompts = (line.split("\t") + ["", ""])[:3]
-        out.append(ModelSet(name, complete == "1", [p for p in prompts.split("|") if p]))
-    return out
+    _call(lib.cs_models_list, d, ctypes.byref(handle))
+    try:
+        out = []
+        for i in range(lib.cs_model_sets_count(handle)):
+            info = cs_model_set_info()
+            _call(lib.cs_model_sets_get, handle, i, ctypes.byref(info))
+            text = lambda b: (b or b"").decode("utf-8", "replace")  # noqa: E731
+            out.append(ModelSet(text(info.name), bool(info.complete),
+                                [text(info.prompts[j]) for j in range(info.n_prompts)],
+                                text(info.description), int(info.download_bytes),
+                                text(info.licences)))
+        return out
+    finally:
+        lib.cs_model_sets_free(handle)
 
 
 def models_check(set_name, models_dir=None):

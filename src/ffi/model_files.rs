@@ -34,7 +34,8 @@ pub unsafe extern "C" fn cs_models_check(models_dir: *const c_char, set: *const 
     })
 }
 
-/// The model sets that edit pictures (`ffhq`, `car`, `horse`, …), one per line: name, a tab,
+/// Deprecated (kept for ABI 1 callers; use `cs_models_list`). The model sets that edit pictures
+/// (`ffhq`, `car`, `horse`, …), one per line: name, a tab,
 /// 1 when all its files are present else 0, a tab, its example prompts separated by `|`.
 /// Writes at most `cap` bytes (NUL-terminated) into the caller's `buf`; `*needed` receives the size
 /// the whole text needs, so a caller can ask again with a larger buffer. Statuses: OK;
@@ -99,4 +100,119 @@ pub unsafe extern "C" fn cs_models_fetch(
         store.fetch(set, &mut cb)?;
         Ok(())
     })
+}
+
+/// The editing model sets and where each stands, as `cs_models_list` hands them out.
+pub struct cs_model_sets {
+    sets: Vec<SetRecord>,
+}
+
+struct SetRecord {
+    name: CString,
+    description: CString,
+    licences: CString,
+    /// Owns the strings `prompt_ptrs` points at.
+    #[allow(dead_code)]
+    prompts: Vec<CString>,
+    /// Pointers into `prompts`, the array `cs_model_set_info.prompts` points at.
+    prompt_ptrs: Vec<*const c_char>,
+    complete: bool,
+    download_bytes: u64,
+}
+
+/// One model set (see `cs_model_sets_get`). Every pointer is owned by the `cs_model_sets` it came
+/// from and valid until `cs_model_sets_free`.
+#[repr(C)]
+pub struct cs_model_set_info {
+    pub struct_size: u32,
+    /// "ffhq", "car", "horse", …
+    pub name: *const c_char,
+    pub description: *const c_char,
+    /// 1 when every file the set needs (its own and those of the sets it requires) is present.
+    pub complete: i32,
+    /// Bytes `cs_models_fetch` still has to download (0 when complete; partial files count as
+    /// what remains of them).
+    pub download_bytes: u64,
+    /// The licence notes of the files still to download, one per line ("" when none).
+    pub licences: *const c_char,
+    /// Example prompts of the domain.
+    pub n_prompts: usize,
+    pub prompts: *const *const c_char,
+}
+
+fn c_text(s: &str) -> CString {
+    CString::new(s.replace('\0', " ")).unwrap_or_default()
+}
+
+/// Lists the model sets that edit pictures (`ffhq`, `car`, `horse`, …) with their status, in
+/// the store `models_dir` (NULL = the default directory). On success `*out` owns the list, freed
+/// with `cs_model_sets_free`. Statuses: OK; INVALID_ARGUMENT (NULL `out`); MODEL_FORMAT (bad
+/// manifest).
+#[no_mangle]
+pub unsafe extern "C" fn cs_models_list(models_dir: *const c_char, out: *mut *mut cs_model_sets) -> cs_status {
+    guard(|| {
+        hand_out(out, || {
+            let store = model_store(models_dir)?;
+            let mut sets = Vec::new();
+            for status in store.list() {
+                let Ok(entry) = store.manifest().set(&status.set) else { continue };
+                let Some(domain) = &entry.domain else { continue };
+                let plan = store.plan(&status.set)?;
+                let mut licences: Vec<&str> = plan.iter().filter_map(|f| f.licence.as_deref()).collect();
+                licences.dedup();
+                let prompts: Vec<CString> = domain.prompts.iter().map(|p| c_text(p)).collect();
+                let prompt_ptrs = prompts.iter().map(|p| p.as_ptr()).collect();
+                sets.push(SetRecord {
+                    name: c_text(&status.set),
+                    description: c_text(&status.description),
+                    licences: c_text(&licences.join("\n")),
+                    prompts,
+                    prompt_ptrs,
+                    complete: status.complete,
+                    download_bytes: plan.iter().map(|f| f.size.saturating_sub(f.partial)).sum(),
+                });
+            }
+            Ok(cs_model_sets { sets })
+        })
+    })
+}
+
+/// Number of sets in the list (0 for NULL). Never fails.
+#[no_mangle]
+pub unsafe extern "C" fn cs_model_sets_count(sets: *const cs_model_sets) -> usize {
+    sets.as_ref().map(|s| s.sets.len()).unwrap_or(0)
+}
+
+/// Describes set `index` in the caller's `*out`; the strings stay owned by `sets`. Statuses: OK;
+/// INVALID_ARGUMENT (NULL, index out of range).
+#[no_mangle]
+pub unsafe extern "C" fn cs_model_sets_get(
+    sets: *const cs_model_sets,
+    index: usize,
+    out: *mut cs_model_set_info,
+) -> cs_status {
+    guard(|| {
+        let sets = ref_arg(sets, "sets")?;
+        let r = sets
+            .sets
+            .get(index)
+            .ok_or_else(|| Error::arg("index", format!("{index} is not below the {} sets", sets.sets.len())))?;
+        *out_arg(out, "out")? = cs_model_set_info {
+            struct_size: std::mem::size_of::<cs_model_set_info>() as u32,
+            name: r.name.as_ptr(),
+            description: r.description.as_ptr(),
+            complete: r.complete as i32,
+            download_bytes: r.download_bytes,
+            licences: r.licences.as_ptr(),
+            n_prompts: r.prompt_ptrs.len(),
+            prompts: r.prompt_ptrs.as_ptr(),
+        };
+        Ok(())
+    })
+}
+
+/// Releases a set list and its strings; NULL is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn cs_model_sets_free(sets: *mut cs_model_sets) {
+    free_handle(sets)
 }

@@ -376,3 +376,15 @@ def test_model_sets_are_listed_with_their_state(cs, tmp_path):
     assert {"ffhq", "car", "horse"} <= set(sets)
     assert not sets["car"].complete
     assert "a small-wheel car" in sets["car"].prompts
+    # An empty store needs every required file of the set and of the sets it requires.
+    import tomllib
+    manifest = tomllib.loads((Path(REPO) / "models" / "manifest.toml").read_text())
+    for name in ("ffhq", "car"):
+        entry = manifest["sets"][name]
+        files = set(entry["files"].values())
+        for req in entry.get("requires", []):
+            files |= set(manifest["sets"][req].get("files", {}).values())
+        assert sets[name].download_bytes == sum(manifest["files"][f]["size"] for f in files), name
+        assert sets[name].description == entry["description"]
+        licences = {manifest["files"][f].get("licence") for f in files} - {None}
+        assert all(l in sets[name].licences for l in licences), sets[name].licences
