@@ -131,7 +131,7 @@ pub struct Encoder {
 impl Context {
     pub fn new(params: &ContextParams) -> Result<Context> {
         let device = params.device.resolve()?;
-        device::set_threads(params.threads);
+        device::set_threads(params.threads)?;
         let gen_ck = Checkpoint::open(&params.generator)?;
         let loaded = models::load_generator_from(&gen_ck, device)?;
         let generator = loaded.generator;

@@ -69,11 +69,23 @@ pub fn describe(d: Device) -> String {
     }
 }
 
+/// The most threads a caller may ask for: the machine's logical CPUs. libtorch starts every
+/// thread it is told to (100 000 of them hang the process), and more than one per logical CPU
+/// only slows the work down.
+pub fn max_threads() -> usize {
+    std::thread::available_parallelism().map(usize::from).unwrap_or(1)
+}
+
 /// Sets the intra-op thread count; 0 keeps libtorch's default (one per physical core).
-pub fn set_threads(n: usize) {
+pub fn set_threads(n: usize) -> Result<()> {
+    let max = max_threads();
+    if n > max {
+        return Err(Error::arg("threads", format!("{n} is more than this machine's {max} logical CPUs")));
+    }
     if n > 0 {
         tch::set_num_threads(n as i32);
     }
+    Ok(())
 }
 
 #[cfg(test)]

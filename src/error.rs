@@ -20,6 +20,9 @@ pub enum Error {
     #[error("{path}: tensor `{key}` has shape {got:?}, expected {expected:?}")]
     Shape { path: PathBuf, key: String, expected: Vec<i64>, got: Vec<i64> },
 
+    #[error("{path}: tensor `{key}` contains NaN or infinite values")]
+    NotFinite { path: PathBuf, key: String },
+
     /// Several key problems at once: users fix a checkpoint in one round, not one key per run.
     #[error("{path}: checkpoint does not match the {model} architecture: {details}")]
     Keys { path: PathBuf, model: &'static str, details: String },

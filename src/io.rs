@@ -3,26 +3,84 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
+
+/// Temporary files of writes in progress, so a signal handler can remove them
+/// ([`remove_in_flight`]); the process dies without unwinding there.
+static IN_FLIGHT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Name pattern of our temporary files: `.clipshape-XXXXXX.part` beside the target.
+pub const TEMP_PREFIX: &str = ".clipshape-";
+pub const TEMP_SUFFIX: &str = ".part";
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".clipshape-")
-        .suffix(".part")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX);
+    // What any other program writes: 0666 less the umask (tempfile's own 0600 is for secrets).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp_path = tmp.path().to_path_buf();
+    lock_in_flight().push(tmp_path.clone());
+    let result = (|| {
+        tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+        tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+        Ok(())
+    })();
+    lock_in_flight().retain(|p| p != &tmp_path);
+    result
+}
+
+fn lock_in_flight() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes the temporary files of writes still in progress (from a signal handler, before the
+/// process exits). Best effort: nothing to report to anyone at that point.
+pub fn remove_in_flight() {
+    // try_lock: the interrupted thread may hold the lock; a leftover is then cleaned by the next
+    // run ([`remove_stale_temps`]).
+    if let Ok(paths) = IN_FLIGHT.try_lock() {
+        for p in paths.iter() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Removes our temporary files older than `age` in `dir`: the leftovers of a run that was killed
+/// (SIGKILL gives no chance to clean up). Younger ones may belong to a run still writing.
+pub fn remove_stale_temps(dir: &Path, age: std::time::Duration) -> Result<usize> {
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)) {
+            continue;
+        }
+        let old = entry.metadata().and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default() >= age);
+        if old.unwrap_or(false) && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Serialises float32 tensors (moved to the CPU, made contiguous) with string metadata.

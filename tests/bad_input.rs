@@ -255,3 +255,56 @@ fn tensors_of_the_wrong_rank_are_refused_not_indexed() {
         .unwrap();
     assert!(matches!(e, Error::UnknownArchitecture { .. }) && e.to_string().contains("ln_final"), "{e:?}");
 }
+
+#[test]
+fn nan_weights_name_the_file_and_tensor() {
+    // Decoder weight, mapping weight, mean latent: each is named, not met later as a NaN loss.
+    for key in ["convs.3.conv.weight", "style.1.weight"] {
+        let e = edited(|sd| {
+            for (k, t) in sd.iter_mut() {
+                if k == key {
+                    *t = t.full_like(f64::NAN);
+                }
+            }
+        });
+        assert!(matches!(&e, Error::NotFinite { key: k, .. } if k == key), "{key}: {e:?}");
+    }
+    let dir = tmpdir();
+    let ck = Checkpoint::open(golden("e4e_encoder.safetensors")).unwrap();
+    let key = ck.keys().find(|k| k.ends_with("input_layer.0.weight")).expect("stem conv").to_string();
+    let tensors: Vec<(String, Tensor)> = ck
+        .keys()
+        .map(|k| {
+            let t = ck.tensor(k).unwrap();
+            (k.to_string(), if k == key { t.full_like(f64::INFINITY) } else { t })
+        })
+        .collect();
+    let bad = dir.path().join("inf-encoder.safetensors");
+    Tensor::write_safetensors(&tensors, &bad).unwrap();
+    let e = Checkpoint::open(&bad).unwrap().tensor(&key).unwrap_err();
+    assert!(e.to_string().contains(&key) && e.to_string().contains("inf-encoder"), "{e}");
+
+    // A shift file full of NaN is a bad file (format), not a shift of another generator.
+    let g = tiny();
+    let shape = g.layer_weight(clipshape::models::stylegan2::LayerId::Convs(3)).unwrap().size();
+    let nan_shift = dir.path().join("nan-shift.safetensors");
+    let meta = std::collections::HashMap::from([("layer".to_string(), "convs.3".to_string())]);
+    let x = Tensor::full(shape.as_slice(), f64::NAN, (Kind::Float, Device::Cpu));
+    std::fs::write(&nan_shift, clipshape::io::safetensors_bytes(&[("shift", &x)], &meta).unwrap()).unwrap();
+    let e = Shift::load(&g, &nan_shift).err().expect("refused");
+    assert!(matches!(e, Error::NotFinite { .. }), "{e:?}");
+}
+
+#[test]
+fn thread_counts_and_strength_counts_have_limits() {
+    let p =
+        ContextParams { threads: 100_000, device: DeviceRequest::Cpu, ..ContextParams::new(golden("stylegan2.pt")) };
+    let e = Context::new(&p).err().expect("refused");
+    assert!(matches!(&e, Error::InvalidArgument { name: "threads", .. }), "{e:?}");
+
+    let g = tiny();
+    let latent = Latent::from_seed(&g, 1, 1.0, None).unwrap();
+    let many = vec![0.0; edit::render::MAX_STRENGTHS + 1];
+    let e = edit::render(&g, &latent, &[], &many, 8).unwrap_err();
+    assert!(e.to_string().contains("257") && e.to_string().contains("strengths"), "{e}");
+}

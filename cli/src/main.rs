@@ -3,6 +3,7 @@
 //! `--strengths`; latents and shifts as safetensors (`wplus`; `shift` + `layer` metadata).
 
 mod bench;
+mod files;
 mod models;
 mod sheet;
 
@@ -15,9 +16,11 @@ use clipshape::context::{Context, ContextParams};
 use clipshape::device::DeviceRequest;
 use clipshape::edit::encode::ImageView;
 use clipshape::edit::optimize::{Method, OptimizeParams, Progress};
-use clipshape::edit::{self, render::save_png, Latent, PixelFormat, Shift};
+use clipshape::edit::render::{save_image, save_png};
+use clipshape::edit::{self, Latent, PixelFormat, Shift};
 use clipshape::models::clip::HeadCounts;
 use clipshape::store::ModelStore;
+use files::{load_rgba, OutputDir};
 use models::ModelsCommand;
 use sheet::{strength_label, write_contact_sheet, Tile};
 
@@ -295,10 +298,12 @@ fn model_context(cli: &Cli, model: &str, files: &ClipFiles, need_clip: bool) -> 
     Ok(Context::new(&params)?)
 }
 
-fn load_rgba(path: &Path) -> Result<(Vec<u8>, u32, u32)> {
-    let img = image::open(path).with_context(|| format!("reading {}", path.display()))?.to_rgba8();
-    let (w, h) = img.dimensions();
-    Ok((img.into_raw(), w, h))
+/// Refuses, before any work, a picture name whose format the CLI would not write.
+fn check_picture_name(path: &Path) -> Result<()> {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("png" | "jpg" | "jpeg") => Ok(()),
+        _ => bail!("{}: name a .png or .jpg file", path.display()),
+    }
 }
 
 fn rgb_of(images: &tch::Tensor) -> Result<Vec<Vec<u8>>> {
@@ -411,6 +416,8 @@ fn reference_rows(opts: &bench::BenchOptions) -> Result<String> {
 }
 
 fn run(cli: &Cli) -> Result<()> {
+    // Before any work: a thread count libtorch would choke on is refused at once.
+    clipshape::device::set_threads(cli.threads)?;
     match &cli.command {
         Command::Info { generator } => {
             let ctx = generator_context(cli, generator)?;
@@ -446,12 +453,13 @@ fn run(cli: &Cli) -> Result<()> {
             emit(&text);
         }
         Command::Sample { generator, seed, truncation, out, latent_out } => {
+            check_picture_name(out)?;
             let ctx = generator_context(cli, generator)?;
             let mean = if *truncation < 1.0 { Some(ctx.mean_latent()?) } else { None };
             let latent = Latent::from_seed(&ctx.generator, *seed as i64, *truncation, mean)?;
             let images = edit::render(&ctx.generator, &latent, &[], &[0.0], 1)?;
             let (_, _, h, w) = images.size4()?;
-            save_png(out, &rgb_of(&images)?[0], w as u32, h as u32, PixelFormat::Rgb8)?;
+            save_image(out, &rgb_of(&images)?[0], w as u32, h as u32, PixelFormat::Rgb8)?;
             if let Some(p) = latent_out {
                 latent.save(p)?;
             }
@@ -459,25 +467,28 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Command::Render { generator, latent, shift, strengths, out } => {
             let strengths = parse_list(strengths, "--strengths")?;
+            let out = OutputDir::prepare(out)?;
             let ctx = generator_context(cli, generator)?;
             let latent = Latent::load(&ctx.generator, latent)?;
             let shifts = shift.iter().map(|p| Shift::load(&ctx.generator, p)).collect::<clipshape::Result<Vec<_>>>()?;
             let refs: Vec<(&Shift, f64)> = shifts.iter().map(|s| (s, 1.0)).collect();
             let images = edit::render(&ctx.generator, &latent, &refs, &strengths, edit::render::DEFAULT_MAX_BATCH)?;
-            for p in write_images(&images, out)? {
+            out.clear_previous()?;
+            for p in write_images(&images, &out.path)? {
                 emit(&format!("{}\n", p.display()));
             }
         }
         Command::Tokenize { vocab, truncate, text } => {
             let tok = clipshape::tokenizer::Tokenizer::from_gz_file(vocab_path(vocab)?)?;
-            let ids = tok.tokenize(text, *truncate).map_err(clipshape::Error::from)?;
+            // As the reference tokenizes (empty text gives [start, end]); edits refuse empty prompts.
+            let ids = tok.tokenize_reference(text, *truncate).map_err(clipshape::Error::from)?;
             let line: Vec<String> = ids.iter().map(i64::to_string).collect();
             emit(&format!("{}\n", line.join(" ")));
         }
         Command::Score { files, image, texts } => {
             let clip = files.clip.clone().context("--clip FILE is required")?;
             let dev = device(cli)?.resolve()?;
-            clipshape::device::set_threads(cli.threads);
+            clipshape::device::set_threads(cli.threads)?;
             let guide =
                 clipshape::edit::guide::ClipGuide::load(&clip, &vocab_path(&files.vocab)?, HeadCounts::default(), dev)?;
             let (rgba, w, h) = load_rgba(image)?;
@@ -496,6 +507,9 @@ fn run(cli: &Cli) -> Result<()> {
             emit(&text);
         }
         Command::Encode { model, image, out, recon } => {
+            if let Some(r) = recon {
+                check_picture_name(r)?;
+            }
             let ctx = model_context(cli, model, &ClipFiles::default(), false)?;
             let (rgba, w, h) = load_rgba(image)?;
             let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
@@ -504,12 +518,13 @@ fn run(cli: &Cli) -> Result<()> {
             emit(&format!("{}\n", out.display()));
             if let Some(r) = recon {
                 let img = ctx.to_frame(&edit::render(&ctx.generator, &latent, &[], &[0.0], 1)?, Some((w, h)))?;
-                save_png(r, &rgb_of(&img)?[0], w, h, PixelFormat::Rgb8)?;
+                save_image(r, &rgb_of(&img)?[0], w, h, PixelFormat::Rgb8)?;
                 emit(&format!("{}\n", r.display()));
             }
         }
         Command::Edit { model, inputs, seed, truncation, files, opts, strengths, out } => {
             let strengths = parse_list(strengths, "--strengths")?;
+            let out = OutputDir::prepare(out)?;
             let (photo, prompt) = match (inputs.as_slice(), seed) {
                 ([prompt], Some(_)) => (None, prompt.clone()),
                 ([photo, prompt], None) => (Some(PathBuf::from(photo)), prompt.clone()),
@@ -554,8 +569,8 @@ fn run(cli: &Cli) -> Result<()> {
             if let Some(p) = &photo {
                 shift.meta.insert("source".into(), p.display().to_string());
             }
-            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-            write_edit(&ctx, &latent, &shift, &strengths, (&input_rgb, iw, ih), out)?;
+            out.clear_previous()?;
+            write_edit(&ctx, &latent, &shift, &strengths, (&input_rgb, iw, ih), &out.path)?;
             let shift_path = out.join("shift.safetensors");
             shift.save(&shift_path)?;
             latent.save(&out.join("latent.safetensors"))?;
@@ -569,6 +584,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Command::Apply { shift, photo, model, seed, truncation, strengths, out } => {
             let strengths = parse_list(strengths, "--strengths")?;
+            let out = OutputDir::prepare(out)?;
             let recorded = clipshape::checkpoint::Checkpoint::open(shift)?.metadata().get("model").cloned();
             let model = model.clone().or(recorded).with_context(|| {
                 format!("{}: the shift does not record its model; pass --model SET_OR_FILE", shift.display())
@@ -576,8 +592,8 @@ fn run(cli: &Cli) -> Result<()> {
             let ctx = model_context(cli, &model, &ClipFiles::default(), false)?;
             let s = Shift::load(&ctx.generator, shift)?;
             let (latent, input_rgb, iw, ih) = input_latent(&ctx, photo.as_deref(), *seed, *truncation)?;
-            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-            write_edit(&ctx, &latent, &s, &strengths, (&input_rgb, iw, ih), out)?;
+            out.clear_previous()?;
+            write_edit(&ctx, &latent, &s, &strengths, (&input_rgb, iw, ih), &out.path)?;
         }
         Command::Models(cmd) => models::run_cli(cmd.clone())?,
         Command::Bench { batches, iters, random_size, full, golden, reference } => {
@@ -586,7 +602,7 @@ fn run(cli: &Cli) -> Result<()> {
                 bail!("--batches: every batch size must be at least 1");
             }
             let device = device(cli)?.resolve()?;
-            clipshape::device::set_threads(cli.threads);
+            clipshape::device::set_threads(cli.threads)?;
             let opts = bench::BenchOptions {
                 device,
                 iters: *iters,
@@ -609,8 +625,26 @@ fn run(cli: &Cli) -> Result<()> {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("CLIPSHAPE_LOG", "warn")).init();
     let cli = Cli::parse();
+    files::remove_temps_on_interrupt();
     if let Err(e) = run(&cli) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", report(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, each said once: the library's messages already include their
+/// source's text, which anyhow's `{:#}` would repeat.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let m = cause.to_string();
+        if out.contains(&m) {
+            continue;
+        }
+        if !out.is_empty() {
+            out += ": ";
+        }
+        out += &m;
+    }
+    out
 }

@@ -164,17 +164,24 @@ impl Checkpoint {
                 from_bytes(&bytes[*start..*end], &entry.shape, kind, &self.path, key)?
             }
             (Source::Pickle(tref), Backing::Pickle(ck)) => {
-                let data =
-                    ck.tensor_bytes(tref).map_err(|e| Error::format(&self.path, format!("tensor `{key}`: {e}")))?;
+                let data = ck
+                    .tensor_bytes(tref)
+                    .map_err(|e| Error::format(&self.path, format!("tensor `{key}`: {}", e.without_path())))?;
                 from_bytes(&data.bytes, &entry.shape, pickle_kind(data.dtype), &self.path, key)?
             }
             (Source::Memory(t), _) => t.shallow_clone(),
             _ => return Err(Error::Internal("checkpoint source and backing disagree".into())),
         };
-        Ok(match t.kind() {
+        let t = match t.kind() {
             Kind::Half | Kind::BFloat16 | Kind::Double => t.f_to_kind(Kind::Float)?,
             _ => t,
-        })
+        };
+        // A NaN or infinite weight makes every output black or NaN far from its cause; one pass
+        // over the values at load names the tensor instead.
+        if t.f_is_floating_point()? && t.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+            return Err(Error::NotFinite { path: self.path.clone(), key: key.to_string() });
+        }
+        Ok(t)
     }
 }
 

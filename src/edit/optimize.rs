@@ -114,6 +114,9 @@ impl OptimizeParams {
         if self.prompts.is_empty() {
             return Err(Error::arg("prompt", "no prompt given"));
         }
+        if self.neutral.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(Error::arg("neutral", "is empty; leave it out for the plain (non-directional) loss"));
+        }
         Ok(())
     }
 }

@@ -13,6 +13,9 @@ use crate::models::stylegan2::{Generator, LayerId};
 
 /// Images per forward pass when rendering many strengths; bounds memory at 1024 px.
 pub const DEFAULT_MAX_BATCH: usize = 8;
+/// The most strengths one render takes: every image is held in memory at once (a million
+/// strengths once reached 17 GB before the kernel stopped the process).
+pub const MAX_STRENGTHS: usize = 256;
 
 /// Renders one image per strength: (S, 3, H, W) float32 in about [-1, 1], on the generator's
 /// device. Each `(shift, coefficient)` contributes `strength · coefficient · shift` to its layer.
@@ -25,6 +28,15 @@ pub fn render(
 ) -> Result<Tensor> {
     if strengths.is_empty() {
         return Err(Error::arg("strengths", "the list is empty; give at least one strength (0 = unedited)"));
+    }
+    if strengths.len() > MAX_STRENGTHS {
+        return Err(Error::arg(
+            "strengths",
+            format!(
+                "{} given; one render takes at most {MAX_STRENGTHS} (render the rest in another call)",
+                strengths.len()
+            ),
+        ));
     }
     if let Some(k) = strengths.iter().find(|k| !k.is_finite()) {
         return Err(Error::arg("strengths", format!("{k} is not a finite number")));
@@ -143,6 +155,29 @@ pub fn save_png(path: &std::path::Path, pixels: &[u8], width: u32, height: u32, 
         .write_image(pixels, width, height, color)
         .map_err(|e| Error::Internal(format!("PNG encoding of {}: {e}", path.display())))?;
     crate::io::write_atomic(path, &bytes)
+}
+
+/// Writes an 8-bit picture in the format its extension names (`.png`, `.jpg` / `.jpeg`),
+/// atomically; any other extension is refused rather than written under a misleading name.
+pub fn save_image(path: &std::path::Path, pixels: &[u8], width: u32, height: u32, format: PixelFormat) -> Result<()> {
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("png") => save_png(path, pixels, width, height, format),
+        Some("jpg" | "jpeg") => {
+            let rgb = match format {
+                PixelFormat::Rgb8 => pixels.to_vec(),
+                // JPEG has no alpha: drop it (the library's renders are opaque).
+                PixelFormat::Rgba8 => pixels.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+                PixelFormat::Bgra8 => pixels.chunks_exact(4).flat_map(|p| [p[2], p[1], p[0]]).collect(),
+            };
+            let mut bytes = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95)
+                .write_image(&rgb, width, height, image::ExtendedColorType::Rgb8)
+                .map_err(|e| Error::Internal(format!("JPEG encoding of {}: {e}", path.display())))?;
+            crate::io::write_atomic(path, &bytes)
+        }
+        _ => Err(Error::arg("out", format!("{}: name a .png or .jpg file", path.display()))),
+    }
 }
 
 use image::ImageEncoder as _;

@@ -213,6 +213,7 @@ fn status_of(e: &Error) -> cs_status {
         | Error::Checkpoint(_)
         | Error::MissingTensor { .. }
         | Error::Shape { .. }
+        | Error::NotFinite { .. }
         | Error::Keys { .. }
         | Error::UnknownArchitecture { .. } => cs_status::ModelFormat,
         Error::Store(s) => match s {

@@ -19,7 +19,7 @@ pub(super) fn model_store(dir: *const c_char) -> Result<ModelStore> {
 }
 
 /// OK when every file of `set` is in the store (`models_dir` NULL = the default directory);
-/// otherwise MODELS_MISSING (before ABI 1.1: IO) and `cs_last_error()` says which files, their
+/// otherwise MODELS_MISSING (libclipshape 0.1 answered IO) and `cs_last_error()` says which files, their
 /// URLs and where to put them. Also: INVALID_ARGUMENT (unknown set); MODEL_FORMAT (bad manifest).
 #[no_mangle]
 pub unsafe extern "C" fn cs_models_check(models_dir: *const c_char, set: *const c_char) -> cs_status {

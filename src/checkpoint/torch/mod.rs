@@ -75,6 +75,22 @@ pub enum CheckpointError {
     Unsupported { path: PathBuf, reason: String },
 }
 
+impl CheckpointError {
+    /// The message without the file name, for callers that name the file themselves.
+    pub fn without_path(&self) -> String {
+        match self {
+            CheckpointError::Io { source, .. } => format!("I/O error: {source}"),
+            CheckpointError::NotACheckpoint { reason, .. } => format!("not a PyTorch checkpoint: {reason}"),
+            CheckpointError::Corrupt { reason, .. } => format!("corrupt checkpoint: {reason}"),
+            CheckpointError::UnsupportedOpcode { opcode, offset, .. } => {
+                format!("unsupported pickle opcode 0x{opcode:02x} at byte {offset}")
+            }
+            CheckpointError::MissingStorage { key, .. } => format!("tensor storage '{key}' is not in the file"),
+            CheckpointError::Unsupported { reason, .. } => format!("unsupported checkpoint feature: {reason}"),
+        }
+    }
+}
+
 fn corrupt(path: &Path, reason: impl Into<String>) -> CheckpointError {
     CheckpointError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
 }

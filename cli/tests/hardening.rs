@@ -1,0 +1,218 @@
+//! Defects found by probing the CLI as a hostile user would; each test failed before its fix.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use clipshape::checkpoint::Checkpoint;
+use common::{golden, tmpdir};
+
+fn clipshape(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clipshape")).args(args).args(["--device", "cpu"]).output().expect("run clipshape")
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = clipshape(args);
+    assert!(!out.status.success(), "clipshape {args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = clipshape(args);
+    assert!(out.status.success(), "clipshape {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn absurd_thread_counts_are_refused_at_once() {
+    let e = fails(&["--threads", "100000", "info", p(&golden("stylegan2.pt"))]);
+    assert!(e.contains("threads") && e.contains("100000") && e.contains("logical CPUs"), "{e}");
+}
+
+/// The golden generator with one tensor replaced by NaN, as a safetensors file.
+fn with_nan(dir: &Path, source: &str, key: &str) -> std::path::PathBuf {
+    let ck = Checkpoint::open(golden(source)).unwrap();
+    let tensors: Vec<(String, tch::Tensor)> = ck
+        .keys()
+        .map(|k| {
+            let t = ck.tensor(k).unwrap();
+            (k.to_string(), if k == key { t.full_like(f64::NAN) } else { t })
+        })
+        .collect();
+    let path = dir.join(format!("nan-{source}"));
+    tch::Tensor::write_safetensors(&tensors, &path).unwrap();
+    path
+}
+
+#[test]
+fn nan_weights_are_named_instead_of_rendering_black() {
+    let dir = tmpdir();
+    let bad = with_nan(dir.path(), "stylegan2.safetensors", "convs.3.conv.weight");
+    let e = fails(&["sample", p(&bad), "--seed", "1", "--out", p(&dir.path().join("x.png"))]);
+    assert!(e.contains("convs.3.conv.weight") && e.contains("NaN") && e.contains("nan-stylegan2"), "{e}");
+    assert!(!dir.path().join("x.png").exists());
+}
+
+#[test]
+fn an_output_that_is_a_file_is_refused_before_any_work() {
+    let dir = tmpdir();
+    let f = dir.path().join("f");
+    std::fs::write(&f, "x").unwrap();
+    // A run of 100 000 steps would take hours: the refusal must come first.
+    let e = fails(&[
+        "edit",
+        p(&golden("e4e.pt")),
+        "--clip",
+        p(&golden("clip_jit.pt")),
+        "--vocab",
+        p(&golden("bpe_simple_vocab_16e6.txt.gz")),
+        "--seed",
+        "1",
+        "face",
+        "--steps",
+        "100000",
+        "--out",
+        p(&f),
+    ]);
+    assert!(e.contains("exists and is not a directory"), "{e}");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "x", "the file is kept");
+}
+
+/// A PNG whose header claims `w`×`h` pixels, with no real pixel data behind it.
+fn png_header_only(path: &Path, w: u32, h: u32) {
+    let mut ihdr = Vec::from(*b"IHDR");
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    for chunk in [&ihdr[..], b"IDAT", b"IEND"] {
+        let mut crc = flate2::Crc::new();
+        crc.update(chunk);
+        bytes.extend((chunk.len() as u32 - 4).to_be_bytes());
+        bytes.extend(chunk);
+        bytes.extend(crc.sum().to_be_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_huge_picture_is_refused_from_its_header() {
+    let dir = tmpdir();
+    let huge = dir.path().join("huge.png");
+    png_header_only(&huge, 20000, 20000);
+    let e = fails(&["encode", p(&golden("e4e.pt")), p(&huge), "--out", p(&dir.path().join("w.safetensors"))]);
+    assert!(e.contains("20000×20000") && e.contains("exceeds"), "{e}");
+}
+
+#[test]
+fn a_jpeg_named_png_is_read_and_jpg_outputs_are_jpeg() {
+    let dir = tmpdir();
+    let jpg = dir.path().join("s.jpg");
+    ok(&["sample", p(&golden("stylegan2.pt")), "--seed", "3", "--out", p(&jpg)]);
+    let bytes = std::fs::read(&jpg).unwrap();
+    assert_eq!(&bytes[..2], &[0xFF, 0xD8], "a .jpg output is a JPEG");
+    let misnamed = dir.path().join("really-a-jpeg.png");
+    std::fs::write(&misnamed, &bytes).unwrap();
+    ok(&["encode", p(&golden("e4e.pt")), p(&misnamed), "--out", p(&dir.path().join("w.safetensors"))]);
+    let e = fails(&["sample", p(&golden("stylegan2.pt")), "--seed", "3", "--out", p(&dir.path().join("s.gif"))]);
+    assert!(e.contains("s.gif") && e.contains(".png or .jpg"), "{e}");
+}
+
+#[test]
+fn a_second_render_leaves_no_images_of_the_first() {
+    let dir = tmpdir();
+    let latent = dir.path().join("w.safetensors");
+    ok(&[
+        "sample",
+        p(&golden("stylegan2.pt")),
+        "--seed",
+        "1",
+        "--out",
+        p(&dir.path().join("s.png")),
+        "--latent-out",
+        p(&latent),
+    ]);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    ok(&[
+        "render",
+        p(&golden("stylegan2.pt")),
+        "--latent",
+        p(&latent),
+        "--strengths=-3,-2,-1,0,1,2,3",
+        "--out",
+        p(&out),
+    ]);
+    ok(&["render", p(&golden("stylegan2.pt")), "--latent", p(&latent), "--strengths=0,1", "--out", p(&out)]);
+    let mut names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["00.png", "01.png", "notes.txt"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn outputs_follow_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmpdir();
+    // What any file created here gets: 0666 less this process's umask (the same as the CLI's).
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "x").unwrap();
+    let want = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777;
+    let png = dir.path().join("s.png");
+    let latent = dir.path().join("w.safetensors");
+    ok(&["sample", p(&golden("stylegan2.pt")), "--seed", "1", "--out", p(&png), "--latent-out", p(&latent)]);
+    for f in [&png, &latent] {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, want, "{}: mode {mode:o}, a plain file gets {want:o}", f.display());
+    }
+}
+
+#[test]
+fn an_empty_neutral_text_is_named() {
+    let dir = tmpdir();
+    let e = fails(&[
+        "edit",
+        p(&golden("e4e.pt")),
+        "--clip",
+        p(&golden("clip_jit.pt")),
+        "--vocab",
+        p(&golden("bpe_simple_vocab_16e6.txt.gz")),
+        "--seed",
+        "1",
+        "face",
+        "--steps",
+        "2",
+        "--neutral",
+        "",
+        "--out",
+        p(&dir.path().join("o")),
+    ]);
+    assert!(e.contains("`neutral`"), "{e}");
+}
+
+#[test]
+fn whitespace_tokenizes_as_the_reference_does() {
+    let out = ok(&["tokenize", "--vocab", p(&golden("bpe_simple_vocab_16e6.txt.gz")), "   "]);
+    let ids: Vec<i64> = out.split_whitespace().map(|s| s.parse().unwrap()).collect();
+    assert_eq!(&ids[..3], &[49406, 49407, 0]);
+}
+
+#[test]
+fn messages_are_not_repeated() {
+    // An OS error used to be printed twice ("… (os error 2): … (os error 2)").
+    let e = fails(&["info", "/nonexistent/dir/g.pt"]);
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 1, "{e}");
+    let first = lines[0];
+    for piece in first.split(": ").filter(|s| s.len() > 8) {
+        assert_eq!(first.matches(piece).count(), 1, "`{piece}` repeated in {first}");
+    }
+}
