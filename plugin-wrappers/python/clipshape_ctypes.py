@@ -28,6 +28,7 @@ this file, then the system loader (``LD_LIBRARY_PATH``, ldconfig).
 
 import ctypes
 import math
+import numbers
 import os
 import sys
 import threading
@@ -276,9 +277,25 @@ class cs_image(Structure):
     ]
 
 
-cs_progress_fn = CFUNCTYPE(c_int32, c_void_p, c_int32, c_int32, c_float, c_float)
-cs_fetch_progress_fn = CFUNCTYPE(c_int32, c_void_p, c_char_p, c_uint64, c_uint64)
-cs_log_fn = CFUNCTYPE(None, c_void_p, c_int32, c_char_p)
+def _nullable(fn_type):
+    """A callback type that also takes None (NULL), as the header allows for every callback."""
+    class Nullable(fn_type):
+        _flags_ = fn_type._flags_
+        _restype_ = fn_type._restype_
+        _argtypes_ = fn_type._argtypes_
+
+        @classmethod
+        def from_param(cls, obj):
+            if obj is None:
+                return c_void_p(None)
+            return fn_type.from_param(obj)
+    Nullable.__name__ = fn_type.__name__
+    return Nullable
+
+
+cs_progress_fn = _nullable(CFUNCTYPE(c_int32, c_void_p, c_int32, c_int32, c_float, c_float))
+cs_fetch_progress_fn = _nullable(CFUNCTYPE(c_int32, c_void_p, c_char_p, c_uint64, c_uint64))
+cs_log_fn = _nullable(CFUNCTYPE(None, c_void_p, c_int32, c_char_p))
 
 
 class cs_optimize_params(Structure):
@@ -453,12 +470,33 @@ def _cstr(value, what):
         if isinstance(raw, bytes):
             pass
         elif isinstance(raw, str):
-            raw = raw.encode("utf-8")
+            try:
+                raw = raw.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InvalidArgumentError("%s is not valid text (%s)" % (what, e.reason)) from None
         else:
             raise InvalidArgumentError("%s must be a string, not %s" % (what, type(value).__name__))
     if b"\0" in raw:
         raise InvalidArgumentError("%s contains a NUL character" % what)
     return raw
+
+
+INT32 = (-2**31, 2**31 - 1)
+UINT32 = (0, 2**32 - 1)
+UINT64 = (0, 2**64 - 1)
+
+
+def _int(value, what, lo, hi):
+    """An integer in [lo, hi]; ctypes would wrap anything else silently (2**32 + 3 steps = 3)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise InvalidArgumentError("%s must be an integer, not %r" % (what, value))
+    value = int(value)
+    if not lo <= value <= hi:
+        raise InvalidArgumentError("%s = %d is outside %d..%d" % (what, value, lo, hi))
+    return value
 
 
 def _format_code(fmt):
@@ -602,8 +640,8 @@ def _image_view(pixels, width, height, stride, fmt):
     """A cs_image over ``pixels`` (bytes, bytearray, memoryview) and what keeps it alive."""
     code = _format_code(fmt)
     bpp = BYTES_PER_PIXEL[_format_name(code)]
-    width, height = int(width), int(height)
-    stride = int(stride) if stride else width * bpp
+    width, height = _int(width, "width", 0, UINT32[1]), _int(height, "height", 0, UINT32[1])
+    stride = _int(stride, "stride", 0, UINT32[1]) if stride else width * bpp
     if width <= 0 or height <= 0:
         raise InvalidArgumentError("image %d×%d has no pixels" % (width, height))
     if stride < width * bpp:
@@ -791,8 +829,8 @@ class Context(_Handle):
         p.set_name = s(set_name, "set_name")
         p.models_dir = s(models_dir, "models_dir")
         p.device, p.device_index = kind, index
-        p.n_threads = int(n_threads)
-        p.clip_text_heads = int(clip_text_heads)
+        p.n_threads = _int(n_threads, "n_threads", 0, INT32[1])
+        p.clip_text_heads = _int(clip_text_heads, "clip_text_heads", 0, INT32[1])
         out = POINTER(cs_ctx)()
         _call(L.cs_context_create, ctypes.byref(p), ctypes.byref(out))
         self._ptr = out
@@ -879,7 +917,7 @@ class Context(_Handle):
     def latent_from_seed(self, seed, truncation=0.7):
         out = POINTER(cs_latent)()
         with self._op_lock:
-            _call(self._lib.cs_latent_from_seed, self.ptr, int(seed), float(truncation),
+            _call(self._lib.cs_latent_from_seed, self.ptr, _int(seed, "seed", *UINT64), float(truncation),
                   ctypes.byref(out))
         return Latent(out)
 
@@ -953,10 +991,10 @@ class Context(_Handle):
                     raise InvalidArgumentError("%s is NaN" % name)
                 setattr(p, name, value)
         if steps is not None:
-            p.steps = int(steps)
-        p.seed = int(seed)
+            p.steps = _int(steps, "steps", 1, INT32[1])
+        p.seed = _int(seed, "seed", *UINT64)
         p.truncate_prompt = 1 if truncate_prompt else 0
-        p.progress_every = max(1, int(progress_every))
+        p.progress_every = _int(progress_every, "progress_every", 1, INT32[1])
         return p
 
     def _progress_box(self, progress):
@@ -1053,9 +1091,10 @@ class Context(_Handle):
         p.strengths = ctypes.cast(ks, POINTER(c_float))
         p.n_strengths = len(strengths)
         p.format = _format_code(fmt)
-        p.max_batch = int(max_batch)
+        p.max_batch = _int(max_batch, "max_batch", 0, UINT32[1])
         if target is not None:
-            p.target_width, p.target_height = int(target[0]), int(target[1])
+            p.target_width = _int(target[0], "target width", 0, UINT32[1])
+            p.target_height = _int(target[1], "target height", 0, UINT32[1])
             if p.target_width <= 0 or p.target_height <= 0:
                 raise InvalidArgumentError("target size %r has no pixels" % (tuple(target),))
         out = POINTER(cs_images)()

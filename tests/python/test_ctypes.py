@@ -388,3 +388,28 @@ def test_model_sets_are_listed_with_their_state(cs, tmp_path):
         assert sets[name].description == entry["description"]
         licences = {manifest["files"][f].get("licence") for f in files} - {None}
         assert all(l in sets[name].licences for l in licences), sets[name].licences
+
+
+def test_integers_outside_their_c_range_are_refused(ctx, cs):
+    w = ctx.latent_from_seed(1)
+    # ctypes would wrap these silently: 2**32 + 3 steps ran 3 steps, 2**64 + 5 became seed 5.
+    for kw, what in ((dict(steps=2**32 + 3), "steps"), (dict(seed=2**64 + 5), "seed"),
+                     (dict(seed=-1), "seed"), (dict(steps=0), "steps"), (dict(steps=2.5), "steps")):
+        with pytest.raises(cs.InvalidArgumentError, match=what):
+            ctx.optimize(w, "a face", **kw)
+    with pytest.raises(cs.InvalidArgumentError, match="seed"):
+        ctx.latent_from_seed(-1)
+    with pytest.raises(cs.InvalidArgumentError, match="seed"):
+        ctx.latent_from_seed(2**64)
+
+
+def test_text_that_is_not_utf8_is_an_argument_error(ctx, cs):
+    w = ctx.latent_from_seed(1)
+    with pytest.raises(cs.InvalidArgumentError, match="prompt"):
+        ctx.optimize(w, "a face \udc80", steps=1)
+
+
+def test_callbacks_may_be_null_as_the_header_says(cs):
+    L = cs.load_library()
+    assert L.cs_set_log(1, None, None) == cs.STATUS_OK
+    assert L.cs_set_log(2, None, None) == cs.STATUS_OK

@@ -109,3 +109,12 @@ def test_plugin_sources_parse_as_python_3_9(name):
     import ast
     with open(os.path.join(REPO, name)) as f:
         ast.parse(f.read(), feature_version=(3, 9))
+
+
+def test_the_gimp_plugin_is_executable_in_git():
+    # GIMP 3 runs only executable plug-ins, and copying the folder by hand keeps git's mode.
+    out = subprocess.run(["git", "ls-files", "-s", "plugin-wrappers/gimp/clipshape/clipshape.py"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    if not out:
+        pytest.skip("not a git checkout")
+    assert out.split()[0] == "100755", out
