@@ -64,6 +64,10 @@ impl ModelStore {
             return Err(StoreError::NoUrl { file: file.to_string() });
         }
         let mut last_err = None;
+        // A partial file left by an earlier run can itself be the bad part: when a resumed
+        // download fails its hash, it is discarded and fetched once more from the start before
+        // the source is blamed.
+        let mut restarted = false;
         for url in &urls {
             let mut attempt = 0;
             loop {
@@ -88,6 +92,14 @@ impl ModelStore {
                         });
                         out.pinned = pinned;
                         return Ok(out);
+                    }
+                    Err(StoreError::HashMismatch { .. }) if resumed_from > 0 && !restarted => {
+                        restarted = true;
+                        let _ = fs::remove_file(self.side_path(file, ".part"));
+                        progress.note(&format!(
+                            "{file}: the partial download kept from an earlier run ({resumed_from} bytes) was bad; \
+                             discarded it, downloading again from the start"
+                        ));
                     }
                     Err(e) if e.is_retryable() && attempt < self.options.retries => {
                         attempt += 1;

@@ -724,3 +724,31 @@ fn content_ranges() {
     assert_eq!(parse_content_range("bytes 10-99/*"), Some((10, None)));
     assert_eq!(parse_content_range("items 1-2/3"), None);
 }
+
+/// Keeps the notes a fetch tells the user.
+#[derive(Default)]
+struct Notes(Vec<String>);
+
+impl Progress for Notes {
+    fn start(&mut self, _: &str, _: u64, _: u64) {}
+    fn advance(&mut self, _: u64) {}
+    fn finish(&mut self, _: &str) {}
+    fn note(&mut self, message: &str) {
+        self.0.push(message.to_string());
+    }
+}
+
+#[test]
+fn a_garbage_partial_file_is_blamed_and_discarded_not_the_source() {
+    let f = fx(None, true);
+    let part = f.store.root().join("w.bin.part");
+    fs::create_dir_all(f.store.root()).unwrap();
+    fs::write(&part, vec![0xAA; 1000]).unwrap();
+    let mut notes = Notes::default();
+    let out = f.store.fetch_file("w.bin", &mut notes).expect("the good source succeeds");
+    assert!(matches!(out.action, FetchAction::Downloaded { resumed_from: 0, .. }), "{out:?}");
+    assert_eq!(read(&f.store.file_path("w.bin")), f.w);
+    assert!(notes.0.iter().any(|n| n.contains("partial download") && n.contains("1000 bytes")), "{:?}", notes.0);
+    let ranges: Vec<Option<String>> = f.server.requests().into_iter().map(|(_, r)| r).collect();
+    assert_eq!(ranges, [Some("bytes=1000-".to_string()), None], "resumed once, then from the start");
+}
