@@ -491,9 +491,10 @@ enum cs_status cs_clip_score(const struct cs_ctx *ctx,
 // ──── Model files ───────────────────────────────────────────────────────────────────────────
 
 // OK when every file of `set` is in the store (`models_dir` NULL = the default directory);
-// otherwise MODELS_MISSING (before ABI 1.1: IO) and `cs_last_error()` says which files, their
+// otherwise MODELS_MISSING (libclipshape 0.1 answered IO) and `cs_last_error()` says which files, their
 // URLs and where to put them. Also: INVALID_ARGUMENT (unknown set); MODEL_FORMAT (bad manifest).
-enum cs_status cs_models_check(const char *models_dir, const char *set);
+enum cs_status cs_models_check(const char *models_dir,
+                               const char *set);
 
 // Deprecated (kept for ABI 1 callers; use `cs_models_list`). The model sets that edit pictures
 // (`ffhq`, `car`, `horse`, …), one per line: name, a tab,

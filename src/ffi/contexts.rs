@@ -142,18 +142,22 @@ pub unsafe extern "C" fn cs_context_get_domain(ctx: *const cs_ctx, out: *mut cs_
     guard(|| {
         let ctx = &ref_arg(ctx, "ctx")?.inner;
         let f = ctx.frame;
-        *out_arg(out, "out")? = cs_domain_info {
-            struct_size: std::mem::size_of::<cs_domain_info>() as u32,
-            name: c_name(ctx.domain.as_ref().map(|d| d.name.as_str()).unwrap_or("")),
-            frame_left: f.left,
-            frame_top: f.top,
-            frame_width: f.width,
-            frame_height: f.height,
-            has_encoder: ctx.encoder.is_some() as i32,
-            has_clip: ctx.guide.is_some() as i32,
-            default_layer: c_name(&ctx.default_layer().to_string()),
-            default_lambda2: ctx.default_lambda2() as f32,
-        };
+        write_sized(
+            out,
+            cs_domain_info {
+                struct_size: std::mem::size_of::<cs_domain_info>() as u32,
+                name: c_name(ctx.domain.as_ref().map(|d| d.name.as_str()).unwrap_or("")),
+                frame_left: f.left,
+                frame_top: f.top,
+                frame_width: f.width,
+                frame_height: f.height,
+                has_encoder: ctx.encoder.is_some() as i32,
+                has_clip: ctx.guide.is_some() as i32,
+                default_layer: c_name(&ctx.default_layer().to_string()),
+                default_lambda2: ctx.default_lambda2() as f32,
+            },
+            "out",
+        )?;
         Ok(())
     })
 }
@@ -164,13 +168,17 @@ pub unsafe extern "C" fn cs_context_get_domain(ctx: *const cs_ctx, out: *mut cs_
 pub unsafe extern "C" fn cs_generator_get_info(ctx: *const cs_ctx, out: *mut cs_generator_info) -> cs_status {
     guard(|| {
         let g = &ref_arg(ctx, "ctx")?.inner.generator;
-        *out_arg(out, "out")? = cs_generator_info {
-            struct_size: std::mem::size_of::<cs_generator_info>() as u32,
-            resolution: g.config.size as u32,
-            n_latent: g.n_latent() as u32,
-            style_dim: g.style_dim() as u32,
-            n_layers: g.layers().len() as u32,
-        };
+        write_sized(
+            out,
+            cs_generator_info {
+                struct_size: std::mem::size_of::<cs_generator_info>() as u32,
+                resolution: g.config.size as u32,
+                n_latent: g.n_latent() as u32,
+                style_dim: g.style_dim() as u32,
+                n_layers: g.layers().len() as u32,
+            },
+            "out",
+        )?;
         Ok(())
     })
 }

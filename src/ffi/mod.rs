@@ -318,6 +318,29 @@ unsafe fn free_handle<T>(p: *mut T) {
     }
 }
 
+/// Writes an output struct whose first field is `struct_size: u32`. A caller that set
+/// `struct_size` (an older, smaller struct) gets that many bytes and no more; 0 means the caller
+/// has this header's struct. Either way `struct_size` then holds the bytes written.
+///
+/// # Safety
+/// `out` is NULL or points to at least `struct_size` writable bytes (this header's size when 0),
+/// and `T` begins with a `u32` struct_size.
+unsafe fn write_sized<T>(out: *mut T, value: T, name: &'static str) -> Result<()> {
+    if out.is_null() {
+        return Err(Error::arg(name, "is NULL"));
+    }
+    let full = std::mem::size_of::<T>();
+    let asked = std::ptr::read_unaligned(out as *const u32) as usize;
+    let n = if asked == 0 || asked >= full { full } else { asked };
+    if n < 4 {
+        return Err(Error::arg(name, format!("struct_size {asked} is smaller than its struct_size field")));
+    }
+    let value = std::mem::ManuallyDrop::new(value);
+    std::ptr::copy_nonoverlapping(&*value as *const T as *const u8, out as *mut u8, n);
+    std::ptr::write_unaligned(out as *mut u32, n as u32);
+    Ok(())
+}
+
 /// The create pattern of every constructor: `*out` is NULL unless `make` succeeds, then it owns
 /// the new object.
 unsafe fn hand_out<T>(out: *mut *mut T, make: impl FnOnce() -> Result<T>) -> Result<()> {

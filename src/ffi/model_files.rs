@@ -197,16 +197,20 @@ pub unsafe extern "C" fn cs_model_sets_get(
             .sets
             .get(index)
             .ok_or_else(|| Error::arg("index", format!("{index} is not below the {} sets", sets.sets.len())))?;
-        *out_arg(out, "out")? = cs_model_set_info {
-            struct_size: std::mem::size_of::<cs_model_set_info>() as u32,
-            name: r.name.as_ptr(),
-            description: r.description.as_ptr(),
-            complete: r.complete as i32,
-            download_bytes: r.download_bytes,
-            licences: r.licences.as_ptr(),
-            n_prompts: r.prompt_ptrs.len(),
-            prompts: r.prompt_ptrs.as_ptr(),
-        };
+        write_sized(
+            out,
+            cs_model_set_info {
+                struct_size: std::mem::size_of::<cs_model_set_info>() as u32,
+                name: r.name.as_ptr(),
+                description: r.description.as_ptr(),
+                complete: r.complete as i32,
+                download_bytes: r.download_bytes,
+                licences: r.licences.as_ptr(),
+                n_prompts: r.prompt_ptrs.len(),
+                prompts: r.prompt_ptrs.as_ptr(),
+            },
+            "out",
+        )?;
         Ok(())
     })
 }

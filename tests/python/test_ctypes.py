@@ -413,3 +413,17 @@ def test_callbacks_may_be_null_as_the_header_says(cs):
     L = cs.load_library()
     assert L.cs_set_log(1, None, None) == cs.STATUS_OK
     assert L.cs_set_log(2, None, None) == cs.STATUS_OK
+
+
+def test_output_structs_honour_the_callers_struct_size(ctx, cs):
+    L = cs.load_library()
+    size = ctypes.sizeof(cs.cs_domain_info)
+    buf = (ctypes.c_uint8 * size)(*([0xEE] * size))
+    ctypes.memmove(buf, ctypes.byref(ctypes.c_uint32(8)), 4)  # an old caller's 8-byte struct
+    out = ctypes.cast(buf, ctypes.POINTER(cs.cs_domain_info))
+    assert L.cs_context_get_domain(ctx.ptr, out) == cs.STATUS_OK
+    assert out.contents.struct_size == 8
+    assert bytes(buf[8:]) == b"\xee" * (size - 8), "wrote past the caller's struct"
+    full = cs.cs_domain_info()  # struct_size 0: this header's struct, written whole
+    assert L.cs_context_get_domain(ctx.ptr, ctypes.byref(full)) == cs.STATUS_OK
+    assert full.struct_size == size and full.frame_width == 64
