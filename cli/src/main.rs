@@ -46,6 +46,19 @@ struct ClipFiles {
     /// CLIP BPE vocab (default: bpe_simple_vocab_16e6.txt.gz in the model store)
     #[arg(long)]
     vocab: Option<PathBuf>,
+    /// Attention heads of CLIP's text tower, for a CLIP whose width is not a multiple of 64
+    /// (state dicts do not record it; released models use width/64)
+    #[arg(long)]
+    clip_text_heads: Option<i64>,
+    /// Attention heads of CLIP's image tower (see --clip-text-heads)
+    #[arg(long)]
+    clip_vision_heads: Option<i64>,
+}
+
+impl ClipFiles {
+    fn heads(&self) -> HeadCounts {
+        HeadCounts { text: self.clip_text_heads, vision: self.clip_vision_heads }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -282,6 +295,7 @@ fn model_context(cli: &Cli, model: &str, files: &ClipFiles, need_clip: bool) -> 
     } else {
         ContextParams::from_set(&ModelStore::from_env()?, model)?
     };
+    params.clip_heads = files.heads();
     if let Some(c) = &files.clip {
         params.clip = Some(c.clone());
         params.vocab = Some(vocab_path(&files.vocab)?);
@@ -489,8 +503,7 @@ fn run(cli: &Cli) -> Result<()> {
             let clip = files.clip.clone().context("--clip FILE is required")?;
             let dev = device(cli)?.resolve()?;
             clipshape::device::set_threads(cli.threads)?;
-            let guide =
-                clipshape::edit::guide::ClipGuide::load(&clip, &vocab_path(&files.vocab)?, HeadCounts::default(), dev)?;
+            let guide = clipshape::edit::guide::ClipGuide::load(&clip, &vocab_path(&files.vocab)?, files.heads(), dev)?;
             let (rgba, w, h) = load_rgba(image)?;
             let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

@@ -216,3 +216,25 @@ fn messages_are_not_repeated() {
         assert_eq!(first.matches(piece).count(), 1, "`{piece}` repeated in {first}");
     }
 }
+
+#[test]
+fn clip_head_counts_can_be_given() {
+    // The tiny CLIP's text tower is 32 wide: a state dict does not say how many heads it has.
+    let vocab = golden("bpe_simple_vocab_16e6.txt.gz");
+    let st = golden("clip.safetensors");
+    let picture = golden("picture.png");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> =
+            ["score", "--clip", p(&st), "--vocab", p(&vocab)].iter().map(|s| s.to_string()).collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend([p(&picture).to_string(), "a red car".to_string()]);
+        a
+    };
+    let without = args(&[]);
+    let e = fails(&without.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("--clip-text-heads"), "{e}");
+    let with = args(&["--clip-text-heads", "2"]);
+    let from_state_dict = ok(&with.iter().map(String::as_str).collect::<Vec<_>>());
+    let jit = ok(&["score", "--clip", p(&golden("clip_jit.pt")), "--vocab", p(&vocab), p(&picture), "a red car"]);
+    assert_eq!(from_state_dict, jit, "the same model from either file");
+}

@@ -88,7 +88,7 @@ impl Config {
             let rule = (width >= 64 && width % 64 == 0).then_some(width / 64);
             let Some(h) = given.or(rule).or_else(|| torchscript_heads(ck, attn)) else {
                 return Err(unknown(format!(
-                    "the {which} tower is {width} wide, not a multiple of 64, and the file does not record its head count: give it"
+                    "the {which} tower is {width} wide, not a multiple of 64, and the file does not record its head count: give it (--clip-{which}-heads)"
                 )));
             };
             if h < 1 || width % h != 0 {
