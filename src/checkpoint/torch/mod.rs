@@ -395,11 +395,15 @@ impl TorchFile {
                     .into_iter()
                     .find(|n| archive.index_for_name(n).is_some())
                     .ok_or_else(|| CheckpointError::MissingStorage { path: path.clone(), key: key.to_string() })?;
-                let entry = archive.by_name(&name).map_err(|e| zip_error(path, e))?;
+                let mut entry = archive.by_name(&name).map_err(|e| zip_error(path, e))?;
                 if entry.size() < needed as u64 {
                     return Err(short(entry.size()));
                 }
-                entry.take(needed as u64).read_to_end(&mut buf).map_err(|e| io_error(path, e))?;
+                // Read to the entry's end, not just `needed` bytes: the zip reader checks the
+                // entry's CRC-32 only when it reaches the end, and a flipped bit in a weight is
+                // otherwise silent. A view into a larger storage is cut afterwards.
+                entry.read_to_end(&mut buf).map_err(|e| io_error(path, e))?;
+                buf.truncate(needed);
             }
             Storages::Legacy { file, entries } => {
                 let &(start, len) = entries

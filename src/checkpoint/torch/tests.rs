@@ -470,3 +470,30 @@ fn f16_conversion() {
     assert_eq!(v[4], f32::INFINITY);
     assert_eq!(v[5], 65504.0);
 }
+
+#[test]
+fn a_flipped_byte_in_a_zip_storage_fails_its_crc() {
+    let src = golden("stylegan2.pt");
+    let bytes = std::fs::read(&src).unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&bytes)).unwrap();
+    let (start, size) = (0..zip.len())
+        .filter_map(|i| {
+            let e = zip.by_index(i).ok()?;
+            (e.name().contains("/data/") && e.size() > 16).then(|| (e.data_start(), e.size()))
+        })
+        .next()
+        .expect("a storage entry");
+    let mut bad = bytes.clone();
+    bad[(start + size / 2) as usize] ^= 0x55;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flipped.pt");
+    std::fs::write(&path, bad).unwrap();
+    let ckpt = TorchFile::open(&path).unwrap();
+    let errors: Vec<String> = flatten_tensors(ckpt.root(), "")
+        .iter()
+        .filter_map(|(_, t)| ckpt.tensor_bytes(t).err())
+        .map(|e| e.to_string())
+        .collect();
+    assert!(!errors.is_empty(), "the damaged storage was read without complaint");
+    assert!(errors.iter().all(|e| e.contains("flipped.pt") && e.to_lowercase().contains("checksum")), "{errors:?}");
+}
