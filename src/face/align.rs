@@ -140,7 +140,7 @@ pub fn align_with_info(
             format!("{} bytes for a {width}×{height} RGB8 photo, expected {}", rgb.len(), width * height * 3),
         ));
     }
-    if !quad.quad.iter().flatten().all(|v| v.is_finite()) || !(quad.qsize > 0.0) {
+    if !(quad.quad.iter().flatten().all(|v| v.is_finite()) && quad.qsize.is_finite() && quad.qsize > 0.0) {
         return Err(Error::arg("quad", format!("{:?} is not a finite square", quad.quad)));
     }
     let mut q = quad.quad;
@@ -252,9 +252,9 @@ fn pad_reflect_blend(img: &Img, pad: [usize; 4], qsize: f64) -> Img {
     for y in 0..h {
         for x in 0..w {
             let t = mask(x, y).clamp(0.0, 1.0);
-            for c in 0..3 {
+            for (c, &m) in median.iter().enumerate() {
                 let i = (y * w + x) * 3 + c;
-                f[i] = (f[i] as f64 + (median[c] - f[i]) as f64 * t) as f32;
+                f[i] = (f[i] as f64 + (m - f[i]) as f64 * t) as f32;
             }
         }
     }
@@ -312,7 +312,7 @@ fn bilinear_pil(img: &Img, x: f64, y: f64, out: &mut [u8]) {
     let (x0, x1) = (clip(xi, img.w), clip(xi + 1, img.w));
     let row0 = clip(yi, img.h);
     let row1 = (yi + 1 >= 0 && yi + 1 < img.h as i64).then_some((yi + 1) as usize);
-    for c in 0..3 {
+    for (c, o) in out.iter_mut().enumerate().take(3) {
         let at = |r: usize, x: usize| img.data[(r * img.w + x) * 3 + c] as f64;
         let lerp = |a: f64, b: f64, d: f64| a + (b - a) * d;
         let v1 = lerp(at(row0, x0), at(row0, x1), dx);
@@ -320,7 +320,7 @@ fn bilinear_pil(img: &Img, x: f64, y: f64, out: &mut [u8]) {
             Some(r) => lerp(at(r, x0), at(r, x1), dx),
             None => v1,
         };
-        out[c] = lerp(v1, v2, dy) as u8;
+        *o = lerp(v1, v2, dy) as u8;
     }
 }
 

@@ -337,7 +337,7 @@ fn max_filter(src: &[f32], dst: &mut [f32], r: usize) {
     let n = src.len();
     let mut q: VecDeque<usize> = VecDeque::new();
     let mut next = 0;
-    for i in 0..n {
+    for (i, d) in dst.iter_mut().enumerate().take(n) {
         let hi = (i + r).min(n - 1);
         while next <= hi {
             while q.back().is_some_and(|&b| src[b] <= src[next]) {
@@ -349,7 +349,7 @@ fn max_filter(src: &[f32], dst: &mut [f32], r: usize) {
         while q.front().is_some_and(|&f| f + r < i) {
             q.pop_front();
         }
-        dst[i] = q.front().map_or(0.0, |&f| src[f]);
+        *d = q.front().map_or(0.0, |&f| src[f]);
     }
 }
 
@@ -360,8 +360,8 @@ fn box_filter(src: &[f32], dst: &mut [f32], r: usize) {
     let r = r as i64;
     let mut s: f64 = (-r..=r).map(at).sum();
     let k = (2 * r + 1) as f64;
-    for i in 0..n {
-        dst[i as usize] = (s / k) as f32;
+    for (i, d) in (0..n).zip(dst.iter_mut()) {
+        *d = (s / k) as f32;
         s += at(i + r + 1) - at(i - r);
     }
 }
