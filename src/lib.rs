@@ -18,6 +18,7 @@ pub mod device;
 pub mod domain;
 pub mod edit;
 pub mod error;
+pub mod face;
 pub mod ffi;
 pub mod imageops;
 pub mod io;

@@ -3,6 +3,7 @@
 pub mod clip;
 pub mod e4e;
 pub mod init;
+pub mod mtcnn;
 pub mod stylegan2;
 
 use std::path::Path;
