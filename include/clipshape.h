@@ -83,8 +83,22 @@ typedef enum cs_method {
   CS_METHOD_LATENT = 1,
 } cs_method;
 
+// Which pasted region a layer covers and how its alpha is made.
+typedef enum cs_paste_mode {
+  // Only where the edit changes the picture (|G_k − G_0| above a small threshold, dilated and
+  // blurred) inside the region: the rest stays the photo's own. The default.
+  CS_PASTE_MODE_CHANGES = 0,
+  // The whole face region or box, with a feathered border.
+  CS_PASTE_MODE_REGION = 1,
+  // The generator's whole frame, opaque.
+  CS_PASTE_MODE_FRAME = 2,
+} cs_paste_mode;
+
 // Models on a device. One thread at a time; `cs_cancel` may come from any thread.
 typedef struct cs_ctx cs_ctx;
+
+// The faces found in a photo (`cs_faces_detect`).
+typedef struct cs_faces cs_faces;
 
 // Rendered images, owned by the library until `cs_images_free`.
 typedef struct cs_images cs_images;
@@ -125,6 +139,10 @@ typedef struct cs_context_params {
   int32_t n_threads;
   // Heads of CLIP's text tower; 0 = from the file (64-wide heads for OpenAI's models).
   int32_t clip_text_heads;
+  // Directory holding MTCNN's pnet.pt, rnet.pt, onet.pt (finding faces in photos); NULL =
+  // the model set's (the `ffhq` set has them) or none. Added in 0.2: a caller whose
+  // struct_size ends before it is read as NULL.
+  const char *face_detector_dir;
 } cs_context_params;
 
 // The picture domain of a context: where the picture sits in the generator output and the
@@ -271,6 +289,35 @@ typedef struct cs_model_set_info {
   size_t n_prompts;
   const char *const *prompts;
 } cs_model_set_info;
+
+// A face in a photo, in photo pixels (x right, y down).
+typedef struct cs_face {
+  uint32_t struct_size;
+  // x1, y1, x2, y2.
+  float bbox[4];
+  // The detector's face probability.
+  float score;
+  // x, y of the left eye, right eye, nose, left and right mouth corners ("left" = on the
+  // image's left): what alignment uses.
+  float landmarks[10];
+  // x, y of the FFHQ crop's corners: top-left, bottom-left, bottom-right, top-right.
+  float quad[8];
+} cs_face;
+
+// Where the edited picture sits in the photo, for `cs_render_layers`.
+typedef struct cs_paste_params {
+  uint32_t struct_size;
+  // A `cs_paste_mode`.
+  int32_t mode;
+  // The face that was encoded (`cs_encode_face`), or NULL for a box.
+  const struct cs_face *face;
+  // The box that was encoded (x1, y1, x2, y2, photo pixels) when `face` is NULL; all zeros =
+  // the whole photo.
+  float bbox[4];
+  // The photo's size: layers are clipped to it.
+  uint32_t photo_width;
+  uint32_t photo_height;
+} cs_paste_params;
 
 #ifdef __cplusplus
 extern "C" {
@@ -531,6 +578,60 @@ enum cs_status cs_model_sets_get(const struct cs_model_sets *sets,
 
 // Releases a set list and its strings; NULL is accepted.
 void cs_model_sets_free(struct cs_model_sets *sets);
+
+// ──── Photos: faces, alignment, layers at photo coordinates ─────────────────────────────────
+
+// Finds every face in `photo` (read during the call only) with MTCNN. On success `*out` owns the
+// list (most probable first; possibly empty), freed with `cs_faces_free`. Statuses: OK;
+// INVALID_ARGUMENT (NULL, bad view, no face detector in this context: use the `ffhq` set or
+// `face_detector_dir`); OUT_OF_MEMORY.
+enum cs_status cs_faces_detect(const struct cs_ctx *ctx,
+                               const struct cs_image *photo,
+                               struct cs_faces **out);
+
+// Number of faces (0 for NULL). Never fails.
+size_t cs_faces_count(const struct cs_faces *faces);
+
+// Writes face `index` into the caller's `*out`. Statuses: OK; INVALID_ARGUMENT (NULL, index
+// out of range).
+enum cs_status cs_faces_get(const struct cs_faces *faces, size_t index, struct cs_face *out);
+
+// The face to edit, written to `*index`: `selection` (x1, y1, x2, y2; NULL = none) picks the
+// face it overlaps most, else the largest face is picked. Statuses: OK; INVALID_ARGUMENT (no
+// face at all: the message says faces under 20 px are not found; a selection holding no face).
+enum cs_status cs_faces_pick(const struct cs_faces *faces, const float *selection, size_t *index);
+
+// Releases a face list; NULL is accepted.
+void cs_faces_free(struct cs_faces *faces);
+
+// Inverts `face` of `photo` into a W+ latent: the photo is aligned as FFHQ was (from the face's
+// landmarks) at the encoder's input size and encoded. On success `*out` owns a new latent,
+// freed with `cs_latent_free`. Statuses: OK; INVALID_ARGUMENT (NULL, bad view or face);
+// MODEL_FORMAT (no encoder in this context); OUT_OF_MEMORY.
+enum cs_status cs_encode_face(const struct cs_ctx *ctx,
+                              const struct cs_image *photo,
+                              const struct cs_face *face,
+                              struct cs_latent **out);
+
+// Fills `*params` with the defaults (`CS_PASTE_MODE_CHANGES`, no face, the whole photo). The
+// struct is the caller's. Statuses: OK; INVALID_ARGUMENT (NULL).
+enum cs_status cs_paste_params_init(struct cs_paste_params *params);
+
+// Renders `latent` at each strength of `render` (its shifts, strengths and pixel format; its
+// target size is ignored) and maps every image back onto the photo: one layer per strength,
+// all of the same size, covering the edited region's footprint in the photo, with alpha as
+// `paste->mode` says. `cs_images_get_origin` tells where they go. On success `*out` owns the
+// layers, freed with `cs_images_free`. Statuses: OK; INVALID_ARGUMENT (NULL, bad mode, a
+// region outside the photo, a pixel format without alpha); MODEL_MISMATCH; OUT_OF_MEMORY.
+enum cs_status cs_render_layers(const struct cs_ctx *ctx,
+                                const struct cs_latent *latent,
+                                const struct cs_render_params *render,
+                                const struct cs_paste_params *paste,
+                                struct cs_images **out);
+
+// Where `images` go in the photo: the top-left pixel of layers from `cs_render_layers`; (0, 0)
+// for other images. Statuses: OK; INVALID_ARGUMENT (NULL).
+enum cs_status cs_images_get_origin(const struct cs_images *images, int32_t *x, int32_t *y);
 
 #ifdef __cplusplus
 }  // extern "C"

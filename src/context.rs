@@ -22,6 +22,7 @@ use crate::edit::{Latent, Shift};
 use crate::error::{Error, Result};
 use crate::models::clip::HeadCounts;
 use crate::models::e4e::{self, Encoder4Editing};
+use crate::models::mtcnn::Mtcnn;
 use crate::models::stylegan2::LayerId;
 use crate::models::{self, stylegan2::Generator};
 use crate::store::ModelStore;
@@ -42,6 +43,8 @@ pub struct ContextParams {
     pub clip: Option<PathBuf>,
     pub vocab: Option<PathBuf>,
     pub clip_heads: HeadCounts,
+    /// MTCNN's three files (P-, R-, O-Net) for finding faces in photos; None: no detector.
+    pub face_detector: Option<[PathBuf; 3]>,
     /// Domain facts (frame, encoder input, defaults); None infers them from the files.
     pub domain: Option<Domain>,
     /// Name recorded in shift files (a model-set name, or the generator's file name).
@@ -61,6 +64,7 @@ impl ContextParams {
             clip: None,
             vocab: None,
             clip_heads: HeadCounts::default(),
+            face_detector: None,
             domain: None,
             model_id: None,
             model_sha256: None,
@@ -86,6 +90,10 @@ impl ContextParams {
             encoder: role("e4e"),
             clip: role("clip"),
             vocab: role("bpe"),
+            face_detector: match (role("mtcnn_pnet"), role("mtcnn_rnet"), role("mtcnn_onet")) {
+                (Some(p), Some(r), Some(o)) => Some([p, r, o]),
+                _ => None,
+            },
             domain: paths.domain.clone(),
             model_id: Some(set.to_string()),
             ..ContextParams::new(generator)
@@ -99,6 +107,8 @@ pub struct Context {
     pub generator_path: PathBuf,
     pub encoder: Option<Encoder>,
     pub guide: Option<ClipGuide>,
+    /// Finds faces in photos (MTCNN); None when the context was made without its files.
+    pub detector: Option<Mtcnn>,
     /// The picture inside the generator output.
     pub frame: Frame,
     pub domain: Option<Domain>,
@@ -160,6 +170,11 @@ impl Context {
             (None, Some(_)) => return Err(Error::arg("clip", "a BPE vocab was given without a CLIP model")),
         };
 
+        let detector = match &params.face_detector {
+            Some([p, r, o]) => Some(Mtcnn::load(p, r, o, device)?),
+            None => None,
+        };
+
         let size = generator.config.size as u32;
         let frame = match &params.domain {
             Some(d) if d.generator_size != size => {
@@ -185,6 +200,7 @@ impl Context {
             generator_path: params.generator.clone(),
             encoder,
             guide,
+            detector,
             frame,
             domain: params.domain.clone(),
             model_id,

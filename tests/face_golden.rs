@@ -97,7 +97,8 @@ fn detections_match_facenet_pytorch() {
         let want = want["faces"].as_array().expect("faces");
         assert_eq!(faces.len(), want.len(), "{case}: number of faces ({faces:?})");
         for (i, (got, want)) in faces.iter().zip(want).enumerate() {
-            let box_err = got.bbox.iter().zip(f64s(&want["box"])).map(|(&a, b)| (a as f64 - b).abs()).fold(0.0, f64::max);
+            let box_err =
+                got.bbox.iter().zip(f64s(&want["box"])).map(|(&a, b)| (a as f64 - b).abs()).fold(0.0, f64::max);
             let lm_err = got
                 .landmarks
                 .iter()
@@ -187,7 +188,6 @@ fn align_then_paste_back_reproduces_the_astronaut() {
 #[test]
 #[ignore]
 fn timing_4000x3000_on_two_threads() {
-    let _ = env_logger::builder().is_test(true).try_init();
     tch::set_num_threads(2);
     let m = mtcnn();
     let (rgb, w, h) = png("astronaut.png");

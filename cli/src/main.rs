@@ -5,6 +5,7 @@
 mod bench;
 mod files;
 mod models;
+mod photo;
 mod sheet;
 
 use std::path::{Path, PathBuf};
@@ -16,12 +17,14 @@ use clipshape::context::{Context, ContextParams};
 use clipshape::device::DeviceRequest;
 use clipshape::edit::encode::ImageView;
 use clipshape::edit::optimize::{Method, OptimizeParams, Progress};
+use clipshape::edit::photo::Paste;
 use clipshape::edit::render::{save_image, save_png};
 use clipshape::edit::{self, Latent, PixelFormat, Shift};
 use clipshape::models::clip::HeadCounts;
 use clipshape::store::ModelStore;
 use files::{load_rgba, OutputDir};
 use models::ModelsCommand;
+use photo::{PhotoJob, PhotoOptions};
 use sheet::{strength_label, write_contact_sheet, Tile};
 
 #[derive(Parser)]
@@ -162,7 +165,35 @@ enum Command {
         #[arg(long)]
         recon: Option<PathBuf>,
     },
+    /// List the faces in a photo, by descending score (MTCNN)
+    Faces {
+        photo: PathBuf,
+        /// Print JSON: [{"box", "score", "landmarks", "quad"}]
+        #[arg(long)]
+        json: bool,
+        /// Directory holding MTCNN's pnet.pt, rnet.pt, onet.pt (default: the model store's)
+        #[arg(long)]
+        mtcnn: Option<PathBuf>,
+    },
+    /// Write the FFHQ-aligned crop of a face in a photo
+    Align {
+        photo: PathBuf,
+        /// The face, by its index in `clipshape faces` (default: inside --select, else the largest)
+        #[arg(long)]
+        face: Option<usize>,
+        /// Where the face is: x1,y1,x2,y2 in photo pixels
+        #[arg(long, allow_hyphen_values = true)]
+        select: Option<String>,
+        /// Side of the aligned square (256: e4e's input; 1024: the FFHQ generator's frame)
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        #[arg(long)]
+        mtcnn: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Learn a shape edit from text and render it: DIR/00.png…, sheet.png, shift.safetensors
+    /// (with a photo: 00.png… are the photo with the edit pasted, layer-00.png… the layers)
     Edit {
         /// A model set (ffhq, car, horse) or an e4e checkpoint (with --clip and --vocab)
         model: String,
@@ -179,6 +210,8 @@ enum Command {
         files: ClipFiles,
         #[command(flatten)]
         opts: EditOptions,
+        #[command(flatten)]
+        photo_opts: PhotoOptions,
         /// Strengths to render, comma-separated (--strengths=-3,0,3)
         #[arg(long, default_value = "-3,-2,-1,0,1,2,3", allow_hyphen_values = true)]
         strengths: String,
@@ -198,6 +231,8 @@ enum Command {
         /// Truncation of the sampled latent (with --seed): 1 = none
         #[arg(long, default_value_t = 0.7)]
         truncation: f64,
+        #[command(flatten)]
+        photo_opts: PhotoOptions,
         /// Strengths to render, comma-separated (--strengths=-3,0,3)
         #[arg(long, default_value = "-3,-2,-1,0,1,2,3", allow_hyphen_values = true)]
         strengths: String,
@@ -287,7 +322,13 @@ fn vocab_path(given: &Option<PathBuf>) -> Result<PathBuf> {
 
 /// MODEL is a file (an e4e checkpoint holding the generator, CLIP from --clip/--vocab) or a
 /// model-set name from the manifest.
-fn model_context(cli: &Cli, model: &str, files: &ClipFiles, need_clip: bool) -> Result<Context> {
+fn model_context(
+    cli: &Cli,
+    model: &str,
+    files: &ClipFiles,
+    need_clip: bool,
+    photo: Option<&PhotoOptions>,
+) -> Result<Context> {
     let mut params = if Path::new(model).is_file() {
         ContextParams::new(model)
     } else if model.contains('/') || model.contains('.') {
@@ -306,6 +347,12 @@ fn model_context(cli: &Cli, model: &str, files: &ClipFiles, need_clip: bool) -> 
         bail!(
             "{model}: this needs CLIP: pass --clip FILE [--vocab FILE], or use a model set (`clipshape models list`)"
         );
+    }
+    if let Some(p) = photo {
+        // A given detector wins; a bare model file asked to align faces uses the store's.
+        if p.mtcnn.is_some() || (params.face_detector.is_none() && p.align == "face") {
+            params.face_detector = Some(photo::detector_files(p.mtcnn.as_deref())?);
+        }
     }
     params.device = device(cli)?;
     params.threads = cli.threads;
@@ -336,20 +383,18 @@ fn write_images(images: &tch::Tensor, dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-/// The picture to edit: a photo (encoded) or a seed (sampled). Returns the latent and the
-/// input as RGB8 for the contact sheet.
+/// The picture to edit: a photo (its face or box encoded) or a seed (sampled). Returns the
+/// latent and the input as RGB8 for the contact sheet.
 fn input_latent(
     ctx: &Context,
-    photo: Option<&Path>,
+    job: Option<&PhotoJob>,
     seed: Option<u64>,
     truncation: f64,
 ) -> Result<(Latent, Vec<u8>, u32, u32)> {
-    match (photo, seed) {
-        (Some(p), None) => {
-            let (rgba, w, h) = load_rgba(p)?;
-            let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
-            let latent = ctx.encode(&view)?;
-            Ok((latent, view.rgb8_composited(), w, h))
+    match (job, seed) {
+        (Some(job), None) => {
+            let latent = job.encode(ctx)?;
+            Ok((latent, job.view()?.rgb8_composited(), job.width, job.height))
         }
         (None, Some(seed)) => {
             let mean = if truncation < 1.0 { Some(ctx.mean_latent()?) } else { None };
@@ -363,23 +408,30 @@ fn input_latent(
     }
 }
 
-/// Renders the strengths at the frame, writes 00.png…, and the labelled sheet.
+/// Renders the strengths at the frame and writes 00.png… (with a photo pasted in a mode other
+/// than `frame`: the photo with the edit, and layer-00.png…), and the labelled sheet.
 fn write_edit(
     ctx: &Context,
     latent: &Latent,
     shift: &Shift,
     strengths: &[f64],
     input: (&[u8], u32, u32),
-    out: &Path,
+    job: Option<&PhotoJob>,
+    out: &OutputDir,
 ) -> Result<()> {
     let images = ctx.to_frame(
         &edit::render(&ctx.generator, latent, &[(shift, 1.0)], strengths, edit::render::DEFAULT_MAX_BATCH)?,
         None,
     )?;
-    for p in write_images(&images, out)? {
+    let recon = ctx.to_frame(&edit::render(&ctx.generator, latent, &[], &[0.0], 1)?, None)?;
+    out.clear_previous()?;
+    let written = match job {
+        Some(job) if job.paste != Paste::Frame => job.write(ctx, &images, &recon, out)?,
+        _ => write_images(&images, &out.path)?,
+    };
+    for p in written {
         emit(&format!("{}\n", p.display()));
     }
-    let recon = ctx.to_frame(&edit::render(&ctx.generator, latent, &[], &[0.0], 1)?, None)?;
     let (_, _, h, w) = images.size4()?;
     let rgb = rgb_of(&images)?;
     let recon_rgb = rgb_of(&recon)?.remove(0);
@@ -523,7 +575,7 @@ fn run(cli: &Cli) -> Result<()> {
             if let Some(r) = recon {
                 check_picture_name(r)?;
             }
-            let ctx = model_context(cli, model, &ClipFiles::default(), false)?;
+            let ctx = model_context(cli, model, &ClipFiles::default(), false, None)?;
             let (rgba, w, h) = load_rgba(image)?;
             let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
             let latent = ctx.encode(&view)?;
@@ -535,7 +587,7 @@ fn run(cli: &Cli) -> Result<()> {
                 emit(&format!("{}\n", r.display()));
             }
         }
-        Command::Edit { model, inputs, seed, truncation, files, opts, strengths, out } => {
+        Command::Edit { model, inputs, seed, truncation, files, opts, photo_opts, strengths, out } => {
             let strengths = parse_list(strengths, "--strengths")?;
             let out = OutputDir::prepare(out)?;
             let (photo, prompt) = match (inputs.as_slice(), seed) {
@@ -549,8 +601,9 @@ fn run(cli: &Cli) -> Result<()> {
                 "latent" => Method::Latent,
                 m => bail!("--method: `{m}` is not shift or latent"),
             };
-            let ctx = model_context(cli, model, files, true)?;
-            let (latent, input_rgb, iw, ih) = input_latent(&ctx, photo.as_deref(), *seed, *truncation)?;
+            let ctx = model_context(cli, model, files, true, photo.as_ref().map(|_| photo_opts))?;
+            let job = photo.as_deref().map(|p| PhotoJob::prepare(&ctx, p, photo_opts)).transpose()?;
+            let (latent, input_rgb, iw, ih) = input_latent(&ctx, job.as_ref(), *seed, *truncation)?;
             let params = OptimizeParams {
                 prompts: vec![prompt.clone()],
                 neutral: opts.neutral.clone(),
@@ -582,8 +635,7 @@ fn run(cli: &Cli) -> Result<()> {
             if let Some(p) = &photo {
                 shift.meta.insert("source".into(), p.display().to_string());
             }
-            out.clear_previous()?;
-            write_edit(&ctx, &latent, &shift, &strengths, (&input_rgb, iw, ih), &out.path)?;
+            write_edit(&ctx, &latent, &shift, &strengths, (&input_rgb, iw, ih), job.as_ref(), &out)?;
             let shift_path = out.join("shift.safetensors");
             shift.save(&shift_path)?;
             latent.save(&out.join("latent.safetensors"))?;
@@ -595,18 +647,27 @@ fn run(cli: &Cli) -> Result<()> {
                 shift.meta.get("clip_sim_after").map(String::as_str).unwrap_or("?")
             );
         }
-        Command::Apply { shift, photo, model, seed, truncation, strengths, out } => {
+        Command::Apply { shift, photo, model, seed, truncation, photo_opts, strengths, out } => {
             let strengths = parse_list(strengths, "--strengths")?;
             let out = OutputDir::prepare(out)?;
             let recorded = clipshape::checkpoint::Checkpoint::open(shift)?.metadata().get("model").cloned();
             let model = model.clone().or(recorded).with_context(|| {
                 format!("{}: the shift does not record its model; pass --model SET_OR_FILE", shift.display())
             })?;
-            let ctx = model_context(cli, &model, &ClipFiles::default(), false)?;
+            let ctx = model_context(cli, &model, &ClipFiles::default(), false, photo.as_ref().map(|_| photo_opts))?;
             let s = Shift::load(&ctx.generator, shift)?;
-            let (latent, input_rgb, iw, ih) = input_latent(&ctx, photo.as_deref(), *seed, *truncation)?;
-            out.clear_previous()?;
-            write_edit(&ctx, &latent, &s, &strengths, (&input_rgb, iw, ih), &out.path)?;
+            let job = photo.as_deref().map(|p| PhotoJob::prepare(&ctx, p, photo_opts)).transpose()?;
+            let (latent, input_rgb, iw, ih) = input_latent(&ctx, job.as_ref(), *seed, *truncation)?;
+            write_edit(&ctx, &latent, &s, &strengths, (&input_rgb, iw, ih), job.as_ref(), &out)?;
+        }
+        Command::Faces { photo, json, mtcnn } => {
+            emit(&photo::faces_command(photo, mtcnn.as_deref(), *json, device(cli)?.resolve()?)?);
+        }
+        Command::Align { photo, face, select, size, mtcnn, out } => {
+            check_picture_name(out)?;
+            let dev = device(cli)?.resolve()?;
+            photo::align_command(photo, mtcnn.as_deref(), *face, select.as_deref(), *size, out, dev)?;
+            emit(&format!("{}\n", out.display()));
         }
         Command::Models(cmd) => models::run_cli(cmd.clone())?,
         Command::Bench { batches, iters, random_size, full, golden, reference } => {

@@ -4,6 +4,7 @@ pub mod encode;
 pub mod guide;
 pub mod latent;
 pub mod optimize;
+pub mod photo;
 pub mod render;
 pub mod shift;
 

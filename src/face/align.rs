@@ -174,10 +174,7 @@ pub fn align_with_info(
         (b[3] + border).min(src_h as i64),
     ];
     if crop[2] <= crop[0] || crop[3] <= crop[1] {
-        return Err(Error::arg(
-            "quad",
-            format!("{:?} lies outside the {width}×{height} photo", quad.quad),
-        ));
+        return Err(Error::arg("quad", format!("{:?} lies outside the {width}×{height} photo", quad.quad)));
     }
     let [cx0, cy0, cx1, cy1] = crop.map(|v| v as usize);
     let data = if shrink > 1 {

@@ -56,7 +56,10 @@ impl FrameMap {
     pub fn from_box(selection: [f32; 4], frame_width: usize, frame_height: usize) -> Result<FrameMap> {
         let [x1, y1, x2, y2] = selection.map(|v| v as f64);
         if !(selection.iter().all(|v| v.is_finite()) && x2 > x1 && y2 > y1) {
-            return Err(Error::arg("selection", format!("{selection:?}; expected finite [x1, y1, x2, y2] with x2 > x1, y2 > y1")));
+            return Err(Error::arg(
+                "selection",
+                format!("{selection:?}; expected finite [x1, y1, x2, y2] with x2 > x1, y2 > y1"),
+            ));
         }
         if frame_width == 0 || frame_height == 0 {
             return Err(Error::arg("frame", format!("{frame_width}×{frame_height}; a frame needs pixels")));
@@ -168,8 +171,10 @@ pub fn pick_face(faces: &[Face], selection: Option<[f32; 4]>, index: Option<usiz
             if best > 0.0 {
                 Ok(i)
             } else {
-                let boxes: Vec<String> =
-                    faces.iter().map(|f| format!("[{:.0}, {:.0}, {:.0}, {:.0}]", f.bbox[0], f.bbox[1], f.bbox[2], f.bbox[3])).collect();
+                let boxes: Vec<String> = faces
+                    .iter()
+                    .map(|f| format!("[{:.0}, {:.0}, {:.0}, {:.0}]", f.bbox[0], f.bbox[1], f.bbox[2], f.bbox[3]))
+                    .collect();
                 Err(Error::arg(
                     "selection",
                     format!(

@@ -107,7 +107,10 @@ impl PasteParams {
     fn validate(&self) -> Result<()> {
         let ok = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
         if !(self.threshold.is_finite() && self.threshold > 0.0) {
-            return Err(Error::arg("threshold", format!("{}; expected a positive number of 8-bit levels", self.threshold)));
+            return Err(Error::arg(
+                "threshold",
+                format!("{}; expected a positive number of 8-bit levels", self.threshold),
+            ));
         }
         for (name, v) in [("dilate", self.dilate), ("blur", self.blur), ("feather", self.feather.unwrap_or(0.0))] {
             if !ok(v) {
@@ -213,7 +216,10 @@ pub fn composite(photo: &[u8], width: usize, height: usize, layer: &Layer) -> Re
             format!("{} bytes for a {width}×{height} RGB8 photo, expected {}", photo.len(), width * height * 3),
         ));
     }
-    if layer.x + layer.width > width || layer.y + layer.height > height || layer.rgba.len() != layer.width * layer.height * 4 {
+    if layer.x + layer.width > width
+        || layer.y + layer.height > height
+        || layer.rgba.len() != layer.width * layer.height * 4
+    {
         return Err(Error::arg(
             "layer",
             format!(
@@ -388,7 +394,8 @@ mod tests {
 
     fn face_quad() -> FaceQuad {
         // Tilted face, eyes ~40 px apart, centred near (120, 100) of a 240×200 photo.
-        FaceQuad::from_landmarks(&[[100.0, 88.0], [139.0, 94.0], [118.0, 110.0], [101.0, 128.0], [133.0, 133.0]]).unwrap()
+        FaceQuad::from_landmarks(&[[100.0, 88.0], [139.0, 94.0], [118.0, 110.0], [101.0, 128.0], [133.0, 133.0]])
+            .unwrap()
     }
 
     /// A frame that is `base` everywhere and `base + 100` inside a disc.

@@ -69,14 +69,7 @@ fn clip8(v: i64) -> u8 {
 
 /// The window `[ox0, ox1) × [oy0, oy1)` of Pillow's LANCZOS resize of packed RGB8 `src`
 /// (w × h) to out_w × out_h, packed RGB8.
-pub fn lanczos_window(
-    src: &[u8],
-    w: usize,
-    h: usize,
-    out_w: usize,
-    out_h: usize,
-    win: [usize; 4],
-) -> Vec<u8> {
+pub fn lanczos_window(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usize, win: [usize; 4]) -> Vec<u8> {
     let [ox0, oy0, ox1, oy1] = win;
     let (ww, wh) = (ox1.saturating_sub(ox0), oy1.saturating_sub(oy0));
     if ww == 0 || wh == 0 {
@@ -109,7 +102,8 @@ pub fn lanczos_window(
         }
     } else {
         for y in 0..rows {
-            tmp[y * ww * 3..(y + 1) * ww * 3].copy_from_slice(&src[((row0 + y) * w + ox0) * 3..((row0 + y) * w + ox1) * 3]);
+            tmp[y * ww * 3..(y + 1) * ww * 3]
+                .copy_from_slice(&src[((row0 + y) * w + ox0) * 3..((row0 + y) * w + ox1) * 3]);
         }
     }
     if out_h == h {

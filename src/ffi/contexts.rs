@@ -26,6 +26,7 @@ pub unsafe extern "C" fn cs_context_params_init(params: *mut cs_context_params) 
             device_index: 0,
             n_threads: 0,
             clip_text_heads: 0,
+            face_detector_dir: std::ptr::null(),
         };
         Ok(())
     })
@@ -44,7 +45,14 @@ pub unsafe extern "C" fn cs_context_create(params: *const cs_context_params, out
 
 /// Reads `cs_context_params` into the library's form, checking every field.
 unsafe fn context_params(p: &cs_context_params) -> Result<ContextParams> {
-    check_struct_size(p.struct_size, std::mem::size_of::<cs_context_params>(), "params")?;
+    // Callers built against 0.1 pass the struct without `face_detector_dir`.
+    let v1 = std::mem::offset_of!(cs_context_params, face_detector_dir);
+    check_struct_size(p.struct_size, v1, "params")?;
+    let face_dir = if p.struct_size as usize >= std::mem::size_of::<cs_context_params>() {
+        p.face_detector_dir
+    } else {
+        std::ptr::null()
+    };
     let device = match p.device {
         d if d == cs_device_kind::Auto as i32 => DeviceRequest::Auto,
         d if d == cs_device_kind::Cpu as i32 => DeviceRequest::Cpu,
@@ -85,6 +93,9 @@ unsafe fn context_params(p: &cs_context_params) -> Result<ContextParams> {
         return Err(Error::arg("clip_text_heads", format!("{} is negative", p.clip_text_heads)));
     }
     params.clip_heads.text = (p.clip_text_heads > 0).then_some(p.clip_text_heads as i64);
+    if let Some(dir) = opt_path(face_dir, "face_detector_dir")? {
+        params.face_detector = Some(["pnet.pt", "rnet.pt", "onet.pt"].map(|f| dir.join(f)));
+    }
     params.device = device;
     params.threads = p.n_threads as usize;
     Ok(params)

@@ -227,8 +227,8 @@ pub unsafe extern "C" fn cs_render(
     })
 }
 
-unsafe fn render_images(ctx: &cs_ctx, latent: &cs_latent, p: &cs_render_params) -> Result<cs_images> {
-    let (ctx, latent) = (&ctx.inner, &latent.inner);
+/// The shifts, strengths and batch size of render params, checked.
+unsafe fn render_request<'a>(p: &'a cs_render_params) -> Result<(Vec<(&'a Shift, f64)>, Vec<f64>, usize)> {
     check_struct_size(p.struct_size, std::mem::size_of::<cs_render_params>(), "params")?;
     let refs = slice_arg(p.shifts, p.n_shifts, "shifts")?;
     let mut shifts = Vec::with_capacity(refs.len());
@@ -238,6 +238,12 @@ unsafe fn render_images(ctx: &cs_ctx, latent: &cs_latent, p: &cs_render_params) 
     }
     let strengths: Vec<f64> = slice_arg(p.strengths, p.n_strengths, "strengths")?.iter().map(|&k| k as f64).collect();
     let max_batch = if p.max_batch == 0 { edit::render::DEFAULT_MAX_BATCH } else { p.max_batch as usize };
+    Ok((shifts, strengths, max_batch))
+}
+
+pub(super) unsafe fn render_images(ctx: &cs_ctx, latent: &cs_latent, p: &cs_render_params) -> Result<cs_images> {
+    let (ctx, latent) = (&ctx.inner, &latent.inner);
+    let (shifts, strengths, max_batch) = render_request(p)?;
     let format = pixel_format(p.format)?;
     let target = match (p.target_width, p.target_height) {
         (0, 0) => None,
@@ -247,10 +253,22 @@ unsafe fn render_images(ctx: &cs_ctx, latent: &cs_latent, p: &cs_render_params) 
     images_handle(&ctx.to_frame(&images, target)?, format)
 }
 
-fn images_handle(images: &tch::Tensor, format: PixelFormat) -> Result<cs_images> {
+/// The renders of `p` at the domain frame, and the unedited render beside them.
+pub(super) unsafe fn render_frames(
+    ctx: &Context,
+    latent: &Latent,
+    p: &cs_render_params,
+) -> Result<(tch::Tensor, tch::Tensor)> {
+    let (shifts, strengths, max_batch) = render_request(p)?;
+    let images = edit::render(&ctx.generator, latent, &shifts, &strengths, max_batch)?;
+    let unedited = edit::render(&ctx.generator, latent, &[], &[0.0], 1)?;
+    Ok((ctx.to_frame(&images, None)?, ctx.to_frame(&unedited, None)?))
+}
+
+pub(super) fn images_handle(images: &tch::Tensor, format: PixelFormat) -> Result<cs_images> {
     let (_, _, h, w) = images.size4()?;
     let pixels = edit::to_rgba8(images, format)?;
-    Ok(cs_images { pixels, width: w as u32, height: h as u32, format })
+    Ok(cs_images { pixels, width: w as u32, height: h as u32, format, origin: (0, 0) })
 }
 
 /// Number of images (0 for NULL). Never fails.
@@ -291,7 +309,7 @@ pub unsafe extern "C" fn cs_images_free(images: *mut cs_images) {
 
 /// A host's pixels as a checked view; the byte count is derived from the geometry, so a view
 /// whose stride or size is inconsistent is refused before any byte is read.
-unsafe fn image_arg<'a>(img: *const cs_image, name: &'static str) -> Result<ImageView<'a>> {
+pub(super) unsafe fn image_arg<'a>(img: *const cs_image, name: &'static str) -> Result<ImageView<'a>> {
     let img = ref_arg(img, name)?;
     let format = pixel_format(img.format)?;
     let bpp = format.channels() as u64;

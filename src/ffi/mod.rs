@@ -22,10 +22,12 @@ use crate::store::{CallbackProgress, Manifest, ModelStore};
 mod contexts;
 mod editing;
 mod model_files;
+mod photos;
 
 pub use contexts::*;
 pub use editing::*;
 pub use model_files::*;
+pub use photos::*;
 
 /// Bumped on any incompatible change of this header.
 pub const CS_ABI_VERSION: u32 = 1;
@@ -101,6 +103,8 @@ pub struct cs_images {
     width: u32,
     height: u32,
     format: PixelFormat,
+    /// Where the images sit in the photo (layers from `cs_render_layers`); (0, 0) otherwise.
+    origin: (i32, i32),
 }
 
 #[repr(C)]
@@ -128,6 +132,10 @@ pub struct cs_context_params {
     pub n_threads: i32,
     /// Heads of CLIP's text tower; 0 = from the file (64-wide heads for OpenAI's models).
     pub clip_text_heads: i32,
+    /// Directory holding MTCNN's pnet.pt, rnet.pt, onet.pt (finding faces in photos); NULL =
+    /// the model set's (the `ffhq` set has them) or none. Added in 0.2: a caller whose
+    /// struct_size ends before it is read as NULL.
+    pub face_detector_dir: *const c_char,
 }
 
 #[repr(C)]

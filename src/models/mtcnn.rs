@@ -357,7 +357,10 @@ impl Mtcnn {
     /// first. A photo whose shorter side is under 20 px has no pyramid level, hence no faces.
     pub fn detect(&self, rgb: &[u8], width: usize, height: usize) -> Result<Vec<Face>> {
         if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
-            return Err(Error::arg("width/height", format!("{width}×{height}; each side must be within 1..={MAX_SIDE}")));
+            return Err(Error::arg(
+                "width/height",
+                format!("{width}×{height}; each side must be within 1..={MAX_SIDE}"),
+            ));
         }
         let want = width * height * 3;
         if rgb.len() != want {
@@ -421,7 +424,11 @@ impl Mtcnn {
                 let (reg, prob) = self.pnet.forward(&x)?;
                 let n = (i1 - i0) * ow;
                 if prob.size() != [1, 2, (i1 - i0) as i64, ow as i64] {
-                    return Err(Error::Internal(format!("PNet strip gave {:?}, expected {} rows", prob.size(), i1 - i0)));
+                    return Err(Error::Internal(format!(
+                        "PNet strip gave {:?}, expected {} rows",
+                        prob.size(),
+                        i1 - i0
+                    )));
                 }
                 let (prob, reg) = (to_vec(&prob)?, to_vec(&reg)?);
                 for (k, &p) in prob[n..].iter().enumerate() {
@@ -457,12 +464,20 @@ impl Mtcnn {
         let t1 = Instant::now();
         let (reg, prob) = self.rnet.forward(&batch)?;
         let (reg, prob) = (to_vec(&reg)?, to_vec(&prob)?);
-        log::debug!("mtcnn RNet: crops {:.0} ms, net {:.0} ms", (t1 - t).as_secs_f64() * 1e3, t1.elapsed().as_secs_f64() * 1e3);
+        log::debug!(
+            "mtcnn RNet: crops {:.0} ms, net {:.0} ms",
+            (t1 - t).as_secs_f64() * 1e3,
+            t1.elapsed().as_secs_f64() * 1e3
+        );
         let kept: Vec<Cand> = cands
             .iter()
             .enumerate()
             .filter(|(i, _)| prob[2 * i + 1] > THRESHOLDS[1])
-            .map(|(i, c)| Cand { b: c.b, score: prob[2 * i + 1], reg: [reg[4 * i], reg[4 * i + 1], reg[4 * i + 2], reg[4 * i + 3]] })
+            .map(|(i, c)| Cand {
+                b: c.b,
+                score: prob[2 * i + 1],
+                reg: [reg[4 * i], reg[4 * i + 1], reg[4 * i + 2], reg[4 * i + 3]],
+            })
             .collect();
         let mut out: Vec<Cand> = nms_iou(&kept, 0.7).into_iter().map(|i| kept[i]).collect();
         for c in &mut out {
@@ -746,7 +761,10 @@ impl<'a> Sums<'a> {
                     for (px, &(c0, c1)) in o.chunks_exact_mut(3).zip(&cols) {
                         let (a, b) = ((x0 + c0) * 3, (x0 + c1) * 3);
                         for c in 0..3 {
-                            let sum = bottom[b + c].wrapping_sub(bottom[a + c]).wrapping_sub(top[b + c]).wrapping_add(top[a + c]);
+                            let sum = bottom[b + c]
+                                .wrapping_sub(bottom[a + c])
+                                .wrapping_sub(top[b + c])
+                                .wrapping_add(top[a + c]);
                             px[c] = norm(sum, kh, (c1 - c0) as f32);
                         }
                     }
@@ -852,9 +870,12 @@ mod tests {
         table.resize_parallel([0, 0, w, h], 25, 32, 0..25, &mut par);
         table.resize([0, 0, w, h], 25, 32, 0..25, &mut seq);
         assert_eq!(par, seq);
-        for (rect, oh, ow, rows) in
-            [([0, 0, w, h], 25, 32, 0..25), ([0, 0, w, h], 25, 32, 6..17), ([7, 3, 5, 30], 24, 24, 0..24), ([10, 9, 40, 31], 12, 12, 0..12)]
-        {
+        for (rect, oh, ow, rows) in [
+            ([0, 0, w, h], 25, 32, 0..25),
+            ([0, 0, w, h], 25, 32, 6..17),
+            ([7, 3, 5, 30], 24, 24, 0..24),
+            ([10, 9, 40, 31], 12, 12, 0..12),
+        ] {
             let n = rows.len() * ow * 3;
             let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
             table.resize(rect, oh, ow, rows.clone(), &mut a);

@@ -1,0 +1,240 @@
+//! Photos in the CLI: `faces`, `align`, and the photo side of `edit` / `apply` (which face or
+//! box is edited, and the photo-sized composites and layers written for it).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+
+use clipshape::context::Context;
+use clipshape::edit::encode::ImageView;
+use clipshape::edit::photo::{layer_on_canvas, Paste, Subject};
+use clipshape::edit::render::save_png;
+use clipshape::edit::{Latent, PixelFormat};
+use clipshape::face::{self, Face, FaceQuad, Mtcnn};
+use clipshape::store::ModelStore;
+
+use crate::files::{load_rgba, OutputDir};
+
+/// The MTCNN files in the model store (fetched with the `ffhq` set).
+pub const STORE_FILES: [&str; 3] = ["mtcnn_pnet.pt", "mtcnn_rnet.pt", "mtcnn_onet.pt"];
+
+#[derive(Args, Clone, Debug)]
+pub struct PhotoOptions {
+    /// How the photo is prepared: face (find the face, align it as FFHQ), none (the selection or
+    /// the whole photo), auto (face for face model sets, none otherwise)
+    #[arg(long, default_value = "auto")]
+    pub align: String,
+    /// How results go back onto the photo: changes (only where the edit changes the picture),
+    /// region (the whole face region / selection, feathered), frame (the generator's frame as is)
+    #[arg(long, default_value = "changes")]
+    pub paste: String,
+    /// The face to edit, by its index in `clipshape faces` (default: the face inside --select,
+    /// else the largest)
+    #[arg(long)]
+    pub face: Option<usize>,
+    /// A selection x1,y1,x2,y2 in photo pixels: the box to edit, or where the face to edit is
+    #[arg(long, allow_hyphen_values = true)]
+    pub select: Option<String>,
+    /// Directory holding MTCNN's pnet.pt, rnet.pt, onet.pt (default: the model store's)
+    #[arg(long)]
+    pub mtcnn: Option<PathBuf>,
+}
+
+/// The three detector files: from `--mtcnn DIR` (facenet-pytorch's names or the store's), else
+/// the model store's.
+pub fn detector_files(dir: Option<&Path>) -> Result<[PathBuf; 3]> {
+    let pick = |d: &Path| -> Option<[PathBuf; 3]> {
+        [["pnet.pt", "rnet.pt", "onet.pt"], STORE_FILES]
+            .into_iter()
+            .map(|names| names.map(|n| d.join(n)))
+            .find(|files| files.iter().all(|f| f.is_file()))
+    };
+    if let Some(d) = dir {
+        return pick(d).with_context(|| format!("--mtcnn {}: no pnet.pt, rnet.pt and onet.pt there", d.display()));
+    }
+    let store = ModelStore::from_env()?;
+    pick(store.root()).with_context(|| {
+        format!(
+            "no face detector: fetch it with `clipshape models fetch ffhq` (MTCNN goes to {}), or give --mtcnn DIR",
+            store.root().display()
+        )
+    })
+}
+
+pub fn parse_selection(s: &str) -> Result<[f32; 4]> {
+    let v: Vec<f32> = s.split(',').map(|p| p.trim().parse::<f32>()).collect::<Result<_, _>>().ok().unwrap_or_default();
+    match v.as_slice() {
+        [x1, y1, x2, y2] if v.iter().all(|x| x.is_finite()) && x2 > x1 && y2 > y1 => Ok([*x1, *y1, *x2, *y2]),
+        _ => bail!("--select {s}: expected x1,y1,x2,y2 in photo pixels with x2 > x1 and y2 > y1"),
+    }
+}
+
+/// A photo with what of it is edited.
+pub struct PhotoJob {
+    pub path: PathBuf,
+    pub rgba: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    pub subject: Subject,
+    pub paste: Paste,
+    /// All faces found (face alignment only) and the index of the one edited.
+    pub faces: Option<(Vec<Face>, usize)>,
+}
+
+impl PhotoJob {
+    pub fn view(&self) -> Result<ImageView<'_>> {
+        Ok(ImageView::packed(&self.rgba, self.width, self.height, PixelFormat::Rgba8)?)
+    }
+
+    /// Reads the photo and decides the subject (finding the face when aligning).
+    pub fn prepare(ctx: &Context, path: &Path, opts: &PhotoOptions) -> Result<PhotoJob> {
+        let paste = Paste::parse(&opts.paste)?;
+        let (rgba, width, height) = load_rgba(path)?;
+        let selection = opts.select.as_deref().map(parse_selection).transpose()?;
+        let face_domain = ctx.domain.as_ref().is_some_and(|d| d.align == clipshape::domain::Align::Ffhq);
+        let align_face = match opts.align.as_str() {
+            "auto" => face_domain,
+            "face" => true,
+            "none" => false,
+            other => bail!("--align: `{other}` is not auto, face or none"),
+        };
+        let mut job = PhotoJob {
+            path: path.to_path_buf(),
+            rgba,
+            width,
+            height,
+            subject: Subject::whole(width, height),
+            paste,
+            faces: None,
+        };
+        if align_face {
+            let faces = ctx.detect_faces(&job.view()?)?;
+            let i = face::pick_face(&faces, selection, opts.face, &path.display().to_string())?;
+            job.subject = Subject::face(faces[i].clone())?;
+            job.faces = Some((faces, i));
+        } else {
+            if opts.face.is_some() {
+                bail!("--face picks a detected face: it needs --align face (or a face model set)");
+            }
+            if let Some(s) = selection {
+                job.subject = Subject::selection(s, width, height)?;
+            }
+        }
+        Ok(job)
+    }
+
+    pub fn encode(&self, ctx: &Context) -> Result<Latent> {
+        Ok(ctx.encode_subject(&self.view()?, &self.subject)?)
+    }
+
+    /// `NN.png` (the photo with the edit pasted) and `layer-NN.png` (the layer alone, photo-sized
+    /// RGBA) per render, and `faces.json` when a face was used.
+    pub fn write(
+        &self,
+        ctx: &Context,
+        renders: &tch::Tensor,
+        render_0: &tch::Tensor,
+        out: &OutputDir,
+    ) -> Result<Vec<PathBuf>> {
+        let layers = ctx.paste_layers(renders, render_0, &self.subject, self.paste, self.width, self.height)?;
+        let rgb: Vec<u8> = self.rgba.chunks_exact(4).flat_map(|p| composite_over_grey(p)).collect();
+        let (w, h) = (self.width as usize, self.height as usize);
+        let mut written = Vec::new();
+        for (i, layer) in layers.iter().enumerate() {
+            let composite = face::composite(&rgb, w, h, layer)?;
+            let path = out.join(&format!("{i:02}.png"));
+            save_png(&path, &composite, self.width, self.height, PixelFormat::Rgb8)?;
+            written.push(path);
+            let path = out.join(&format!("layer-{i:02}.png"));
+            save_png(
+                &path,
+                &layer_on_canvas(layer, self.width, self.height),
+                self.width,
+                self.height,
+                PixelFormat::Rgba8,
+            )?;
+            written.push(path);
+        }
+        if let Some((faces, i)) = &self.faces {
+            let path = out.join("faces.json");
+            let json = serde_json::json!({
+                "photo": self.path.display().to_string(),
+                "used": i,
+                "faces": faces.iter().map(face_json).collect::<Result<Vec<_>>>()?,
+            });
+            clipshape::io::write_atomic(&path, format!("{json:#}\n").as_bytes())?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+/// The photo's pixel as the encoder saw it: alpha over mid-grey, the same rule as encoding.
+fn composite_over_grey(p: &[u8]) -> [u8; 3] {
+    let a = p[3] as u32;
+    let mix = |c: u8| ((c as u32 * a + 128 * (255 - a) + 127) / 255) as u8;
+    [mix(p[0]), mix(p[1]), mix(p[2])]
+}
+
+pub fn face_json(f: &Face) -> Result<serde_json::Value> {
+    let q = FaceQuad::from_landmarks(&f.landmarks)?;
+    Ok(serde_json::json!({
+        "box": f.bbox,
+        "score": f.score,
+        "landmarks": f.landmarks,
+        "quad": q.quad,
+    }))
+}
+
+/// `clipshape faces PHOTO`: every face, by descending score.
+pub fn faces_command(photo: &Path, mtcnn: Option<&Path>, json: bool, device: tch::Device) -> Result<String> {
+    let [p, r, o] = detector_files(mtcnn)?;
+    let detector = Mtcnn::load(&p, &r, &o, device)?;
+    let (rgba, w, h) = load_rgba(photo)?;
+    let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
+    let faces = detector.detect(&view.rgb8_composited(), w as usize, h as usize)?;
+    if json {
+        let list = faces.iter().map(face_json).collect::<Result<Vec<_>>>()?;
+        return Ok(format!("{}\n", serde_json::Value::Array(list)));
+    }
+    if faces.is_empty() {
+        return Ok(format!(
+            "no face found in {}; faces smaller than {} px are not detected\n",
+            photo.display(),
+            face::MIN_FACE_SIZE as u32
+        ));
+    }
+    let mut text = String::from("face  score     x1      y1      x2      y2\n");
+    for (i, f) in faces.iter().enumerate() {
+        let [x1, y1, x2, y2] = f.bbox;
+        text += &format!("{i:<5} {:.4}  {x1:>6.1}  {y1:>6.1}  {x2:>6.1}  {y2:>6.1}\n", f.score);
+    }
+    Ok(text)
+}
+
+/// `clipshape align PHOTO --out a.png`: the FFHQ-aligned crop of one face.
+pub fn align_command(
+    photo: &Path,
+    mtcnn: Option<&Path>,
+    face_index: Option<usize>,
+    select: Option<&str>,
+    size: usize,
+    out: &Path,
+    device: tch::Device,
+) -> Result<()> {
+    if !(16..=face::align::MAX_OUTPUT).contains(&size) {
+        bail!("--size {size}: expected 16..={}", face::align::MAX_OUTPUT);
+    }
+    let [p, r, o] = detector_files(mtcnn)?;
+    let detector = Mtcnn::load(&p, &r, &o, device)?;
+    let (rgba, w, h) = load_rgba(photo)?;
+    let rgb = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?.rgb8_composited();
+    let faces = detector.detect(&rgb, w as usize, h as usize)?;
+    let selection = select.map(parse_selection).transpose()?;
+    let i = face::pick_face(&faces, selection, face_index, &photo.display().to_string())?;
+    let quad = FaceQuad::from_landmarks(&faces[i].landmarks)?;
+    let aligned = face::align(&rgb, w as usize, h as usize, &quad, size)?;
+    clipshape::edit::render::save_image(out, &aligned, size as u32, size as u32, PixelFormat::Rgb8)?;
+    Ok(())
+}

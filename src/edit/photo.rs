@@ -1,0 +1,210 @@
+//! Editing an ordinary photo: where the edited picture sits in it (a detected face, FFHQ-aligned,
+//! or a box the user selected), what the encoder is fed from it, and how renders go back onto it
+//! as photo-aligned layers.
+//!
+//! The generator's frame and the photo are tied by one affine [`FrameMap`]: for a face, the
+//! aligned square's corners are the FFHQ quad in the photo; for a box, the frame is stretched
+//! onto the box. Encoding samples the photo through that map at the encoder's input size;
+//! pasting samples the renders through its inverse.
+
+use tch::Tensor;
+
+use crate::context::Context;
+use crate::edit::encode::ImageView;
+use crate::edit::{to_rgba8, Latent, PixelFormat};
+use crate::error::{Error, Result};
+use crate::face::{self, AlphaMode, Face, FaceQuad, FrameMap, Layer, PasteParams};
+
+/// What of the photo is edited.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Subject {
+    /// A detected face, aligned as FFHQ was.
+    Face { face: Face, quad: FaceQuad },
+    /// A box [x1, y1, x2, y2] of the photo (a selection, or the whole photo).
+    Box([f32; 4]),
+}
+
+impl Subject {
+    /// The face with the FFHQ quad of its landmarks.
+    pub fn face(face: Face) -> Result<Subject> {
+        let quad = FaceQuad::from_landmarks(&face.landmarks)?;
+        Ok(Subject::Face { face, quad })
+    }
+
+    /// The whole `width` × `height` photo.
+    pub fn whole(width: u32, height: u32) -> Subject {
+        Subject::Box([0.0, 0.0, width as f32, height as f32])
+    }
+
+    /// A selection, clipped to the photo and snapped outward to whole pixels (what a host's
+    /// selection is); an empty intersection is an error.
+    pub fn selection(b: [f32; 4], width: u32, height: u32) -> Result<Subject> {
+        if !b.iter().all(|v| v.is_finite()) {
+            return Err(Error::arg("selection", format!("{b:?} is not finite")));
+        }
+        let x1 = b[0].floor().max(0.0);
+        let y1 = b[1].floor().max(0.0);
+        let x2 = b[2].ceil().min(width as f32);
+        let y2 = b[3].ceil().min(height as f32);
+        if x2 - x1 < 1.0 || y2 - y1 < 1.0 {
+            return Err(Error::arg("selection", format!("{b:?} does not overlap the {width}×{height} photo")));
+        }
+        Ok(Subject::Box([x1, y1, x2, y2]))
+    }
+
+    /// How a `frame_width` × `frame_height` picture maps onto the photo.
+    pub fn frame_map(&self, frame_width: usize, frame_height: usize) -> Result<FrameMap> {
+        match self {
+            Subject::Face { quad, .. } => Ok(quad.frame_map(frame_width).resized(frame_width, frame_height)),
+            Subject::Box(b) => FrameMap::from_box(*b, frame_width, frame_height),
+        }
+    }
+}
+
+/// How the render goes back onto the photo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paste {
+    /// Only where the edit changes the picture (the default): the rest stays the photo's own.
+    Changes,
+    /// The whole face region / selection, feathered.
+    Region,
+    /// The generator's whole frame (no photo involved: the renders as they are).
+    Frame,
+}
+
+impl Paste {
+    pub fn parse(s: &str) -> Result<Paste> {
+        match s {
+            "changes" => Ok(Paste::Changes),
+            "region" => Ok(Paste::Region),
+            "frame" => Ok(Paste::Frame),
+            other => Err(Error::arg("paste", format!("`{other}` is not changes, region or frame"))),
+        }
+    }
+
+    fn alpha(self) -> AlphaMode {
+        match self {
+            Paste::Changes => AlphaMode::Changes,
+            Paste::Region => AlphaMode::Region,
+            Paste::Frame => AlphaMode::Frame,
+        }
+    }
+}
+
+impl Context {
+    /// Every face MTCNN finds in the picture, by descending score.
+    pub fn detect_faces(&self, photo: &ImageView) -> Result<Vec<Face>> {
+        let detector = self.detector.as_ref().ok_or_else(|| {
+            Error::arg(
+                "face detector",
+                "this context has no face detector: use the `ffhq` model set, or give the MTCNN files \
+                 (pnet.pt, rnet.pt, onet.pt; --mtcnn DIR)",
+            )
+        })?;
+        photo.validate()?;
+        detector.detect(&photo.rgb8_composited(), photo.width as usize, photo.height as usize)
+    }
+
+    /// The W+ code of the subject: the photo sampled through the subject's map at the encoder's
+    /// input size (an FFHQ-aligned crop for a face, the box resized for a selection).
+    pub fn encode_subject(&self, photo: &ImageView, subject: &Subject) -> Result<Latent> {
+        photo.validate()?;
+        let input = self.encoder()?.input_size;
+        let rgb = photo.rgb8_composited();
+        let (w, h) = (photo.width as usize, photo.height as usize);
+        let crop = match subject {
+            Subject::Face { quad, .. } => {
+                if input.height != input.width {
+                    return Err(Error::arg(
+                        "align",
+                        format!("face alignment gives a square, this encoder takes {}×{}", input.width, input.height),
+                    ));
+                }
+                let side = input.width as usize;
+                let aligned = face::align(&rgb, w, h, quad, side)?;
+                return self.encode(&ImageView::packed(&aligned, side as u32, side as u32, PixelFormat::Rgb8)?);
+            }
+            Subject::Box(b) => crop_rgb(&rgb, w, h, *b)?,
+        };
+        self.encode(&ImageView::packed(&crop.0, crop.1, crop.2, PixelFormat::Rgb8)?)
+    }
+
+    /// One photo-aligned layer per image of `renders` ((S, 3, h, w) at the domain frame, as
+    /// `to_frame` gives them); `render_0` is the unedited render (needed by `Paste::Changes`).
+    pub fn paste_layers(
+        &self,
+        renders: &Tensor,
+        render_0: &Tensor,
+        subject: &Subject,
+        paste: Paste,
+        photo_width: u32,
+        photo_height: u32,
+    ) -> Result<Vec<Layer>> {
+        let (_, _, fh, fw) = renders.size4()?;
+        let map = subject.frame_map(fw as usize, fh as usize)?;
+        let frames = to_rgba8(renders, PixelFormat::Rgb8)?;
+        let frame_0 = to_rgba8(render_0, PixelFormat::Rgb8)?.into_iter().next();
+        let params = PasteParams::with_mode(paste.alpha());
+        frames
+            .iter()
+            .map(|f| face::paste(photo_width as usize, photo_height as usize, &map, f, frame_0.as_deref(), &params))
+            .collect()
+    }
+}
+
+/// The pixels of box `b` (whole pixels, inside the photo): (RGB8, width, height).
+fn crop_rgb(rgb: &[u8], w: usize, h: usize, b: [f32; 4]) -> Result<(Vec<u8>, u32, u32)> {
+    let x1 = (b[0].max(0.0) as usize).min(w);
+    let y1 = (b[1].max(0.0) as usize).min(h);
+    let x2 = (b[2].ceil().max(0.0) as usize).min(w);
+    let y2 = (b[3].ceil().max(0.0) as usize).min(h);
+    if x2 <= x1 || y2 <= y1 {
+        return Err(Error::arg("selection", format!("{b:?} holds no pixel of the {w}×{h} photo")));
+    }
+    let mut out = Vec::with_capacity((x2 - x1) * (y2 - y1) * 3);
+    for y in y1..y2 {
+        out.extend_from_slice(&rgb[(y * w + x1) * 3..(y * w + x2) * 3]);
+    }
+    Ok((out, (x2 - x1) as u32, (y2 - y1) as u32))
+}
+
+/// A layer placed on a transparent photo-sized canvas: RGBA8, `width` × `height`.
+pub fn layer_on_canvas(layer: &Layer, width: u32, height: u32) -> Vec<u8> {
+    let (w, h) = (width as usize, height as usize);
+    let mut out = vec![0u8; w * h * 4];
+    for y in 0..layer.height.min(h.saturating_sub(layer.y)) {
+        let src = &layer.rgba[y * layer.width * 4..(y + 1) * layer.width * 4];
+        let n = layer.width.min(w.saturating_sub(layer.x)) * 4;
+        let at = ((layer.y + y) * w + layer.x) * 4;
+        out[at..at + n].copy_from_slice(&src[..n]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selections_snap_to_pixels_and_clip_to_the_photo() {
+        assert_eq!(
+            Subject::selection([10.4, -5.0, 50.2, 30.0], 40, 40).unwrap(),
+            Subject::Box([10.0, 0.0, 40.0, 30.0])
+        );
+        assert!(Subject::selection([50.0, 0.0, 60.0, 10.0], 40, 40).is_err());
+        assert!(Subject::selection([0.0, 0.0, f32::NAN, 10.0], 40, 40).is_err());
+    }
+
+    #[test]
+    fn boxes_crop_exactly_and_layers_land_where_they_belong() {
+        let (w, h) = (5usize, 4usize);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| i as u8).collect();
+        let (c, cw, ch) = crop_rgb(&rgb, w, h, [1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!((cw, ch), (2, 2));
+        assert_eq!(&c[..3], &rgb[(2 * w + 1) * 3..(2 * w + 1) * 3 + 3]);
+        let layer = Layer { x: 3, y: 1, width: 2, height: 2, rgba: vec![200; 16] };
+        let canvas = layer_on_canvas(&layer, w as u32, h as u32);
+        let alpha = |x: usize, y: usize| canvas[(y * w + x) * 4 + 3];
+        assert_eq!((alpha(3, 1), alpha(4, 2), alpha(2, 1), alpha(3, 3)), (200, 200, 0, 0));
+    }
+}

@@ -1,0 +1,260 @@
+//! Photos: finding faces, encoding a face (FFHQ-aligned) or a box of a photo, and rendering
+//! layers that go back onto the photo at its coordinates.
+
+#![allow(clippy::missing_safety_doc)]
+
+use crate::edit::photo::{Paste, Subject};
+use crate::face::Face;
+
+use super::editing::image_arg;
+use super::*;
+
+// ───────────────────────────── faces ─────────────────────────────
+
+/// A face in a photo, in photo pixels (x right, y down).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct cs_face {
+    pub struct_size: u32,
+    /// x1, y1, x2, y2.
+    pub bbox: [f32; 4],
+    /// The detector's face probability.
+    pub score: f32,
+    /// x, y of the left eye, right eye, nose, left and right mouth corners ("left" = on the
+    /// image's left): what alignment uses.
+    pub landmarks: [f32; 10],
+    /// x, y of the FFHQ crop's corners: top-left, bottom-left, bottom-right, top-right.
+    pub quad: [f32; 8],
+}
+
+/// The faces found in a photo (`cs_faces_detect`).
+pub struct cs_faces {
+    faces: Vec<Face>,
+}
+
+/// Which pasted region a layer covers and how its alpha is made.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum cs_paste_mode {
+    /// Only where the edit changes the picture (|G_k − G_0| above a small threshold, dilated and
+    /// blurred) inside the region: the rest stays the photo's own. The default.
+    Changes = 0,
+    /// The whole face region or box, with a feathered border.
+    Region = 1,
+    /// The generator's whole frame, opaque.
+    Frame = 2,
+}
+
+/// Where the edited picture sits in the photo, for `cs_render_layers`.
+#[repr(C)]
+pub struct cs_paste_params {
+    pub struct_size: u32,
+    /// A `cs_paste_mode`.
+    pub mode: i32,
+    /// The face that was encoded (`cs_encode_face`), or NULL for a box.
+    pub face: *const cs_face,
+    /// The box that was encoded (x1, y1, x2, y2, photo pixels) when `face` is NULL; all zeros =
+    /// the whole photo.
+    pub bbox: [f32; 4],
+    /// The photo's size: layers are clipped to it.
+    pub photo_width: u32,
+    pub photo_height: u32,
+}
+
+fn face_record(f: &Face) -> Result<cs_face> {
+    let quad = crate::face::FaceQuad::from_landmarks(&f.landmarks)?;
+    let mut landmarks = [0f32; 10];
+    for (i, p) in f.landmarks.iter().enumerate() {
+        landmarks[2 * i] = p[0];
+        landmarks[2 * i + 1] = p[1];
+    }
+    let mut q = [0f32; 8];
+    for (i, p) in quad.quad.iter().enumerate() {
+        q[2 * i] = p[0] as f32;
+        q[2 * i + 1] = p[1] as f32;
+    }
+    Ok(cs_face {
+        struct_size: std::mem::size_of::<cs_face>() as u32,
+        bbox: f.bbox,
+        score: f.score,
+        landmarks,
+        quad: q,
+    })
+}
+
+unsafe fn face_arg(f: *const cs_face) -> Result<Face> {
+    let f = ref_arg(f, "face")?;
+    if !(f.bbox.iter().chain(&f.landmarks).all(|v| v.is_finite()) && f.score.is_finite()) {
+        return Err(Error::arg("face", "holds NaN or infinity"));
+    }
+    let mut landmarks = [[0f32; 2]; 5];
+    for (i, p) in landmarks.iter_mut().enumerate() {
+        *p = [f.landmarks[2 * i], f.landmarks[2 * i + 1]];
+    }
+    Ok(Face { bbox: f.bbox, score: f.score, landmarks })
+}
+
+/// Finds every face in `photo` (read during the call only) with MTCNN. On success `*out` owns the
+/// list (most probable first; possibly empty), freed with `cs_faces_free`. Statuses: OK;
+/// INVALID_ARGUMENT (NULL, bad view, no face detector in this context: use the `ffhq` set or
+/// `face_detector_dir`); OUT_OF_MEMORY.
+#[no_mangle]
+pub unsafe extern "C" fn cs_faces_detect(ctx: *const cs_ctx, photo: *const cs_image, out: *mut *mut cs_faces) -> cs_status {
+    guard(|| {
+        hand_out(out, || {
+            let ctx = &ref_arg(ctx, "ctx")?.inner;
+            Ok(cs_faces { faces: ctx.detect_faces(&image_arg(photo, "photo")?)? })
+        })
+    })
+}
+
+/// Number of faces (0 for NULL). Never fails.
+#[no_mangle]
+pub unsafe extern "C" fn cs_faces_count(faces: *const cs_faces) -> usize {
+    faces.as_ref().map(|f| f.faces.len()).unwrap_or(0)
+}
+
+/// Writes face `index` into the caller's `*out`. Statuses: OK; INVALID_ARGUMENT (NULL, index
+/// out of range).
+#[no_mangle]
+pub unsafe extern "C" fn cs_faces_get(faces: *const cs_faces, index: usize, out: *mut cs_face) -> cs_status {
+    guard(|| {
+        let faces = &ref_arg(faces, "faces")?.faces;
+        let f = faces.get(index).ok_or_else(|| Error::arg("index", format!("{index} is not below {}", faces.len())))?;
+        write_sized(out, face_record(f)?, "out")
+    })
+}
+
+/// The face to edit, written to `*index`: `selection` (x1, y1, x2, y2; NULL = none) picks the
+/// face it overlaps most, else the largest face is picked. Statuses: OK; INVALID_ARGUMENT (no
+/// face at all: the message says faces under 20 px are not found; a selection holding no face).
+#[no_mangle]
+pub unsafe extern "C" fn cs_faces_pick(faces: *const cs_faces, selection: *const f32, index: *mut usize) -> cs_status {
+    guard(|| {
+        let faces = &ref_arg(faces, "faces")?.faces;
+        let sel = if selection.is_null() {
+            None
+        } else {
+            let s = std::slice::from_raw_parts(selection, 4);
+            Some([s[0], s[1], s[2], s[3]])
+        };
+        *out_arg(index, "index")? = crate::face::pick_face(faces, sel, None, "the photo")?;
+        Ok(())
+    })
+}
+
+/// Releases a face list; NULL is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn cs_faces_free(faces: *mut cs_faces) {
+    free_handle(faces)
+}
+
+/// Inverts `face` of `photo` into a W+ latent: the photo is aligned as FFHQ was (from the face's
+/// landmarks) at the encoder's input size and encoded. On success `*out` owns a new latent,
+/// freed with `cs_latent_free`. Statuses: OK; INVALID_ARGUMENT (NULL, bad view or face);
+/// MODEL_FORMAT (no encoder in this context); OUT_OF_MEMORY.
+#[no_mangle]
+pub unsafe extern "C" fn cs_encode_face(
+    ctx: *const cs_ctx,
+    photo: *const cs_image,
+    face: *const cs_face,
+    out: *mut *mut cs_latent,
+) -> cs_status {
+    guard(|| {
+        hand_out(out, || {
+            let ctx = &ref_arg(ctx, "ctx")?.inner;
+            let subject = Subject::face(face_arg(face)?)?;
+            Ok(cs_latent { inner: ctx.encode_subject(&image_arg(photo, "photo")?, &subject)? })
+        })
+    })
+}
+
+// ───────────────────────────── layers ─────────────────────────────
+
+/// Fills `*params` with the defaults (`CS_PASTE_MODE_CHANGES`, no face, the whole photo). The
+/// struct is the caller's. Statuses: OK; INVALID_ARGUMENT (NULL).
+#[no_mangle]
+pub unsafe extern "C" fn cs_paste_params_init(params: *mut cs_paste_params) -> cs_status {
+    guard(|| {
+        *out_arg(params, "params")? = cs_paste_params {
+            struct_size: std::mem::size_of::<cs_paste_params>() as u32,
+            mode: cs_paste_mode::Changes as i32,
+            face: std::ptr::null(),
+            bbox: [0.0; 4],
+            photo_width: 0,
+            photo_height: 0,
+        };
+        Ok(())
+    })
+}
+
+/// Renders `latent` at each strength of `render` (its shifts, strengths and pixel format; its
+/// target size is ignored) and maps every image back onto the photo: one layer per strength,
+/// all of the same size, covering the edited region's footprint in the photo, with alpha as
+/// `paste->mode` says. `cs_images_get_origin` tells where they go. On success `*out` owns the
+/// layers, freed with `cs_images_free`. Statuses: OK; INVALID_ARGUMENT (NULL, bad mode, a
+/// region outside the photo, a pixel format without alpha); MODEL_MISMATCH; OUT_OF_MEMORY.
+#[no_mangle]
+pub unsafe extern "C" fn cs_render_layers(
+    ctx: *const cs_ctx,
+    latent: *const cs_latent,
+    render: *const cs_render_params,
+    paste: *const cs_paste_params,
+    out: *mut *mut cs_images,
+) -> cs_status {
+    guard(|| {
+        hand_out(out, || {
+            let ctx = &ref_arg(ctx, "ctx")?.inner;
+            let latent = &ref_arg(latent, "latent")?.inner;
+            let r = ref_arg(render, "render")?;
+            let p = ref_arg(paste, "paste")?;
+            check_struct_size(p.struct_size, std::mem::size_of::<cs_paste_params>(), "paste")?;
+            let mode = match p.mode {
+                m if m == cs_paste_mode::Changes as i32 => Paste::Changes,
+                m if m == cs_paste_mode::Region as i32 => Paste::Region,
+                m if m == cs_paste_mode::Frame as i32 => Paste::Frame,
+                m => return Err(Error::arg("mode", format!("{m} is not a cs_paste_mode"))),
+            };
+            let (pw, ph) = (p.photo_width, p.photo_height);
+            if pw == 0 || ph == 0 {
+                return Err(Error::arg("photo_width, photo_height", format!("{pw}×{ph} has no pixels")));
+            }
+            let subject = if p.face.is_null() {
+                match p.bbox {
+                    [0.0, 0.0, 0.0, 0.0] => Subject::whole(pw, ph),
+                    b => Subject::selection(b, pw, ph)?,
+                }
+            } else {
+                Subject::face(face_arg(p.face)?)?
+            };
+            let format = pixel_format(r.format)?;
+            if format == PixelFormat::Rgb8 {
+                return Err(Error::arg("format", "layers carry alpha: ask for RGBA8 or BGRA8"));
+            }
+            let (renders, render_0) = super::editing::render_frames(ctx, latent, r)?;
+            let layers = ctx.paste_layers(&renders, &render_0, &subject, mode, pw, ph)?;
+            let first = layers.first().ok_or_else(|| Error::arg("strengths", "the list is empty"))?;
+            let (x, y, w, h) = (first.x as i32, first.y as i32, first.width as u32, first.height as u32);
+            let pixels = layers
+                .into_iter()
+                .map(|l| match format {
+                    PixelFormat::Bgra8 => l.rgba.chunks_exact(4).flat_map(|p| [p[2], p[1], p[0], p[3]]).collect(),
+                    _ => l.rgba,
+                })
+                .collect();
+            Ok(cs_images { pixels, width: w, height: h, format, origin: (x, y) })
+        })
+    })
+}
+
+/// Where `images` go in the photo: the top-left pixel of layers from `cs_render_layers`; (0, 0)
+/// for other images. Statuses: OK; INVALID_ARGUMENT (NULL).
+#[no_mangle]
+pub unsafe extern "C" fn cs_images_get_origin(images: *const cs_images, x: *mut i32, y: *mut i32) -> cs_status {
+    guard(|| {
+        let images = ref_arg(images, "images")?;
+        *out_arg(x, "x")? = images.origin.0;
+        *out_arg(y, "y")? = images.origin.1;
+        Ok(())
+    })
+}
