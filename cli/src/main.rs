@@ -104,6 +104,8 @@ struct EditOptions {
     truncate: bool,
 }
 
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Print a generator's facts and its editable layers

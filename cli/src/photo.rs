@@ -111,7 +111,7 @@ impl PhotoJob {
         if align_face {
             let faces = ctx.detect_faces(&job.view()?)?;
             let i = face::pick_face(&faces, selection, opts.face, &path.display().to_string())?;
-            job.subject = Subject::face(faces[i].clone())?;
+            job.subject = Subject::face(faces[i])?;
             job.faces = Some((faces, i));
         } else {
             if opts.face.is_some() {
@@ -138,7 +138,7 @@ impl PhotoJob {
         out: &OutputDir,
     ) -> Result<Vec<PathBuf>> {
         let layers = ctx.paste_layers(renders, render_0, &self.subject, self.paste, self.width, self.height)?;
-        let rgb: Vec<u8> = self.rgba.chunks_exact(4).flat_map(|p| composite_over_grey(p)).collect();
+        let rgb: Vec<u8> = self.rgba.chunks_exact(4).flat_map(composite_over_grey).collect();
         let (w, h) = (self.width as usize, self.height as usize);
         let mut written = Vec::new();
         for (i, layer) in layers.iter().enumerate() {

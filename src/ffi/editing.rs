@@ -227,8 +227,14 @@ pub unsafe extern "C" fn cs_render(
     })
 }
 
-/// The shifts, strengths and batch size of render params, checked.
-unsafe fn render_request<'a>(p: &'a cs_render_params) -> Result<(Vec<(&'a Shift, f64)>, Vec<f64>, usize)> {
+/// What render params ask for, checked.
+struct RenderRequest<'a> {
+    shifts: Vec<(&'a Shift, f64)>,
+    strengths: Vec<f64>,
+    max_batch: usize,
+}
+
+unsafe fn render_request(p: &cs_render_params) -> Result<RenderRequest<'_>> {
     check_struct_size(p.struct_size, std::mem::size_of::<cs_render_params>(), "params")?;
     let refs = slice_arg(p.shifts, p.n_shifts, "shifts")?;
     let mut shifts = Vec::with_capacity(refs.len());
@@ -238,12 +244,12 @@ unsafe fn render_request<'a>(p: &'a cs_render_params) -> Result<(Vec<(&'a Shift,
     }
     let strengths: Vec<f64> = slice_arg(p.strengths, p.n_strengths, "strengths")?.iter().map(|&k| k as f64).collect();
     let max_batch = if p.max_batch == 0 { edit::render::DEFAULT_MAX_BATCH } else { p.max_batch as usize };
-    Ok((shifts, strengths, max_batch))
+    Ok(RenderRequest { shifts, strengths, max_batch })
 }
 
 pub(super) unsafe fn render_images(ctx: &cs_ctx, latent: &cs_latent, p: &cs_render_params) -> Result<cs_images> {
     let (ctx, latent) = (&ctx.inner, &latent.inner);
-    let (shifts, strengths, max_batch) = render_request(p)?;
+    let RenderRequest { shifts, strengths, max_batch } = render_request(p)?;
     let format = pixel_format(p.format)?;
     let target = match (p.target_width, p.target_height) {
         (0, 0) => None,
@@ -259,7 +265,7 @@ pub(super) unsafe fn render_frames(
     latent: &Latent,
     p: &cs_render_params,
 ) -> Result<(tch::Tensor, tch::Tensor)> {
-    let (shifts, strengths, max_batch) = render_request(p)?;
+    let RenderRequest { shifts, strengths, max_batch } = render_request(p)?;
     let images = edit::render(&ctx.generator, latent, &shifts, &strengths, max_batch)?;
     let unedited = edit::render(&ctx.generator, latent, &[], &[0.0], 1)?;
     Ok((ctx.to_frame(&images, None)?, ctx.to_frame(&unedited, None)?))

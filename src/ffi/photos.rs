@@ -73,13 +73,7 @@ fn face_record(f: &Face) -> Result<cs_face> {
         q[2 * i] = p[0] as f32;
         q[2 * i + 1] = p[1] as f32;
     }
-    Ok(cs_face {
-        struct_size: std::mem::size_of::<cs_face>() as u32,
-        bbox: f.bbox,
-        score: f.score,
-        landmarks,
-        quad: q,
-    })
+    Ok(cs_face { struct_size: std::mem::size_of::<cs_face>() as u32, bbox: f.bbox, score: f.score, landmarks, quad: q })
 }
 
 unsafe fn face_arg(f: *const cs_face) -> Result<Face> {
@@ -99,7 +93,11 @@ unsafe fn face_arg(f: *const cs_face) -> Result<Face> {
 /// INVALID_ARGUMENT (NULL, bad view, no face detector in this context: use the `ffhq` set or
 /// `face_detector_dir`); OUT_OF_MEMORY.
 #[no_mangle]
-pub unsafe extern "C" fn cs_faces_detect(ctx: *const cs_ctx, photo: *const cs_image, out: *mut *mut cs_faces) -> cs_status {
+pub unsafe extern "C" fn cs_faces_detect(
+    ctx: *const cs_ctx,
+    photo: *const cs_image,
+    out: *mut *mut cs_faces,
+) -> cs_status {
     guard(|| {
         hand_out(out, || {
             let ctx = &ref_arg(ctx, "ctx")?.inner;
