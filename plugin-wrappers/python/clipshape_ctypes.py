@@ -65,6 +65,8 @@ DEVICE_CUDA = 2
 
 # cs_method (src/ffi.rs; not yet emitted into the header by cbindgen).
 METHODS = {"shift": 0, "latent": 1}
+# cs_paste_mode: how layers go back onto the photo.
+PASTE_MODES = {"changes": 0, "region": 1, "frame": 2}
 
 
 # ───────────────────────────── errors ────────────────────────────
@@ -198,6 +200,32 @@ class cs_context_params(Structure):
         ("device_index", c_int32),
         ("n_threads", c_int32),
         ("clip_text_heads", c_int32),
+        ("face_detector_dir", c_char_p),
+    ]
+
+
+class cs_face(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("bbox", c_float * 4),
+        ("score", c_float),
+        ("landmarks", c_float * 10),
+        ("quad", c_float * 8),
+    ]
+
+
+class cs_faces(Structure):
+    """Opaque."""
+
+
+class cs_paste_params(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("mode", c_int32),
+        ("face", POINTER(cs_face)),
+        ("bbox", c_float * 4),
+        ("photo_width", c_uint32),
+        ("photo_height", c_uint32),
     ]
 
 
@@ -370,6 +398,17 @@ _SIGNATURES = {
     "cs_models_check": (_S, [c_char_p, c_char_p]),
     "cs_models_list_sets": (_S, [c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
     "cs_models_fetch": (_S, [c_char_p, c_char_p, cs_fetch_progress_fn, c_void_p]),
+    "cs_faces_detect": (_S, [POINTER(cs_ctx), POINTER(cs_image), POINTER(POINTER(cs_faces))]),
+    "cs_faces_count": (c_size_t, [POINTER(cs_faces)]),
+    "cs_faces_get": (_S, [POINTER(cs_faces), c_size_t, POINTER(cs_face)]),
+    "cs_faces_pick": (_S, [POINTER(cs_faces), POINTER(c_float), POINTER(c_size_t)]),
+    "cs_faces_free": (None, [POINTER(cs_faces)]),
+    "cs_encode_face": (_S, [POINTER(cs_ctx), POINTER(cs_image), POINTER(cs_face),
+                            POINTER(POINTER(cs_latent))]),
+    "cs_paste_params_init": (_S, [POINTER(cs_paste_params)]),
+    "cs_render_layers": (_S, [POINTER(cs_ctx), POINTER(cs_latent), POINTER(cs_render_params),
+                              POINTER(cs_paste_params), POINTER(POINTER(cs_images))]),
+    "cs_images_get_origin": (_S, [POINTER(cs_images), POINTER(c_int32), POINTER(c_int32)]),
     "cs_models_list": (_S, [c_char_p, POINTER(POINTER(cs_model_sets))]),
     "cs_model_sets_count": (c_size_t, [POINTER(cs_model_sets)]),
     "cs_model_sets_get": (_S, [POINTER(cs_model_sets), c_size_t, POINTER(cs_model_set_info)]),
@@ -630,10 +669,32 @@ class _CallbackBox:
 
 # ───────────────────────────── pictures ──────────────────────────
 
-class Picture(namedtuple("Picture", "data width height stride format")):
-    """8-bit pixels: ``data`` bytes, ``stride`` bytes per row, ``format`` a PIXEL_FORMATS name."""
+class Picture(namedtuple("Picture", "data width height stride format x y", defaults=(0, 0))):
+    """8-bit pixels: ``data`` bytes, ``stride`` bytes per row, ``format`` a PIXEL_FORMATS name;
+    ``x``, ``y``: where a layer goes in the photo (0, 0 for other pictures)."""
 
     __slots__ = ()
+
+
+class Face(namedtuple("Face", "box score landmarks quad")):
+    """A face in a photo, photo pixels: ``box`` (x1, y1, x2, y2), ``landmarks`` 5 × (x, y) (eyes,
+    nose, mouth corners), ``quad`` 4 × (x, y) (the FFHQ crop's corners)."""
+
+    __slots__ = ()
+
+    def _struct(self):
+        f = cs_face()
+        f.struct_size = ctypes.sizeof(cs_face)
+        f.bbox[:] = [float(v) for v in self.box]
+        f.score = float(self.score)
+        f.landmarks[:] = [float(v) for p in self.landmarks for v in p]
+        f.quad[:] = [float(v) for p in self.quad for v in p]
+        return f
+
+    @classmethod
+    def _of(cls, f):
+        pairs = lambda a: [(a[i], a[i + 1]) for i in range(0, len(a), 2)]  # noqa: E731
+        return cls(tuple(f.bbox), f.score, pairs(list(f.landmarks)), pairs(list(f.quad)))
 
 
 def _image_view(pixels, width, height, stride, fmt):
@@ -676,7 +737,10 @@ def _pictures(images_ptr):
             _call(L.cs_images_get, images_ptr, i, ctypes.byref(v))
             n = v.stride * v.height
             data = ctypes.string_at(v.data, n)
-            out.append(Picture(data, v.width, v.height, v.stride, _format_name(v.format)))
+            x, y = c_int32(0), c_int32(0)
+            _call(L.cs_images_get_origin, images_ptr, ctypes.byref(x), ctypes.byref(y))
+            out.append(Picture(data, v.width, v.height, v.stride, _format_name(v.format),
+                               x.value, y.value))
         return out
     finally:
         L.cs_images_free(images_ptr)
@@ -806,7 +870,8 @@ class Context(_Handle):
     _free_name = "cs_context_free"
 
     def __init__(self, generator=None, encoder=None, clip=None, vocab=None, set_name=None,
-                 models_dir=None, device="cpu", n_threads=0, clip_text_heads=0):
+                 models_dir=None, device="cpu", n_threads=0, clip_text_heads=0,
+                 face_detector_dir=None):
         self._ptr = None
         self._lib = load_library()
         L = self._lib
@@ -828,6 +893,7 @@ class Context(_Handle):
         p.vocab_path = s(vocab, "vocab")
         p.set_name = s(set_name, "set_name")
         p.models_dir = s(models_dir, "models_dir")
+        p.face_detector_dir = s(face_detector_dir, "face_detector_dir")
         p.device, p.device_index = kind, index
         p.n_threads = _int(n_threads, "n_threads", 0, INT32[1])
         p.clip_text_heads = _int(clip_text_heads, "clip_text_heads", 0, INT32[1])
@@ -1103,6 +1169,86 @@ class Context(_Handle):
             _call(self._lib.cs_render, self.ptr, latent.ptr, ctypes.byref(p), ctypes.byref(out))
         return _pictures(out)
 
+    # — photos —
+
+    def detect_faces(self, pixels, width, height, stride=0, fmt="RGBA8"):
+        """Every face in a photo (MTCNN), most probable first → [Face]."""
+        return self.find_face(pixels, width, height, stride, fmt, pick=False)[0]
+
+    def find_face(self, pixels, width, height, stride=0, fmt="RGBA8", selection=None, pick=True):
+        """The faces of a photo and the index of the one to edit → ([Face], index): the face
+        ``selection`` (x1, y1, x2, y2) overlaps most, else the largest. Raises
+        InvalidArgumentError when there is none (the library says why)."""
+        img, keep = _image_view(pixels, width, height, stride, fmt)
+        out = POINTER(cs_faces)()
+        with self._op_lock:
+            _call(self._lib.cs_faces_detect, self.ptr, ctypes.byref(img), ctypes.byref(out))
+        del keep
+        try:
+            faces = []
+            for i in range(self._lib.cs_faces_count(out)):
+                f = cs_face()
+                _call(self._lib.cs_faces_get, out, i, ctypes.byref(f))
+                faces.append(Face._of(f))
+            if not pick:
+                return faces, None
+            sel = (c_float * 4)(*[float(v) for v in selection]) if selection is not None else None
+            index = c_size_t(0)
+            _call(self._lib.cs_faces_pick, out, sel, ctypes.byref(index))
+            return faces, index.value
+        finally:
+            self._lib.cs_faces_free(out)
+
+    def encode_face(self, pixels, width, height, face, stride=0, fmt="RGBA8"):
+        """Aligns ``face`` of the photo as FFHQ was and inverts it → Latent."""
+        img, keep = _image_view(pixels, width, height, stride, fmt)
+        f = face._struct()
+        out = POINTER(cs_latent)()
+        with self._op_lock:
+            self._check_job_cancel()
+            _call(self._lib.cs_encode_face, self.ptr, ctypes.byref(img), ctypes.byref(f),
+                  ctypes.byref(out))
+        del keep
+        return Latent(out)
+
+    def render_layers(self, latent, shifts, strengths, photo_size, face=None, box=None,
+                      mode="changes", fmt="RGBA8", max_batch=0):
+        """Renders ``latent`` at each strength and maps it back onto the photo → [Picture] with
+        alpha, placed at (x, y) of the photo. ``face`` (what encode_face got) or ``box`` (x1, y1,
+        x2, y2: what was encoded; None = the whole photo) says where the picture sits."""
+        if mode not in PASTE_MODES:
+            raise InvalidArgumentError("paste mode %r is not one of %s" % (mode, ", ".join(PASTE_MODES)))
+        strengths = [float(k) for k in strengths]
+        if not strengths or any(math.isnan(k) or math.isinf(k) for k in strengths):
+            raise InvalidArgumentError("strengths must be a non-empty list of finite numbers")
+        shifts = list(shifts)
+        r = _init(self._lib.cs_render_params_init, cs_render_params)
+        refs = (cs_shift_ref * max(1, len(shifts)))()
+        for i, (shift, weight) in enumerate(shifts):
+            refs[i] = cs_shift_ref(shift.ptr, float(weight))
+        ks = (c_float * len(strengths))(*strengths)
+        r.shifts = ctypes.cast(refs, POINTER(cs_shift_ref)) if shifts else None
+        r.n_shifts = len(shifts)
+        r.strengths = ctypes.cast(ks, POINTER(c_float))
+        r.n_strengths = len(strengths)
+        r.format = _format_code(fmt)
+        r.max_batch = _int(max_batch, "max_batch", 0, UINT32[1])
+        p = _init(self._lib.cs_paste_params_init, cs_paste_params)
+        p.mode = PASTE_MODES[mode]
+        p.photo_width = _int(photo_size[0], "photo width", 1, UINT32[1])
+        p.photo_height = _int(photo_size[1], "photo height", 1, UINT32[1])
+        f = face._struct() if face is not None else None
+        if f is not None:
+            p.face = ctypes.pointer(f)
+        elif box is not None:
+            p.bbox[:] = [float(v) for v in box]
+        out = POINTER(cs_images)()
+        with self._op_lock:
+            self._check_job_cancel()
+            _call(self._lib.cs_render_layers, self.ptr, latent.ptr, ctypes.byref(r),
+                  ctypes.byref(p), ctypes.byref(out))
+        return _pictures(out)
+
     def render(self, latent, shifts, strengths, fmt="RGBA8", target=None, max_batch=0):
         """Like render_pictures, but only the pixel bytes (tightly packed rows)."""
         return [pic.data for pic in self.render_pictures(latent, shifts, strengths, fmt, target,
@@ -1148,7 +1294,8 @@ class _Job:
 
 
 __all__ = [
-    "ABI_VERSION", "PIXEL_FORMATS", "BYTES_PER_PIXEL", "METHODS", "ClipShapeError",
+    "ABI_VERSION", "PIXEL_FORMATS", "BYTES_PER_PIXEL", "METHODS", "PASTE_MODES", "Face",
+    "ClipShapeError",
     "InvalidArgumentError", "FileIOError", "ModelFormatError", "ModelMismatchError",
     "OutOfMemoryError", "DeviceError", "CancelledError", "InternalError", "IntegrityError",
     "DownloadError", "ModelsMissingError", "DivergedError", "LibraryNotFoundError",

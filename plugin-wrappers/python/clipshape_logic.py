@@ -279,6 +279,7 @@ class ModelChoice:
     vocab: Optional[str] = None
     device: str = "auto"
     n_threads: int = 0
+    face_detector_dir: Optional[str] = None  # MTCNN's pnet/rnet/onet.pt; None = the set's
 
     def normalized(self):
         def opt(v):
@@ -293,7 +294,8 @@ class ModelChoice:
         except cs.InvalidArgumentError as e:
             raise RequestError(str(e)) from None
         m = ModelChoice(set_name, opt(self.models_dir), opt(self.generator), opt(self.encoder),
-                        opt(self.clip), opt(self.vocab), device, int(self.n_threads or 0))
+                        opt(self.clip), opt(self.vocab), device, int(self.n_threads or 0),
+                        opt(self.face_detector_dir))
         if not m.set_name and not m.generator:
             raise RequestError("model: choose a model set (%s) or give a generator/e4e file"
                                % ", ".join(KNOWN_SETS))
@@ -301,11 +303,13 @@ class ModelChoice:
                            ("CLIP model", m.clip), ("vocab", m.vocab)):
             if path and not os.path.isfile(path):
                 raise RequestError("%s file not found: %s" % (what, path))
+        if m.face_detector_dir and not os.path.isdir(m.face_detector_dir):
+            raise RequestError("face detector folder not found: %s" % m.face_detector_dir)
         return m
 
     def key(self):
         return (self.set_name, self.models_dir, self.generator, self.encoder, self.clip,
-                self.vocab, self.device, self.n_threads)
+                self.vocab, self.device, self.n_threads, self.face_detector_dir)
 
     def describe(self):
         return self.set_name or os.path.basename(self.generator or "?")
@@ -325,7 +329,8 @@ class ModelChoice:
             raise RequestError(missing)  # names the set, the missing files and their URLs
         return cs.Context(generator=self.generator, encoder=self.encoder, clip=self.clip,
                           vocab=self.vocab, set_name=self.set_name, models_dir=self.models_dir,
-                          device=self.device, n_threads=self.n_threads)
+                          device=self.device, n_threads=self.n_threads,
+                          face_detector_dir=self.face_detector_dir)
 
 
 @dataclass
@@ -342,11 +347,16 @@ class EditRequest:
     library_dir: Optional[str] = None
     save_edit: bool = True
     fit_to_frame: bool = True
+    # How results go back onto the picture: "changes" (only where the edit changes it),
+    # "region" (the whole face / selection, feathered), "frame" (the model's whole frame).
+    paste: str = "changes"
+    # "auto": find and align the face for face models; "face"; "none" (the selection as is).
+    align: str = "auto"
 
     @classmethod
     def from_values(cls, prompt="", strengths=DEFAULT_STRENGTHS, steps=DEFAULT_STEPS, layer="",
                     lambda2=-1.0, seed=0, saved_edit="", library_dir="", save_edit=True,
-                    fit_to_frame=True):
+                    fit_to_frame=True, paste="changes", align="auto"):
         """From a dialog's raw values (strings, sentinels: empty = default, λ2 < 0 = default)."""
         saved = (saved_edit or "").strip() or None
         if saved:
@@ -364,10 +374,16 @@ class EditRequest:
             raise RequestError("steps: %d is not within 1..%d" % (steps, MAX_STEPS))
         lam = None if lambda2 is None or float(lambda2) < 0 else float(lambda2)
         lib_dir = os.path.expanduser((library_dir or "").strip()) or default_library_dir()
+        paste = (paste or "changes").strip().lower()
+        if paste not in cs.PASTE_MODES:
+            raise RequestError("paste: %r is not one of %s" % (paste, ", ".join(cs.PASTE_MODES)))
+        align = (align or "auto").strip().lower()
+        if align not in ("auto", "face", "none"):
+            raise RequestError("align: %r is not auto, face or none" % align)
         return cls(prompt=prompt, strengths=parse_strengths(strengths), steps=steps,
                    layer=(layer or "").strip() or None, lambda2=lam, seed=int(seed or 0),
                    saved_edit=saved, library_dir=lib_dir, save_edit=bool(save_edit),
-                   fit_to_frame=bool(fit_to_frame))
+                   fit_to_frame=bool(fit_to_frame), paste=paste, align=align)
 
 
 @dataclass
@@ -392,6 +408,7 @@ class EditResult:
     shift_path: Optional[str] = None   # where the learnt edit was saved
     clip_sim_before: Optional[float] = None
     clip_sim_after: Optional[float] = None
+    face: Optional[object] = None      # cs.Face: the face edited, when one was found
 
     def summary(self):
         parts = ["%d layers in group \"%s\"" % (len(self.layers), self.group_name)]
@@ -429,21 +446,46 @@ def _monotonic(progress):
     return report
 
 
-def run_edit(ctx, request, source, box, progress=None):
-    """encode → optimise (or load the saved edit) → render, for ``box`` of ``source``.
+def aligns_faces(ctx, request):
+    """Whether this run finds and aligns a face (face models, unless asked otherwise)."""
+    if request.align == "auto":
+        return ctx.domain().name == "face"
+    return request.align == "face"
 
-    ``progress(fraction, text)`` is called from this thread. Raises cs.CancelledError after
-    ``ctx.cancel()`` (from any thread), RequestError/cs.ClipShapeError on bad input. Writes
-    nothing but the learnt edit (atomically, by the library) into ``request.library_dir``.
+
+def run_edit(ctx, request, source, box, progress=None, selection=None):
+    """find the face or take ``box`` → encode → optimise (or load the saved edit) → render, and
+    map the renders back onto the picture as layers with alpha (``request.paste``).
+
+    For a face, the whole of ``source.bounds`` is read and the face inside ``selection`` (or the
+    largest) is edited; otherwise ``box`` of ``source``. ``progress(fraction, text)`` is called
+    from this thread. Raises cs.CancelledError after ``ctx.cancel()`` (from any thread),
+    RequestError/cs.ClipShapeError on bad input. Writes nothing but the learnt edit (atomically,
+    by the library) into ``request.library_dir``.
     """
     report = _monotonic(progress)
     fmt = source.fmt
     box = Box.of(box)
     with ctx.job():
-        report(_ENCODE[0], "Reading the picture")
-        pixels = source.read(box)
-        report(_ENCODE[0], "Inverting the picture (e4e)")
-        latent, recon = ctx.encode(pixels, box.width, box.height, 0, fmt)
+        face = None
+        bounds = Box.of(source.bounds)
+        if aligns_faces(ctx, request):
+            report(_ENCODE[0], "Finding the face")
+            pixels = source.read(bounds)
+            sel = None
+            if selection is not None:
+                s = Box.of(selection).translated(-bounds.x, -bounds.y)
+                sel = (s.x, s.y, s.right, s.bottom)
+            faces, index = ctx.find_face(pixels, bounds.width, bounds.height, 0, fmt, sel)
+            face = faces[index]
+            box = bounds
+            report(_ENCODE[0], "Inverting the face (e4e)")
+            latent, recon = ctx.encode_face(pixels, bounds.width, bounds.height, face, 0, fmt), None
+        else:
+            report(_ENCODE[0], "Reading the picture")
+            pixels = source.read(box)
+            report(_ENCODE[0], "Inverting the picture (e4e)")
+            latent, recon = ctx.encode(pixels, box.width, box.height, 0, fmt)
         with latent:
             ctx.check_cancelled()
             if request.saved_edit:
@@ -465,14 +507,27 @@ def run_edit(ctx, request, source, box, progress=None):
                                      progress=on_step)
             with shift:
                 report(_RENDER[0], "Rendering %d strengths" % len(request.strengths))
-                pictures = ctx.render_pictures(latent, [(shift, 1.0)], request.strengths, fmt,
-                                               target=(box.width, box.height))
-                layers = [LayerResult(layer_name(prompt, k), k, box.x, box.y, pic.width,
-                                      pic.height, pic.data, fmt)
+                if face is None and request.paste == "frame":
+                    # The model's frame resized into the box, as it is.
+                    pictures = ctx.render_pictures(latent, [(shift, 1.0)], request.strengths, fmt,
+                                                   target=(box.width, box.height))
+                    origin = (box.x, box.y)
+                else:
+                    # Layers in the coordinates of the read pixels (the box, or the bounds for a
+                    # face), placed back on the canvas.
+                    photo = (bounds.width, bounds.height) if face is not None else (box.width, box.height)
+                    pictures = ctx.render_layers(
+                        latent, [(shift, 1.0)], request.strengths, photo, face=face,
+                        box=None, mode=request.paste, fmt=fmt)
+                    origin = (bounds.x, bounds.y) if face is not None else (box.x, box.y)
+                layers = [LayerResult(layer_name(prompt, k), k, origin[0] + pic.x,
+                                      origin[1] + pic.y, pic.width, pic.height,
+                                      _packed(pic), fmt)
                           for k, pic in zip(request.strengths, pictures)]
                 result = EditResult(group_name(prompt), prompt, box, layers, recon,
                                     clip_sim_before=_float_meta(shift, "clip_sim_before"),
-                                    clip_sim_after=_float_meta(shift, "clip_sim_after"))
+                                    clip_sim_after=_float_meta(shift, "clip_sim_after"),
+                                    face=face)
                 ctx.check_cancelled()
                 if not request.saved_edit and request.save_edit and request.library_dir:
                     os.makedirs(request.library_dir, exist_ok=True)
@@ -481,6 +536,15 @@ def run_edit(ctx, request, source, box, progress=None):
                     result.shift_path = path
     report(1.0, "Done")
     return result
+
+
+def _packed(pic):
+    """A picture's rows without padding."""
+    bpp = cs.BYTES_PER_PIXEL[pic.format]
+    if pic.stride == pic.width * bpp:
+        return pic.data
+    return crop_pixels(pic.data, pic.width, pic.height, bpp, Box(0, 0, pic.width, pic.height),
+                       pic.stride)
 
 
 class ContextCache:
@@ -551,7 +615,8 @@ class EditJob:
                                self.request.fit_to_frame)
                 if self.cancelled:
                     raise cs.CancelledError("cancelled")
-                return run_edit(ctx, self.request, self.source, box, progress)
+                return run_edit(ctx, self.request, self.source, box, progress,
+                                selection=self.selection)
         finally:
             self._ctx = None
 

@@ -136,3 +136,36 @@ def installed(tmp_path_factory):
                          env=dict(os.environ, CLIPSHAPE_LIB=LIB))
     assert out.returncode == 0, out.stdout + out.stderr
     return home
+
+
+def assert_unedited_layer(layer, recon):
+    """The k = 0 layer pasted in "changes" mode: nothing changes, so nothing shows (alpha 0
+    everywhere), while its colours are the reconstruction's (resampled the other way round:
+    a few 8-bit levels apart on average)."""
+    layer, recon = bytes(layer), bytes(recon)
+    assert len(layer) == len(recon)
+    assert set(layer[3::4]) == {0}, "the unedited layer shows"
+    colour = [abs(a - b) for i, (a, b) in enumerate(zip(layer, recon)) if i % 4 != 3]
+    assert sum(colour) / len(colour) <= 3.0
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+    """A real photo with one face: (512, 512, RGBA bytes)."""
+    if not HAVE_GOLDEN:
+        pytest.skip("no golden photo in %s" % GOLDEN)
+    return read_png(golden("face/astronaut.png"))
+
+
+@pytest.fixture(scope="session")
+def face_ctx(cs, model_files):
+    """The tiny models with the real MTCNN face detector."""
+    c = cs.Context(device="cpu", n_threads=1, face_detector_dir=golden("face/mtcnn"), **model_files)
+    yield c
+    c.close()
+
+
+def reference_face(case="astronaut"):
+    import json
+    with open(golden("face/face_meta.json")) as f:
+        return json.load(f)["cases"][case]["faces"][0]

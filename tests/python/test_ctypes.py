@@ -427,3 +427,31 @@ def test_output_structs_honour_the_callers_struct_size(ctx, cs):
     full = cs.cs_domain_info()  # struct_size 0: this header's struct, written whole
     assert L.cs_context_get_domain(ctx.ptr, ctypes.byref(full)) == cs.STATUS_OK
     assert full.struct_size == size and full.frame_width == 64
+
+
+def test_faces_are_found_encoded_and_pasted_back(face_ctx, cs, astronaut):
+    from conftest import reference_face
+    w, h, rgba = astronaut
+    faces = face_ctx.detect_faces(rgba, w, h)
+    want = reference_face()
+    assert len(faces) == 1
+    assert all(abs(a - b) <= 0.5 for a, b in zip(faces[0].box, want["box"]))
+    assert all(abs(a - b) <= 0.5 for p, q in zip(faces[0].landmarks, want["landmarks"]) for a, b in zip(p, q))
+    found, index = face_ctx.find_face(rgba, w, h, selection=(150, 50, 300, 200))
+    assert index == 0 and found == faces
+    with pytest.raises(cs.InvalidArgumentError, match="selection"):
+        face_ctx.find_face(rgba, w, h, selection=(400, 400, 500, 500))
+    latent = face_ctx.encode_face(rgba, w, h, faces[0])
+    layers = face_ctx.render_layers(latent, [], [0.0], (w, h), face=faces[0])
+    (layer,) = layers
+    xs = [p[0] for p in faces[0].quad]
+    ys = [p[1] for p in faces[0].quad]
+    # The quad holds pixel indices; its footprint starts at their centres (+0.5).
+    assert min(xs) - 0.5 <= layer.x <= min(xs) + 0.5 and min(ys) - 0.5 <= layer.y <= min(ys) + 0.5
+    assert layer.x + layer.width <= w and layer.y + layer.height <= h
+    assert set(layer.data[3::4]) == {0}, "strength 0 changes nothing, so nothing shows"
+    region = face_ctx.render_layers(latent, [], [0.0], (w, h), face=faces[0], mode="region")[0]
+    assert max(region.data[3::4]) == 255 and (region.x, region.y) == (layer.x, layer.y)
+    with pytest.raises(cs.InvalidArgumentError, match="face detector"):
+        # The plain context has no detector.
+        cs.Context(device="cpu", generator=golden("e4e.pt")).detect_faces(rgba, w, h)

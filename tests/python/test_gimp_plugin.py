@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import fake_gimp
-from conftest import needs_models
+from conftest import assert_unedited_layer, needs_models
 
 pytestmark = needs_models
 PROMPT = "face with big nose"
@@ -100,7 +100,9 @@ def test_noninteractive_run_adds_one_group_in_one_undo_step(gimp, ctx, picture, 
                                   "R'G'B'A u8", None)
     _, recon = ctx.encode(box_pixels, 90, 90, 0, "RGBA8")
     # (the test's context may use another CPU thread count: float sums may round 1 step apart)
-    assert max_diff(children[1].buffer.data, recon.data) <= 2
+    assert_unedited_layer(children[1].buffer.data, recon.data)
+    # The other strengths show (alpha > 0) where they change the picture.
+    assert max(bytes(children[0].buffer.data)[3::4]) > 0
     assert bytes(children[0].buffer.data) != bytes(children[2].buffer.data)
     # One undo group around every change.
     assert image.undo_groups == 1 and image.undo_depth == 0
@@ -181,3 +183,26 @@ def test_selection_outside_layer_and_several_drawables(gimp, picture, model_file
     image, layer = make_image(picture)
     status, error = run(gimp, image, [layer, layer], model_files, tmp_path)
     assert status == Gimp.PDBStatusType.EXECUTION_ERROR and "exactly one layer" in error.message
+
+
+def test_a_face_photo_needs_no_selection(gimp, astronaut, model_files, tmp_path):
+    Gimp, module = gimp
+    from conftest import golden, reference_face
+    image, layer = make_image(astronaut, selection=None, offsets=(3, 4))
+    status, error = run(gimp, image, [layer], model_files, tmp_path, align="face",
+                        **{"face-detector-dir": fake_gimp.File(golden("face/mtcnn"))})
+    assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
+    group, photo = image.get_layers()
+    children = group.get_children()
+    assert len(children) == 3
+    # Layers sit on the face, in image coordinates (the photo layer is at 3, 4).
+    x1, y1, x2, y2 = reference_face()["box"]
+    for c in children:
+        _, x, y = c.get_offsets()
+        assert x <= x1 + 3 and y <= y1 + 4, (x, y)
+        assert x + c.get_width() >= x2 + 3 and y + c.get_height() >= y2 + 4
+        assert x + c.get_width() <= 512 + 3 and y + c.get_height() <= 512 + 4
+    # Strength 0 shows nothing; the others show inside the layer only.
+    assert set(bytes(children[1].buffer.data)[3::4]) == {0}
+    assert max(bytes(children[0].buffer.data)[3::4]) > 0
+    assert image.undo_groups == 1

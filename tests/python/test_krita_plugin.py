@@ -9,7 +9,7 @@ import time
 import pytest
 
 import fake_krita
-from conftest import needs_models
+from conftest import assert_unedited_layer, needs_models
 
 pytestmark = needs_models
 PROMPT = "a round face"
@@ -147,7 +147,7 @@ def test_worker_adds_group_off_the_gui_thread(krita, ctx, model_files, tmp_path)
     for n in layers:
         b = n.bounds()
         assert (b.x(), b.y(), b.width(), b.height()) == (30, 15, 60, 60)
-    assert bytes(layers[1].pixelData(30, 15, 60, 60)) == result.recon.data
+    assert_unedited_layer(layers[1].pixelData(30, 15, 60, 60), result.recon.data)
     assert bytes(layers[0].pixelData(30, 15, 60, 60)) == result.layers[2].data
     assert result.layers[0].fmt == "BGRA8"
     # the BGRA recon is the model's view of the BGRA box (same as RGBA, channels swapped)
@@ -238,3 +238,31 @@ def test_docker_ui(krita, model_files, tmp_path):
     assert d.run_button.isEnabled() and d.progress.value() == 1000
     assert app.readSetting("clipshape", "prompt", "") == PROMPT
     d.runner.close()
+
+
+def test_a_face_photo_is_edited_on_the_face(krita, astronaut, model_files, tmp_path):
+    from conftest import golden, reference_face
+    w, h, rgba = astronaut
+    doc = fake_krita.Document(w, h)
+    node = doc.createNode("photo", "paintlayer")
+    doc.rootNode().addChildNode(node, None)
+    node.setPixelData(krita.clipshape_logic.swap_red_blue(rgba), 0, 0, w, h)   # Krita is BGRA
+    doc.setActiveNode(node)
+    model = krita.clipshape_logic.ModelChoice(set_name="files", device="cpu",
+                                              face_detector_dir=golden("face/mtcnn"),
+                                              **model_files).normalized()
+    runner, out = start(krita, doc, node, model, request(krita, tmp_path, align="face"))
+    wait(runner)
+    assert "done" in out, out.get("error")
+    (group,) = groups(doc)
+    layers = group.childNodes()
+    x1, y1, x2, y2 = reference_face()["box"]
+    for n in layers:
+        b = n.bounds()
+        assert b.x() <= x1 and b.y() <= y1 and b.x() + b.width() >= x2 and b.y() + b.height() >= y2
+        assert b.x() >= 0 and b.y() >= 0 and b.x() + b.width() <= w and b.y() + b.height() <= h
+    k0 = layers[1]
+    b = k0.bounds()
+    assert set(bytes(k0.pixelData(b.x(), b.y(), b.width(), b.height()))[3::4]) == {0}
+    assert out["done"].face is not None
+    runner.close()

@@ -29,10 +29,15 @@ PIXEL_FORMAT = "R'G'B'A u8"   # = the library's RGBA8
 RW = GObject.ParamFlags.READWRITE
 MODEL_FILES = "files"         # model-set choice: only the files given under Advanced
 DEVICES = (("auto", "Automatic (GPU when present)"), ("cpu", "CPU"), ("cuda", "GPU (CUDA)"))
-ADVANCED = ["layer", "lambda2", "seed", "device", "models-dir", "generator-file", "clip-file",
-            "vocab-file"]
-MAIN = ["model-set", "prompt", "strengths", "steps", "saved-edit", "library-dir", "save-edit",
-        "fit-to-frame"]
+ADVANCED = ["align", "layer", "lambda2", "seed", "device", "models-dir", "generator-file",
+            "clip-file", "vocab-file", "face-detector-dir"]
+MAIN = ["model-set", "prompt", "strengths", "steps", "paste", "saved-edit", "library-dir",
+        "save-edit", "fit-to-frame"]
+PASTE = (("changes", "Only where the edit changes the picture"),
+         ("region", "The whole face or selection, feathered"),
+         ("frame", "The model's whole frame, opaque"))
+ALIGN = (("auto", "Find and align the face for face models"), ("face", "Find and align a face"),
+         ("none", "Use the selection as it is"))
 
 
 def _choice(items):
@@ -104,12 +109,13 @@ def requests_from_config(config):
         clip=_file_path(g("clip-file")),
         vocab=_file_path(g("vocab-file")),
         device=g("device"),
+        face_detector_dir=_file_path(g("face-detector-dir")),
     ).normalized()
     request = logic.EditRequest.from_values(
         prompt=g("prompt"), strengths=g("strengths"), steps=g("steps"), layer=g("layer"),
         lambda2=g("lambda2"), seed=g("seed"), saved_edit=_file_path(g("saved-edit")),
         library_dir=_file_path(g("library-dir")), save_edit=g("save-edit"),
-        fit_to_frame=g("fit-to-frame"))
+        fit_to_frame=g("fit-to-frame"), paste=g("paste"), align=g("align"))
     return model, request
 
 
@@ -181,6 +187,10 @@ class ClipShape(Gimp.PlugIn):
                                Gimp.FileChooserAction.SELECT_FOLDER, True, None, RW)
         proc.add_boolean_argument("save-edit", "Save the learnt edit", "Save the learnt edit "
                                   "into the edit library", True, RW)
+        proc.add_choice_argument("paste", "Paste _back", "How the results go onto the picture",
+                                 _choice(PASTE), "changes", RW)
+        proc.add_choice_argument("align", "_Align", "How the picture is prepared for the model",
+                                 _choice(ALIGN), "auto", RW)
         proc.add_boolean_argument("fit-to-frame", "_Fit the box to the model's frame",
                                   "Grow the selection box to the model's aspect ratio", True, RW)
         proc.add_string_argument("layer", "Generator la_yer", "Layer whose weight is shifted, "
@@ -199,6 +209,9 @@ class ClipShape(Gimp.PlugIn):
                                Gimp.FileChooserAction.OPEN, True, None, RW)
         proc.add_file_argument("vocab-file", "CLIP _vocab file", "Overrides the set's BPE "
                                "vocab", Gimp.FileChooserAction.OPEN, True, None, RW)
+        proc.add_file_argument("face-detector-dir", "_Face detector folder", "Folder with "
+                               "MTCNN's pnet.pt, rnet.pt, onet.pt (default: the set's)",
+                               Gimp.FileChooserAction.SELECT_FOLDER, True, None, RW)
         return proc
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):

@@ -13,6 +13,10 @@ from . import krita_host
 from .worker import Runner
 
 DEVICE_ITEMS = (("auto", "Automatic"), ("cpu", "CPU"), ("cuda", "GPU (CUDA)"))
+PASTE_ITEMS = (("changes", "Only where the edit changes the picture"),
+               ("region", "The whole face or selection"), ("frame", "The model's whole frame"))
+ALIGN_ITEMS = (("auto", "Find the face for face models"), ("face", "Find and align a face"),
+               ("none", "Use the selection as it is"))
 SET_ITEMS = (("ffhq", "Faces (FFHQ)"), ("car", "Cars"), ("horse", "Horses"),
              ("files", "Model files below"))
 
@@ -68,6 +72,11 @@ class ClipShapeDocker(DockWidget):
         form.addRow("Prompt", self.prompt)
         form.addRow("Strengths", self.strengths)
         form.addRow("Steps", self.steps)
+        self.paste = QComboBox()
+        for key, label in PASTE_ITEMS:
+            self.paste.addItem(label, key)
+        self._select(self.paste, s["paste"])
+        form.addRow("Paste back", self.paste)
         form.addRow("Apply saved edit", _path_row(self.saved_edit, False, "Saved edit"))
         layout.addLayout(form)
 
@@ -111,6 +120,12 @@ class ClipShapeDocker(DockWidget):
         self.layer.setPlaceholderText("model set's default (convs.3)")
         self.fit = QCheckBox("Grow the box to the model's frame")
         self.fit.setChecked(str(s["fit_to_frame"]).lower() == "true")
+        self.align = QComboBox()
+        for key, label in ALIGN_ITEMS:
+            self.align.addItem(label, key)
+        self._select(self.align, s["align"])
+        self.face_detector_dir = QLineEdit(s["face_detector_dir"])
+        self.face_detector_dir.setPlaceholderText("the model set's (MTCNN pnet/rnet/onet.pt)")
         sform.addRow("Model store", _path_row(self.models_dir, True, "Model store"))
         sform.addRow("Device", self.device)
         sform.addRow("Edit library", _path_row(self.library_dir, True, "Edit library"))
@@ -119,6 +134,8 @@ class ClipShapeDocker(DockWidget):
         sform.addRow("CLIP file", _path_row(self.clip, False, "CLIP model"))
         sform.addRow("CLIP vocab", _path_row(self.vocab, False, "BPE vocab"))
         sform.addRow("Generator layer", self.layer)
+        sform.addRow("Align", self.align)
+        sform.addRow("Face detector", _path_row(self.face_detector_dir, True, "Face detector folder"))
         sform.addRow(self.fit)
         layout.addWidget(self.settings_box)
         layout.addStretch(1)
@@ -174,6 +191,9 @@ class ClipShapeDocker(DockWidget):
             "strengths": self.strengths.text(),
             "prompt": self.prompt.text(),
             "fit_to_frame": "true" if self.fit.isChecked() else "false",
+            "paste": self.paste.currentData(),
+            "align": self.align.currentData(),
+            "face_detector_dir": self.face_detector_dir.text(),
         }
 
     def show_error(self, text):

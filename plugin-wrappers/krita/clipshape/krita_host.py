@@ -25,6 +25,9 @@ SETTINGS = {
     "strengths": logic.DEFAULT_STRENGTHS,
     "prompt": "",
     "fit_to_frame": "true",
+    "paste": "changes",
+    "align": "auto",
+    "face_detector_dir": "",
 }
 
 
@@ -43,14 +46,16 @@ def write_settings(values):
 def model_from_settings(s):
     return logic.ModelChoice(set_name=s["set_name"], models_dir=s["models_dir"],
                              generator=s["generator"], clip=s["clip"], vocab=s["vocab"],
-                             device=s["device"]).normalized()
+                             device=s["device"],
+                             face_detector_dir=s["face_detector_dir"]).normalized()
 
 
 def request_from_settings(s, saved_edit=""):
     return logic.EditRequest.from_values(
         prompt=s["prompt"], strengths=s["strengths"], steps=s["steps"], layer=s["layer"],
         saved_edit=saved_edit, library_dir=s["library_dir"],
-        fit_to_frame=str(s["fit_to_frame"]).lower() == "true")
+        fit_to_frame=str(s["fit_to_frame"]).lower() == "true", paste=s["paste"],
+        align=s["align"])
 
 
 def active_target():
