@@ -153,6 +153,10 @@ stage_files() {
     rm -rf --one-file-system "$stage"
     mkdir -p "$stage/models" "$stage/home" "$stage/tests"
     cp "$GOLDEN/e4e.pt" "$GOLDEN/clip_jit.pt" "$GOLDEN/bpe_simple_vocab_16e6.txt.gz" "$stage/models/"
+    # A real photo and the real face detector, for the edit of a face without a selection.
+    mkdir -p "$stage/models/mtcnn"
+    cp "$GOLDEN/face/astronaut.png" "$stage/models/"
+    cp "$GOLDEN/face/mtcnn/pnet.pt" "$GOLDEN/face/mtcnn/rnet.pt" "$GOLDEN/face/mtcnn/onet.pt" "$stage/models/mtcnn/"
     cp "$REPO/tests/python/hosts/host_gimp.py" "$REPO/tests/python/hosts/host_krita.py" "$stage/tests/"
     # The plug-ins, installed exactly as a user gets them (install/plugins.sh), into a HOME in the root.
     CLIPSHAPE_LIB="$LIB" CLIPSHAPE_PLUGINS_COPY_LIB=1 bash "$REPO/install/plugins.sh" \

@@ -52,7 +52,7 @@ def run_plugin(image, layer, **values):
     config.set_property("image", image)
     config.set_core_object_array("drawables", [layer])
     for key, value in values.items():
-        if key.endswith("-file") or key in ("library-dir", "saved-edit"):
+        if key.endswith("-file") or key in ("library-dir", "saved-edit", "face-detector-dir"):
             value = Gio.File.new_for_path(value)
         config.set_property(key, value)
     result = proc.run(config)
@@ -101,7 +101,9 @@ def main():
                                      Gegl.AbyssPolicy.CLAMP)) for c in children]
     check(all(len(d) == 60 * 60 * 4 for d in data), "pixel sizes")
     check(data[0] != data[2], "k=-1.5 and k=+1.5 render the same pixels")
-    check(all(d[3::4] == b"\xff" * 3600 for d in data), "rendered layers are not opaque")
+    # Pasted where the edit changes the picture: k=0 changes nothing, so nothing of it shows.
+    check(data[1][3::4] == b"\x00" * 3600, "the k=0 layer shows")
+    check(max(data[0][3::4]) > 0 and max(data[2][3::4]) > 0, "the edited layers show nothing")
     saved = sorted(os.listdir(LIBRARY))
     check(len(saved) == 1 and saved[0].startswith("face-with-big-nose-"),
           "edit library holds %r" % saved)
@@ -145,7 +147,39 @@ def main():
     check("generator-file" in str(message), "error %r does not name the argument" % message)
     say("missing model ->", status.value_nick, str(message).strip()[:100])
     image.delete()
+    face_photo()
     say("OK gimp", Gimp.version() if hasattr(Gimp, "version") else "")
+
+
+def face_photo():
+    """A real photo, no selection: the face is found, and the layers sit on it with alpha."""
+    photo = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(
+        os.path.join(MODELS, "astronaut.png")))
+    layer = photo.get_layers()[0]
+    if not layer.has_alpha():
+        layer.add_alpha()
+    t0 = time.time()
+    status, message = run_plugin(photo, layer, prompt=PROMPT, strengths="0,3", steps=3,
+                                 align="face", **{"face-detector-dir": os.path.join(MODELS, "mtcnn")},
+                                 **models())
+    check(status == Gimp.PDBStatusType.SUCCESS, "face edit failed: %s %s" % (status, message))
+    group = photo.get_layers()[0]
+    children = group.get_children()
+    check(len(children) == 2, "face edit layers %r" % [c.get_name() for c in children])
+    # facenet-pytorch finds the astronaut's face at (181, 62)-(268, 172); its FFHQ square is
+    # larger and tilted, and inside the 512×512 photo.
+    for c in children:
+        _, x, y = c.get_offsets()
+        w, h = c.get_width(), c.get_height()
+        check(x <= 181 and y <= 62 and x + w >= 268 and y + h >= 172 and x >= 0 and y >= 0
+              and x + w <= 512 and y + h <= 512, "%s at %d,%d %dx%d" % (c.get_name(), x, y, w, h))
+    k0, k3 = [bytes(c.get_buffer().get(Gegl.Rectangle.new(0, 0, c.get_width(), c.get_height()),
+                                       1.0, FMT, Gegl.AbyssPolicy.CLAMP)) for c in children]
+    check(set(k0[3::4]) == {0}, "the k=0 layer of the face shows")
+    check(max(k3[3::4]) > 0, "the k=3 layer of the face shows nothing")
+    say("face edit in %.1f s: layers at" % (time.time() - t0),
+        [c.get_offsets()[1:] for c in children])
+    photo.delete()
 
 
 main()
