@@ -12,6 +12,7 @@ use clipshape::edit::guide::ClipGuide;
 use clipshape::edit::optimize::{optimize, OptimizeParams};
 use clipshape::edit::{render, Latent, Shift};
 use clipshape::error::Result;
+use clipshape::face::{self, Mtcnn};
 use clipshape::models::clip::{self, Clip, HeadCounts};
 use clipshape::models::e4e::{self, Encoder4Editing};
 use clipshape::models::init::{self, seeded_normal};
@@ -176,6 +177,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Row>> {
         let ck = Checkpoint::open(dir.join("e4e.pt"))?;
         let enc = Encoder4Editing::load_from(&ck, device)?;
         encoder_rows("e4e tiny golden", &enc, &mut t)?;
+        face_rows(dir, &mut t)?;
     } else {
         log::warn!("golden models not found: skipping the tiny-model rows");
     }
@@ -203,6 +205,36 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Row>> {
         }
     }
     Ok(t.rows)
+}
+
+/// Finding and aligning the face of a 4000×3000 photo (the astronaut scaled ×5 into a mirrored
+/// canvas: one ≈ 450 px face), with the real MTCNN weights of the golden set; CPU, as on a
+/// user's machine (the detector always runs where the photo is).
+fn face_rows(golden: &Path, t: &mut Table) -> Result<()> {
+    let dir = golden.join("face");
+    let (Ok(photo), true) = (image::open(dir.join("astronaut.png")), dir.join("mtcnn/pnet.pt").exists()) else {
+        log::warn!("no golden face data: skipping the face rows");
+        return Ok(());
+    };
+    let detector = Mtcnn::load_dir(&dir.join("mtcnn"), tch::Device::Cpu)?;
+    let big = image::imageops::resize(&photo.to_rgb8(), 2560, 2560, image::imageops::FilterType::Triangle);
+    let (w, h) = (4000usize, 3000usize);
+    let mut rgb = vec![0u8; w * h * 3];
+    for y in 0..h {
+        for x in 0..w {
+            let sx = (x as i64 - 700).rem_euclid(2 * 2560);
+            let sx = if sx >= 2560 { 2 * 2560 - 1 - sx } else { sx } as u32;
+            let sy = (y as u32).min(2 * 2559 - y as u32).min(2559);
+            rgb[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&big.get_pixel(sx, sy).0);
+        }
+    }
+    t.time("mtcnn + FFHQ align 4000x3000", 1, "detect + align 256", || {
+        let faces = detector.detect(&rgb, w, h)?;
+        let i = face::pick_face(&faces, None, None, "the benchmark photo")?;
+        let quad = face::FaceQuad::from_landmarks(&faces[i].landmarks)?;
+        face::align(&rgb, w, h, &quad, 256)?;
+        Ok(())
+    })
 }
 
 fn encoder_rows(name: &str, enc: &Encoder4Editing, t: &mut Table) -> Result<()> {
