@@ -8,6 +8,8 @@
 #   install/host-tests.sh --create    create the root first (root only; ≈ 2–4 min, ≈ 1.8 GB,
 #                                     cached outside the repo), then run the tests
 #   install/host-tests.sh --only gimp|krita
+#   install/host-tests.sh --check-root    exit 0 when the root exists, 1 otherwise
+#   install/host-tests.sh --create-only   create the root when missing, run nothing (.ci/run)
 #
 # Environment
 #   CLIPSHAPE_TRIXIE_ROOT  the root (default ${XDG_CACHE_HOME:-~/.cache}/clipshape/trixie-root)
@@ -37,8 +39,10 @@ only=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --create) create=1 ;;
+        --create-only) create=2 ;;
+        --check-root) [ -e "$ROOT/$STAMP" ]; exit $? ;;
         --only) only=${2:?--only needs gimp or krita}; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "host-tests.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -83,6 +87,7 @@ create_root() {
     [ "$(id -u)" = 0 ] || die "--create needs root (debootstrap and chroot)"
     if ! command -v debootstrap >/dev/null; then
         say "apt-get install -y debootstrap"
+        apt-get update -qq || true
         apt-get install -y debootstrap
     fi
     local mirror partial="$ROOT.partial" t0=$SECONDS
@@ -202,8 +207,9 @@ run_krita() {
     report Krita "$log" "$rc" "$t0"
 }
 
-if [ "$create" = 1 ]; then
+if [ "$create" != 0 ]; then
     create_root
+    [ "$create" = 2 ] && exit 0
 fi
 if [ ! -e "$ROOT/$STAMP" ]; then
     echo "skipped: no trixie root at $ROOT, create it with install/host-tests.sh --create (≈2–4 min, 1.8 GB)"
