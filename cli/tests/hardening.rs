@@ -238,3 +238,89 @@ fn clip_head_counts_can_be_given() {
     let jit = ok(&["score", "--clip", p(&golden("clip_jit.pt")), "--vocab", p(&vocab), p(&picture), "a red car"]);
     assert_eq!(from_state_dict, jit, "the same model from either file");
 }
+
+/// Whether `path` is a whole file of ours: a PNG that decodes, a safetensors file that parses,
+/// a JSON document.
+fn complete(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if name.ends_with(".png") {
+        image::open(path).is_ok()
+    } else if name.ends_with(".safetensors") {
+        Checkpoint::open(path).is_ok()
+    } else if name.ends_with(".json") {
+        std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).is_some()
+    } else {
+        false
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_killed_edit_leaves_only_complete_files() {
+    let dir = tmpdir();
+    let out = dir.path().join("out");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "edit",
+            p(&golden("e4e.pt")),
+            "face",
+            "--seed",
+            "1",
+            "--clip",
+            p(&golden("clip_jit.pt")),
+            "--vocab",
+            p(&golden("bpe_simple_vocab_16e6.txt.gz")),
+            "--steps",
+            "3",
+            "--device",
+            "cpu",
+            "--out",
+            p(out),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    // How long a whole run takes here, then kills spread over it (and a little past).
+    let t0 = std::time::Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_clipshape")).args(args(&out)).output().unwrap().status;
+    assert!(status.success());
+    let whole = t0.elapsed();
+    for i in 0..8u32 {
+        let at = whole * i / 7 + std::time::Duration::from_millis(5);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_clipshape"))
+            .args(args(&out))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(at);
+        let _ = child.kill(); // SIGKILL: no chance to clean up
+        let _ = child.wait();
+        for entry in std::fs::read_dir(&out).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with(clipshape::io::TEMP_PREFIX) {
+                continue; // a write cut short, under its temporary name only
+            }
+            assert!(complete(&path), "killed after {at:?}: {} is not a complete file", path.display());
+        }
+    }
+    // The leftovers of killed runs are removed by the next run once they are stale.
+    let mut leftovers = 0;
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with(clipshape::io::TEMP_PREFIX) {
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(120)).unwrap();
+            leftovers += 1;
+        }
+    }
+    let status = Command::new(env!("CARGO_BIN_EXE_clipshape")).args(args(&out)).output().unwrap().status;
+    assert!(status.success());
+    let left = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(clipshape::io::TEMP_PREFIX))
+        .count();
+    assert_eq!(left, 0, "{leftovers} stale temporary files, {left} left after the next run");
+}
