@@ -106,6 +106,28 @@ fn pnet_on_padded_tiles_equals_pnet_on_the_whole_input() {
                 worst = worst.max(err);
             }
         }
+        // All tiles at once, each with its own padding, as detection batches them.
+        let mut tiles = Vec::new();
+        let mut valid = Vec::new();
+        let mut at = Vec::new();
+        for i0 in (0..oh).step_by(th as usize) {
+            for j0 in (0..ow).step_by(tw as usize) {
+                let rows = (2 * i0 + ih).min(h) - 2 * i0;
+                let cols = (2 * j0 + iw).min(w) - 2 * j0;
+                let tile = Tensor::zeros([1, 3, ih, iw], (tch::Kind::Float, Device::Cpu));
+                tile.narrow(2, 0, rows).narrow(3, 0, cols).copy_(&x.narrow(2, 2 * i0, rows).narrow(3, 2 * j0, cols));
+                tiles.push(tile);
+                valid.push((rows, cols));
+                at.push((i0, j0));
+            }
+        }
+        let (breg, bprob) = m.pnet.forward_tiles(&Tensor::cat(&tiles, 0), &valid).unwrap();
+        for (b, &(i0, j0)) in at.iter().enumerate() {
+            let (vi, vj) = (th.min(oh - i0), tw.min(ow - j0));
+            let ours = |t: &Tensor| t.narrow(0, b as i64, 1).narrow(2, 0, vi).narrow(3, 0, vj).contiguous();
+            let want = |t: &Tensor| t.narrow(2, i0, vi).narrow(3, j0, vj).contiguous();
+            worst = worst.max(max_abs(&ours(&bprob), &want(&prob))).max(max_abs(&ours(&breg), &want(&reg)));
+        }
         eprintln!("{h}×{w}: tiles vs whole {worst:.2e}");
         assert!(worst <= 1e-5, "{h}×{w}: {worst:.2e}");
     }
@@ -273,6 +295,15 @@ fn timing_4000x3000_on_two_threads() {
         best = best.min(d + a);
     }
     eprintln!("best total: {:.0} ms", best * 1e3);
+    // The same face moved to the top edge: the quad leaves the photo, alignment pads.
+    let faces = m.detect(&photo, bw, bh).unwrap();
+    let lm = faces[0].landmarks.map(|p| [p[0], p[1] - faces[0].bbox[1] + 40.0]);
+    let q = FaceQuad::from_landmarks(&lm).unwrap();
+    for n in [256, 1024] {
+        let t = Instant::now();
+        let (_, info) = face::align_with_info(&photo, bw, bh, &q, n).unwrap();
+        eprintln!("padded align {n}²: {:.0} ms ({info:?}, qsize {:.0})", t.elapsed().as_secs_f64() * 1e3, q.qsize);
+    }
 }
 
 /// User + system CPU seconds of this process so far (Linux `/proc/self/stat`; 0 elsewhere).
@@ -286,4 +317,5 @@ fn cpu_seconds() -> f64 {
     // Fields 14 and 15 of stat(5), in clock ticks (100 per second on Linux).
     (f[11] + f[12]) / 100.0
 }
+
 

@@ -18,7 +18,7 @@
 //! window sums from a summed-area table (what `interpolate(mode='area')` computes in float, bit
 //! for bit while the sums stay below 2^24), so a crop costs its output size, not its area;
 //! PNet runs on fixed-size channels-last tiles of each level (cache-sized activations, one set
-//! of oneDNN kernels; see [`PNet::forward_tile`]); all crops of a stage go through their net
+//! of oneDNN kernels; see [`PNet::forward_tiles`]); all crops of a stage go through their net
 //! as one batch; box bookkeeping runs in plain `f32` arithmetic in the order the reference's
 //! tensor ops round. A 4000×3000 photo takes about 0.8 s on two cores (the ignored
 //! `timing_4000x3000_on_two_threads` test in `tests/face_golden.rs`).
@@ -52,6 +52,9 @@ pub const MAX_SIDE: usize = 16384;
 /// PNet output tile (rows, columns) for detection: small enough for its activations (~1.5 MB)
 /// to stay in cache, narrow enough that padding the last tile of a level wastes little.
 pub const PNET_TILE: (usize, usize) = (32, 128);
+/// Tiles per PNet call: amortises the ~20 tensor ops of a call, a batch ~ one 32-row strip of
+/// a 12 MP photo's first level.
+const PNET_BATCH: usize = 8;
 /// Largest photo given a summed-area table (12 bytes a pixel, as the reference's float copy
 /// of the photo); bigger ones sum their windows directly.
 const SAT_MAX_PIXELS: usize = 1 << 25;
@@ -176,8 +179,8 @@ impl PNet {
     /// (N, 3, H, W) normalised pixels → (box regression (N, 4, h, w), softmax (N, 2, h, w)),
     /// h = ⌈(H − 2)/2⌉ − 4; channel 1 of the softmax is the face probability.
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (_, _, h, w) = x.size4()?;
-        self.forward_tile(x, h, w)
+        let (n, _, h, w) = x.size4()?;
+        self.forward_tiles(x, &vec![(h, w); n.max(0) as usize])
     }
 
     /// [`PNet::forward`] on a tile whose real pixels are its first `rows` × `cols`, the rest
@@ -187,19 +190,30 @@ impl PNet {
     /// ceil-mode 2×2 pool, which makes a window straddling the edge the partial window the
     /// reference pools there. Tiles must start on even pixels of the image.
     pub fn forward_tile(&self, x: &Tensor, rows: i64, cols: i64) -> Result<(Tensor, Tensor)> {
+        self.forward_tiles(x, &[(rows, cols)])
+    }
+
+    /// [`PNet::forward_tile`] on a batch of tiles, `valid[b]` the real rows and columns of
+    /// tile b.
+    pub fn forward_tiles(&self, x: &Tensor, valid: &[(i64, i64)]) -> Result<(Tensor, Tensor)> {
         check_input(x, "pnet input", None, 12)?;
-        let (_, _, h, w) = x.size4()?;
-        // An image's last output can see as few as 11 real pixels (a partial pooling window).
-        if !(3..=h).contains(&rows) || !(3..=w).contains(&cols) {
-            return Err(Error::arg("pnet tile", format!("{rows}×{cols} real pixels in a {h}×{w} tile, need 3..=size")));
+        let (n, _, h, w) = x.size4()?;
+        if valid.len() != n as usize {
+            return Err(Error::arg("pnet tiles", format!("{} valid sizes for a batch of {n}", valid.len())));
         }
         let x = self.prelu1.forward(&self.conv1.forward(x)?)?;
-        // In place, through views of x.
-        if rows < h {
-            let _ = x.f_narrow(2, rows - 2, h - rows)?.f_fill_(f64::NEG_INFINITY)?;
-        }
-        if cols < w {
-            let _ = x.f_narrow(3, cols - 2, w - cols)?.f_fill_(f64::NEG_INFINITY)?;
+        for (b, &(rows, cols)) in valid.iter().enumerate() {
+            // An image's last output can see as few as 11 real pixels (a partial pooling window).
+            if !(3..=h).contains(&rows) || !(3..=w).contains(&cols) {
+                return Err(Error::arg("pnet tile", format!("{rows}×{cols} real pixels in a {h}×{w} tile, need 3..=size")));
+            }
+            // In place, through views of x.
+            if rows < h {
+                let _ = x.f_narrow(0, b as i64, 1)?.f_narrow(2, rows - 2, h - rows)?.f_fill_(f64::NEG_INFINITY)?;
+            }
+            if cols < w {
+                let _ = x.f_narrow(0, b as i64, 1)?.f_narrow(3, cols - 2, w - cols)?.f_fill_(f64::NEG_INFINITY)?;
+            }
         }
         let x = max_pool(&x, 2, 2)?;
         let x = self.prelu2.forward(&self.conv2.forward(&x)?)?;
@@ -418,67 +432,101 @@ impl Mtcnn {
     /// PNet over the pyramid, NMS 0.5 per scale then 0.7 across scales, regression (without
     /// the +1 of `bbreg`, as the reference does here) and squaring.
     ///
-    /// Each level runs in tiles of [`PNET_TILE`] outputs through [`PNet::forward_tile`]
-    /// (zero padding past the level's edge): the values are the whole level's, while a tile's
-    /// activations stay in cache (2–3× faster on a 12 MP photo, whose whole-level activations
-    /// are hundreds of MB), and every call has the same shape, so oneDNN builds its conv
-    /// kernels once (each new shape costs a 10–50 ms JIT, ~0.5 s for a pyramid of shapes).
-    /// Level pixels are made per tile, channels-last.
+    /// Each level runs in tiles of [`PNET_TILE`] outputs through [`PNet::forward_tiles`]
+    /// (zero padding past the level's edge), [`PNET_BATCH`] tiles a call: the values are the
+    /// whole level's, while the activations stay in cache (2–3× faster on a 12 MP photo, whose
+    /// whole-level activations are hundreds of MB), and every call has the same shape, so
+    /// oneDNN builds its conv kernels once (each new shape costs a 10–50 ms JIT, ~0.5 s for a
+    /// pyramid of shapes). Level pixels are made per tile, channels-last.
     fn stage1(&self, sums: &Sums) -> Result<Vec<Cand>> {
         let (w, h) = (sums.w(), sums.h());
         let (th, tw) = PNET_TILE;
         let (ih, iw) = (2 * th + 10, 2 * tw + 10);
-        let mut all = Vec::new();
+        let per = ih * iw * 3;
+        struct Level {
+            scale: f64,
+            hs: usize,
+            ws: usize,
+            oh: usize,
+            ow: usize,
+        }
+        let levels: Vec<Level> = pyramid_scales(w, h)
+            .into_iter()
+            .map(|scale| {
+                // int(h * scale + 1): the reference's size, in double precision, truncated.
+                let hs = (h as f64 * scale + 1.0) as usize;
+                let ws = (w as f64 * scale + 1.0) as usize;
+                Level { scale, hs, ws, oh: (hs - 1) / 2 - 4, ow: (ws - 1) / 2 - 4 }
+            })
+            .collect();
+        // (level, output row, output column) of every tile, all levels in one queue so that
+        // every batch is full (and so of one shape) but the last.
+        let jobs: Vec<(usize, usize, usize)> = levels
+            .iter()
+            .enumerate()
+            .flat_map(|(l, lv)| {
+                (0..lv.oh).step_by(th).flat_map(move |i0| (0..lv.ow).step_by(tw).map(move |j0| (l, i0, j0)))
+            })
+            .collect();
+        let mut cands: Vec<Vec<(usize, Cand)>> = levels.iter().map(|_| Vec::new()).collect();
+        let mut data = vec![0f32; PNET_BATCH * per];
         let mut resize_s = 0.0;
-        let mut tiles = 0;
-        let mut data = vec![0f32; ih * iw * 3];
-        for scale in pyramid_scales(w, h) {
-            // int(h * scale + 1): the reference's size, in double precision, truncated.
-            let hs = (h as f64 * scale + 1.0) as usize;
-            let ws = (w as f64 * scale + 1.0) as usize;
-            let (oh, ow) = ((hs - 1) / 2 - 4, (ws - 1) / 2 - 4);
-            let s = scale as f32;
-            let mut cands: Vec<(usize, Cand)> = Vec::new();
-            for i0 in (0..oh).step_by(th) {
-                for j0 in (0..ow).step_by(tw) {
-                    let rows = 2 * i0..(2 * i0 + ih).min(hs);
-                    let cols = 2 * j0..(2 * j0 + iw).min(ws);
-                    let t = Instant::now();
-                    data.iter_mut().for_each(|v| *v = 0.0);
-                    sums.resize([0, 0, w, h], hs, ws, rows.clone(), cols.clone(), iw, &mut data);
-                    resize_s += t.elapsed().as_secs_f64();
-                    let x = Tensor::f_from_slice(&data)?
-                        .f_view([1, ih as i64, iw as i64, 3])?
-                        .f_to_device(self.device)?
-                        .f_permute([0, 3, 1, 2])?;
-                    let (reg, prob) = self.pnet.forward_tile(&x, rows.len() as i64, cols.len() as i64)?;
-                    tiles += 1;
-                    let n = th * tw;
-                    let (prob, reg) = (to_vec(&prob)?, to_vec(&reg)?);
-                    if prob.len() != 2 * n || reg.len() != 4 * n {
-                        return Err(Error::Internal(format!("PNet tile gave {} values, expected {}", prob.len(), 2 * n)));
-                    }
-                    let (vi, vj) = (th.min(oh - i0), tw.min(ow - j0));
-                    for (k, &p) in prob[n..].iter().enumerate() {
-                        let (ki, kj) = (k / tw, k % tw);
-                        // `probs >= thresh`, the one inclusive threshold of the three.
-                        if p >= THRESHOLDS[0] && ki < vi && kj < vj {
-                            let (y, x) = (i0 + ki, j0 + kj);
-                            let q1 = |v: usize| ((STRIDE * v as f32 + 1.0) / s).floor();
-                            let q2 = |v: usize| ((STRIDE * v as f32 + CELL) / s).floor();
-                            let r = |c: usize| reg[c * n + k];
-                            let b = [q1(x), q1(y), q2(x), q2(y)];
-                            cands.push((y * ow + x, Cand { b, score: p, reg: [r(0), r(1), r(2), r(3)] }));
-                        }
+        for batch in jobs.chunks(PNET_BATCH) {
+            let t = Instant::now();
+            data.iter_mut().for_each(|v| *v = 0.0);
+            // Unused batch slots stay zero and count as whole tiles; their outputs are ignored.
+            let mut valid = vec![(ih as i64, iw as i64); PNET_BATCH];
+            for (b, &(l, i0, j0)) in batch.iter().enumerate() {
+                let lv = &levels[l];
+                let rows = 2 * i0..(2 * i0 + ih).min(lv.hs);
+                let cols = 2 * j0..(2 * j0 + iw).min(lv.ws);
+                valid[b] = (rows.len() as i64, cols.len() as i64);
+                sums.resize([0, 0, w, h], lv.hs, lv.ws, rows, cols, iw, &mut data[b * per..(b + 1) * per]);
+            }
+            resize_s += t.elapsed().as_secs_f64();
+            let x = Tensor::f_from_slice(&data)?
+                .f_view([PNET_BATCH as i64, ih as i64, iw as i64, 3])?
+                .f_to_device(self.device)?
+                .f_permute([0, 3, 1, 2])?;
+            let (reg, prob) = self.pnet.forward_tiles(&x, &valid)?;
+            let n = th * tw;
+            let (prob, reg) = (to_vec(&prob)?, to_vec(&reg)?);
+            if prob.len() != PNET_BATCH * 2 * n || reg.len() != PNET_BATCH * 4 * n {
+                return Err(Error::Internal(format!("PNet tiles gave {} values, expected {}", prob.len(), PNET_BATCH * 2 * n)));
+            }
+            for (b, &(l, i0, j0)) in batch.iter().enumerate() {
+                let lv = &levels[l];
+                let s = lv.scale as f32;
+                let (vi, vj) = (th.min(lv.oh - i0), tw.min(lv.ow - j0));
+                let (face, reg) = (&prob[(2 * b + 1) * n..(2 * b + 2) * n], &reg[4 * b * n..4 * (b + 1) * n]);
+                for (k, &p) in face.iter().enumerate() {
+                    let (ki, kj) = (k / tw, k % tw);
+                    // `probs >= thresh`, the one inclusive threshold of the three.
+                    if p >= THRESHOLDS[0] && ki < vi && kj < vj {
+                        let (y, x) = (i0 + ki, j0 + kj);
+                        let q1 = |v: usize| ((STRIDE * v as f32 + 1.0) / s).floor();
+                        let q2 = |v: usize| ((STRIDE * v as f32 + CELL) / s).floor();
+                        let r = |c: usize| reg[c * n + k];
+                        let b = [q1(x), q1(y), q2(x), q2(y)];
+                        cands[l].push((y * lv.ow + x, Cand { b, score: p, reg: [r(0), r(1), r(2), r(3)] }));
                     }
                 }
             }
-            // The reference's order (`mask.nonzero()`: row-major), which decides score ties.
-            cands.sort_by_key(|c| c.0);
-            let cands: Vec<Cand> = cands.into_iter().map(|c| c.1).collect();
-            all.extend(nms_iou(&cands, 0.5).into_iter().map(|i| cands[i]));
         }
-        log::debug!("mtcnn pyramid: {tiles} PNet tiles, {:.0} ms resampling, {} boxes", resize_s * 1e3, all.len());
+        let mut all = Vec::new();
+        for mut level in cands {
+            // The reference's order (`mask.nonzero()`: row-major), which decides score ties.
+            level.sort_by_key(|c| c.0);
+            let level: Vec<Cand> = level.into_iter().map(|c| c.1).collect();
+            all.extend(nms_iou(&level, 0.5).into_iter().map(|i| level[i]));
+        }
+        log::debug!(
+            "mtcnn pyramid: {} levels, {} PNet tiles, {:.0} ms resampling, {} boxes",
+            levels.len(),
+            jobs.len(),
+            resize_s * 1e3,
+            all.len()
+        );
         let mut out: Vec<Cand> = nms_iou(&all, 0.7).into_iter().map(|i| all[i]).collect();
         for c in &mut out {
             let (w, h) = (c.b[2] - c.b[0], c.b[3] - c.b[1]);
