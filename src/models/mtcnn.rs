@@ -396,7 +396,9 @@ impl Mtcnn {
     }
 
     /// All faces of at least [`MIN_FACE_SIZE`] pixels in packed RGB8 pixels, most probable
-    /// first. A photo whose shorter side is under 20 px has no pyramid level, hence no faces.
+    /// first (`MTCNN(select_largest=True)` would order by area; [`crate::face::pick_face`]
+    /// picks the largest). A photo whose shorter side is under 20 px has no pyramid level,
+    /// hence no faces.
     pub fn detect(&self, rgb: &[u8], width: usize, height: usize) -> Result<Vec<Face>> {
         if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
             return Err(Error::arg("width/height", format!("{width}×{height}; each side must be within 1..={MAX_SIDE}")));
