@@ -15,10 +15,15 @@
 //! landmarks by whole pixels: an image pyramid (area resampling) through PNet, then RNet on 24²
 //! and ONet on 48² area-resampled crops. The differences, each for speed with the same
 //! numbers: the pyramid and the crops are resampled from the 8-bit pixels with exact integer
-//! window sums (what `interpolate(mode='area')` computes in float, bit for bit while the sums
-//! stay below 2^24), all crops of a stage go through their net as one batch, and box
-//! bookkeeping runs in plain `f32` arithmetic in the order the reference's tensor ops round.
+//! window sums from a summed-area table (what `interpolate(mode='area')` computes in float, bit
+//! for bit while the sums stay below 2^24), so a crop costs its output size, not its area;
+//! PNet runs on fixed-size channels-last tiles of each level (cache-sized activations, one set
+//! of oneDNN kernels; see [`PNet::forward_tiles`]); all crops of a stage go through their net
+//! as one batch; box bookkeeping runs in plain `f32` arithmetic in the order the reference's
+//! tensor ops round. A 4000×3000 photo takes about 0.8 s on two cores (the ignored
+//! `timing_4000x3000_on_two_threads` test in `tests/face_golden.rs`).
 
+use std::ops::Range;
 use std::path::Path;
 use std::time::Instant;
 
@@ -44,8 +49,12 @@ const PIXEL_MEAN: f32 = 127.5;
 const PIXEL_SCALE: f32 = 0.0078125;
 /// Largest photo side accepted (as the encoder input path).
 pub const MAX_SIDE: usize = 16384;
-/// PNet output pixels per strip: small enough for its activations to stay in cache.
-const STRIP_OUTPUT_PIXELS: usize = 80_000;
+/// PNet output tile (rows, columns) for detection: small enough for its activations (~1.5 MB)
+/// to stay in cache, narrow enough that padding the last tile of a level wastes little.
+pub const PNET_TILE: (usize, usize) = (32, 128);
+/// Tiles per PNet call: amortises the ~20 tensor ops of a call, a batch ~ one 32-row strip of
+/// a 12 MP photo's first level.
+const PNET_BATCH: usize = 8;
 /// Largest photo given a summed-area table (12 bytes a pixel, as the reference's float copy
 /// of the photo); bigger ones sum their windows directly.
 const SAT_MAX_PIXELS: usize = 1 << 25;
@@ -168,11 +177,47 @@ impl PNet {
     }
 
     /// (N, 3, H, W) normalised pixels → (box regression (N, 4, h, w), softmax (N, 2, h, w)),
-    /// h = ⌈(H − 2)/2⌉ − 4; channel 1 of the softmax is the face probability. Output row i
-    /// sees input rows 2i … 2i + 11, so rows can be run in strips (see [`Mtcnn::detect`]).
+    /// h = ⌈(H − 2)/2⌉ − 4; channel 1 of the softmax is the face probability.
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (n, _, h, w) = x.size4()?;
+        self.forward_tiles(x, &vec![(h, w); n.max(0) as usize])
+    }
+
+    /// [`PNet::forward`] on a tile whose real pixels are its first `rows` × `cols`, the rest
+    /// padding. Output (i, j) sees input rows 2i … 2i + 11 and columns 2j … 2j + 11, so the
+    /// outputs computed from real pixels equal those of the whole image — provided the pooling
+    /// sees the image's edge: conv1 outputs that touch padding are set to −∞ before the
+    /// ceil-mode 2×2 pool, which makes a window straddling the edge the partial window the
+    /// reference pools there. Tiles must start on even pixels of the image.
+    pub fn forward_tile(&self, x: &Tensor, rows: i64, cols: i64) -> Result<(Tensor, Tensor)> {
+        self.forward_tiles(x, &[(rows, cols)])
+    }
+
+    /// [`PNet::forward_tile`] on a batch of tiles, `valid[b]` the real rows and columns of
+    /// tile b.
+    pub fn forward_tiles(&self, x: &Tensor, valid: &[(i64, i64)]) -> Result<(Tensor, Tensor)> {
         check_input(x, "pnet input", None, 12)?;
+        let (n, _, h, w) = x.size4()?;
+        if valid.len() != n as usize {
+            return Err(Error::arg("pnet tiles", format!("{} valid sizes for a batch of {n}", valid.len())));
+        }
         let x = self.prelu1.forward(&self.conv1.forward(x)?)?;
+        for (b, &(rows, cols)) in valid.iter().enumerate() {
+            // An image's last output can see as few as 11 real pixels (a partial pooling window).
+            if !(3..=h).contains(&rows) || !(3..=w).contains(&cols) {
+                return Err(Error::arg(
+                    "pnet tile",
+                    format!("{rows}×{cols} real pixels in a {h}×{w} tile, need 3..=size"),
+                ));
+            }
+            // In place, through views of x.
+            if rows < h {
+                let _ = x.f_narrow(0, b as i64, 1)?.f_narrow(2, rows - 2, h - rows)?.f_fill_(f64::NEG_INFINITY)?;
+            }
+            if cols < w {
+                let _ = x.f_narrow(0, b as i64, 1)?.f_narrow(3, cols - 2, w - cols)?.f_fill_(f64::NEG_INFINITY)?;
+            }
+        }
         let x = max_pool(&x, 2, 2)?;
         let x = self.prelu2.forward(&self.conv2.forward(&x)?)?;
         let x = self.prelu3.forward(&self.conv3.forward(&x)?)?;
@@ -354,7 +399,9 @@ impl Mtcnn {
     }
 
     /// All faces of at least [`MIN_FACE_SIZE`] pixels in packed RGB8 pixels, most probable
-    /// first. A photo whose shorter side is under 20 px has no pyramid level, hence no faces.
+    /// first (`MTCNN(select_largest=True)` would order by area; [`crate::face::pick_face`]
+    /// picks the largest). A photo whose shorter side is under 20 px has no pyramid level,
+    /// hence no faces.
     pub fn detect(&self, rgb: &[u8], width: usize, height: usize) -> Result<Vec<Face>> {
         if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
             return Err(Error::arg(
@@ -393,58 +440,105 @@ impl Mtcnn {
     /// PNet over the pyramid, NMS 0.5 per scale then 0.7 across scales, regression (without
     /// the +1 of `bbreg`, as the reference does here) and squaring.
     ///
-    /// Each level runs in strips of output rows: output row i sees level rows 2i … 2i + 11,
-    /// so a strip of rows i0..i1 needs level rows 2·i0 .. 2·i1 + 10 and gives the same values
-    /// as the whole level, while its intermediates stay in cache (2–3× faster on a 12 MP
-    /// photo, where the full-level activations are hundreds of MB). Strips start on even rows,
-    /// so the 2×2 pooling windows line up. Level pixels are made per strip, channels-last.
+    /// Each level runs in tiles of [`PNET_TILE`] outputs through [`PNet::forward_tiles`]
+    /// (zero padding past the level's edge), [`PNET_BATCH`] tiles a call: the values are the
+    /// whole level's, while the activations stay in cache (2–3× faster on a 12 MP photo, whose
+    /// whole-level activations are hundreds of MB), and every call has the same shape, so
+    /// oneDNN builds its conv kernels once (each new shape costs a 10–50 ms JIT, ~0.5 s for a
+    /// pyramid of shapes). Level pixels are made per tile, channels-last.
     fn stage1(&self, sums: &Sums) -> Result<Vec<Cand>> {
         let (w, h) = (sums.w(), sums.h());
-        let mut all = Vec::new();
+        let (th, tw) = PNET_TILE;
+        let (ih, iw) = (2 * th + 10, 2 * tw + 10);
+        let per = ih * iw * 3;
+        struct Level {
+            scale: f64,
+            hs: usize,
+            ws: usize,
+            oh: usize,
+            ow: usize,
+        }
+        let levels: Vec<Level> = pyramid_scales(w, h)
+            .into_iter()
+            .map(|scale| {
+                // int(h * scale + 1): the reference's size, in double precision, truncated.
+                let hs = (h as f64 * scale + 1.0) as usize;
+                let ws = (w as f64 * scale + 1.0) as usize;
+                Level { scale, hs, ws, oh: (hs - 1) / 2 - 4, ow: (ws - 1) / 2 - 4 }
+            })
+            .collect();
+        // (level, output row, output column) of every tile, all levels in one queue so that
+        // every batch is full (and so of one shape) but the last.
+        let jobs: Vec<(usize, usize, usize)> = levels
+            .iter()
+            .enumerate()
+            .flat_map(|(l, lv)| {
+                (0..lv.oh).step_by(th).flat_map(move |i0| (0..lv.ow).step_by(tw).map(move |j0| (l, i0, j0)))
+            })
+            .collect();
+        let mut cands: Vec<Vec<(usize, Cand)>> = levels.iter().map(|_| Vec::new()).collect();
+        let mut data = vec![0f32; PNET_BATCH * per];
         let mut resize_s = 0.0;
-        for scale in pyramid_scales(w, h) {
-            // int(h * scale + 1): the reference's size, in double precision, truncated.
-            let hs = (h as f64 * scale + 1.0) as usize;
-            let ws = (w as f64 * scale + 1.0) as usize;
-            let (oh, ow) = ((hs - 1) / 2 - 4, (ws - 1) / 2 - 4);
-            let strip = (STRIP_OUTPUT_PIXELS / ow).max(8);
-            let s = scale as f32;
-            let mut cands = Vec::new();
-            for i0 in (0..oh).step_by(strip) {
-                let i1 = (i0 + strip).min(oh);
-                let rows = 2 * i0..(2 * i1 + 10).min(hs);
-                let t = Instant::now();
-                let mut data = vec![0f32; rows.len() * ws * 3];
-                sums.resize_parallel([0, 0, w, h], hs, ws, rows.clone(), &mut data);
-                resize_s += t.elapsed().as_secs_f64();
-                let x = Tensor::f_from_slice(&data)?
-                    .f_view([1, rows.len() as i64, ws as i64, 3])?
-                    .f_to_device(self.device)?
-                    .f_permute([0, 3, 1, 2])?;
-                let (reg, prob) = self.pnet.forward(&x)?;
-                let n = (i1 - i0) * ow;
-                if prob.size() != [1, 2, (i1 - i0) as i64, ow as i64] {
-                    return Err(Error::Internal(format!(
-                        "PNet strip gave {:?}, expected {} rows",
-                        prob.size(),
-                        i1 - i0
-                    )));
-                }
-                let (prob, reg) = (to_vec(&prob)?, to_vec(&reg)?);
-                for (k, &p) in prob[n..].iter().enumerate() {
+        for batch in jobs.chunks(PNET_BATCH) {
+            let t = Instant::now();
+            data.iter_mut().for_each(|v| *v = 0.0);
+            // Unused batch slots stay zero and count as whole tiles; their outputs are ignored.
+            let mut valid = vec![(ih as i64, iw as i64); PNET_BATCH];
+            for (b, &(l, i0, j0)) in batch.iter().enumerate() {
+                let lv = &levels[l];
+                let rows = 2 * i0..(2 * i0 + ih).min(lv.hs);
+                let cols = 2 * j0..(2 * j0 + iw).min(lv.ws);
+                valid[b] = (rows.len() as i64, cols.len() as i64);
+                sums.resize([0, 0, w, h], lv.hs, lv.ws, rows, cols, iw, &mut data[b * per..(b + 1) * per]);
+            }
+            resize_s += t.elapsed().as_secs_f64();
+            let x = Tensor::f_from_slice(&data)?
+                .f_view([PNET_BATCH as i64, ih as i64, iw as i64, 3])?
+                .f_to_device(self.device)?
+                .f_permute([0, 3, 1, 2])?;
+            let (reg, prob) = self.pnet.forward_tiles(&x, &valid)?;
+            let n = th * tw;
+            let (prob, reg) = (to_vec(&prob)?, to_vec(&reg)?);
+            if prob.len() != PNET_BATCH * 2 * n || reg.len() != PNET_BATCH * 4 * n {
+                return Err(Error::Internal(format!(
+                    "PNet tiles gave {} values, expected {}",
+                    prob.len(),
+                    PNET_BATCH * 2 * n
+                )));
+            }
+            for (b, &(l, i0, j0)) in batch.iter().enumerate() {
+                let lv = &levels[l];
+                let s = lv.scale as f32;
+                let (vi, vj) = (th.min(lv.oh - i0), tw.min(lv.ow - j0));
+                let (face, reg) = (&prob[(2 * b + 1) * n..(2 * b + 2) * n], &reg[4 * b * n..4 * (b + 1) * n]);
+                for (k, &p) in face.iter().enumerate() {
+                    let (ki, kj) = (k / tw, k % tw);
                     // `probs >= thresh`, the one inclusive threshold of the three.
-                    if p >= THRESHOLDS[0] {
-                        let (y, x) = ((i0 + k / ow) as f32, (k % ow) as f32);
-                        let q1 = |v: f32| ((STRIDE * v + 1.0) / s).floor();
-                        let q2 = |v: f32| ((STRIDE * v + CELL) / s).floor();
+                    if p >= THRESHOLDS[0] && ki < vi && kj < vj {
+                        let (y, x) = (i0 + ki, j0 + kj);
+                        let q1 = |v: usize| ((STRIDE * v as f32 + 1.0) / s).floor();
+                        let q2 = |v: usize| ((STRIDE * v as f32 + CELL) / s).floor();
                         let r = |c: usize| reg[c * n + k];
-                        cands.push(Cand { b: [q1(x), q1(y), q2(x), q2(y)], score: p, reg: [r(0), r(1), r(2), r(3)] });
+                        let b = [q1(x), q1(y), q2(x), q2(y)];
+                        cands[l].push((y * lv.ow + x, Cand { b, score: p, reg: [r(0), r(1), r(2), r(3)] }));
                     }
                 }
             }
-            all.extend(nms_iou(&cands, 0.5).into_iter().map(|i| cands[i]));
         }
-        log::debug!("mtcnn pyramid: {:.0} ms resampling, {} boxes", resize_s * 1e3, all.len());
+        let mut all = Vec::new();
+        for mut level in cands {
+            // The reference's order (`mask.nonzero()`: row-major), which decides score ties.
+            level.sort_by_key(|c| c.0);
+            let level: Vec<Cand> = level.into_iter().map(|c| c.1).collect();
+            all.extend(nms_iou(&level, 0.5).into_iter().map(|i| level[i]));
+        }
+        log::debug!(
+            "mtcnn pyramid: {} levels, {} PNet tiles, {:.0} ms resampling, {} boxes",
+            levels.len(),
+            jobs.len(),
+            resize_s * 1e3,
+            all.len()
+        );
         let mut out: Vec<Cand> = nms_iou(&all, 0.7).into_iter().map(|i| all[i]).collect();
         for c in &mut out {
             let (w, h) = (c.b[2] - c.b[0], c.b[3] - c.b[1]);
@@ -529,7 +623,15 @@ impl Mtcnn {
                 let start = data.len();
                 data.resize(start + per, 0.0);
                 let (x0, y0) = ((x - 1) as usize, (y - 1) as usize);
-                sums.resize([x0, y0, ex as usize - x0, ey as usize - y0], side, side, 0..side, &mut data[start..]);
+                sums.resize(
+                    [x0, y0, ex as usize - x0, ey as usize - y0],
+                    side,
+                    side,
+                    0..side,
+                    0..side,
+                    side,
+                    &mut data[start..],
+                );
                 kept.push(c);
             }
         }
@@ -555,11 +657,6 @@ pub fn pyramid_scales(width: usize, height: usize) -> Vec<f64> {
         minl *= PYRAMID_FACTOR;
     }
     scales
-}
-
-/// Threads for the resampling: libtorch's intra-op count, so one setting governs both.
-fn threads() -> usize {
-    (tch::get_num_threads().max(1) as usize).min(16)
 }
 
 /// A contiguous CPU copy of a float tensor's values.
@@ -667,51 +764,20 @@ impl<'a> Sums<'a> {
         }
         let stride = (img.w + 1) * 3;
         let mut sat = vec![0u32; (img.h + 1) * stride];
-        // Bands of rows in parallel, each summed as if it started the photo; then every band
-        // adds the last row of the bands above it (wrapping sums are associative).
-        let bands = threads().min(img.h);
-        let per = img.h.div_ceil(bands);
-        std::thread::scope(|scope| {
-            for (b, chunk) in sat[stride..].chunks_mut(per * stride).enumerate() {
-                scope.spawn(move || {
-                    let y0 = b * per;
-                    for (k, out) in chunk.chunks_exact_mut(stride).enumerate() {
-                        let row = &img.data[(y0 + k) * img.w * 3..(y0 + k + 1) * img.w * 3];
-                        let mut run = [0u32; 3];
-                        for x in 0..img.w {
-                            for c in 0..3 {
-                                run[c] = run[c].wrapping_add(row[x * 3 + c] as u32);
-                                out[(x + 1) * 3 + c] = run[c];
-                            }
-                        }
-                    }
-                    for k in 1..chunk.len() / stride {
-                        let (above, below) = chunk.split_at_mut(k * stride);
-                        let above = &above[(k - 1) * stride..];
-                        for (b, &a) in below[..stride].iter_mut().zip(above) {
-                            *b = b.wrapping_add(a);
-                        }
-                    }
-                });
-            }
-        });
-        for b in 1..bands {
-            let (done, rest) = sat.split_at_mut((b * per + 1) * stride);
-            let carry = &done[b * per * stride..];
-            let n = (per * stride).min(rest.len());
-            let rows = n / stride;
-            let part = rows.div_ceil(threads()).max(1);
-            std::thread::scope(|scope| {
-                for chunk in rest[..n].chunks_mut(part * stride) {
-                    scope.spawn(move || {
-                        for row in chunk.chunks_exact_mut(stride) {
-                            for (v, &c) in row.iter_mut().zip(carry) {
-                                *v = v.wrapping_add(c);
-                            }
-                        }
-                    });
+        // Single-threaded on purpose: it is memory-bound, and libtorch's OpenMP workers are
+        // still spinning on the other cores between ops (measured: two threads were slower).
+        for y in 0..img.h {
+            let mut run = [0u32; 3];
+            let (above, below) = sat.split_at_mut((y + 1) * stride);
+            let above = &above[y * stride..];
+            let row = &img.data[y * img.w * 3..(y + 1) * img.w * 3];
+            for x in 0..img.w {
+                for c in 0..3 {
+                    run[c] = run[c].wrapping_add(row[x * 3 + c] as u32);
+                    let i = (x + 1) * 3 + c;
+                    below[i] = above[i].wrapping_add(run[c]);
                 }
-            });
+            }
         }
         Sums::Table { w: img.w, h: img.h, sat }
     }
@@ -730,34 +796,33 @@ impl<'a> Sums<'a> {
         }
     }
 
-    /// [`Sums::resize`] with the rows shared among [`threads`].
-    fn resize_parallel(&self, rect: [usize; 4], oh: usize, ow: usize, rows: std::ops::Range<usize>, out: &mut [f32]) {
-        let part = rows.len().div_ceil(threads()).max(1);
-        std::thread::scope(|scope| {
-            for (k, chunk) in out.chunks_mut(part * ow * 3).enumerate() {
-                let start = rows.start + k * part;
-                let end = (start + part).min(rows.end);
-                scope.spawn(move || self.resize(rect, oh, ow, start..end, chunk));
-            }
-        });
-    }
-
-    /// Rows `rows` of `interpolate(crop, (oh, ow), mode='area')` of `rect` = [x, y, w, h],
-    /// normalised for the nets, channels-last into `out`. The mean is `sum / kh / kw` in
-    /// float, the division order ATen uses.
-    fn resize(&self, rect: [usize; 4], oh: usize, ow: usize, rows: std::ops::Range<usize>, out: &mut [f32]) {
+    /// The window `rows` × `cols` of `interpolate(crop, (oh, ow), mode='area')` of `rect` =
+    /// [x, y, w, h], normalised for the nets, channels-last into `out` with `stride` pixels a
+    /// row. The mean is `sum / kh / kw` in float, the division order ATen uses.
+    #[allow(clippy::too_many_arguments)]
+    fn resize(
+        &self,
+        rect: [usize; 4],
+        oh: usize,
+        ow: usize,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        stride: usize,
+        out: &mut [f32],
+    ) {
         let [x0, y0, cw, ch] = rect;
-        let cols: Vec<(usize, usize)> = (0..ow).map(|j| window(j, ow, cw)).collect();
+        let n = cols.len();
+        let cols: Vec<(usize, usize)> = cols.map(|j| window(j, ow, cw)).collect();
         let norm = |sum: u32, kh: f32, kw: f32| (sum as f32 / kh / kw - PIXEL_MEAN) * PIXEL_SCALE;
         let first = rows.start;
         match self {
             Sums::Table { w, sat, .. } => {
-                let stride = (w + 1) * 3;
+                let sat_row = (w + 1) * 3;
                 for i in rows {
                     let (r0, r1) = window(i, oh, ch);
-                    let (top, bottom) = (&sat[(y0 + r0) * stride..], &sat[(y0 + r1) * stride..]);
+                    let (top, bottom) = (&sat[(y0 + r0) * sat_row..], &sat[(y0 + r1) * sat_row..]);
                     let kh = (r1 - r0) as f32;
-                    let o = &mut out[(i - first) * ow * 3..(i - first + 1) * ow * 3];
+                    let o = &mut out[(i - first) * stride * 3..((i - first) * stride + n) * 3];
                     for (px, &(c0, c1)) in o.chunks_exact_mut(3).zip(&cols) {
                         let (a, b) = ((x0 + c0) * 3, (x0 + c1) * 3);
                         for c in 0..3 {
@@ -782,7 +847,7 @@ impl<'a> Sums<'a> {
                         }
                     }
                     let kh = (r1 - r0) as f32;
-                    let o = &mut out[(i - first) * ow * 3..(i - first + 1) * ow * 3];
+                    let o = &mut out[(i - first) * stride * 3..((i - first) * stride + n) * 3];
                     for (px, &(c0, c1)) in o.chunks_exact_mut(3).zip(&cols) {
                         let mut s = [0u32; 3];
                         for p in acc[c0 * 3..c1 * 3].chunks_exact(3) {
@@ -841,7 +906,7 @@ mod tests {
         let img = Rgb { data: &data, w: 4, h: 2 };
         for sums in [Sums::new(img), Sums::Direct(img)] {
             let mut out = vec![0f32; 3 * 2];
-            sums.resize([0, 0, 4, 2], 1, 2, 0..1, &mut out);
+            sums.resize([0, 0, 4, 2], 1, 2, 0..1, 0..2, 2, &mut out);
             // Red of block 0: pixels (0,0),(1,0),(0,1),(1,1) = 0, 30, 120, 150 → 75.
             assert_eq!(out[0], (75.0 - 127.5) * 0.0078125);
             // Green of block 1: 70, 100, 190, 220 → 145.
@@ -856,7 +921,7 @@ mod tests {
         let img = Rgb { data: &data, w, h };
         let (table, direct) = (Sums::new(img), Sums::Direct(img));
         assert!(matches!(table, Sums::Table { .. }));
-        // The banded, parallel build equals the plain definition.
+        // The table is the plain definition.
         if let Sums::Table { sat, .. } = &table {
             let at = |y: usize, x: usize, c: usize| sat[(y * (w + 1) + x) * 3 + c];
             for (y, x) in [(h, w), (17, 30), (40, 1), (21, 52)] {
@@ -865,22 +930,26 @@ mod tests {
                 assert_eq!(at(y, x, 1), want, "S({y}, {x})");
             }
         }
-        let mut par = vec![0f32; 25 * 32 * 3];
-        let mut seq = par.clone();
-        table.resize_parallel([0, 0, w, h], 25, 32, 0..25, &mut par);
-        table.resize([0, 0, w, h], 25, 32, 0..25, &mut seq);
-        assert_eq!(par, seq);
-        for (rect, oh, ow, rows) in [
-            ([0, 0, w, h], 25, 32, 0..25),
-            ([0, 0, w, h], 25, 32, 6..17),
-            ([7, 3, 5, 30], 24, 24, 0..24),
-            ([10, 9, 40, 31], 12, 12, 0..12),
+        for (rect, oh, ow, rows, cols) in [
+            ([0, 0, w, h], 25, 32, 0..25, 0..32),
+            ([0, 0, w, h], 25, 32, 6..17, 3..30),
+            ([7, 3, 5, 30], 24, 24, 0..24, 0..24),
+            ([10, 9, 40, 31], 12, 12, 0..12, 0..12),
         ] {
-            let n = rows.len() * ow * 3;
+            let n = rows.len() * cols.len() * 3;
             let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
-            table.resize(rect, oh, ow, rows.clone(), &mut a);
-            direct.resize(rect, oh, ow, rows, &mut b);
+            let stride = cols.len();
+            table.resize(rect, oh, ow, rows.clone(), cols.clone(), stride, &mut a);
+            direct.resize(rect, oh, ow, rows, cols, stride, &mut b);
             assert_eq!(a, b, "{rect:?} → {oh}×{ow}");
+        }
+        // A window of the resize is that part of the whole resize.
+        let mut whole = vec![0f32; 25 * 32 * 3];
+        let mut part = vec![0f32; 11 * 27 * 3];
+        table.resize([0, 0, w, h], 25, 32, 0..25, 0..32, 32, &mut whole);
+        table.resize([0, 0, w, h], 25, 32, 6..17, 3..30, 27, &mut part);
+        for i in 0..11 {
+            assert_eq!(part[i * 27 * 3..(i + 1) * 27 * 3], whole[((i + 6) * 32 + 3) * 3..((i + 6) * 32 + 30) * 3]);
         }
     }
 
