@@ -100,6 +100,11 @@ impl Conv2d {
         })
     }
 
+    /// A conv made of given tensors (e.g. two heads fused into one call).
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>, stride: i64, padding: i64) -> Self {
+        Conv2d { weight, bias, stride, padding }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (s, p) = (self.stride, self.padding);
         Ok(x.f_conv2d(&self.weight, self.bias.as_ref(), [s, s], [p, p], [1, 1], 1)?)

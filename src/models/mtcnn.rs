@@ -31,6 +31,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{Checkpoint, Loader};
 use crate::error::{Error, Result};
+use crate::nn::{Conv2d, ConvSpec, Linear, PReLU};
 
 /// `MTCNN(min_face_size=20)`: the smallest face side, in photo pixels, the pyramid looks for.
 pub const MIN_FACE_SIZE: f64 = 20.0;
@@ -58,53 +59,6 @@ const PNET_BATCH: usize = 8;
 /// Largest photo given a summed-area table (12 bytes a pixel, as the reference's float copy
 /// of the photo); bigger ones sum their windows directly.
 const SAT_MAX_PIXELS: usize = 1 << 25;
-
-/// `nn.Conv2d(cin, cout, kernel_size=k)`: stride 1, no padding, with bias.
-struct Conv2d {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Conv2d {
-    fn new(l: &Loader, p: nn::Path, cin: i64, cout: i64, k: i64) -> Result<Self> {
-        Ok(Conv2d { weight: l.tensor(&p, "weight", &[cout, cin, k, k])?, bias: l.tensor(&p, "bias", &[cout])? })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_conv2d(&self.weight, Some(&self.bias), [1, 1], [0, 0], [1, 1], 1)?)
-    }
-}
-
-/// `nn.PReLU(c)`: one learned negative slope per channel (dim 1, also for dense layers).
-struct PReLU {
-    weight: Tensor,
-}
-
-impl PReLU {
-    fn new(l: &Loader, p: nn::Path, c: i64) -> Result<Self> {
-        Ok(PReLU { weight: l.tensor(&p, "weight", &[c])? })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_prelu(&self.weight)?)
-    }
-}
-
-/// `nn.Linear(cin, cout)`.
-struct Linear {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Linear {
-    fn new(l: &Loader, p: nn::Path, cin: i64, cout: i64) -> Result<Self> {
-        Ok(Linear { weight: l.tensor(&p, "weight", &[cout, cin])?, bias: l.tensor(&p, "bias", &[cout])? })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_linear(&self.weight, Some(&self.bias))?)
-    }
-}
 
 /// `nn.MaxPool2d(k, s, ceil_mode=True)`, as all three nets use it.
 fn max_pool(x: &Tensor, k: i64, s: i64) -> Result<Tensor> {
@@ -157,18 +111,22 @@ impl PNet {
         let vs = nn::VarStore::new(device);
         let r = vs.root();
         let net = PNet {
-            conv1: Conv2d::new(&l, &r / "conv1", 3, 10, 3)?,
-            prelu1: PReLU::new(&l, &r / "prelu1", 10)?,
-            conv2: Conv2d::new(&l, &r / "conv2", 10, 16, 3)?,
-            prelu2: PReLU::new(&l, &r / "prelu2", 16)?,
-            conv3: Conv2d::new(&l, &r / "conv3", 16, 32, 3)?,
-            prelu3: PReLU::new(&l, &r / "prelu3", 32)?,
+            conv1: Conv2d::new(&l, &(&r / "conv1"), ConvSpec::new(3, 10, 3))?,
+            prelu1: PReLU::new(&l, &(&r / "prelu1"), 10)?,
+            conv2: Conv2d::new(&l, &(&r / "conv2"), ConvSpec::new(10, 16, 3))?,
+            prelu2: PReLU::new(&l, &(&r / "prelu2"), 16)?,
+            conv3: Conv2d::new(&l, &(&r / "conv3"), ConvSpec::new(16, 32, 3))?,
+            prelu3: PReLU::new(&l, &(&r / "prelu3"), 32)?,
             conv4: {
-                let (a, b) = (Conv2d::new(&l, &r / "conv4_1", 32, 2, 1)?, Conv2d::new(&l, &r / "conv4_2", 32, 4, 1)?);
-                Conv2d {
-                    weight: Tensor::f_cat(&[&a.weight, &b.weight], 0)?,
-                    bias: Tensor::f_cat(&[&a.bias, &b.bias], 0)?,
-                }
+                let (a, b) = (
+                    Conv2d::new(&l, &(&r / "conv4_1"), ConvSpec::new(32, 2, 1))?,
+                    Conv2d::new(&l, &(&r / "conv4_2"), ConvSpec::new(32, 4, 1))?,
+                );
+                let bias = match (&a.bias, &b.bias) {
+                    (Some(x), Some(y)) => Some(Tensor::f_cat(&[x, y], 0)?),
+                    _ => None,
+                };
+                Conv2d::from_tensors(Tensor::f_cat(&[&a.weight, &b.weight], 0)?, bias, 1, 0)
             },
             _vs: vs,
         };
@@ -249,16 +207,16 @@ impl RNet {
         let vs = nn::VarStore::new(device);
         let r = vs.root();
         let net = RNet {
-            conv1: Conv2d::new(&l, &r / "conv1", 3, 28, 3)?,
-            prelu1: PReLU::new(&l, &r / "prelu1", 28)?,
-            conv2: Conv2d::new(&l, &r / "conv2", 28, 48, 3)?,
-            prelu2: PReLU::new(&l, &r / "prelu2", 48)?,
-            conv3: Conv2d::new(&l, &r / "conv3", 48, 64, 2)?,
-            prelu3: PReLU::new(&l, &r / "prelu3", 64)?,
-            dense4: Linear::new(&l, &r / "dense4", 576, 128)?,
-            prelu4: PReLU::new(&l, &r / "prelu4", 128)?,
-            dense5_1: Linear::new(&l, &r / "dense5_1", 128, 2)?,
-            dense5_2: Linear::new(&l, &r / "dense5_2", 128, 4)?,
+            conv1: Conv2d::new(&l, &(&r / "conv1"), ConvSpec::new(3, 28, 3))?,
+            prelu1: PReLU::new(&l, &(&r / "prelu1"), 28)?,
+            conv2: Conv2d::new(&l, &(&r / "conv2"), ConvSpec::new(28, 48, 3))?,
+            prelu2: PReLU::new(&l, &(&r / "prelu2"), 48)?,
+            conv3: Conv2d::new(&l, &(&r / "conv3"), ConvSpec::new(48, 64, 2))?,
+            prelu3: PReLU::new(&l, &(&r / "prelu3"), 64)?,
+            dense4: Linear::new(&l, &(&r / "dense4"), 576, 128)?,
+            prelu4: PReLU::new(&l, &(&r / "prelu4"), 128)?,
+            dense5_1: Linear::new(&l, &(&r / "dense5_1"), 128, 2)?,
+            dense5_2: Linear::new(&l, &(&r / "dense5_2"), 128, 4)?,
             _vs: vs,
         };
         l.finish(|_| false)?;
@@ -302,19 +260,19 @@ impl ONet {
         let vs = nn::VarStore::new(device);
         let r = vs.root();
         let net = ONet {
-            conv1: Conv2d::new(&l, &r / "conv1", 3, 32, 3)?,
-            prelu1: PReLU::new(&l, &r / "prelu1", 32)?,
-            conv2: Conv2d::new(&l, &r / "conv2", 32, 64, 3)?,
-            prelu2: PReLU::new(&l, &r / "prelu2", 64)?,
-            conv3: Conv2d::new(&l, &r / "conv3", 64, 64, 3)?,
-            prelu3: PReLU::new(&l, &r / "prelu3", 64)?,
-            conv4: Conv2d::new(&l, &r / "conv4", 64, 128, 2)?,
-            prelu4: PReLU::new(&l, &r / "prelu4", 128)?,
-            dense5: Linear::new(&l, &r / "dense5", 1152, 256)?,
-            prelu5: PReLU::new(&l, &r / "prelu5", 256)?,
-            dense6_1: Linear::new(&l, &r / "dense6_1", 256, 2)?,
-            dense6_2: Linear::new(&l, &r / "dense6_2", 256, 4)?,
-            dense6_3: Linear::new(&l, &r / "dense6_3", 256, 10)?,
+            conv1: Conv2d::new(&l, &(&r / "conv1"), ConvSpec::new(3, 32, 3))?,
+            prelu1: PReLU::new(&l, &(&r / "prelu1"), 32)?,
+            conv2: Conv2d::new(&l, &(&r / "conv2"), ConvSpec::new(32, 64, 3))?,
+            prelu2: PReLU::new(&l, &(&r / "prelu2"), 64)?,
+            conv3: Conv2d::new(&l, &(&r / "conv3"), ConvSpec::new(64, 64, 3))?,
+            prelu3: PReLU::new(&l, &(&r / "prelu3"), 64)?,
+            conv4: Conv2d::new(&l, &(&r / "conv4"), ConvSpec::new(64, 128, 2))?,
+            prelu4: PReLU::new(&l, &(&r / "prelu4"), 128)?,
+            dense5: Linear::new(&l, &(&r / "dense5"), 1152, 256)?,
+            prelu5: PReLU::new(&l, &(&r / "prelu5"), 256)?,
+            dense6_1: Linear::new(&l, &(&r / "dense6_1"), 256, 2)?,
+            dense6_2: Linear::new(&l, &(&r / "dense6_2"), 256, 4)?,
+            dense6_3: Linear::new(&l, &(&r / "dense6_3"), 256, 10)?,
             _vs: vs,
         };
         l.finish(|_| false)?;
