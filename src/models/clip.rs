@@ -14,6 +14,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{Checkpoint, Loader};
 use crate::error::{Error, Result};
+use crate::nn::{LayerNorm, Linear};
 
 /// CLIP's input normalisation (`clip._transform`).
 pub const MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
@@ -138,44 +139,30 @@ fn torchscript_heads(ck: &Checkpoint, attn_path: &str) -> Option<i64> {
     Some(i64::from_le_bytes(bytes.get(start..start + 8)?.try_into().ok()?))
 }
 
-fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let d = w.size()[0];
-    Ok(x.f_layer_norm([d], Some(w), Some(b), 1e-5, false)?)
-}
-
 /// `ResidualAttentionBlock`: pre-LN attention and a QuickGELU MLP. Runs batch-first (B, L, D);
 /// the reference's (L, B, D) layout gives the same numbers.
 struct ResidualAttentionBlock {
     in_proj_weight: Tensor,
     in_proj_bias: Tensor,
-    out_proj_weight: Tensor,
-    out_proj_bias: Tensor,
-    ln_1: (Tensor, Tensor),
-    c_fc: (Tensor, Tensor),
-    c_proj: (Tensor, Tensor),
-    ln_2: (Tensor, Tensor),
+    out_proj: Linear,
+    ln_1: LayerNorm,
+    c_fc: Linear,
+    c_proj: Linear,
+    ln_2: LayerNorm,
     heads: i64,
 }
 
 impl ResidualAttentionBlock {
     fn new(l: &Loader, p: nn::Path, d: i64, heads: i64) -> Result<Self> {
         let attn = &p / "attn";
-        let lin = |p: &nn::Path, o: i64, i: i64| -> Result<(Tensor, Tensor)> {
-            Ok((l.tensor(p, "weight", &[o, i])?, l.tensor(p, "bias", &[o])?))
-        };
-        let ln = |p: &nn::Path| -> Result<(Tensor, Tensor)> {
-            Ok((l.tensor(p, "weight", &[d])?, l.tensor(p, "bias", &[d])?))
-        };
-        let (out_proj_weight, out_proj_bias) = lin(&(&attn / "out_proj"), d, d)?;
         Ok(ResidualAttentionBlock {
             in_proj_weight: l.tensor(&attn, "in_proj_weight", &[3 * d, d])?,
             in_proj_bias: l.tensor(&attn, "in_proj_bias", &[3 * d])?,
-            out_proj_weight,
-            out_proj_bias,
-            ln_1: ln(&(&p / "ln_1"))?,
-            c_fc: lin(&(&p / "mlp" / "c_fc"), 4 * d, d)?,
-            c_proj: lin(&(&p / "mlp" / "c_proj"), d, 4 * d)?,
-            ln_2: ln(&(&p / "ln_2"))?,
+            out_proj: Linear::new(l, &(&attn / "out_proj"), d, d)?,
+            ln_1: LayerNorm::new(l, &(&p / "ln_1"), d)?,
+            c_fc: Linear::new(l, &(&p / "mlp" / "c_fc"), d, 4 * d)?,
+            c_proj: Linear::new(l, &(&p / "mlp" / "c_proj"), 4 * d, d)?,
+            ln_2: LayerNorm::new(l, &(&p / "ln_2"), d)?,
             heads,
         })
     }
@@ -183,19 +170,18 @@ impl ResidualAttentionBlock {
     fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
         let (b, n, d) = x.size3()?;
         let hd = d / self.heads;
-        let h = layer_norm(x, &self.ln_1.0, &self.ln_1.1)?;
+        let h = self.ln_1.forward(x)?;
         let qkv = h
             .f_linear(&self.in_proj_weight, Some(&self.in_proj_bias))?
             .f_view([b, n, 3, self.heads, hd])?
             .f_permute([2, 0, 3, 1, 4])?;
         let (q, k, v) = (qkv.f_get(0)?, qkv.f_get(1)?, qkv.f_get(2)?);
         let a = Tensor::f_scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, causal, None, false)?;
-        let a =
-            a.f_transpose(1, 2)?.f_reshape([b, n, d])?.f_linear(&self.out_proj_weight, Some(&self.out_proj_bias))?;
+        let a = self.out_proj.forward(&a.f_transpose(1, 2)?.f_reshape([b, n, d])?)?;
         let x = x.f_add(&a)?;
-        let h = layer_norm(&x, &self.ln_2.0, &self.ln_2.1)?.f_linear(&self.c_fc.0, Some(&self.c_fc.1))?;
+        let h = self.c_fc.forward(&self.ln_2.forward(&x)?)?;
         let h = h.f_mul(&h.f_mul_scalar(1.702)?.f_sigmoid()?)?; // QuickGELU
-        Ok(x.f_add(&h.f_linear(&self.c_proj.0, Some(&self.c_proj.1))?)?)
+        Ok(x.f_add(&self.c_proj.forward(&h)?)?)
     }
 }
 
@@ -226,9 +212,9 @@ struct VisionTransformer {
     conv1: Tensor,
     class_embedding: Tensor,
     positional_embedding: Tensor,
-    ln_pre: (Tensor, Tensor),
+    ln_pre: LayerNorm,
     transformer: Transformer,
-    ln_post: (Tensor, Tensor),
+    ln_post: LayerNorm,
     proj: Tensor,
     patch: i64,
     resolution: i64,
@@ -238,17 +224,13 @@ impl VisionTransformer {
     fn new(l: &Loader, p: nn::Path, c: &Config) -> Result<Self> {
         let w = c.vision_width;
         let grid = c.image_resolution / c.vision_patch_size;
-        let ln = |name: &str| -> Result<(Tensor, Tensor)> {
-            let q = &p / name;
-            Ok((l.tensor(&q, "weight", &[w])?, l.tensor(&q, "bias", &[w])?))
-        };
         Ok(VisionTransformer {
             conv1: l.tensor(&(&p / "conv1"), "weight", &[w, 3, c.vision_patch_size, c.vision_patch_size])?,
             class_embedding: l.tensor(&p, "class_embedding", &[w])?,
             positional_embedding: l.tensor(&p, "positional_embedding", &[grid * grid + 1, w])?,
-            ln_pre: ln("ln_pre")?,
+            ln_pre: LayerNorm::new(l, &(&p / "ln_pre"), w)?,
             transformer: Transformer::new(l, &p / "transformer", w, c.vision_layers, c.vision_heads)?,
-            ln_post: ln("ln_post")?,
+            ln_post: LayerNorm::new(l, &(&p / "ln_post"), w)?,
             proj: l.tensor(&p, "proj", &[w, c.embed_dim])?,
             patch: c.vision_patch_size,
             resolution: c.image_resolution,
@@ -262,9 +244,9 @@ impl VisionTransformer {
         let x = x.f_reshape([b, w, -1])?.f_permute([0, 2, 1])?;
         let cls = self.class_embedding.f_view([1, 1, w])?.f_expand([b, 1, w], false)?;
         let x = Tensor::f_cat(&[cls, x], 1)?.f_add(&self.positional_embedding)?;
-        let x = layer_norm(&x, &self.ln_pre.0, &self.ln_pre.1)?;
+        let x = self.ln_pre.forward(&x)?;
         let x = self.transformer.forward(&x, false)?;
-        let x = layer_norm(&x.f_select(1, 0)?, &self.ln_post.0, &self.ln_post.1)?;
+        let x = self.ln_post.forward(&x.f_select(1, 0)?)?;
         Ok(x.f_matmul(&self.proj)?)
     }
 }
@@ -277,7 +259,7 @@ pub struct Clip {
     transformer: Transformer,
     token_embedding: Tensor,
     positional_embedding: Tensor,
-    ln_final: (Tensor, Tensor),
+    ln_final: LayerNorm,
     text_projection: Tensor,
     logit_scale: Tensor,
 }
@@ -303,10 +285,7 @@ impl Clip {
             )?,
             token_embedding: l.tensor(&(&root / "token_embedding"), "weight", &[config.vocab_size, t])?,
             positional_embedding: l.tensor(&root, "positional_embedding", &[config.context_length, t])?,
-            ln_final: (
-                l.tensor(&(&root / "ln_final"), "weight", &[t])?,
-                l.tensor(&(&root / "ln_final"), "bias", &[t])?,
-            ),
+            ln_final: LayerNorm::new(&l, &(&root / "ln_final"), t)?,
             text_projection: l.tensor(&root, "text_projection", &[t, config.embed_dim])?,
             logit_scale: l.tensor(&root, "logit_scale", &[])?,
             config,
@@ -348,7 +327,7 @@ impl Clip {
         let x =
             Tensor::f_embedding(&self.token_embedding, tokens, -1, false, false)?.f_add(&self.positional_embedding)?;
         let x = self.transformer.forward(&x, true)?;
-        let x = layer_norm(&x, &self.ln_final.0, &self.ln_final.1)?;
+        let x = self.ln_final.forward(&x)?;
         let eot = tokens.f_argmax(-1, false)?;
         let rows = Tensor::f_arange(b, (Kind::Int64, x.device()))?;
         let x = x.f_index(&[Some(rows), Some(eot)])?;
