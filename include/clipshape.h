@@ -9,6 +9,7 @@
  *     cs_encode / cs_optimize and released with their *_free function (NULL is accepted).
  *     Each function says who owns what it returns. Outputs go through the last pointer argument.
  *   - Params structs begin with struct_size: call the *_init function before filling them.
+ *     Output structs with a struct_size get it from the caller (sizeof, or 0 = this header's).
  *   - A cs_ctx is used by one thread at a time; cs_cancel() may be called from any thread.
  *
  * Usage (compiled and run by tests/header.rs)
@@ -371,11 +372,13 @@ void cs_context_free(struct cs_ctx *ctx);
 enum cs_status cs_cancel(const struct cs_ctx *ctx);
 
 // Writes the context's domain facts (name, frame, encoder input, defaults) into the caller's
-// `*out`. Statuses: OK; INVALID_ARGUMENT (NULL).
+// `*out`, whose `struct_size` the caller sets (sizeof, or 0 for this header's size; an older,
+// smaller struct gets only its bytes). Statuses: OK; INVALID_ARGUMENT (NULL).
 enum cs_status cs_context_get_domain(const struct cs_ctx *ctx, struct cs_domain_info *out);
 
 // Writes the generator's facts (size, W+ shape, number of editable layers) into the caller's
-// `*out`. Statuses: OK; INVALID_ARGUMENT (NULL).
+// `*out`, whose `struct_size` the caller sets (sizeof, or 0). Statuses: OK; INVALID_ARGUMENT
+// (NULL).
 enum cs_status cs_generator_get_info(const struct cs_ctx *ctx, struct cs_generator_info *out);
 
 // Writes the facts of layer `index` (0 ≤ index < n_layers, in forward order) into the caller's
@@ -570,8 +573,9 @@ enum cs_status cs_models_list(const char *models_dir, struct cs_model_sets **out
 // Number of sets in the list (0 for NULL). Never fails.
 size_t cs_model_sets_count(const struct cs_model_sets *sets);
 
-// Describes set `index` in the caller's `*out`; the strings stay owned by `sets`. Statuses: OK;
-// INVALID_ARGUMENT (NULL, index out of range).
+// Describes set `index` in the caller's `*out` (its `struct_size` set by the caller: sizeof, or
+// 0); the strings stay owned by `sets`. Statuses: OK; INVALID_ARGUMENT (NULL, index out of
+// range).
 enum cs_status cs_model_sets_get(const struct cs_model_sets *sets,
                                  size_t index,
                                  struct cs_model_set_info *out);
@@ -592,8 +596,8 @@ enum cs_status cs_faces_detect(const struct cs_ctx *ctx,
 // Number of faces (0 for NULL). Never fails.
 size_t cs_faces_count(const struct cs_faces *faces);
 
-// Writes face `index` into the caller's `*out`. Statuses: OK; INVALID_ARGUMENT (NULL, index
-// out of range).
+// Writes face `index` into the caller's `*out` (its `struct_size` set by the caller: sizeof,
+// or 0). Statuses: OK; INVALID_ARGUMENT (NULL, index out of range).
 enum cs_status cs_faces_get(const struct cs_faces *faces, size_t index, struct cs_face *out);
 
 // The face to edit, written to `*index`: `selection` (x1, y1, x2, y2; NULL = none) picks the

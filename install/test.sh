@@ -19,7 +19,12 @@ cargo fmt --all --check
 cargo clippy --release --all-targets -- -D warnings
 clipshape_step "cargo build --release"
 cargo build --release
-clipshape_step "cargo test --release (unit, golden parity, C ABI, CLI, header)"
+clipshape_step "cargo test --release (unit, golden parity, fuzzing, C ABI, CLI, header)"
+# The C ABI program also runs under valgrind when it is installed (a few minutes).
+if command -v valgrind >/dev/null; then
+    export CLIPSHAPE_VALGRIND=1
+    clipshape_step "valgrind found: the C ABI program also runs under memcheck"
+fi
 cargo test --release
 clipshape_step "real GIMP 3 / Krita 5.2 hosts (skipped without the trixie root; see install/host-tests.sh)"
 bash install/host-tests.sh

@@ -2,39 +2,16 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use clipshape::edit::{Latent, Shift};
 use clipshape::models::load_generator;
 use common::{golden, io, tmpdir};
+use support::*;
 use tch::Device;
-
-fn clipshape(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clipshape"));
-    cmd.args(args);
-    if !args.contains(&"--device") {
-        cmd.args(["--device", "cpu"]);
-    }
-    cmd.output().expect("run clipshape")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = clipshape(args);
-    assert!(out.status.success(), "clipshape {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = clipshape(args);
-    assert!(!out.status.success(), "clipshape {args:?} should fail");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 #[test]
 fn info_lists_the_layers() {
@@ -124,23 +101,6 @@ fn errors_name_what_was_wrong() {
     assert!(e.contains("truncation"), "{e}");
     let e = fails(&["--device", "cuda:3", "info", p(&golden("stylegan2.pt"))]);
     assert!(e.contains("cuda:3"), "{e}");
-}
-
-fn clip_args() -> Vec<String> {
-    vec![
-        "--clip".into(),
-        golden("clip_jit.pt").display().to_string(),
-        "--vocab".into(),
-        golden("bpe_simple_vocab_16e6.txt.gz").display().to_string(),
-    ]
-}
-
-fn ok_owned(args: &[String]) -> String {
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
-}
-
-fn fails_owned(args: &[String]) -> String {
-    fails(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 #[test]

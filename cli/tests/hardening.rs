@@ -2,32 +2,14 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use clipshape::checkpoint::Checkpoint;
 use common::{golden, tmpdir};
-
-fn clipshape(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clipshape")).args(args).args(["--device", "cpu"]).output().expect("run clipshape")
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = clipshape(args);
-    assert!(!out.status.success(), "clipshape {args:?} should fail");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = clipshape(args);
-    assert!(out.status.success(), "clipshape {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use support::*;
 
 #[test]
 fn absurd_thread_counts_are_refused_at_once() {
@@ -65,21 +47,7 @@ fn an_output_that_is_a_file_is_refused_before_any_work() {
     let f = dir.path().join("f");
     std::fs::write(&f, "x").unwrap();
     // A run of 100 000 steps would take hours: the refusal must come first.
-    let e = fails(&[
-        "edit",
-        p(&golden("e4e.pt")),
-        "--clip",
-        p(&golden("clip_jit.pt")),
-        "--vocab",
-        p(&golden("bpe_simple_vocab_16e6.txt.gz")),
-        "--seed",
-        "1",
-        "face",
-        "--steps",
-        "100000",
-        "--out",
-        p(&f),
-    ]);
+    let e = fails_owned(&tiny_edit(&["--seed", "1", "face", "--steps", "100000", "--out", p(&f)]));
     assert!(e.contains("exists and is not a directory"), "{e}");
     assert_eq!(std::fs::read_to_string(&f).unwrap(), "x", "the file is kept");
 }
@@ -178,23 +146,8 @@ fn outputs_follow_the_umask() {
 #[test]
 fn an_empty_neutral_text_is_named() {
     let dir = tmpdir();
-    let e = fails(&[
-        "edit",
-        p(&golden("e4e.pt")),
-        "--clip",
-        p(&golden("clip_jit.pt")),
-        "--vocab",
-        p(&golden("bpe_simple_vocab_16e6.txt.gz")),
-        "--seed",
-        "1",
-        "face",
-        "--steps",
-        "2",
-        "--neutral",
-        "",
-        "--out",
-        p(&dir.path().join("o")),
-    ]);
+    let out = dir.path().join("o");
+    let e = fails_owned(&tiny_edit(&["--seed", "1", "face", "--steps", "2", "--neutral", "", "--out", p(&out)]));
     assert!(e.contains("`neutral`"), "{e}");
 }
 
@@ -259,28 +212,7 @@ fn complete(path: &Path) -> bool {
 fn a_killed_edit_leaves_only_complete_files() {
     let dir = tmpdir();
     let out = dir.path().join("out");
-    let args = |out: &Path| -> Vec<String> {
-        [
-            "edit",
-            p(&golden("e4e.pt")),
-            "face",
-            "--seed",
-            "1",
-            "--clip",
-            p(&golden("clip_jit.pt")),
-            "--vocab",
-            p(&golden("bpe_simple_vocab_16e6.txt.gz")),
-            "--steps",
-            "3",
-            "--device",
-            "cpu",
-            "--out",
-            p(out),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
+    let args = |out: &Path| tiny_edit(&["face", "--seed", "1", "--steps", "3", "--device", "cpu", "--out", p(out)]);
     // How long a whole run takes here, then kills spread over it (and a little past).
     let t0 = std::time::Instant::now();
     let status = Command::new(env!("CARGO_BIN_EXE_clipshape")).args(args(&out)).output().unwrap().status;

@@ -3,31 +3,12 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use common::{golden, tmpdir};
-
-fn clipshape(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clipshape")).args(args).args(["--device", "cpu"]).output().expect("run clipshape")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = clipshape(args);
-    assert!(out.status.success(), "clipshape {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = clipshape(args);
-    assert!(!out.status.success(), "clipshape {args:?} should fail");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use support::*;
 
 fn mtcnn() -> PathBuf {
     golden("face/mtcnn")
@@ -106,15 +87,9 @@ fn align_writes_the_reference_crop() {
 /// The tiny e4e + CLIP with the real MTCNN: an edit of the astronaut's face.
 fn edit_astronaut(dir: &Path, paste: &str) -> PathBuf {
     let out = dir.join(format!("edit-{paste}"));
-    ok(&[
-        "edit",
-        p(&golden("e4e.pt")),
+    ok_owned(&tiny_edit(&[
         p(&golden("face/astronaut.png")),
         "face with big nose",
-        "--clip",
-        p(&golden("clip_jit.pt")),
-        "--vocab",
-        p(&golden("bpe_simple_vocab_16e6.txt.gz")),
         "--align",
         "face",
         "--mtcnn",
@@ -126,7 +101,7 @@ fn edit_astronaut(dir: &Path, paste: &str) -> PathBuf {
         "--strengths=-3,0,3",
         "--out",
         p(&out),
-    ]);
+    ]));
     out
 }
 
@@ -187,15 +162,9 @@ fn an_edit_of_a_photo_changes_only_the_face() {
 fn a_selection_is_pasted_back_inside_itself() {
     let dir = tmpdir();
     let out = dir.path().join("box");
-    ok(&[
-        "edit",
-        p(&golden("e4e.pt")),
+    ok_owned(&tiny_edit(&[
         p(&golden("face/astronaut.png")),
         "a wide face",
-        "--clip",
-        p(&golden("clip_jit.pt")),
-        "--vocab",
-        p(&golden("bpe_simple_vocab_16e6.txt.gz")),
         "--align",
         "none",
         "--select",
@@ -207,7 +176,7 @@ fn a_selection_is_pasted_back_inside_itself() {
         "--strengths=0,3",
         "--out",
         p(&out),
-    ]);
+    ]));
     let photo = rgb(&golden("face/astronaut.png"));
     let edited = rgb(&out.join("01.png"));
     for (x, y, px) in edited.enumerate_pixels() {

@@ -1141,6 +1141,22 @@ class Context(_Handle):
     def render_pictures(self, latent, shifts, strengths, fmt="RGBA8", target=None, max_batch=0):
         """Renders ``latent`` once per strength with ``shifts`` [(Shift, weight)] → [Picture].
         ``target`` (w, h) resizes the domain's frame there; None = the frame itself."""
+        p, keep = self._render_params(shifts, strengths, fmt, max_batch)
+        if target is not None:
+            p.target_width = _int(target[0], "target width", 0, UINT32[1])
+            p.target_height = _int(target[1], "target height", 0, UINT32[1])
+            if p.target_width <= 0 or p.target_height <= 0:
+                raise InvalidArgumentError("target size %r has no pixels" % (tuple(target),))
+        out = POINTER(cs_images)()
+        with self._op_lock:
+            self._check_job_cancel()
+            _call(self._lib.cs_render, self.ptr, latent.ptr, ctypes.byref(p), ctypes.byref(out))
+        del keep
+        return _pictures(out)
+
+    def _render_params(self, shifts, strengths, fmt, max_batch):
+        """cs_render_params for ``shifts`` [(Shift, weight)] at ``strengths``, and the arrays it
+        points into (keep them alive for the call)."""
         strengths = [float(k) for k in strengths]
         if not strengths:
             raise InvalidArgumentError("no strengths to render")
@@ -1158,16 +1174,7 @@ class Context(_Handle):
         p.n_strengths = len(strengths)
         p.format = _format_code(fmt)
         p.max_batch = _int(max_batch, "max_batch", 0, UINT32[1])
-        if target is not None:
-            p.target_width = _int(target[0], "target width", 0, UINT32[1])
-            p.target_height = _int(target[1], "target height", 0, UINT32[1])
-            if p.target_width <= 0 or p.target_height <= 0:
-                raise InvalidArgumentError("target size %r has no pixels" % (tuple(target),))
-        out = POINTER(cs_images)()
-        with self._op_lock:
-            self._check_job_cancel()
-            _call(self._lib.cs_render, self.ptr, latent.ptr, ctypes.byref(p), ctypes.byref(out))
-        return _pictures(out)
+        return p, (refs, ks, shifts)
 
     # — photos —
 
@@ -1218,21 +1225,7 @@ class Context(_Handle):
         x2, y2: what was encoded; None = the whole photo) says where the picture sits."""
         if mode not in PASTE_MODES:
             raise InvalidArgumentError("paste mode %r is not one of %s" % (mode, ", ".join(PASTE_MODES)))
-        strengths = [float(k) for k in strengths]
-        if not strengths or any(math.isnan(k) or math.isinf(k) for k in strengths):
-            raise InvalidArgumentError("strengths must be a non-empty list of finite numbers")
-        shifts = list(shifts)
-        r = _init(self._lib.cs_render_params_init, cs_render_params)
-        refs = (cs_shift_ref * max(1, len(shifts)))()
-        for i, (shift, weight) in enumerate(shifts):
-            refs[i] = cs_shift_ref(shift.ptr, float(weight))
-        ks = (c_float * len(strengths))(*strengths)
-        r.shifts = ctypes.cast(refs, POINTER(cs_shift_ref)) if shifts else None
-        r.n_shifts = len(shifts)
-        r.strengths = ctypes.cast(ks, POINTER(c_float))
-        r.n_strengths = len(strengths)
-        r.format = _format_code(fmt)
-        r.max_batch = _int(max_batch, "max_batch", 0, UINT32[1])
+        r, keep = self._render_params(shifts, strengths, fmt, max_batch)
         p = _init(self._lib.cs_paste_params_init, cs_paste_params)
         p.mode = PASTE_MODES[mode]
         p.photo_width = _int(photo_size[0], "photo width", 1, UINT32[1])
@@ -1247,6 +1240,7 @@ class Context(_Handle):
             self._check_job_cancel()
             _call(self._lib.cs_render_layers, self.ptr, latent.ptr, ctypes.byref(r),
                   ctypes.byref(p), ctypes.byref(out))
+        del keep
         return _pictures(out)
 
     def render(self, latent, shifts, strengths, fmt="RGBA8", target=None, max_batch=0):

@@ -147,7 +147,8 @@ fn c_name(s: &str) -> [c_char; 32] {
 }
 
 /// Writes the context's domain facts (name, frame, encoder input, defaults) into the caller's
-/// `*out`. Statuses: OK; INVALID_ARGUMENT (NULL).
+/// `*out`, whose `struct_size` the caller sets (sizeof, or 0 for this header's size; an older,
+/// smaller struct gets only its bytes). Statuses: OK; INVALID_ARGUMENT (NULL).
 #[no_mangle]
 pub unsafe extern "C" fn cs_context_get_domain(ctx: *const cs_ctx, out: *mut cs_domain_info) -> cs_status {
     guard(|| {
@@ -174,7 +175,8 @@ pub unsafe extern "C" fn cs_context_get_domain(ctx: *const cs_ctx, out: *mut cs_
 }
 
 /// Writes the generator's facts (size, W+ shape, number of editable layers) into the caller's
-/// `*out`. Statuses: OK; INVALID_ARGUMENT (NULL).
+/// `*out`, whose `struct_size` the caller sets (sizeof, or 0). Statuses: OK; INVALID_ARGUMENT
+/// (NULL).
 #[no_mangle]
 pub unsafe extern "C" fn cs_generator_get_info(ctx: *const cs_ctx, out: *mut cs_generator_info) -> cs_status {
     guard(|| {

@@ -183,8 +183,9 @@ pub unsafe extern "C" fn cs_model_sets_count(sets: *const cs_model_sets) -> usiz
     sets.as_ref().map(|s| s.sets.len()).unwrap_or(0)
 }
 
-/// Describes set `index` in the caller's `*out`; the strings stay owned by `sets`. Statuses: OK;
-/// INVALID_ARGUMENT (NULL, index out of range).
+/// Describes set `index` in the caller's `*out` (its `struct_size` set by the caller: sizeof, or
+/// 0); the strings stay owned by `sets`. Statuses: OK; INVALID_ARGUMENT (NULL, index out of
+/// range).
 #[no_mangle]
 pub unsafe extern "C" fn cs_model_sets_get(
     sets: *const cs_model_sets,

@@ -112,8 +112,8 @@ pub unsafe extern "C" fn cs_faces_count(faces: *const cs_faces) -> usize {
     faces.as_ref().map(|f| f.faces.len()).unwrap_or(0)
 }
 
-/// Writes face `index` into the caller's `*out`. Statuses: OK; INVALID_ARGUMENT (NULL, index
-/// out of range).
+/// Writes face `index` into the caller's `*out` (its `struct_size` set by the caller: sizeof,
+/// or 0). Statuses: OK; INVALID_ARGUMENT (NULL, index out of range).
 #[no_mangle]
 pub unsafe extern "C" fn cs_faces_get(faces: *const cs_faces, index: usize, out: *mut cs_face) -> cs_status {
     guard(|| {

@@ -241,7 +241,7 @@ int main(int argc, char **argv) {
     CHECK(cs_set_log(0, NULL, NULL) == CS_STATUS_OK, "logging off");
     CHECK(strcmp(cs_last_error(), "") == 0, "last error cleared on success");
 
-    cs_generator_info info;
+    cs_generator_info info = {.struct_size = sizeof info};
     CHECK(cs_generator_get_info(ctx, &info) == CS_STATUS_OK, "info");
     CHECK(info.resolution == 64 && info.n_latent == 10 && info.style_dim == 64, "info %u %u %u",
           info.resolution, info.n_latent, info.style_dim);
