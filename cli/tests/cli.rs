@@ -4,7 +4,6 @@
 mod common;
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 
 use clipshape::edit::{Latent, Shift};
