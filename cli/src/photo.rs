@@ -138,7 +138,7 @@ impl PhotoJob {
         out: &OutputDir,
     ) -> Result<Vec<PathBuf>> {
         let layers = ctx.paste_layers(renders, render_0, &self.subject, self.paste, self.width, self.height)?;
-        let rgb: Vec<u8> = self.rgba.chunks_exact(4).flat_map(composite_over_grey).collect();
+        let rgb = self.view()?.rgb8_composited();
         let (w, h) = (self.width as usize, self.height as usize);
         let mut written = Vec::new();
         for (i, layer) in layers.iter().enumerate() {
@@ -168,13 +168,6 @@ impl PhotoJob {
         }
         Ok(written)
     }
-}
-
-/// The photo's pixel as the encoder saw it: alpha over mid-grey, the same rule as encoding.
-fn composite_over_grey(p: &[u8]) -> [u8; 3] {
-    let a = p[3] as u32;
-    let mix = |c: u8| ((c as u32 * a + 128 * (255 - a) + 127) / 255) as u8;
-    [mix(p[0]), mix(p[1]), mix(p[2])]
 }
 
 pub fn face_json(f: &Face) -> Result<serde_json::Value> {
