@@ -18,7 +18,7 @@ use clipshape::device::DeviceRequest;
 use clipshape::edit::encode::ImageView;
 use clipshape::edit::optimize::{Method, OptimizeParams, Progress};
 use clipshape::edit::photo::Paste;
-use clipshape::edit::render::{save_image, save_png};
+use clipshape::edit::render::{image_file_kind, save_image, save_png};
 use clipshape::edit::{self, Latent, PixelFormat, Shift};
 use clipshape::models::clip::HeadCounts;
 use clipshape::store::ModelStore;
@@ -361,14 +361,6 @@ fn model_context(
     Ok(Context::new(&params)?)
 }
 
-/// Refuses, before any work, a picture name whose format the CLI would not write.
-fn check_picture_name(path: &Path) -> Result<()> {
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("png" | "jpg" | "jpeg") => Ok(()),
-        _ => bail!("{}: name a .png or .jpg file", path.display()),
-    }
-}
-
 fn rgb_of(images: &tch::Tensor) -> Result<Vec<Vec<u8>>> {
     Ok(edit::to_rgba8(images, PixelFormat::Rgb8)?)
 }
@@ -521,7 +513,7 @@ fn run(cli: &Cli) -> Result<()> {
             emit(&text);
         }
         Command::Sample { generator, seed, truncation, out, latent_out } => {
-            check_picture_name(out)?;
+            image_file_kind(out)?;
             let ctx = generator_context(cli, generator)?;
             let mean = if *truncation < 1.0 { Some(ctx.mean_latent()?) } else { None };
             let latent = Latent::from_seed(&ctx.generator, *seed as i64, *truncation, mean)?;
@@ -575,7 +567,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Command::Encode { model, image, out, recon } => {
             if let Some(r) = recon {
-                check_picture_name(r)?;
+                image_file_kind(r)?;
             }
             let ctx = model_context(cli, model, &ClipFiles::default(), false, None)?;
             let (rgba, w, h) = load_rgba(image)?;
@@ -666,7 +658,7 @@ fn run(cli: &Cli) -> Result<()> {
             emit(&photo::faces_command(photo, mtcnn.as_deref(), *json, device(cli)?.resolve()?)?);
         }
         Command::Align { photo, face, select, size, mtcnn, out } => {
-            check_picture_name(out)?;
+            image_file_kind(out)?;
             let dev = device(cli)?.resolve()?;
             photo::align_command(photo, mtcnn.as_deref(), *face, select.as_deref(), *size, out, dev)?;
             emit(&format!("{}\n", out.display()));

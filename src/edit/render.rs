@@ -160,10 +160,9 @@ pub fn save_png(path: &std::path::Path, pixels: &[u8], width: u32, height: u32, 
 /// Writes an 8-bit picture in the format its extension names (`.png`, `.jpg` / `.jpeg`),
 /// atomically; any other extension is refused rather than written under a misleading name.
 pub fn save_image(path: &std::path::Path, pixels: &[u8], width: u32, height: u32, format: PixelFormat) -> Result<()> {
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    match ext.as_deref() {
-        Some("png") => save_png(path, pixels, width, height, format),
-        Some("jpg" | "jpeg") => {
+    match image_file_kind(path)? {
+        ImageFileKind::Png => save_png(path, pixels, width, height, format),
+        ImageFileKind::Jpeg => {
             let rgb = match format {
                 PixelFormat::Rgb8 => pixels.to_vec(),
                 // JPEG has no alpha: drop it (the library's renders are opaque).
@@ -176,6 +175,22 @@ pub fn save_image(path: &std::path::Path, pixels: &[u8], width: u32, height: u32
                 .map_err(|e| Error::Internal(format!("JPEG encoding of {}: {e}", path.display())))?;
             crate::io::write_atomic(path, &bytes)
         }
+    }
+}
+
+/// The picture formats [`save_image`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFileKind {
+    Png,
+    Jpeg,
+}
+
+/// What [`save_image`] would write at `path`, by its extension; any other name is refused.
+/// Callers check an output name with it before any work.
+pub fn image_file_kind(path: &std::path::Path) -> Result<ImageFileKind> {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("png") => Ok(ImageFileKind::Png),
+        Some("jpg" | "jpeg") => Ok(ImageFileKind::Jpeg),
         _ => Err(Error::arg("out", format!("{}: name a .png or .jpg file", path.display()))),
     }
 }
