@@ -1,4 +1,4 @@
-//! The CLI's files: pictures read with their size checked before decoding, output directories
+//! The CLI's files: pictures read once, their size checked from the header before decoding, output directories
 //! prepared before any work and cleared of an earlier run's numbered results just before the new
 //! ones are written, and temporary files removed on Ctrl-C.
 
@@ -11,23 +11,18 @@ use clipshape::edit::encode::{MAX_PIXELS, MAX_SIDE};
 /// Decodes a picture (format from its bytes, not its name) to RGBA8. The header's dimensions
 /// are checked first, so a tiny file that claims 20000² pixels costs nothing.
 pub fn load_rgba(path: &Path) -> Result<(Vec<u8>, u32, u32)> {
-    let reader = image::ImageReader::open(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("reading {}", path.display()))?;
+    let reading = || format!("reading {}", path.display());
+    let reader = image::ImageReader::open(path).with_context(reading)?.with_guessed_format().with_context(reading)?;
     if reader.format().is_none() {
         bail!("{}: not a PNG or JPEG picture", path.display());
     }
-    let (w, h) = reader.into_dimensions().with_context(|| format!("reading {}", path.display()))?;
+    let decoder = reader.into_decoder().with_context(reading)?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
     if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > MAX_PIXELS {
         bail!("{}: {w}×{h} px exceeds the limit ({MAX_SIDE} px a side, {MAX_PIXELS} px in all)", path.display());
     }
-    let mut reader = image::ImageReader::open(path)?.with_guessed_format()?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    reader.limits(limits);
-    let img = reader.decode().with_context(|| format!("decoding {}", path.display()))?.to_rgba8();
+    let img =
+        image::DynamicImage::from_decoder(decoder).with_context(|| format!("decoding {}", path.display()))?.to_rgba8();
     let (w, h) = img.dimensions();
     Ok((img.into_raw(), w, h))
 }
