@@ -137,7 +137,7 @@ impl PhotoJob {
         render_0: &tch::Tensor,
         out: &OutputDir,
     ) -> Result<Vec<PathBuf>> {
-        let layers = ctx.paste_layers(renders, render_0, &self.subject, self.paste, self.width, self.height)?;
+        let layers = ctx.paste_layers(renders, Some(render_0), &self.subject, self.paste, self.width, self.height)?;
         let rgb = self.view()?.rgb8_composited();
         let (w, h) = (self.width as usize, self.height as usize);
         let mut written = Vec::new();

@@ -130,11 +130,12 @@ impl Context {
     }
 
     /// One photo-aligned layer per image of `renders` ((S, 3, h, w) at the domain frame, as
-    /// `to_frame` gives them); `render_0` is the unedited render (needed by `Paste::Changes`).
+    /// `to_frame` gives them); `render_0` is the unedited render, which only `Paste::Changes`
+    /// needs.
     pub fn paste_layers(
         &self,
         renders: &Tensor,
-        render_0: &Tensor,
+        render_0: Option<&Tensor>,
         subject: &Subject,
         paste: Paste,
         photo_width: u32,
@@ -143,7 +144,10 @@ impl Context {
         let (_, _, fh, fw) = renders.size4()?;
         let map = subject.frame_map(fw as usize, fh as usize)?;
         let frames = to_rgba8(renders, PixelFormat::Rgb8)?;
-        let frame_0 = to_rgba8(render_0, PixelFormat::Rgb8)?.into_iter().next();
+        let frame_0 = match render_0 {
+            Some(r) => to_rgba8(r, PixelFormat::Rgb8)?.into_iter().next(),
+            None => None,
+        };
         let params = PasteParams::with_mode(paste.alpha());
         frames
             .iter()

@@ -259,16 +259,20 @@ pub(super) unsafe fn render_images(ctx: &cs_ctx, latent: &cs_latent, p: &cs_rend
     images_handle(&ctx.to_frame(&images, target)?, format)
 }
 
-/// The renders of `p` at the domain frame, and the unedited render beside them.
+/// The renders of `p` at the domain frame, and the unedited render beside them when `unedited`.
 pub(super) unsafe fn render_frames(
     ctx: &Context,
     latent: &Latent,
     p: &cs_render_params,
-) -> Result<(tch::Tensor, tch::Tensor)> {
+    unedited: bool,
+) -> Result<(tch::Tensor, Option<tch::Tensor>)> {
     let RenderRequest { shifts, strengths, max_batch } = render_request(p)?;
     let images = edit::render(&ctx.generator, latent, &shifts, &strengths, max_batch)?;
-    let unedited = edit::render(&ctx.generator, latent, &[], &[0.0], 1)?;
-    Ok((ctx.to_frame(&images, None)?, ctx.to_frame(&unedited, None)?))
+    let render_0 = match unedited {
+        true => Some(ctx.to_frame(&edit::render(&ctx.generator, latent, &[], &[0.0], 1)?, None)?),
+        false => None,
+    };
+    Ok((ctx.to_frame(&images, None)?, render_0))
 }
 
 pub(super) fn images_handle(images: &tch::Tensor, format: PixelFormat) -> Result<cs_images> {

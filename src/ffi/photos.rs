@@ -229,8 +229,9 @@ pub unsafe extern "C" fn cs_render_layers(
             if format == PixelFormat::Rgb8 {
                 return Err(Error::arg("format", "layers carry alpha: ask for RGBA8 or BGRA8"));
             }
-            let (renders, render_0) = super::editing::render_frames(ctx, latent, r)?;
-            let layers = ctx.paste_layers(&renders, &render_0, &subject, mode, pw, ph)?;
+            // Only the change mask needs the unedited render: one forward less otherwise.
+            let (renders, render_0) = super::editing::render_frames(ctx, latent, r, mode == Paste::Changes)?;
+            let layers = ctx.paste_layers(&renders, render_0.as_ref(), &subject, mode, pw, ph)?;
             let first = layers.first().ok_or_else(|| Error::arg("strengths", "the list is empty"))?;
             let (x, y, w, h) = (first.x as i32, first.y as i32, first.width as u32, first.height as u32);
             let pixels = layers
