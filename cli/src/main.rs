@@ -64,6 +64,25 @@ impl ClipFiles {
     }
 }
 
+/// Where `edit` and `apply` render, and what.
+#[derive(Args, Clone)]
+struct EditOutput {
+    /// Strengths to render, comma-separated (--strengths=-3,0,3)
+    #[arg(long, default_value = "-3,-2,-1,0,1,2,3", allow_hyphen_values = true)]
+    strengths: String,
+    /// Output directory: 00.png… (one per strength; with a photo, the photo with the edit, and
+    /// layer-00.png…), sheet.png, shift.safetensors
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl EditOutput {
+    /// The strengths, and the output directory made ready before any work.
+    fn prepare(&self) -> Result<(Vec<f64>, OutputDir)> {
+        Ok((parse_list(&self.strengths, "--strengths")?, OutputDir::prepare(&self.out)?))
+    }
+}
+
 #[derive(Args, Clone)]
 struct EditOptions {
     /// Generator layer whose raw weight is shifted (default: the model set's, else convs.3)
@@ -214,12 +233,8 @@ enum Command {
         opts: EditOptions,
         #[command(flatten)]
         photo_opts: PhotoOptions,
-        /// Strengths to render, comma-separated (--strengths=-3,0,3)
-        #[arg(long, default_value = "-3,-2,-1,0,1,2,3", allow_hyphen_values = true)]
-        strengths: String,
-        /// Output directory: 00.png… (one per strength), sheet.png, shift.safetensors
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        output: EditOutput,
     },
     /// Apply a saved shift to another photo (or seed): an instant edit
     Apply {
@@ -235,12 +250,8 @@ enum Command {
         truncation: f64,
         #[command(flatten)]
         photo_opts: PhotoOptions,
-        /// Strengths to render, comma-separated (--strengths=-3,0,3)
-        #[arg(long, default_value = "-3,-2,-1,0,1,2,3", allow_hyphen_values = true)]
-        strengths: String,
-        /// Output directory: 00.png… (one per strength), sheet.png, shift.safetensors
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        output: EditOutput,
     },
     /// Model files: list, fetch, verify, path, add
     #[command(subcommand)]
@@ -581,9 +592,8 @@ fn run(cli: &Cli) -> Result<()> {
                 emit(&format!("{}\n", r.display()));
             }
         }
-        Command::Edit { model, inputs, seed, truncation, files, opts, photo_opts, strengths, out } => {
-            let strengths = parse_list(strengths, "--strengths")?;
-            let out = OutputDir::prepare(out)?;
+        Command::Edit { model, inputs, seed, truncation, files, opts, photo_opts, output } => {
+            let (strengths, out) = output.prepare()?;
             let (photo, prompt) = match (inputs.as_slice(), seed) {
                 ([prompt], Some(_)) => (None, prompt.clone()),
                 ([photo, prompt], None) => (Some(PathBuf::from(photo)), prompt.clone()),
@@ -641,9 +651,8 @@ fn run(cli: &Cli) -> Result<()> {
                 shift.meta.get("clip_sim_after").map(String::as_str).unwrap_or("?")
             );
         }
-        Command::Apply { shift, photo, model, seed, truncation, photo_opts, strengths, out } => {
-            let strengths = parse_list(strengths, "--strengths")?;
-            let out = OutputDir::prepare(out)?;
+        Command::Apply { shift, photo, model, seed, truncation, photo_opts, output } => {
+            let (strengths, out) = output.prepare()?;
             let recorded = clipshape::checkpoint::Checkpoint::open(shift)?.metadata().get("model").cloned();
             let model = model.clone().or(recorded).with_context(|| {
                 format!("{}: the shift does not record its model; pass --model SET_OR_FILE", shift.display())
