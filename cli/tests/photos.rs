@@ -67,6 +67,22 @@ fn a_photo_without_a_face_says_so() {
         p(&dir.path().join("a.png")),
     ]);
     assert!(e.contains("selection") && e.contains("face"), "{e}");
+    for (option, value, named) in [("--select", "1,2,3", "--select"), ("--size", "4", "--size")] {
+        let out = dir.path().join("a.png");
+        let e = fails(&[
+            "align",
+            p(&golden("face/astronaut.png")),
+            "--mtcnn",
+            p(&mtcnn()),
+            option,
+            value,
+            "--out",
+            p(&out),
+        ]);
+        assert!(e.contains(named), "{option} {value}: {e}");
+    }
+    let e = fails(&["faces", p(&golden("face/astronaut.png")), "--mtcnn", p(dir.path())]);
+    assert!(e.contains("--mtcnn") && e.contains("pnet.pt"), "{e}");
 }
 
 #[test]
@@ -161,6 +177,18 @@ fn an_edit_of_a_photo_changes_only_the_face() {
 #[test]
 fn a_selection_is_pasted_back_inside_itself() {
     let dir = tmpdir();
+    for (option, value) in [("--paste", "everywhere"), ("--align", "sideways"), ("--select", "5,5,1,1")] {
+        let out = dir.path().join("bad");
+        let e = fails_owned(&tiny_edit(&[
+            p(&golden("face/astronaut.png")),
+            "a wide face",
+            option,
+            value,
+            "--out",
+            p(&out),
+        ]));
+        assert!(e.contains(option.trim_start_matches('-')) && e.contains(value), "{option} {value}: {e}");
+    }
     let out = dir.path().join("box");
     ok_owned(&tiny_edit(&[
         p(&golden("face/astronaut.png")),

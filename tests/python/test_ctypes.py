@@ -455,3 +455,43 @@ def test_faces_are_found_encoded_and_pasted_back(face_ctx, cs, astronaut):
     with pytest.raises(cs.InvalidArgumentError, match="face detector"):
         # The plain context has no detector.
         cs.Context(device="cpu", generator=golden("e4e.pt")).detect_faces(rgba, w, h)
+
+
+def test_photo_calls_refuse_bad_input(face_ctx, cs, astronaut):
+    L = cs.load_library()
+    w, h, rgba = astronaut
+    faces = face_ctx.detect_faces(rgba, w, h)
+    latent = face_ctx.encode_face(rgba, w, h, faces[0])
+    r = cs._init(L.cs_render_params_init, cs.cs_render_params)
+    ks = (ctypes.c_float * 1)(0.0)
+    r.strengths, r.n_strengths = ctypes.cast(ks, ctypes.POINTER(ctypes.c_float)), 1
+    out = ctypes.POINTER(cs.cs_images)()
+
+    def layers(**fields):
+        p = cs._init(L.cs_paste_params_init, cs.cs_paste_params)
+        p.photo_width, p.photo_height = w, h
+        for k, v in fields.items():
+            setattr(p, k, v)
+        return L.cs_render_layers(face_ctx.ptr, latent.ptr, ctypes.byref(r), ctypes.byref(p),
+                                  ctypes.byref(out))
+
+    assert layers(mode=7) == cs.STATUS_INVALID_ARGUMENT and "cs_paste_mode" in cs.last_error()
+    assert layers(photo_width=0) == cs.STATUS_INVALID_ARGUMENT and "photo_width" in cs.last_error()
+    box = (ctypes.c_float * 4)(600, 600, 700, 700)
+    assert layers(bbox=box) == cs.STATUS_INVALID_ARGUMENT and "selection" in cs.last_error()
+    r.format = cs.PIXEL_FORMATS["RGB8"]
+    assert layers() == cs.STATUS_INVALID_ARGUMENT and "alpha" in cs.last_error()
+    r.format = cs.PIXEL_FORMATS["RGBA8"]
+    assert layers() == cs.STATUS_OK
+    L.cs_images_free(out)
+    nan_face = faces[0]._replace(landmarks=[(float("nan"), 0.0)] * 5)
+    with pytest.raises(cs.InvalidArgumentError, match="NaN"):
+        face_ctx.encode_face(rgba, w, h, nan_face)
+    handle = ctypes.POINTER(cs.cs_faces)()
+    img, keep = cs._image_view(rgba, w, h, 0, "RGBA8")
+    assert L.cs_faces_detect(face_ctx.ptr, ctypes.byref(img), ctypes.byref(handle)) == cs.STATUS_OK
+    f = cs.cs_face()
+    assert L.cs_faces_get(handle, 5, ctypes.byref(f)) == cs.STATUS_INVALID_ARGUMENT
+    assert "index" in cs.last_error()
+    L.cs_faces_free(handle)
+    assert L.cs_faces_detect(face_ctx.ptr, None, ctypes.byref(handle)) == cs.STATUS_INVALID_ARGUMENT
