@@ -330,6 +330,54 @@ class Image:
         self.ops.clear()
 
 
+class ProcedureDialog:
+    """GimpUi.ProcedureDialog: records what the plug-in puts into it. ``run()`` answers
+    ``state.dialog_answer`` (False = Cancel)."""
+
+    def __init__(self, procedure, config, title):
+        self.procedure, self.config, self.title = procedure, config, title
+        # The values the dialog's widgets would be built from.
+        self.values_at_build = dict(config.values)
+        self.labels = {}        # label id → (text, with_mnemonic)
+        self.containers = {}    # container id → property names / ids
+        self.filled = None
+        self.destroyed = False
+        state.dialogs.append(self)
+
+    @classmethod
+    def new(cls, procedure, config, title):
+        return cls(procedure, config, title)
+
+    def fill_box(self, container_id, properties):
+        self.containers[container_id] = list(properties)
+
+    def get_label(self, label_id, text, is_markup, with_mnemonic):
+        self.labels[label_id] = (text, with_mnemonic)
+
+    def fill_expander(self, container_id, title_id, invert_title, contents_id):
+        self.containers[container_id] = [title_id, contents_id]
+
+    def fill(self, properties):
+        self.filled = list(properties)
+
+    def shown_properties(self):
+        """Every property the dialog shows, through its containers."""
+        out, todo = [], list(self.filled or [])
+        while todo:
+            item = todo.pop(0)
+            if item in self.containers:
+                todo[:0] = self.containers[item]
+            elif item in self.procedure.arguments:
+                out.append(item)
+        return out
+
+    def run(self):
+        return state.dialog_answer
+
+    def destroy(self):
+        self.destroyed = True
+
+
 class State:
     """What the fake GIMP saw, reset by install()."""
 
@@ -338,7 +386,8 @@ class State:
         self.progress_text = []
         self.messages = []
         self.flushes = 0
-        self.dialogs = 0
+        self.dialogs = []          # ProcedureDialog objects, in order
+        self.dialog_answer = False
 
 
 state = State()
@@ -381,7 +430,8 @@ def build():
     GObject = _module("gi.repository.GObject",
                       ParamFlags=types.SimpleNamespace(READWRITE=3))
     Gio = _module("gi.repository.Gio", File=File)
-    GimpUi = _module("gi.repository.GimpUi")
+    GimpUi = _module("gi.repository.GimpUi", ProcedureDialog=ProcedureDialog,
+                     init=lambda name: None)
     repository = _module("gi.repository", Gimp=Gimp, Gegl=Gegl, GLib=GLib, GObject=GObject,
                          Gio=Gio, GimpUi=GimpUi)
     gi = _module("gi", repository=repository, require_version=lambda name, version: None)

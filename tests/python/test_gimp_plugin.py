@@ -3,6 +3,7 @@
 
 import importlib.util
 import os
+import re
 import sys
 
 import pytest
@@ -75,6 +76,80 @@ def test_procedure_registration(gimp):
     assert args["saved-edit"]["action"] == fake_gimp.FileChooserAction.OPEN
     assert args["library-dir"]["action"] == fake_gimp.FileChooserAction.SELECT_FOLDER
     assert set(module.MAIN + module.ADVANCED) == set(args)
+
+
+# The buttons GIMP 3.0's GimpProcedureDialog adds around a plug-in's arguments, with their
+# mnemonics (libgimp/gimpproceduredialog.c: Reset, Cancel, OK, Load Saved Settings, Save
+# Settings; GimpDialog's Help). GIMP reports a property label that repeats one of them, or
+# another label's, or has none ("Procedure '…': duplicate mnemonic …" / "no mnemonic …").
+GIMP_DIALOG_BUTTONS = ["_Help", "_Reset", "_Cancel", "_OK", "_Load Saved Settings",
+                       "_Save Settings"]
+
+
+def mnemonic(label):
+    """GTK's mnemonic key of a label ("Stren_gths" → "g"; "__" is a literal underscore)."""
+    m = re.search(r"(?<!_)_([^_])", label.replace("__", ""))
+    return m.group(1).lower() if m else None
+
+
+def dialog_of(gimp, config=None):
+    """Runs the plug-in's show_dialog in the fake GimpUi → the fake ProcedureDialog."""
+    Gimp, module = gimp
+    proc = module.ClipShape().do_create_procedure("plug-in-clipshape")
+    config = config or proc.create_config()
+    assert module.show_dialog(proc, config) is False    # the fake answers Cancel
+    (dialog,) = fake_gimp.state.dialogs
+    assert dialog.destroyed
+    return proc, dialog
+
+
+def test_dialog_mnemonics_are_unique_with_gimps_own_buttons(gimp):
+    proc, dialog = dialog_of(gimp)
+    shown = dialog.shown_properties()
+    assert sorted(shown) == sorted(proc.arguments), "the dialog shows every argument once"
+    labels = {name: proc.arguments[name]["nick"] for name in shown}
+    for label_id, (text, with_mnemonic) in dialog.labels.items():
+        assert with_mnemonic, "label %s is made without its mnemonic" % label_id
+        labels[label_id] = text
+    keys = {}
+    for owner, text in list(labels.items()) + [("GIMP's " + b, b) for b in GIMP_DIALOG_BUTTONS]:
+        key = mnemonic(text)
+        assert key is not None, "%s: %r has no mnemonic" % (owner, text)
+        assert key not in keys, "%r of %s and %r of %s share the mnemonic %r" % (
+            text, owner, labels.get(keys[key], keys[key]), keys[key], key)
+        keys[key] = owner
+    assert "advanced-label" in labels
+
+
+def test_every_string_argument_has_a_default_and_reaches_the_dialog_as_text(gimp):
+    Gimp, module = gimp
+    proc = module.ClipShape().do_create_procedure("plug-in-clipshape")
+    strings = [n for n, a in proc.arguments.items() if a["kind"] == "string"]
+    assert strings and sorted(strings) == sorted(module.STRING_ARGS)
+    for name in strings:
+        assert proc.arguments[name]["default"] is not None, name
+    # GIMP's saved last values hand an empty string back as None; a None reaching the dialog's
+    # entry is the Gtk-CRITICAL "gtk_entry_buffer_set_text: assertion 'chars != NULL'".
+    config = proc.create_config()
+    for name in strings:
+        config.values[name] = None
+    config.values["strengths"] = "1,2"
+    _, dialog = dialog_of(gimp, config)
+    for name in strings:
+        assert isinstance(dialog.values_at_build[name], str), name
+    assert dialog.values_at_build["strengths"] == "1,2"
+    assert dialog.values_at_build["layer"] == "" and dialog.values_at_build["prompt"] == ""
+
+
+def test_interactive_cancel_returns_cancel_and_adds_nothing(gimp, picture, model_files,
+                                                             tmp_path):
+    Gimp, module = gimp
+    image, layer = make_image(picture)
+    proc = module.ClipShape().do_create_procedure("plug-in-clipshape")
+    status, error = proc.run_func(proc, Gimp.RunMode.INTERACTIVE, image, [layer],
+                                  proc.create_config(), None)
+    assert status == Gimp.PDBStatusType.CANCEL and len(fake_gimp.state.dialogs) == 1
+    assert image.get_layers() == [layer]
 
 
 def test_noninteractive_run_adds_one_group_in_one_undo_step(gimp, ctx, picture, model_files,

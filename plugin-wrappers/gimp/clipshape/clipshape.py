@@ -31,11 +31,13 @@ MODEL_FILES = "files"         # model-set choice: only the files given under Adv
 DEVICES = (("auto", "Automatic (GPU when present)"), ("cpu", "CPU"), ("cuda", "GPU (CUDA)"))
 ADVANCED = ["align", "layer", "lambda2", "seed", "device", "models-dir", "generator-file",
             "clip-file", "vocab-file", "face-detector-dir"]
+STRING_ARGS = ["prompt", "strengths", "layer"]
 MAIN = ["model-set", "prompt", "strengths", "steps", "paste", "saved-edit", "library-dir",
         "save-edit", "fit-to-frame"]
 PASTE = (("changes", "Only where the edit changes the picture"),
          ("region", "The whole face or selection, feathered"),
          ("frame", "The model's whole frame, opaque"))
+ADVANCED_LABEL = "Ad_vanced"   # the expander of ADVANCED
 ALIGN = (("auto", "Find and align the face for face models"), ("face", "Find and align a face"),
          ("none", "Use the selection as it is"))
 
@@ -132,14 +134,50 @@ def edit_image(image, drawable, model, request, progress=None):
     return result
 
 
+GUI_TEST_SHOT = "CLIPSHAPE_GUI_TEST_SHOT"
+
+
+def gui_test_hook(dialog, name):
+    """The GUI smoke test's hook (install/host-tests.sh): with CLIPSHAPE_GUI_TEST_SHOT=DIR set,
+    once ``dialog`` has been shown, its window is saved to DIR/<name>.png and the dialog is
+    answered Cancel. Does nothing without the variable."""
+    shot_dir = os.environ.get(GUI_TEST_SHOT)
+    if not shot_dir:
+        return
+    gi.require_version("Gdk", "3.0")
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import Gdk, Gtk
+
+    def shoot():
+        window = dialog.get_window()
+        if window is None or not dialog.get_mapped():
+            return True                       # not on screen yet: try again
+        pixbuf = Gdk.pixbuf_get_from_window(window, 0, 0, window.get_width(),
+                                            window.get_height())
+        pixbuf.savev(os.path.join(shot_dir, name + ".png"), "png", [], [])
+        print("CLIPSHAPE-GUI-TEST shot %s %dx%d" % (name, pixbuf.get_width(),
+                                                    pixbuf.get_height()), flush=True)
+        dialog.response(Gtk.ResponseType.CANCEL)
+        return False
+
+    GLib.timeout_add(2000, shoot)
+
+
 def show_dialog(procedure, config):
+    gi.require_version("GimpUi", "3.0")
     from gi.repository import GimpUi
     GimpUi.init("clipshape")
+    # GIMP hands an empty string argument back from its saved last values as NULL, which the
+    # dialog's text entry refuses (Gtk-CRITICAL gtk_entry_buffer_set_text: 'chars != NULL').
+    for name in STRING_ARGS:
+        if config.get_property(name) is None:
+            config.set_property(name, "")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "CLIPShape")
     dialog.fill_box("advanced-box", ADVANCED)
-    dialog.get_label("advanced-label", "Advanced", False, False)
+    dialog.get_label("advanced-label", ADVANCED_LABEL, False, True)
     dialog.fill_expander("advanced", "advanced-label", False, "advanced-box")
     dialog.fill(MAIN + ["advanced"])
+    gui_test_hook(dialog, "gimp-dialog")
     ok = dialog.run()
     dialog.destroy()
     return ok
@@ -175,39 +213,39 @@ class ClipShape(Gimp.PlugIn):
         proc.add_string_argument("prompt", "_Prompt", "What the edit should look like, e.g. "
                                  "'face with big nose' (may stay empty with a saved edit)", "",
                                  RW)
-        proc.add_string_argument("strengths", "_Strengths", "Comma-separated strengths k, one "
+        proc.add_string_argument("strengths", "Stren_gths", "Comma-separated strengths k, one "
                                  "layer each", logic.DEFAULT_STRENGTHS, RW)
         proc.add_int_argument("steps", "S_teps", "Optimisation steps", 1, logic.MAX_STEPS,
                               logic.DEFAULT_STEPS, RW)
         proc.add_file_argument("saved-edit", "Apply saved _edit", "A saved edit (.safetensors) "
                                "to apply instead of learning one", Gimp.FileChooserAction.OPEN,
                                True, None, RW)
-        proc.add_file_argument("library-dir", "Edit _library", "Folder where learnt edits are "
+        proc.add_file_argument("library-dir", "Edit l_ibrary", "Folder where learnt edits are "
                                "saved (default ~/.local/share/clipshape/edits)",
                                Gimp.FileChooserAction.SELECT_FOLDER, True, None, RW)
-        proc.add_boolean_argument("save-edit", "Save the learnt edit", "Save the learnt edit "
+        proc.add_boolean_argument("save-edit", "Save the lear_nt edit", "Save the learnt edit "
                                   "into the edit library", True, RW)
         proc.add_choice_argument("paste", "Paste _back", "How the results go onto the picture",
                                  _choice(PASTE), "changes", RW)
         proc.add_choice_argument("align", "_Align", "How the picture is prepared for the model",
                                  _choice(ALIGN), "auto", RW)
-        proc.add_boolean_argument("fit-to-frame", "_Fit the box to the model's frame",
+        proc.add_boolean_argument("fit-to-frame", "Fit the bo_x to the model's frame",
                                   "Grow the selection box to the model's aspect ratio", True, RW)
         proc.add_string_argument("layer", "Generator la_yer", "Layer whose weight is shifted, "
                                  "e.g. convs.3 (empty = the model set's default)", "", RW)
-        proc.add_double_argument("lambda2", "λ2", "Weight of the shift's norm (negative = the "
+        proc.add_double_argument("lambda2", "λ_2", "Weight of the shift's norm (negative = the "
                                  "model set's default)", -1.0, 10.0, -1.0, RW)
-        proc.add_int_argument("seed", "Seed", "Seed of the optimisation", 0, 2 ** 31 - 1, 0, RW)
-        proc.add_choice_argument("device", "_Device", "Where the models run",
+        proc.add_int_argument("seed", "See_d", "Seed of the optimisation", 0, 2 ** 31 - 1, 0, RW)
+        proc.add_choice_argument("device", "R_un on", "Where the models run",
                                  _choice(DEVICES), "auto", RW)
-        proc.add_file_argument("models-dir", "Model _store", "Model store folder (default "
-                               "$CLIPSHAPE_MODELS or ~/.local/share/clipshape/models)",
+        proc.add_file_argument("models-dir", "Model store (do_wnloads)", "Model store folder "
+                               "(default $CLIPSHAPE_MODELS or ~/.local/share/clipshape/models)",
                                Gimp.FileChooserAction.SELECT_FOLDER, True, None, RW)
-        proc.add_file_argument("generator-file", "_Generator / e4e file", "Overrides the set's "
+        proc.add_file_argument("generator-file", "e_4e / generator file", "Overrides the set's "
                                "e4e checkpoint", Gimp.FileChooserAction.OPEN, True, None, RW)
-        proc.add_file_argument("clip-file", "_CLIP file", "Overrides the set's CLIP model",
+        proc.add_file_argument("clip-file", "CLIP chec_kpoint", "Overrides the set's CLIP model",
                                Gimp.FileChooserAction.OPEN, True, None, RW)
-        proc.add_file_argument("vocab-file", "CLIP _vocab file", "Overrides the set's BPE "
+        proc.add_file_argument("vocab-file", "CLIP tokeni_zer vocab", "Overrides the set's BPE "
                                "vocab", Gimp.FileChooserAction.OPEN, True, None, RW)
         proc.add_file_argument("face-detector-dir", "_Face detector folder", "Folder with "
                                "MTCNN's pnet.pt, rnet.pt, onet.pt (default: the set's)",
