@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
 # Real-host tests of the plug-ins: GIMP 3.0.4 (gimp-console-3.0, batch mode) and Krita 5.2.9
 # (kritarunner, offscreen) inside a Debian trixie root, driving the real libclipshape.so with the
-# tiny golden models. A separate tier from `pytest tests/python` (which fakes the hosts).
+# tiny golden models; then the GUI tier: the real GIMP and Krita windows under Xvfb (GIMP's
+# plug-in dialog opened interactively, Krita's docker with Run clicked through Qt), screenshots
+# in target/gui/. A separate tier from `pytest tests/python` (which fakes the hosts).
 #
-#   install/host-tests.sh             run both host tests when the trixie root exists, else say
-#                                     how to create it and exit 0 ("skipped")
+#   install/host-tests.sh             run the host tests (and the GUI tier when the root has
+#                                     Xvfb) when the trixie root exists, else say how to create
+#                                     it and exit 0 ("skipped"); a root that lacks a package of
+#                                     the lists below gets it installed first
 #   install/host-tests.sh --create    create the root first (root only; ≈ 2–4 min, ≈ 1.8 GB,
 #                                     cached outside the repo), then run the tests
-#   install/host-tests.sh --only gimp|krita
-#   install/host-tests.sh --check-root    exit 0 when the root exists, 1 otherwise
+#   install/host-tests.sh --only gimp|krita|gui
+#   install/host-tests.sh --gui | --no-gui   GUI tier required (fails without Xvfb) / skipped
+#   install/host-tests.sh --check-root    exit 0 when the root exists with every package, 1 otherwise
 #   install/host-tests.sh --create-only   create the root when missing, run nothing (.ci/run)
 #
 # Environment
 #   CLIPSHAPE_TRIXIE_ROOT  the root (default ${XDG_CACHE_HOME:-~/.cache}/clipshape/trixie-root)
 #   CLIPSHAPE_LIB          libclipshape.so to test (default <repo>/target/release/libclipshape.so)
 #   CLIPSHAPE_GOLDEN       tiny models (default <repo>/../shared/golden)
+#   CLIPSHAPE_GUI_TIMEOUT  seconds each GUI host may take before it is killed (default 150)
 #
 # The library is built against the torch wheel of the project's venv and finds libtorch through
 # its RUNPATH (an absolute path into that venv). The script therefore re-creates the venv's
 # `torch/lib` and `nvidia/` directories inside the root AT THE SAME ABSOLUTE PATH, as hard links
 # (`cp -al`: no bytes copied, no mounts) when the root and the venv share a filesystem, else as a
 # plain copy (≈ 3.6 GB). No LD_LIBRARY_PATH is set inside the root.
-# Running the hosts needs no mounts; only --create bind-mounts /proc /sys /dev for apt and
+# Running the hosts needs no mounts; only apt (--create, an upgrade) bind-mounts /proc /sys /dev and
 # unmounts them before it returns.
 set -euo pipefail
 
@@ -32,17 +38,23 @@ GOLDEN=${CLIPSHAPE_GOLDEN:-$REPO/../shared/golden}
 STAMP=.clipshape-root-ready
 PACKAGES_GIMP="gimp python3-gi gir1.2-gimp-3.0"
 PACKAGES_KRITA="krita python3-pyqt5"
+# The GUI tier: an X server for the real GIMP and Krita windows (screenshots are taken in-process).
+PACKAGES_GUI="xvfb xauth"
 STAGE_IN_ROOT=/opt/clipshape-test
 
 create=0
+check=0
 only=""
+gui=auto
 while [ $# -gt 0 ]; do
     case "$1" in
         --create) create=1 ;;
         --create-only) create=2 ;;
-        --check-root) [ -e "$ROOT/$STAMP" ]; exit $? ;;
-        --only) only=${2:?--only needs gimp or krita}; shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        --check-root) check=1 ;;
+        --only) only=${2:?--only needs gimp, krita or gui}; shift ;;
+        --gui) gui=yes ;;
+        --no-gui) gui=no ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "host-tests.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -79,9 +91,61 @@ unmount_all() {
     MOUNTED=()
 }
 
+# apt-get install inside root $1 (proc, sys, dev bind-mounted for the run and unmounted before
+# it returns): the remaining arguments are package groups separated by `--`, installed in turn.
+apt_in_root() {
+    local dir=$1 m
+    shift
+    trap unmount_all EXIT
+    for m in proc sys dev dev/pts; do
+        mount --bind "/$m" "$dir/$m"
+        MOUNTED+=("$dir/$m")
+    done
+    cp -L /etc/resolv.conf "$dir/etc/resolv.conf" 2>/dev/null || true
+    local in_root=(chroot "$dir" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive)
+    local rc=0 group=()
+    say "apt-get update (inside the root)"
+    "${in_root[@]}" apt-get update -q || rc=$?
+    while [ "$rc" = 0 ] && [ $# -gt 0 ]; do
+        group=()
+        while [ $# -gt 0 ] && [ "$1" != -- ]; do group+=("$1"); shift; done
+        [ $# -gt 0 ] && shift
+        [ ${#group[@]} -gt 0 ] || continue
+        say "apt-get install ${group[*]}"
+        "${in_root[@]}" apt-get install -y -q --no-install-recommends "${group[@]}" || rc=$?
+    done
+    [ "$rc" = 0 ] && "${in_root[@]}" apt-get clean
+    unmount_all
+    trap - EXIT
+    return "$rc"
+}
+
+# The packages of PACKAGES_* that root $1 lacks, one line (empty when it has them all).
+missing_packages() {
+    local dir=$1 p out=()
+    # shellcheck disable=SC2086
+    for p in $PACKAGES_GIMP $PACKAGES_KRITA $PACKAGES_GUI; do
+        [ "$(chroot "$dir" dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || out+=("$p")
+    done
+    echo "${out[*]}"
+}
+
+# A root made before a package joined the lists (e.g. the GUI tier's xvfb) gets it installed,
+# once: afterwards missing_packages is empty and this does nothing.
+upgrade_root() {
+    local missing
+    missing=$(missing_packages "$ROOT")
+    [ -n "$missing" ] || return 0
+    [ "$(id -u)" = 0 ] || { echo "host-tests.sh: the root lacks $missing; upgrading it needs root" >&2; return 1; }
+    say "upgrading the trixie root: apt-get install $missing"
+    # shellcheck disable=SC2086
+    apt_in_root "$ROOT" $missing || { echo "host-tests.sh: could not install $missing into $ROOT" >&2; return 1; }
+}
+
 create_root() {
     if [ -e "$ROOT/$STAMP" ]; then
         say "trixie root already made: $ROOT"
+        upgrade_root
         return
     fi
     [ "$(id -u)" = 0 ] || die "--create needs root (debootstrap and chroot)"
@@ -102,24 +166,9 @@ create_root() {
     say "debootstrap --variant=minbase trixie"
     debootstrap --variant=minbase trixie "$partial" "$mirror" >"$(dirname "$ROOT")/debootstrap.log" 2>&1 \
         || die "debootstrap failed, see $(dirname "$ROOT")/debootstrap.log"
-    trap unmount_all EXIT
-    for m in proc sys dev dev/pts; do
-        mount --bind "/$m" "$partial/$m"
-        MOUNTED+=("$partial/$m")
-    done
-    cp -L /etc/resolv.conf "$partial/etc/resolv.conf" 2>/dev/null || true
-    local in_root=(chroot "$partial" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive)
-    say "apt-get update (inside the root)"
-    "${in_root[@]}" apt-get update -q
-    say "apt-get install $PACKAGES_GIMP"
     # shellcheck disable=SC2086
-    "${in_root[@]}" apt-get install -y -q --no-install-recommends $PACKAGES_GIMP
-    say "apt-get install $PACKAGES_KRITA"
-    # shellcheck disable=SC2086
-    "${in_root[@]}" apt-get install -y -q --no-install-recommends $PACKAGES_KRITA
-    "${in_root[@]}" apt-get clean
-    unmount_all
-    trap - EXIT
+    apt_in_root "$partial" $PACKAGES_GIMP -- $PACKAGES_KRITA -- $PACKAGES_GUI \
+        || die "apt-get inside the new root failed (see above)"
     touch "$partial/$STAMP"
     mv "$partial" "$ROOT"
     say "trixie root ready in $((SECONDS - t0)) s: $(du -sh --one-file-system "$ROOT" | cut -f1) in $ROOT"
@@ -162,7 +211,8 @@ stage_files() {
     mkdir -p "$stage/models/mtcnn"
     cp "$GOLDEN/face/astronaut.png" "$stage/models/"
     cp "$GOLDEN/face/mtcnn/pnet.pt" "$GOLDEN/face/mtcnn/rnet.pt" "$GOLDEN/face/mtcnn/onet.pt" "$stage/models/mtcnn/"
-    cp "$REPO/tests/python/hosts/host_gimp.py" "$REPO/tests/python/hosts/host_krita.py" "$stage/tests/"
+    cp "$REPO/tests/python/hosts/host_gimp.py" "$REPO/tests/python/hosts/host_krita.py" \
+        "$REPO/tests/python/hosts/gui_gimp.py" "$stage/tests/"
     # The plug-ins, installed exactly as a user gets them (install/plugins.sh), into a HOME in the root.
     CLIPSHAPE_LIB="$LIB" CLIPSHAPE_PLUGINS_COPY_LIB=1 bash "$REPO/install/plugins.sh" \
         --home "$stage/home" --create-dirs --no-zip | sed 's/^/    /'
@@ -172,7 +222,7 @@ stage_files() {
 # timings swing 1 s ↔ 17 s when another job shares the CPUs (OpenMP spin-waiting).
 run_in_root() {
     chroot "$ROOT" env -i HOME="$STAGE_IN_ROOT/home" PATH=/usr/bin:/bin LANG=C.UTF-8 \
-        OMP_NUM_THREADS=1 CLIPSHAPE_TEST_MODELS="$STAGE_IN_ROOT/models" "$@"
+        PYTHONIOENCODING=utf-8 OMP_NUM_THREADS=1 CLIPSHAPE_TEST_MODELS="$STAGE_IN_ROOT/models" "$@"
 }
 
 fail=0
@@ -207,6 +257,88 @@ run_krita() {
     report Krita "$log" "$rc" "$t0"
 }
 
+# ─── The GUI tier: the real GIMP and Krita windows under Xvfb ───
+# The screenshots land in target/gui/ of the checkout (look at them); a host that is not done
+# within GUI_TIMEOUT seconds is killed and fails.
+GUI_TIMEOUT=${CLIPSHAPE_GUI_TIMEOUT:-150}
+GUI_OUT=$REPO/target/gui
+SHOTS_IN_ROOT=$STAGE_IN_ROOT/shots
+
+have_xvfb() { [ -x "$ROOT/usr/bin/Xvfb" ] && [ -x "$ROOT/usr/bin/xvfb-run" ]; }
+
+xvfb_in_root() {
+    run_in_root env CLIPSHAPE_GUI_TEST_SHOT="$SHOTS_IN_ROOT" timeout -k 10 "$GUI_TIMEOUT" \
+        xvfb-run -a -s "-screen 0 1280x1024x24" "$@"
+}
+
+# A PNG of at least 200×200 px in the root's shots → copied to target/gui/; else a failure line.
+check_shot() {
+    local name=$1 file="$ROOT$SHOTS_IN_ROOT/$1.png" size
+    if [ ! -s "$file" ]; then echo "no screenshot $name.png"; return; fi
+    size=$(od -An -tu1 -j16 -N8 "$file" | awk '{ printf "%d %d", $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8 }')
+    set -- $size
+    if [ "$(head -c 8 "$file" | od -An -tx1 | tr -d ' \n')" != 89504e470d0a1a0a ] || [ "$1" -lt 200 ] || [ "$2" -lt 200 ]; then
+        echo "screenshot $name.png is not a PNG of at least 200x200 px"; return
+    fi
+    mkdir -p "$GUI_OUT"
+    cp "$file" "$GUI_OUT/$name.png"
+    say "    screenshot $GUI_OUT/$name.png ($1x$2)" >&2
+}
+
+# What fails a GUI run besides its own checks: GTK's criticals and warnings, and GIMP's reports
+# of missing or duplicate mnemonics in a procedure dialog.
+gui_log_problems() {
+    grep -E 'Gtk-CRITICAL|Gtk-WARNING|Procedure .*mnemonic' "$1" || true
+}
+
+report_gui() {
+    local host=$1 log=$2 rc=$3 t0=$4 problems=$5
+    if [ "$rc" = 0 ] && grep -q '^CLIPSHAPE-GUI-TEST OK' "$log" && [ -z "$problems" ]; then
+        grep '^CLIPSHAPE-GUI-TEST' "$log" | sed 's/^/    /'
+        say "$host: passed in $((SECONDS - t0)) s"
+    else
+        grep -v NNPACK "$log" | sed 's/^/    /' | tail -n 60
+        [ -n "$problems" ] && printf '    problem: %s\n' "$problems" | head -n 20
+        [ "$rc" = 124 ] || [ "$rc" = 137 ] && say "$host: killed after ${GUI_TIMEOUT} s"
+        say "$host: FAILED (rc $rc) in $((SECONDS - t0)) s; full log: $log"
+        fail=1
+    fi
+}
+
+run_gui_gimp() {
+    say "GIMP 3 GUI (Xvfb): the plug-in's dialog, interactively, screenshot to target/gui/"
+    local t0=$SECONDS log="$ROOT$STAGE_IN_ROOT/gimp-gui.log" rc=0 problems
+    rm -rf "${ROOT:?}$SHOTS_IN_ROOT"; mkdir -p "$ROOT$SHOTS_IN_ROOT"
+    xvfb_in_root gimp-3.0 -n -s --batch-interpreter=python-fu-eval \
+        -b "exec(open('$STAGE_IN_ROOT/tests/gui_gimp.py').read())" --quit >"$log" 2>&1 || rc=$?
+    problems=$(gui_log_problems "$log"; check_shot gimp-dialog)
+    report_gui "GIMP GUI" "$log" "$rc" "$t0" "$problems"
+}
+
+run_gui_krita() {
+    say "Krita 5.2 GUI (Xvfb): the docker, Run clicked through Qt, screenshot to target/gui/"
+    local t0=$SECONDS log="$ROOT$STAGE_IN_ROOT/krita-gui.log" rc=0 problems
+    local home="$ROOT$STAGE_IN_ROOT/home" rc_file
+    rm -rf "${ROOT:?}$SHOTS_IN_ROOT"; mkdir -p "$ROOT$SHOTS_IN_ROOT"
+    # The test's own plug-in (tests/python/hosts/krita_gui) next to CLIPShape, both enabled.
+    cp -r "$REPO/tests/python/hosts/krita_gui/." "$home/.local/share/krita/pykrita/"
+    rc_file="$home/.config/kritarc"
+    mkdir -p "$(dirname "$rc_file")"
+    if [ -e "$rc_file" ]; then
+        awk '/^\[/ { skip = ($0 == "[python]") } !skip' "$rc_file" >"$rc_file.new"
+        mv "$rc_file.new" "$rc_file"
+    fi
+    printf '[python]\nenable_clipshape=true\nenable_clipshape_gui_test=true\n' >>"$rc_file"
+    xvfb_in_root krita --nosplash >"$log" 2>&1 || rc=$?
+    problems=$(gui_log_problems "$log"; check_shot krita-docker
+               if [ -e "$ROOT$SHOTS_IN_ROOT/krita-models.png" ]; then check_shot krita-models; fi)
+    report_gui "Krita GUI" "$log" "$rc" "$t0" "$problems"
+}
+
+if [ "$check" = 1 ]; then
+    [ -e "$ROOT/$STAMP" ] && [ -z "$(missing_packages "$ROOT")" ]
+    exit $?
+fi
 if [ "$create" != 0 ]; then
     create_root
     [ "$create" = 2 ] && exit 0
@@ -218,6 +350,7 @@ fi
 [ "$(id -u)" = 0 ] || { echo "skipped: running the hosts in $ROOT needs chroot, i.e. root"; exit 0; }
 [ -e "$LIB" ] || die "no library at $LIB (build it: cargo build --release, or set CLIPSHAPE_LIB)"
 [ -e "$GOLDEN/e4e.pt" ] || die "no tiny models in $GOLDEN (set CLIPSHAPE_GOLDEN)"
+upgrade_root || say "the root could not be upgraded; tiers that need the missing packages skip"
 
 stage_torch
 stage_files
@@ -226,6 +359,17 @@ case "$only" in
 esac
 case "$only" in
     ""|krita) run_krita ;;
+esac
+case "$only:$gui" in
+    :auto|gui:*|*:yes)
+        if have_xvfb; then
+            run_gui_gimp
+            run_gui_krita
+        elif [ "$only" = gui ] || [ "$gui" = yes ]; then
+            say "GUI tier: no Xvfb in $ROOT (install/host-tests.sh --create-only installs it)"; fail=1
+        else
+            say "GUI tier skipped: no Xvfb in $ROOT (install/host-tests.sh --create-only installs it)"
+        fi ;;
 esac
 if [ "$fail" = 0 ]; then say "host tests passed"; else say "host tests FAILED"; fi
 exit "$fail"
