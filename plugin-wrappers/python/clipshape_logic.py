@@ -621,6 +621,186 @@ class EditJob:
             self._ctx = None
 
 
+# ───────────────────────────── model downloads ───────────────────────
+
+SET_LABELS = {"ffhq": "Faces (FFHQ)", "car": "Cars", "horse": "Horses"}
+
+
+def format_mb(n_bytes):
+    """1234567 → "1.2 MB"; 1.56e9 → "1,559.0 MB" (decimal megabytes, as download sizes go)."""
+    return "{:,.1f} MB".format(n_bytes / 1e6)
+
+
+def format_progress(done, total, rate=None):
+    """"12.3 / 345.6 MB, 4.5 MB/s" (the rate left out while unknown)."""
+    text = "{:,.1f} / {:,.1f} MB".format(done / 1e6, total / 1e6)
+    if rate is not None:
+        text += ", {:,.1f} MB/s".format(rate / 1e6)
+    return text
+
+
+def set_status(model_set):
+    """One line for a ``cs.ModelSet``: "Faces (FFHQ): ready" or "Cars: missing, 1,432.8 MB to
+    download"."""
+    label = SET_LABELS.get(model_set.name, model_set.name)
+    if model_set.complete:
+        return "%s: ready" % label
+    return "%s: missing, %s to download" % (label, format_mb(model_set.download_bytes))
+
+
+def model_sets(models_dir=None):
+    """The store's editing sets (``cs.models_list_sets``) by name."""
+    return {m.name: m for m in cs.models_list_sets(models_dir or None)}
+
+
+def licence_text(model_set):
+    """What the user agrees to by downloading: the licences of the files still missing."""
+    lines = [line for line in (model_set.licences or "").splitlines() if line.strip()]
+    return "\n".join(lines)
+
+
+@dataclass
+class DownloadStatus:
+    """A snapshot of a ModelDownload, for the host's progress bar and label."""
+    state: str                 # "idle", "running", "done", "cancelled", "failed"
+    done: int                  # bytes of the set fetched so far (this run)
+    total: int                 # bytes the set needed when the run started
+    rate: Optional[float]      # bytes/s since the first byte, None before
+    file: str                  # the file being fetched
+    error: str = ""            # the user's message when failed
+
+    @property
+    def fraction(self):
+        return min(1.0, self.done / self.total) if self.total else (1.0 if self.state == "done"
+                                                                     else 0.0)
+
+    @property
+    def text(self):
+        if self.state == "failed":
+            return self.error
+        if self.state == "cancelled":
+            return "Download cancelled; it resumes where it stopped."
+        if self.state == "done":
+            return "Downloaded %s." % format_mb(self.done) if self.done else "Ready."
+        if self.state == "idle":
+            return ""
+        text = format_progress(self.done, self.total, self.rate)
+        return "%s (%s)" % (text, self.file) if self.file else text
+
+
+class ModelDownload:
+    """Fetches the missing files of one model set through the library (resumed, verified).
+
+    ``run()`` blocks (a host's own worker thread, e.g. Krita's QThread, calls it); ``start()``
+    runs it on a Python thread (GIMP polls ``status()`` from a GLib timeout). ``cancel()`` is
+    safe from any thread: the next progress callback answers False, the library stops and
+    keeps the partial file, and a later download resumes it. ``on_progress(status)`` is called
+    on the downloading thread."""
+
+    def __init__(self, set_name, models_dir=None, on_progress=None, clock=None):
+        import time
+        self.set_name = set_name
+        self.models_dir = models_dir or None
+        self.on_progress = on_progress
+        self._clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._thread = None
+        self._state = "idle"
+        self._error = ""
+        self._total = 0
+        self._finished = 0          # bytes of files completed in this run
+        self._file = ""
+        self._file_done = 0
+        self._file_start = None     # the first ``done`` seen of the current file (a resume)
+        self._received = 0          # bytes that came over the wire in this run
+        self._t_first = None
+
+    # — state —
+
+    def status(self):
+        with self._lock:
+            done = self._finished + self._file_done
+            rate = None
+            if self._t_first is not None:
+                elapsed = self._clock() - self._t_first
+                if elapsed > 0:
+                    rate = self._received / elapsed
+            return DownloadStatus(self._state, done, max(self._total, done), rate, self._file,
+                                  self._error)
+
+    @property
+    def running(self):
+        return self._state == "running"
+
+    def cancel(self):
+        self._cancel.set()
+
+    # — work —
+
+    def _progress(self, file, done, total):
+        with self._lock:
+            if file != self._file:
+                if self._file:
+                    self._finished += self._file_done
+                self._file, self._file_done, self._file_start = file, 0, done
+            if self._t_first is None:
+                self._t_first = self._clock()
+            self._received += max(0, done - max(self._file_done, self._file_start or 0))
+            self._file_done = done
+        if self.on_progress is not None:
+            self.on_progress(self.status())
+        return not self._cancel.is_set()
+
+    def run(self):
+        """Downloads; returns the final DownloadStatus (never raises for a failed download)."""
+        with self._lock:
+            self._state, self._error = "running", ""
+            self._finished = self._file_done = self._received = 0
+            self._file, self._file_start, self._t_first = "", None, None
+        try:
+            sets = model_sets(self.models_dir)
+            if self.set_name not in sets:
+                raise RequestError("unknown model set %r (the store has %s)"
+                                   % (self.set_name, ", ".join(sorted(sets)) or "none"))
+            self._total = sets[self.set_name].download_bytes
+            if self._cancel.is_set():
+                raise cs.CancelledError("cancelled")
+            cs.models_fetch(self.set_name, self.models_dir, self._progress)
+            with self._lock:
+                self._finished += self._file_done
+                self._file_done = 0
+                self._state = "done"
+        except cs.CancelledError:
+            with self._lock:
+                self._state = "cancelled"
+        except Exception as e:  # shown to the user, never a traceback
+            with self._lock:
+                self._state, self._error = "failed", error_text(e)
+        final = self.status()
+        if self.on_progress is not None:
+            self.on_progress(final)
+        return final
+
+    def start(self):
+        if self.running:
+            raise RequestError("a download is already running")
+        self._cancel.clear()
+        self._state = "running"
+        self._thread = threading.Thread(target=self.run, name="clipshape-download",
+                                        daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def wait(self, timeout=None):
+        """Waits for ``start()``'s thread; True when it has ended."""
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+            return not t.is_alive()
+        return True
+
+
 def error_text(exc):
     """A one-paragraph message for the user (no traceback) for any exception of a run."""
     if isinstance(exc, cs.CancelledError):
