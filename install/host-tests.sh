@@ -266,19 +266,45 @@ SHOTS_IN_ROOT=$STAGE_IN_ROOT/shots
 
 have_xvfb() { [ -x "$ROOT/usr/bin/Xvfb" ] && [ -x "$ROOT/usr/bin/xvfb-run" ]; }
 
-xvfb_in_root() {
-    run_in_root env CLIPSHAPE_GUI_TEST_SHOT="$SHOTS_IN_ROOT" timeout -k 10 "$GUI_TIMEOUT" \
-        xvfb-run -a -s "-screen 0 1280x1024x24" "$@"
+# The hosts' model downloads fetch the tiny models as the `ffhq` set (tests/python/tiny_store.py:
+# a manifest of their own, served over HTTP by this machine; the root shares its network) into
+# an empty store of each host: the library's CLIPSHAPE_MANIFEST / _MODELS_MIRROR / _MODELS.
+MIRROR_PID=""
+start_mirror() {
+    local dir="$ROOT$STAGE_IN_ROOT/tiny-store" url_file
+    python3 "$REPO/tests/python/tiny_store.py" "$GOLDEN" "$dir" >/dev/null
+    url_file="$dir/url"
+    python3 "$REPO/tests/python/tiny_store.py" serve "$dir/mirror" "$url_file" &
+    MIRROR_PID=$!
+    trap stop_mirror EXIT
+    local i
+    for i in $(seq 50); do [ -s "$url_file" ] && break; sleep 0.1; done
+    [ -s "$url_file" ] || die "the local model mirror did not start"
+    MIRROR_URL=$(cat "$url_file")
+}
+stop_mirror() {
+    if [ -n "$MIRROR_PID" ]; then kill "$MIRROR_PID" 2>/dev/null || true; wait "$MIRROR_PID" 2>/dev/null || true; fi
+    MIRROR_PID=""
 }
 
-# A PNG of at least 200×200 px in the root's shots → copied to target/gui/; else a failure line.
+xvfb_in_root() {
+    local store=$1
+    shift
+    run_in_root env CLIPSHAPE_GUI_TEST_SHOT="$SHOTS_IN_ROOT" \
+        CLIPSHAPE_MANIFEST="$STAGE_IN_ROOT/tiny-store/manifest.toml" \
+        CLIPSHAPE_MODELS_MIRROR="$MIRROR_URL" CLIPSHAPE_MODELS="$STAGE_IN_ROOT/$store" \
+        timeout -k 10 "$GUI_TIMEOUT" xvfb-run -a -s "-screen 0 1280x1024x24" "$@"
+}
+
+# A PNG of at least MIN×MIN px (default 200) in the root's shots → copied to target/gui/; else a
+# failure line.
 check_shot() {
-    local name=$1 file="$ROOT$SHOTS_IN_ROOT/$1.png" size
+    local name=$1 min=${2:-200} file="$ROOT$SHOTS_IN_ROOT/$1.png" size
     if [ ! -s "$file" ]; then echo "no screenshot $name.png"; return; fi
     size=$(od -An -tu1 -j16 -N8 "$file" | awk '{ printf "%d %d", $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8 }')
     set -- $size
-    if [ "$(head -c 8 "$file" | od -An -tx1 | tr -d ' \n')" != 89504e470d0a1a0a ] || [ "$1" -lt 200 ] || [ "$2" -lt 200 ]; then
-        echo "screenshot $name.png is not a PNG of at least 200x200 px"; return
+    if [ "$(head -c 8 "$file" | od -An -tx1 | tr -d ' \n')" != 89504e470d0a1a0a ] || [ "$1" -lt "$min" ] || [ "$2" -lt "$min" ]; then
+        echo "screenshot $name.png is not a PNG of at least ${min}x${min} px"; return
     fi
     mkdir -p "$GUI_OUT"
     cp "$file" "$GUI_OUT/$name.png"
@@ -309,9 +335,10 @@ run_gui_gimp() {
     say "GIMP 3 GUI (Xvfb): the plug-in's dialog, interactively, screenshot to target/gui/"
     local t0=$SECONDS log="$ROOT$STAGE_IN_ROOT/gimp-gui.log" rc=0 problems
     rm -rf "${ROOT:?}$SHOTS_IN_ROOT"; mkdir -p "$ROOT$SHOTS_IN_ROOT"
-    xvfb_in_root gimp-3.0 -n -s --batch-interpreter=python-fu-eval \
+    xvfb_in_root store-gimp gimp-3.0 -n -s --batch-interpreter=python-fu-eval \
         -b "exec(open('$STAGE_IN_ROOT/tests/gui_gimp.py').read())" --quit >"$log" 2>&1 || rc=$?
-    problems=$(gui_log_problems "$log"; check_shot gimp-dialog)
+    problems=$(gui_log_problems "$log"; check_shot gimp-models; check_shot gimp-models-done
+               check_shot gimp-dialog)
     report_gui "GIMP GUI" "$log" "$rc" "$t0" "$problems"
 }
 
@@ -329,9 +356,8 @@ run_gui_krita() {
         mv "$rc_file.new" "$rc_file"
     fi
     printf '[python]\nenable_clipshape=true\nenable_clipshape_gui_test=true\n' >>"$rc_file"
-    xvfb_in_root krita --nosplash >"$log" 2>&1 || rc=$?
-    problems=$(gui_log_problems "$log"; check_shot krita-docker
-               if [ -e "$ROOT$SHOTS_IN_ROOT/krita-models.png" ]; then check_shot krita-models; fi)
+    xvfb_in_root store-krita krita --nosplash >"$log" 2>&1 || rc=$?
+    problems=$(gui_log_problems "$log"; check_shot krita-models 100; check_shot krita-docker)
     report_gui "Krita GUI" "$log" "$rc" "$t0" "$problems"
 }
 
@@ -363,8 +389,10 @@ esac
 case "$only:$gui" in
     :auto|gui:*|*:yes)
         if have_xvfb; then
+            start_mirror
             run_gui_gimp
             run_gui_krita
+            stop_mirror
         elif [ "$only" = gui ] || [ "$gui" = yes ]; then
             say "GUI tier: no Xvfb in $ROOT (install/host-tests.sh --create-only installs it)"; fail=1
         else

@@ -169,3 +169,18 @@ def reference_face(case="astronaut"):
     import json
     with open(golden("face/face_meta.json")) as f:
         return json.load(f)["cases"][case]["faces"][0]
+
+
+@pytest.fixture
+def tiny_mirror(tmp_path, monkeypatch):
+    """The tiny models as the `ffhq` set of a manifest of their own, served over HTTP from this
+    machine (tests/python/tiny_store.py), and an empty store: the library's CLIPSHAPE_MANIFEST,
+    CLIPSHAPE_MODELS_MIRROR and CLIPSHAPE_MODELS point at them → (server, store dir)."""
+    import tiny_store
+    mirror, manifest = tiny_store.prepare(GOLDEN, str(tmp_path / "served"))
+    server = tiny_store.Server(mirror)
+    monkeypatch.setenv("CLIPSHAPE_MANIFEST", manifest)
+    monkeypatch.setenv("CLIPSHAPE_MODELS_MIRROR", server.url)
+    monkeypatch.setenv("CLIPSHAPE_MODELS", str(tmp_path / "store"))
+    yield server, tmp_path / "store"
+    server.close()

@@ -147,6 +147,9 @@ class Procedure:
         assert value in choice.items
         self._arg("choice", name, nick, blurb, value, choice=choice)
 
+    def add_enum_argument(self, name, nick, blurb, enum_type, value, flags):
+        self._arg("enum", name, nick, blurb, value, enum=enum_type)
+
     def add_file_argument(self, name, nick, blurb, action, none_ok, default_file, flags):
         self._arg("file", name, nick, blurb, default_file, action=action, none_ok=none_ok)
 

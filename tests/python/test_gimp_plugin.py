@@ -46,7 +46,7 @@ def make_image(picture, selection=(100, 40, 90, 70), offsets=(0, 0)):
 def run(gimp, image, drawables, model_files, tmp_path, **values):
     Gimp, module = gimp
     plugin = module.ClipShape()
-    assert plugin.do_query_procedures() == ["plug-in-clipshape"]
+    assert plugin.do_query_procedures() == ["plug-in-clipshape", "plug-in-clipshape-models"]
     proc = plugin.do_create_procedure("plug-in-clipshape")
     config = proc.create_config()
     settings = {"model-set": "files", "device": "cpu",
@@ -281,3 +281,73 @@ def test_a_face_photo_needs_no_selection(gimp, astronaut, model_files, tmp_path)
     assert set(bytes(children[1].buffer.data)[3::4]) == {0}
     assert max(bytes(children[0].buffer.data)[3::4]) > 0
     assert image.undo_groups == 1
+
+
+def test_models_procedure_downloads_the_set_with_progress(gimp, picture, model_files,
+                                                          tiny_mirror, tmp_path):
+    """Filters › Generic › CLIPShape Models…, run non-interactively: the chosen set's files come
+    from the (local) mirror through the real library, GIMP's progress shows MB and MB/s; then
+    an edit with that model set (no files given) works."""
+    Gimp, module = gimp
+    server, root = tiny_mirror
+    proc = module.ClipShape().do_create_procedure("plug-in-clipshape-models")
+    assert proc.menu_paths == ["<Image>/Filters/Generic"]
+    assert proc.menu_label == "CLIPShape Models…"
+    assert proc.arguments["model-set"]["choice"].items == ["ffhq", "car", "horse"]
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    status, error = proc.run_func(proc, config, None)
+    assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
+    assert fake_gimp.state.progress[-1] == 1.0
+    assert any(t.endswith("MB/s (tiny_clip.pt)") for t in fake_gimp.state.progress_text)
+    assert module.logic.model_sets()["ffhq"].complete
+    image, layer = make_image(picture)
+    status, error = run(gimp, image, [layer], model_files, tmp_path, **{
+        "model-set": "ffhq", "generator-file": None, "clip-file": None, "vocab-file": None,
+        "align": "none"})
+    assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
+    assert len(image.get_layers()[0].get_children()) == 3
+
+
+def test_models_procedure_reports_a_failed_download(gimp, tiny_mirror, monkeypatch):
+    Gimp, module = gimp
+    server, _ = tiny_mirror
+    monkeypatch.setenv("CLIPSHAPE_MODELS_MIRROR", server.url + "/gone")
+    proc = module.ClipShape().do_create_procedure("plug-in-clipshape-models")
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    status, error = proc.run_func(proc, config, None)
+    assert status == Gimp.PDBStatusType.EXECUTION_ERROR
+    assert error.message.startswith("CLIPShape: Download failed: ")
+
+
+def test_interactive_run_offers_the_download_of_a_missing_set(gimp, picture, tiny_mirror,
+                                                              monkeypatch, tmp_path):
+    """OK in the dialog with a set whose files are missing opens the models dialog; closing
+    it without the set cancels the run; once the dialog has downloaded it, the edit runs."""
+    Gimp, module = gimp
+    fake_gimp.state.dialog_answer = True
+    calls = []
+
+    def models_dialog(set_name, models_dir, continue_when_done=False):
+        calls.append((set_name, models_dir, continue_when_done))
+        if len(calls) == 1:
+            return False
+        return module.logic.ModelDownload(set_name, models_dir).run().state == "done"
+
+    monkeypatch.setattr(module, "models_dialog", models_dialog)
+    image, layer = make_image(picture)
+    proc = module.ClipShape().do_create_procedure("plug-in-clipshape")
+    config = proc.create_config()
+    for k, v in {"device": "cpu", "prompt": PROMPT, "steps": 2, "strengths": "1", "align": "none",
+                 "library-dir": fake_gimp.File(str(tmp_path / "edits"))}.items():
+        config.set_property(k, v)
+    status, _ = proc.run_func(proc, Gimp.RunMode.INTERACTIVE, image, [layer], config, None)
+    assert status == Gimp.PDBStatusType.CANCEL and calls == [("ffhq", None, True)]
+    assert image.get_layers() == [layer]
+    status, error = proc.run_func(proc, Gimp.RunMode.INTERACTIVE, image, [layer], config, None)
+    assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
+    assert len(calls) == 2 and len(image.get_layers()) == 2
+    # Complete now: no models dialog.
+    status, _ = proc.run_func(proc, Gimp.RunMode.INTERACTIVE, image, [layer], config, None)
+    assert status == Gimp.PDBStatusType.SUCCESS and len(calls) == 2

@@ -209,6 +209,47 @@ def test_extension_apply_edit_and_saved_edit(krita, model_files, tmp_path):
     ext.contexts.close()
 
 
+def test_download_worker_fetches_off_the_gui_thread_and_cancels(krita, tiny_mirror):
+    """The docker's Download: the set's files through the real library from a local mirror,
+    progress as signals, cancel from the GUI thread, then a resumed download that completes."""
+    import threading
+    from PyQt5.QtCore import QCoreApplication   # the real one, or fake_krita's
+    from clipshape.worker import DownloadWorker
+    logic = krita.clipshape_logic
+    server, root = tiny_mirror
+    assert not logic.model_sets()["ffhq"].complete
+
+    def run(worker, on_progress=None):
+        seen, ended, threads = [], [], set()
+
+        def progressed(status):
+            seen.append(status)
+            threads.add(threading.get_ident())
+            if on_progress:
+                on_progress(status)
+        worker.progressed.connect(progressed)
+        worker.ended.connect(ended.append)
+        worker.start()
+        t0 = time.time()
+        while not ended and time.time() - t0 < 60:
+            QCoreApplication.processEvents()
+            time.sleep(0.01)
+        assert worker.wait(10000) and len(ended) == 1
+        return seen, ended[0], threads
+
+    server.delay = 0.01
+    worker = DownloadWorker("ffhq")
+    seen, end, threads = run(worker, lambda s: s.done > 500_000 and worker.cancel())
+    assert end.state == "cancelled" and seen and all(s.state == "running" for s in seen)
+    assert not logic.model_sets()["ffhq"].complete
+    server.delay = 0
+    seen, end, threads = run(DownloadWorker("ffhq"))
+    assert end.state == "done" and end.done == end.total and end.text.startswith("Downloaded")
+    assert len(seen) >= 10 and "MB/s" in seen[-1].text
+    assert threading.get_ident() not in threads
+    assert logic.model_sets()["ffhq"].complete
+
+
 @pytest.mark.skipif(not fake_krita.have_real_pyqt5(), reason="the docker UI needs PyQt5")
 def test_docker_ui(krita, model_files, tmp_path):
     from clipshape.docker import ClipShapeDocker

@@ -15,15 +15,8 @@ FFHQ_BYTES = tiny_store.set_bytes(GOLDEN, tiny_store.FFHQ_FILES + tiny_store.CLI
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    """The tiny `ffhq` set on a local mirror; an empty store directory → (server, store dir)."""
-    mirror, manifest = tiny_store.prepare(GOLDEN, str(tmp_path / "served"))
-    server = tiny_store.Server(mirror)
-    monkeypatch.setenv("CLIPSHAPE_MANIFEST", manifest)
-    monkeypatch.setenv("CLIPSHAPE_MODELS_MIRROR", server.url)
-    monkeypatch.setenv("CLIPSHAPE_MODELS", str(tmp_path / "store"))
-    yield server, tmp_path / "store"
-    server.close()
+def store(tiny_mirror):
+    return tiny_mirror
 
 
 def test_formatting(logic):

@@ -4,8 +4,10 @@ with its documented variables: CLIPSHAPE_MANIFEST (the manifest), CLIPSHAPE_MODE
 (every file from BASE/<name>) and CLIPSHAPE_MODELS (the store directory).
 
 Used by the fake-host tests (``serve``) and, as a script, by install/host-tests.sh's GUI tier
-to prepare a mirror inside the trixie root:  python3 tiny_store.py GOLDEN OUT_DIR
-(writes OUT_DIR/mirror/* and OUT_DIR/manifest.toml).
+to prepare a mirror inside the trixie root and serve it:
+  python3 tiny_store.py GOLDEN OUT_DIR      writes OUT_DIR/mirror/* and OUT_DIR/manifest.toml
+  python3 tiny_store.py serve DIR URL_FILE  serves DIR on 127.0.0.1 until killed; its base URL
+                                            goes into URL_FILE once it listens
 """
 
 import hashlib
@@ -109,6 +111,13 @@ class Server:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: tiny_store.py GOLDEN OUT_DIR")
-    print("\n".join(prepare(sys.argv[1], sys.argv[2])))
+    if len(sys.argv) == 4 and sys.argv[1] == "serve":
+        server = Server(sys.argv[2])
+        with open(sys.argv[3] + ".tmp", "w") as f:
+            f.write(server.url + "\n")
+        os.rename(sys.argv[3] + ".tmp", sys.argv[3])
+        server.thread.join()
+    elif len(sys.argv) == 3:
+        print("\n".join(prepare(sys.argv[1], sys.argv[2])))
+    else:
+        sys.exit("usage: tiny_store.py GOLDEN OUT_DIR | tiny_store.py serve DIR URL_FILE")

@@ -25,6 +25,8 @@ from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 import clipshape_logic as logic  # noqa: E402
 
 PROC_NAME = "plug-in-clipshape"
+MODELS_PROC = "plug-in-clipshape-models"   # Filters › Generic › CLIPShape Models…
+RESPONSE_DOWNLOAD = 1
 PIXEL_FORMAT = "R'G'B'A u8"   # = the library's RGBA8
 RW = GObject.ParamFlags.READWRITE
 MODEL_FILES = "files"         # model-set choice: only the files given under Advanced
@@ -137,10 +139,10 @@ def edit_image(image, drawable, model, request, progress=None):
 GUI_TEST_SHOT = "CLIPSHAPE_GUI_TEST_SHOT"
 
 
-def gui_test_hook(dialog, name):
+def gui_test_hook(dialog, name, answer=None):
     """The GUI smoke test's hook (install/host-tests.sh): with CLIPSHAPE_GUI_TEST_SHOT=DIR set,
     once ``dialog`` has been shown, its window is saved to DIR/<name>.png and the dialog is
-    answered Cancel. Does nothing without the variable."""
+    answered ``answer`` (default Cancel). Does nothing without the variable."""
     shot_dir = os.environ.get(GUI_TEST_SHOT)
     if not shot_dir:
         return
@@ -157,10 +159,91 @@ def gui_test_hook(dialog, name):
         pixbuf.savev(os.path.join(shot_dir, name + ".png"), "png", [], [])
         print("CLIPSHAPE-GUI-TEST shot %s %dx%d" % (name, pixbuf.get_width(),
                                                     pixbuf.get_height()), flush=True)
-        dialog.response(Gtk.ResponseType.CANCEL)
+        dialog.response(Gtk.ResponseType.CANCEL if answer is None else answer)
         return False
 
     GLib.timeout_add(2000, shoot)
+
+
+def models_dialog(set_name, models_dir=None, continue_when_done=False):
+    """The model sets' status, the licences of what ``set_name`` still needs, Download with a
+    progress bar ("MB done / total, MB/s") and Cancel. The download runs on a worker thread
+    (clipshape_logic.ModelDownload), polled from GLib. With ``continue_when_done`` (a run found
+    its set missing) the dialog closes by itself once the set is complete. → True when
+    ``set_name`` is complete as the dialog closes."""
+    gi.require_version("GimpUi", "3.0")
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import GimpUi, Gtk
+    GimpUi.init("clipshape")
+    dialog = GimpUi.Dialog(title="CLIPShape Models", role="clipshape-models")
+    close = dialog.add_button("_Close", Gtk.ResponseType.CLOSE)
+    download = dialog.add_button("_Download", RESPONSE_DOWNLOAD)
+    area = dialog.get_content_area()
+    area.set_spacing(8)
+    area.set_border_width(12)
+    sets_label = Gtk.Label(xalign=0)
+    licences = Gtk.Label(xalign=0, wrap=True, max_width_chars=72, selectable=True)
+    bar = Gtk.ProgressBar(show_text=True)
+    for widget in (sets_label, licences, bar):
+        area.pack_start(widget, False, False, 0)
+    label = logic.SET_LABELS.get(set_name, set_name)
+    job = {"download": None}
+
+    def refresh():
+        try:
+            sets = logic.model_sets(models_dir)
+        except Exception as e:
+            sets_label.set_text(logic.error_text(e))
+            download.set_sensitive(False)
+            return False
+        sets_label.set_text("\n".join(logic.set_status(m) for m in sets.values()))
+        wanted = sets.get(set_name)
+        missing = wanted is not None and not wanted.complete
+        download.set_sensitive(missing)
+        download.set_label("_Download %s (%s)" % (label, logic.format_mb(
+            wanted.download_bytes)) if missing else "_Download")
+        licences.set_text(("Licences of the files to download:\n" + logic.licence_text(wanted))
+                          if missing else "")
+        return wanted is not None and wanted.complete
+
+    def poll():
+        d = job["download"]
+        status = d.status()
+        bar.set_fraction(status.fraction)
+        bar.set_text(status.text or " ")
+        if d.running:
+            return True
+        d.wait()
+        job["download"] = None
+        close.set_label("_Close")
+        if refresh() and continue_when_done:
+            dialog.response(Gtk.ResponseType.OK)
+        else:
+            gui_test_hook(dialog, "gimp-models-done", Gtk.ResponseType.CLOSE)
+        return False
+
+    refresh()
+    dialog.show_all()
+    gui_test_hook(dialog, "gimp-models", RESPONSE_DOWNLOAD)
+    while True:
+        response = dialog.run()
+        d = job["download"]
+        if response == RESPONSE_DOWNLOAD and d is None:
+            d = job["download"] = logic.ModelDownload(set_name, models_dir)
+            d.start()
+            download.set_sensitive(False)
+            close.set_label("_Cancel")
+            GLib.timeout_add(100, poll)
+            continue
+        if d is not None:                 # Cancel (or the window closed) while downloading
+            d.cancel()
+            if response == Gtk.ResponseType.CLOSE:
+                continue                  # poll() shows "cancelled" and re-enables Download
+            d.wait(30)
+        break
+    complete = refresh()
+    dialog.destroy()
+    return complete
 
 
 def show_dialog(procedure, config):
@@ -186,12 +269,14 @@ def show_dialog(procedure, config):
 class ClipShape(Gimp.PlugIn):
 
     def do_query_procedures(self):
-        return [PROC_NAME]
+        return [PROC_NAME, MODELS_PROC]
 
     def do_set_i18n(self, name):
         return False
 
     def do_create_procedure(self, name):
+        if name == MODELS_PROC:
+            return self.create_models_procedure(name)
         proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         proc.set_image_types("RGB*")
         proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
@@ -252,6 +337,45 @@ class ClipShape(Gimp.PlugIn):
                                Gimp.FileChooserAction.SELECT_FOLDER, True, None, RW)
         return proc
 
+    def create_models_procedure(self, name):
+        proc = Gimp.Procedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run_models, None)
+        proc.set_menu_label("CLIPShape Models…")
+        proc.add_menu_path("<Image>/Filters/Generic")
+        proc.set_documentation(
+            "Download the model sets of CLIPShape",
+            "Shows each model set's status (ready, or the size still to download) and the "
+            "licences, and downloads a set with progress and cancel. Non-interactively, "
+            "downloads the set.", name)
+        proc.set_attribution("libclipshape", "libclipshape authors", "2025")
+        proc.add_enum_argument("run-mode", "Run mode", "The run mode", Gimp.RunMode,
+                               Gimp.RunMode.INTERACTIVE, RW)
+        proc.add_choice_argument("model-set", "_Model set", "The model set to download",
+                                 _choice([(k, logic.SET_LABELS[k]) for k in logic.KNOWN_SETS]),
+                                 logic.DEFAULT_SET, RW)
+        proc.add_file_argument("models-dir", "Model store (do_wnloads)", "Model store folder "
+                               "(default $CLIPSHAPE_MODELS or ~/.local/share/clipshape/models)",
+                               Gimp.FileChooserAction.SELECT_FOLDER, True, None, RW)
+        return proc
+
+    def run_models(self, procedure, config, run_data):
+        set_name = config.get_property("model-set")
+        models_dir = _file_path(config.get_property("models-dir"))
+        if config.get_property("run-mode") == Gimp.RunMode.INTERACTIVE:
+            models_dialog(set_name, models_dir)
+            return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)
+        Gimp.progress_init("CLIPShape: downloading %s" % set_name)
+
+        def progress(status):
+            Gimp.progress_set_text(status.text)
+            Gimp.progress_update(status.fraction)
+
+        status = logic.ModelDownload(set_name, models_dir, progress).run()
+        Gimp.progress_end()
+        if status.state != "done":
+            return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR,
+                                               GLib.Error("CLIPShape: " + status.text))
+        return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)
+
     def run(self, procedure, run_mode, image, drawables, config, run_data):
         if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
@@ -260,6 +384,11 @@ class ClipShape(Gimp.PlugIn):
                 raise logic.RequestError("select exactly one layer (%d are selected)"
                                          % len(drawables))
             model, request = requests_from_config(config)
+            if (run_mode == Gimp.RunMode.INTERACTIVE and model.set_name
+                    and model.missing_files() and not (model.generator and model.clip
+                                                       and model.vocab)):
+                if not models_dialog(model.set_name, model.models_dir, True):
+                    return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
             Gimp.progress_init("CLIPShape")
 
             def progress(fraction, text):

@@ -1,6 +1,6 @@
-"""The CLIPShape docker: model set, prompt, strengths, steps, Run/Cancel, progress, last error,
-and settings (model store, device, edit library, library path, model files), persisted with
-Krita's settings."""
+"""The CLIPShape docker: model set, prompt, strengths, steps, Run/Cancel, progress, last error;
+the model sets' status with Download/Cancel, progress and licences; and settings (model store,
+device, edit library, library path, model files), persisted with Krita's settings."""
 
 from krita import DockWidget
 from PyQt5.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox,
@@ -10,7 +10,7 @@ from PyQt5.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGr
 from . import clipshape_ctypes as cs
 from . import clipshape_logic as logic
 from . import krita_host
-from .worker import Runner
+from .worker import DownloadWorker, Runner
 
 DEVICE_ITEMS = (("auto", "Automatic"), ("cpu", "CPU"), ("cuda", "GPU (CUDA)"))
 PASTE_ITEMS = (("changes", "Only where the edit changes the picture"),
@@ -99,6 +99,8 @@ class ClipShapeDocker(DockWidget):
         self.error.setStyleSheet("color: #d33;")
         layout.addWidget(self.error)
 
+        layout.addWidget(self._models_section())
+
         self.settings_box = QGroupBox("Settings")
         self.settings_box.setCheckable(True)
         self.settings_box.setChecked(False)
@@ -143,7 +145,38 @@ class ClipShapeDocker(DockWidget):
 
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
+        self.model_set.currentIndexChanged.connect(lambda _: self.refresh_models())
+        self.models_dir.editingFinished.connect(self.refresh_models)
 
+    def _models_section(self):
+        """Each model set's status, and the chosen set's download: licences, Download/Cancel,
+        progress "MB done / total, MB/s" (clipshape_logic.ModelDownload on a QThread)."""
+        self.models_box = QGroupBox("Models")
+        box = QVBoxLayout(self.models_box)
+        self.models_status = QLabel("")
+        self.models_status.setWordWrap(True)
+        box.addWidget(self.models_status)
+        self.licences = QLabel("")
+        self.licences.setWordWrap(True)
+        self.licences.setStyleSheet("color: #888;")
+        box.addWidget(self.licences)
+        row = QHBoxLayout()
+        self.download_button = QPushButton("Download")
+        self.download_cancel = QPushButton("Cancel")
+        self.download_cancel.setEnabled(False)
+        row.addWidget(self.download_button)
+        row.addWidget(self.download_cancel)
+        box.addLayout(row)
+        self.download_progress = QProgressBar()
+        self.download_progress.setRange(0, 1000)
+        box.addWidget(self.download_progress)
+        self.download_text = QLabel("")
+        self.download_text.setWordWrap(True)
+        box.addWidget(self.download_text)
+        self.download_button.clicked.connect(self.start_download)
+        self.download_cancel.clicked.connect(self.cancel_download)
+        self.downloader = None
+        return self.models_box
     # — Krita —
 
     def canvasChanged(self, canvas):
@@ -152,6 +185,7 @@ class ClipShapeDocker(DockWidget):
     def showEvent(self, event):
         super().showEvent(event)
         self.probe_devices()
+        self.refresh_models()
 
     # — state —
 
@@ -197,11 +231,67 @@ class ClipShapeDocker(DockWidget):
         }
 
     def show_error(self, text):
+        if text and self.model_set.currentData() != "files":
+            self.refresh_models()
+            if self.download_button.isEnabled():
+                text += "\nOr download it here: Models › %s." % self.download_button.text()
         self.error.setText(text)
 
     def _set_running(self, running):
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+
+    def refresh_models(self):
+        """The status lines of every set; Download enabled for a chosen set that is missing."""
+        if self.downloader is not None:
+            return
+        chosen = self.model_set.currentData()
+        try:
+            sets = logic.model_sets(self.models_dir.text().strip())
+        except Exception as e:
+            self.models_status.setText(logic.error_text(e))
+            self.download_button.setEnabled(False)
+            return
+        self.models_status.setText("\n".join(logic.set_status(m) for m in sets.values()))
+        wanted = sets.get(chosen)
+        missing = wanted is not None and not wanted.complete
+        self.download_button.setEnabled(missing)
+        self.download_button.setText("Download %s (%s)" % (
+            logic.SET_LABELS.get(chosen, chosen), logic.format_mb(wanted.download_bytes))
+            if missing else "Download")
+        self.licences.setText("Licences: " + logic.licence_text(wanted) if missing else "")
+
+    def start_download(self):
+        chosen = self.model_set.currentData()
+        if self.downloader is not None or chosen == "files":
+            return
+        worker = DownloadWorker(chosen, self.models_dir.text().strip() or None)
+        worker.progressed.connect(self.on_download_progress)
+        worker.ended.connect(self.on_download_ended)
+        self.downloader = worker
+        self.download_button.setEnabled(False)
+        self.download_cancel.setEnabled(True)
+        self.download_progress.setValue(0)
+        self.download_text.setText("Starting the download…")
+        worker.start()
+
+    def cancel_download(self):
+        if self.downloader is not None:
+            self.download_text.setText("Cancelling…")
+            self.downloader.cancel()
+
+    def on_download_progress(self, status):
+        self.download_progress.setValue(int(round(1000 * status.fraction)))
+        self.download_text.setText(status.text)
+
+    def on_download_ended(self, status):
+        worker, self.downloader = self.downloader, None
+        if worker is not None:
+            worker.wait()
+        self.download_cancel.setEnabled(False)
+        self.download_progress.setValue(int(round(1000 * status.fraction)))
+        self.download_text.setText(status.text)
+        self.refresh_models()
 
     # — actions —
 

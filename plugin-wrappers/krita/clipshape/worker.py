@@ -92,3 +92,26 @@ class Runner:
         self.cancel()
         self.wait()
         self.contexts.close()
+
+
+class DownloadWorker(QThread):
+    """Downloads a model set off the GUI thread (clipshape_logic.ModelDownload.run): each
+    progress report and the final status come back as a ``logic.DownloadStatus`` through
+    ``progressed`` (queued to the GUI thread); ``cancel()`` is safe from the GUI thread."""
+
+    progressed = pyqtSignal(object)     # logic.DownloadStatus, while running
+    ended = pyqtSignal(object)          # logic.DownloadStatus: done, cancelled or failed
+
+    def __init__(self, set_name, models_dir=None, parent=None):
+        super().__init__(parent)
+        self.download = logic.ModelDownload(set_name, models_dir, self._report)
+
+    def _report(self, status):
+        if status.state == "running":
+            self.progressed.emit(status)
+
+    def run(self):
+        self.ended.emit(self.download.run())
+
+    def cancel(self):
+        self.download.cancel()
