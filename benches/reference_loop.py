@@ -11,6 +11,7 @@ batch size in the format of `clipshape bench`, so both land in one table.
 
 import argparse
 import math
+import resource
 import time
 
 import torch
@@ -189,9 +190,12 @@ def main():
         if dev.type == "cuda":
             torch.cuda.synchronize()
         ms = (time.perf_counter() - t) * 1e3 / args.steps
+        # Peak RSS of the process so far (Linux: KB); `clipshape bench --reference` reads ROW lines.
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print("| reference loop (PyTorch eager), config-f %dpx + ViT-B/32 (random) | %s (%s) | %d | "
-              "edit step (gen+CLIP fwd+bwd, Adam), %.3f steps/s | %.2f | %.2f |"
-              % (args.size, dev.type, threads, b, 1e3 / ms, ms, ms / b), flush=True)
+              "edit step (gen+CLIP fwd+bwd, Adam), %.3f steps/s | %.2f | %.2f | %.0f |"
+              % (args.size, dev.type, threads, b, 1e3 / ms, ms, ms / b, peak_mb), flush=True)
+        print("ROW %d %.3f %.1f" % (b, ms, peak_mb), flush=True)
 
 
 if __name__ == "__main__":

@@ -266,6 +266,12 @@ typedef struct cs_optimize_params {
   // Std of a random initial shift relative to the layer weight's (0 = start unedited);
   // `seed` picks the draw.
   float init_scale;
+  // Optimise on the generator's output stopped at this side (a power of two; 0 = the full
+  // size): much faster on a CPU, a different (approximate) objective. Renders stay full size.
+  uint32_t optimize_size;
+  // Nonzero: the generator's wide layers run in bfloat16 inside the loop (CPUs with
+  // avx512_bf16 / AMX). 0 = fp32, the parity path.
+  int32_t bf16;
 } cs_optimize_params;
 
 // Download progress: `file` being fetched, bytes done of total; nonzero return cancels

@@ -22,6 +22,7 @@ pub mod face;
 pub mod ffi;
 pub mod imageops;
 pub mod io;
+pub mod memory;
 pub mod models;
 pub mod nn;
 pub mod ops;

@@ -152,3 +152,76 @@ fn per_sample_deltas_in_one_batch_agree_with_the_golden_renders() {
     let img = tch::no_grad(|| g.synthesis(&w, &[(LayerId::Convs(3), &deltas)])).unwrap();
     assert_forward_close(&img, &io.tensor("img_shift").unwrap(), "img_shift via per-sample deltas");
 }
+
+/// The speed options of the optimisation loop, against the parity path.
+mod synthesis_options {
+    use super::*;
+    use clipshape::models::stylegan2::Synthesis;
+
+    fn wplus() -> Tensor {
+        io("stylegan2_io.safetensors").tensor("wplus").unwrap()
+    }
+
+    #[test]
+    fn stopping_at_the_full_size_is_the_parity_path_bit_for_bit() {
+        let g = gen("stylegan2.pt").generator;
+        let full = tch::no_grad(|| g.synthesis(&wplus(), &[])).unwrap();
+        for stop in [Some(64), Some(4096)] {
+            let opts = Synthesis { stop_at: stop, ..Default::default() };
+            let img = tch::no_grad(|| g.synthesis_with(&wplus(), &[], &opts)).unwrap();
+            assert!(img.equal(&full), "stop_at {stop:?} differs from the full synthesis");
+        }
+    }
+
+    #[test]
+    fn a_stopped_synthesis_is_the_skip_image_of_that_block() {
+        let g = gen("stylegan2.pt").generator;
+        let w = wplus();
+        let full = tch::no_grad(|| g.synthesis(&w, &[])).unwrap();
+        let half =
+            tch::no_grad(|| g.synthesis_with(&w, &[], &Synthesis { stop_at: Some(32), ..Default::default() })).unwrap();
+        assert_eq!(half.size(), vec![2, 3, 32, 32]);
+        // The full image is the 32 px skip image upsampled plus the last block's RGB: the two
+        // share their coarse structure, so each image's low-pass agrees far better with its own
+        // pair than with the other sample's.
+        let low = |t: &Tensor| t.avg_pool2d([t.size()[2] / 8; 2], [t.size()[2] / 8; 2], [0, 0], false, true, None);
+        let (lf, lh) = (low(&full), low(&half));
+        let own = (&lf - &lh).abs().mean(Kind::Float).double_value(&[]);
+        let swapped = (&lf - lh.flip([0])).abs().mean(Kind::Float).double_value(&[]);
+        assert!(own < 0.5 * swapped, "32 px output does not look like the 64 px one: {own} vs {swapped}");
+    }
+
+    #[test]
+    fn bad_stops_and_shifts_above_the_stop_are_refused_by_name() {
+        let g = gen("stylegan2.pt").generator;
+        for stop in [0, 4, 48, -16] {
+            let e = g.synthesis_with(&wplus(), &[], &Synthesis { stop_at: Some(stop), ..Default::default() });
+            let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(msg.contains("optimize_size") && msg.contains(&stop.to_string()), "stop {stop}: {msg}");
+        }
+        let x = Tensor::zeros(g.layer_weight(LayerId::Convs(6)).unwrap().size(), (Kind::Float, Device::Cpu));
+        let opts = Synthesis { stop_at: Some(32), ..Default::default() };
+        let msg = g.synthesis_with(&wplus(), &[(LayerId::Convs(6), &x)], &opts).err().unwrap().to_string();
+        assert!(msg.contains("convs.6") && msg.contains("32 px"), "{msg}");
+    }
+
+    #[test]
+    fn bf16_layers_stay_close_to_fp32_and_keep_the_gradient() {
+        let g = gen("stylegan2.pt").generator;
+        let w = wplus();
+        let full = tch::no_grad(|| g.synthesis(&w, &[])).unwrap();
+        // Every layer in bf16 (the tiny model is narrower than the production threshold).
+        let opts = Synthesis { bf16_min_channels: Some(1), ..Default::default() };
+        let x = Tensor::zeros(g.layer_weight(LayerId::Convs(3)).unwrap().size(), (Kind::Float, Device::Cpu))
+            .set_requires_grad(true);
+        let img = g.synthesis_with(&w, &[(LayerId::Convs(3), &x)], &opts).unwrap();
+        assert_eq!(img.kind(), Kind::Float);
+        let err = (&img.detach() - &full).abs().max().double_value(&[]);
+        let scale = full.abs().max().double_value(&[]);
+        assert!(err > 0.0, "bf16 gave the fp32 numbers exactly: it did not run in bf16");
+        assert!(err < 0.05 * scale, "bf16 output off by {err} (image scale {scale})");
+        img.sum(Kind::Float).backward();
+        let gx = x.grad();
+        assert!(gx.abs().sum(Kind::Float).double_value(&[]) > 0.0, "no gradient reached the shift");
+    }
+}

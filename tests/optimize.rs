@@ -220,3 +220,44 @@ fn saved_edits_apply_to_other_latents_and_only_to_their_generator() {
     let e = Shift::load(&other_g, &path).err().unwrap();
     assert!(matches!(e, Error::Mismatch(_)) && e.to_string().contains("another generator"), "{e}");
 }
+
+#[test]
+fn optimising_at_a_lower_size_or_in_bf16_still_edits_and_reports_full_size_similarities() {
+    use clipshape::models::stylegan2::Synthesis;
+    let ctx = ctx();
+    let w = latent(&ctx, 1);
+    let mut p = params("face with big nose", 20);
+    p.synthesis = Synthesis { stop_at: Some(32), bf16_min_channels: Some(1) };
+    let (shifts, seen) = run(&ctx, &[&w], &p);
+    assert!(seen[19].loss < seen[0].loss - 0.05, "loss {} → {}", seen[0].loss, seen[19].loss);
+    let s = &shifts[0];
+    assert_eq!((s.meta["optimize_size"].as_str(), s.meta["bf16_min_channels"].as_str()), ("32", "1"));
+    // The reported similarities are of full-size fp32 renders: recompute them.
+    let guide = ctx.guide().unwrap();
+    let text = guide.text_features(&["face with big nose"], false).unwrap();
+    let sim = |shift: Option<&Shift>| -> f64 {
+        let img = match shift {
+            Some(s) => edit::render(&ctx.generator, &w, &[(s, 1.0)], &[1.0], 1).unwrap(),
+            None => edit::render(&ctx.generator, &w, &[], &[0.0], 1).unwrap(),
+        };
+        assert_eq!(img.size()[2], 64);
+        let f = tch::no_grad(|| guide.image_features(&guide.generator_input(&img).unwrap())).unwrap();
+        clipshape::models::clip::cosine(&f, &text).unwrap().double_value(&[0])
+    };
+    let (before, after) = (sim(None), sim(Some(s)));
+    assert!((s.meta["clip_sim_before"].parse::<f64>().unwrap() - before).abs() < 1e-4);
+    assert!((s.meta["clip_sim_after"].parse::<f64>().unwrap() - after).abs() < 1e-4);
+    assert!(after > before + 0.01, "full-size CLIP similarity {before} → {after}");
+}
+
+#[test]
+fn an_optimize_size_below_the_edited_layer_is_refused_before_any_work() {
+    use clipshape::models::stylegan2::Synthesis;
+    let ctx = ctx();
+    let w = latent(&ctx, 1);
+    let mut p = params("face with big nose", 5);
+    p.synthesis = Synthesis { stop_at: Some(8), ..Default::default() };
+    let e = ctx.optimize(&[&w], &p, &mut |_| panic!("a step ran")).err().expect("refused");
+    let msg = e.to_string();
+    assert!(msg.contains("optimize_size") && msg.contains("convs.3"), "{msg}");
+}

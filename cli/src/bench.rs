@@ -16,7 +16,7 @@ use clipshape::face::{self, Mtcnn};
 use clipshape::models::clip::{self, Clip, HeadCounts};
 use clipshape::models::e4e::{self, Encoder4Editing};
 use clipshape::models::init::{self, seeded_normal};
-use clipshape::models::stylegan2::{config_f_channels, Generator, LayerId};
+use clipshape::models::stylegan2::{config_f_channels, Generator, LayerId, Synthesis};
 use clipshape::tokenizer::Tokenizer;
 
 pub struct Row {
@@ -25,6 +25,70 @@ pub struct Row {
     pub batch: i64,
     pub op: String,
     pub ms: f64,
+    /// Peak resident memory while the row ran (Linux), MB.
+    pub peak_mb: Option<f64>,
+}
+
+/// Groups of rows, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Group {
+    /// The tiny golden models (generator, CLIP, e4e, edit step).
+    Tiny,
+    /// Random config-f generators: forward, fwd+bwd, render.
+    Generator,
+    /// Full-size ViT-B/32 and IR-SE50.
+    Models,
+    /// MTCNN + FFHQ alignment of a large photo.
+    Face,
+    /// Edit steps with a random config-f generator and ViT-B/32, per variant.
+    Edit,
+}
+
+impl std::str::FromStr for Group {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Group, String> {
+        Ok(match s {
+            "tiny" => Group::Tiny,
+            "generator" => Group::Generator,
+            "models" => Group::Models,
+            "face" => Group::Face,
+            "edit" => Group::Edit,
+            _ => return Err(format!("`{s}` is not one of tiny, generator, models, face, edit")),
+        })
+    }
+}
+
+/// One way of running the optimisation loop, compared side by side in the edit rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    pub name: String,
+    pub synthesis: Synthesis,
+}
+
+impl std::str::FromStr for Variant {
+    type Err = String;
+    /// `fp32` (the parity path), `bf16`, `size256` (optimise at 256 px), `size256+bf16`.
+    fn from_str(s: &str) -> std::result::Result<Variant, String> {
+        let mut synthesis = Synthesis::default();
+        for part in s.split('+') {
+            match part {
+                "fp32" => {}
+                "bf16" => synthesis.bf16_min_channels = Some(Synthesis::BF16_MIN_CHANNELS),
+                p if p.starts_with("size") => {
+                    let v = p[4..].parse::<i64>().map_err(|_| format!("`{p}`: expected sizeN, e.g. size256"))?;
+                    synthesis.stop_at = Some(v);
+                }
+                p => return Err(format!("`{p}` is not fp32, bf16 or sizeN")),
+            }
+        }
+        Ok(Variant { name: s.to_string(), synthesis })
+    }
+}
+
+/// The reference PyTorch loop, run as a child process per size.
+pub struct Reference {
+    pub python: String,
+    pub script: PathBuf,
 }
 
 pub struct BenchOptions {
@@ -33,10 +97,31 @@ pub struct BenchOptions {
     pub batches: Vec<i64>,
     /// The tiny golden models, when at hand.
     pub golden_dir: Option<PathBuf>,
-    /// Side of the randomly initialised config-f generator (0 skips it).
-    pub random_size: i64,
+    /// Sides of the randomly initialised config-f generators.
+    pub random_sizes: Vec<i64>,
     /// Full-size CLIP ViT-B/32 and IR-SE50 rows, and edit steps with them.
     pub full: bool,
+    /// Only these groups (None = all that the other options enable).
+    pub only: Option<Vec<Group>>,
+    pub variants: Vec<Variant>,
+    pub reference: Option<Reference>,
+    /// A complete FFHQ edit from files, per variant (`--full-edit DIR`).
+    pub full_edit: Option<FullEdit>,
+}
+
+/// Load + encode + `steps` optimisation steps + render 7 strengths, from full-size random files
+/// in the official formats (made once in `dir` by benches/make_full_models.py).
+pub struct FullEdit {
+    pub dir: PathBuf,
+    pub steps: usize,
+    pub python: String,
+    pub script: PathBuf,
+}
+
+impl BenchOptions {
+    fn wants(&self, g: Group) -> bool {
+        self.only.as_ref().is_none_or(|o| o.contains(&g))
+    }
 }
 
 fn sync(device: Device) {
@@ -45,9 +130,27 @@ fn sync(device: Device) {
     }
 }
 
+/// The process's peak resident set, reset between rows (Linux `clear_refs` 5).
+pub mod peak {
+    pub fn reset() {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
+
+    /// VmHWM, MB.
+    pub fn read_mb() -> Option<f64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+}
+
+/// Median of `iters` timed runs after one warm-up; `iters` 0 = one run, no warm-up.
 fn time_ms(device: Device, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    sync(device);
+    if iters > 0 {
+        f()?;
+        sync(device);
+    }
     let mut samples = Vec::with_capacity(iters);
     for _ in 0..iters.max(1) {
         let t = Instant::now();
@@ -65,8 +168,7 @@ struct Table<'a> {
 }
 
 impl Table<'_> {
-    fn time(&mut self, model: &str, batch: i64, op: &str, f: impl FnMut() -> Result<()>) -> Result<()> {
-        let ms = time_ms(self.opts.device, self.opts.iters, f)?;
+    fn push(&mut self, model: &str, batch: i64, op: &str, ms: f64, peak_mb: Option<f64>) {
         log::info!("{model} b{batch} {op}: {ms:.2} ms");
         self.rows.push(Row {
             model: model.into(),
@@ -74,7 +176,14 @@ impl Table<'_> {
             batch,
             op: op.into(),
             ms,
+            peak_mb,
         });
+    }
+
+    fn time(&mut self, model: &str, batch: i64, op: &str, f: impl FnMut() -> Result<()>) -> Result<()> {
+        peak::reset();
+        let ms = time_ms(self.opts.device, self.opts.iters, f)?;
+        self.push(model, batch, op, ms, peak::read_mb());
         Ok(())
     }
 }
@@ -133,29 +242,133 @@ fn clip_rows(name: &str, m: &Clip, t: &mut Table) -> Result<()> {
 }
 
 /// One optimisation step = generator fwd+bwd + CLIP fwd+bwd + Adam, timed over a short run.
-fn edit_rows(name: &str, g: &Generator, guide: &ClipGuide, t: &mut Table) -> Result<()> {
+fn edit_rows(name: &str, g: &Generator, guide: &ClipGuide, variant: &Variant, t: &mut Table) -> Result<()> {
     let device = t.opts.device;
     for b in t.opts.batches.clone() {
         let latent = Latent::new(g, seeded_normal(&[g.n_latent(), g.style_dim()], 5, device)?)?;
         let mut params = OptimizeParams::new("a wide face", LayerId::Convs(3));
         params.prompts = (0..b).map(|i| format!("a face with a big nose {i}")).collect();
-        params.steps = 3;
-        params.progress_every = 3;
-        let steps = params.steps as f64;
-        let ms = time_ms(device, 1, || {
-            optimize(g, guide, &[&latent], &params, &|| false, &mut |_| true)?;
-            Ok(())
-        })?;
-        // Setup (text features, the unedited image) is amortised over the 3 steps measured.
-        t.rows.push(Row {
-            model: name.into(),
-            device: clipshape::device::describe(device),
-            batch: b,
-            op: format!("edit step (gen+CLIP fwd+bwd, Adam), {:.3} steps/s", 1e3 * steps / ms),
-            ms: ms / steps,
-        });
+        params.synthesis = variant.synthesis;
+        peak::reset();
+        // Setup (text features, the unedited image at full size) and the final full-size
+        // similarity are the same for any number of steps: runs of 1 and 4 steps differ by 3
+        // steps exactly.
+        let mut run_ms = |steps: usize| -> Result<f64> {
+            params.steps = steps;
+            params.progress_every = steps;
+            time_ms(device, 0, || {
+                optimize(g, guide, &[&latent], &params, &|| false, &mut |_| true)?;
+                Ok(())
+            })
+        };
+        run_ms(1)?; // warm-up
+        let one = run_ms(1)?;
+        let four = run_ms(4)?;
+        let ms = ((four - one) / 3.0).max(0.0);
+        let op = format!("edit step [{}] (gen+CLIP fwd+bwd, Adam), {:.3} steps/s", variant.name, 1e3 / ms);
+        t.push(name, b, &op, ms, peak::read_mb());
     }
     Ok(())
+}
+
+/// A variant scaled to a small generator: `size256` of a 1024 px model is a quarter of the
+/// side, so on the 64 px golden model it becomes `size16`.
+fn tiny_variant(v: &Variant, size: i64) -> Variant {
+    let mut v = v.clone();
+    if let Some(s) = v.synthesis.stop_at {
+        let scaled = (s * size / 1024).max(16);
+        v.synthesis.stop_at = Some(scaled);
+        v.name = v.name.replace(&format!("size{s}"), &format!("size{scaled}"));
+    }
+    v
+}
+
+/// How far a variant's learnt shift is from the parity path's: the same edit learnt both ways
+/// (20 steps), the cosine between the two shifts, and the CLIP similarity of the full-size fp32
+/// render with each. Meaningful with real weights; on random ones it only shows the mechanics.
+fn agreement_row(name: &str, g: &Generator, guide: &ClipGuide, v: &Variant, t: &mut Table) -> Result<()> {
+    let latent = Latent::new(g, seeded_normal(&[g.n_latent(), g.style_dim()], 5, t.opts.device)?)?;
+    let mut params = OptimizeParams::new("a face with a big nose", LayerId::Convs(3));
+    params.steps = 20;
+    params.progress_every = 20;
+    let start = Instant::now();
+    let parity = optimize(g, guide, &[&latent], &params, &|| false, &mut |_| true)?.remove(0);
+    params.synthesis = v.synthesis;
+    let other = optimize(g, guide, &[&latent], &params, &|| false, &mut |_| true)?.remove(0);
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let cos = clipshape::models::clip::cosine(
+        &parity.x.f_flatten(0, -1)?.f_unsqueeze(0)?,
+        &other.x.f_flatten(0, -1)?.f_unsqueeze(0)?,
+    )?
+    .f_double_value(&[0])?;
+    let sim = |s: &Shift| s.meta.get("clip_sim_after").cloned().unwrap_or_default();
+    let before = parity.meta.get("clip_sim_before").cloned().unwrap_or_default();
+    let op = format!(
+        "agreement [{}] vs fp32, 20 steps: cos(shifts) {cos:.3}, CLIP sim {before} → fp32 {} / {} {}",
+        v.name,
+        sim(&parity),
+        v.name,
+        sim(&other)
+    );
+    t.push(name, 1, &op, ms, None);
+    Ok(())
+}
+
+/// The reference loop's edit step at `size`, one row per batch.
+fn reference_rows(r: &Reference, size: i64, t: &mut Table) -> Result<()> {
+    let device = match t.opts.device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    };
+    let batches: Vec<String> = t.opts.batches.iter().map(i64::to_string).collect();
+    let out = std::process::Command::new(&r.python)
+        .arg(&r.script)
+        .args(["--size", &size.to_string(), "--batches", &batches.join(","), "--device", &device])
+        .output()
+        .map_err(|e| clipshape::error::Error::io(&r.script, e))?;
+    if !out.status.success() {
+        return Err(clipshape::error::Error::Internal(format!(
+            "reference loop {} {} failed: {}",
+            r.python,
+            r.script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    // Machine-readable lines: ROW <batch> <ms per step> <peak MB>.
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let ["ROW", b, ms, mb] = f.as_slice() {
+            let (b, ms, mb) = (b.parse().unwrap_or(0), ms.parse().unwrap_or(f64::NAN), mb.parse().ok());
+            let op = format!("edit step [reference] (gen+CLIP fwd+bwd, Adam), {:.3} steps/s", 1e3 / ms);
+            t.push(&reference_model(size), b, &op, ms, mb);
+        }
+    }
+    Ok(())
+}
+
+fn edit_model(size: i64) -> String {
+    format!("config-f {size}px + ViT-B/32 (random)")
+}
+
+fn reference_model(size: i64) -> String {
+    format!("reference loop (PyTorch eager), {}", edit_model(size))
+}
+
+/// Speed-up of each variant over the reference loop, from the edit rows of one run.
+pub fn ratios(rows: &[Row], sizes: &[i64]) -> String {
+    let mut s = String::from(
+        "| size | batch | variant | ms/step | reference ms/step | speed-up |\n|---:|---:|---|---:|---:|---:|\n",
+    );
+    let variant = |op: &str| op.split_once('[').and_then(|(_, r)| r.split_once(']')).map(|(v, _)| v.to_string());
+    for &size in sizes {
+        for r in rows.iter().filter(|r| r.model == edit_model(size)) {
+            let reference = rows.iter().find(|q| q.model == reference_model(size) && q.batch == r.batch);
+            if let (Some(q), Some(v)) = (reference, variant(&r.op)) {
+                s += &format!("| {size} | {} | {v} | {:.0} | {:.0} | {:.2}× |\n", r.batch, r.ms, q.ms, q.ms / r.ms);
+            }
+        }
+    }
+    s
 }
 
 pub fn run(opts: &BenchOptions) -> Result<Vec<Row>> {
@@ -163,48 +376,176 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Row>> {
     let device = opts.device;
     let golden = opts.golden_dir.as_deref().filter(|d| d.join("stylegan2.pt").exists());
     let vocab = golden.map(|d| d.join("bpe_simple_vocab_16e6.txt.gz"));
-    if let Some(dir) = golden {
-        let g = clipshape::models::load_generator(&dir.join("stylegan2.pt"), device)?.generator;
-        generator_rows("stylegan2 tiny golden 64px", &g, &mut t)?;
-        let guide = ClipGuide::load(
-            &dir.join("clip_jit.pt"),
-            &dir.join("bpe_simple_vocab_16e6.txt.gz"),
-            HeadCounts::default(),
-            device,
-        )?;
-        clip_rows("clip tiny golden", &guide.clip, &mut t)?;
-        edit_rows("tiny golden generator + CLIP", &g, &guide, &mut t)?;
-        let ck = Checkpoint::open(dir.join("e4e.pt"))?;
-        let enc = Encoder4Editing::load_from(&ck, device)?;
-        encoder_rows("e4e tiny golden", &enc, &mut t)?;
-        face_rows(dir, &mut t)?;
-    } else {
-        log::warn!("golden models not found: skipping the tiny-model rows");
+    match golden {
+        Some(dir) if opts.wants(Group::Tiny) => {
+            let g = clipshape::models::load_generator(&dir.join("stylegan2.pt"), device)?.generator;
+            generator_rows("stylegan2 tiny golden 64px", &g, &mut t)?;
+            let guide = ClipGuide::load(
+                &dir.join("clip_jit.pt"),
+                &dir.join("bpe_simple_vocab_16e6.txt.gz"),
+                HeadCounts::default(),
+                device,
+            )?;
+            clip_rows("clip tiny golden", &guide.clip, &mut t)?;
+            for v in &opts.variants {
+                let v = tiny_variant(v, g.config.size);
+                edit_rows("tiny golden generator + CLIP", &g, &guide, &v, &mut t)?;
+                if v.synthesis != Synthesis::default() {
+                    agreement_row("tiny golden generator + CLIP", &g, &guide, &v, &mut t)?;
+                }
+            }
+            let ck = Checkpoint::open(dir.join("e4e.pt"))?;
+            let enc = Encoder4Editing::load_from(&ck, device)?;
+            encoder_rows("e4e tiny golden", &enc, &mut t)?;
+        }
+        Some(_) => {}
+        None => log::warn!("golden models not found: skipping the tiny-model rows"),
     }
-    let random_g = if opts.random_size > 0 {
-        let sd = init::stylegan2(512, 8, &config_f_channels(opts.random_size, 2), 0)?;
-        let g = Generator::load(&Checkpoint::from_tensors("random config-f", sd), "", device)?;
-        generator_rows(&format!("stylegan2 config-f {}px (random)", opts.random_size), &g, &mut t)?;
-        Some(g)
+    if let (Some(dir), true) = (golden, opts.wants(Group::Face)) {
+        face_rows(dir, &mut t)?;
+    }
+    let full_clip = if opts.full && (opts.wants(Group::Models) || opts.wants(Group::Edit)) {
+        let sd = init::clip(&clip::Config::vit_b32(), 0)?;
+        Some(Clip::load(&Checkpoint::from_tensors("random ViT-B/32", sd), "", HeadCounts::default(), device)?)
     } else {
         None
     };
-    if opts.full {
-        let sd = init::clip(&clip::Config::vit_b32(), 0)?;
-        let m = Clip::load(&Checkpoint::from_tensors("random ViT-B/32", sd), "", HeadCounts::default(), device)?;
-        clip_rows("clip ViT-B/32 (random)", &m, &mut t)?;
+    if let (Some(m), true) = (&full_clip, opts.wants(Group::Models)) {
+        clip_rows("clip ViT-B/32 (random)", m, &mut t)?;
         let sd = init::e4e(&e4e::Config::ffhq(), 0)?;
         let enc = Encoder4Editing::load(&Checkpoint::from_tensors("random IR-SE50", sd), "", device)?;
         encoder_rows("e4e IR-SE50 full width (random)", &enc, &mut t)?;
-        match (&random_g, &vocab) {
-            (Some(g), Some(v)) => {
-                let guide = ClipGuide { clip: m, tokenizer: Tokenizer::from_gz_file(v)?, fit: Default::default() };
-                edit_rows(&format!("config-f {}px + ViT-B/32 (random)", opts.random_size), g, &guide, &mut t)?;
+    }
+    let guide = match (full_clip, &vocab) {
+        (Some(clip), Some(v)) => {
+            Some(ClipGuide { clip, tokenizer: Tokenizer::from_gz_file(v)?, fit: Default::default() })
+        }
+        _ => None,
+    };
+    for &size in &opts.random_sizes {
+        if !(opts.wants(Group::Generator) || opts.wants(Group::Edit) && guide.is_some()) {
+            break;
+        }
+        let sd = init::stylegan2(512, 8, &config_f_channels(size, 2), 0)?;
+        let g = Generator::load(&Checkpoint::from_tensors("random config-f", sd), "", device)?;
+        if opts.wants(Group::Generator) {
+            generator_rows(&format!("stylegan2 config-f {size}px (random)"), &g, &mut t)?;
+        }
+        if !opts.wants(Group::Edit) {
+            continue;
+        }
+        match &guide {
+            Some(guide) => {
+                for v in &opts.variants {
+                    edit_rows(&edit_model(size), &g, guide, v, &mut t)?;
+                }
+                drop(g);
+                if let Some(r) = &opts.reference {
+                    reference_rows(r, size, &mut t)?;
+                }
             }
-            _ => log::warn!("edit-step rows need --random-size > 0 and the golden vocab"),
+            None => log::warn!("edit-step rows need --full and the golden vocab"),
         }
     }
+    if let Some(fe) = &opts.full_edit {
+        let vocab =
+            vocab.ok_or_else(|| clipshape::error::Error::arg("golden", "--full-edit needs the golden vocab"))?;
+        full_edit_rows(fe, &vocab, &mut t)?;
+    }
     Ok(t.rows)
+}
+
+/// Each tensor's key, shape, mean and std, for the Python writer of the official files.
+fn spec_entries(prefix: &str, sd: &[(String, Tensor)]) -> Result<Vec<serde_json::Value>> {
+    sd.iter()
+        .map(|(k, t)| {
+            let (mean, std) = if t.numel() > 1 {
+                (t.f_mean(Kind::Float)?.f_double_value(&[])?, t.f_std(false)?.f_double_value(&[])?)
+            } else {
+                (t.f_double_value(&[])?, 0.0)
+            };
+            Ok(serde_json::json!([format!("{prefix}{k}"), t.size(), mean, std]))
+        })
+        .collect()
+}
+
+/// The FFHQ files of a released set, with random weights: e4e (with its 1024 px decoder) and
+/// ViT-B/32. Written once; later runs reuse them (their load time is then "warm").
+fn ensure_full_models(fe: &FullEdit) -> Result<(PathBuf, PathBuf)> {
+    let (e4e_path, clip_path) = (fe.dir.join("e4e_ffhq_encode.pt"), fe.dir.join("ViT-B-32.pt"));
+    if e4e_path.exists() && clip_path.exists() {
+        return Ok((e4e_path, clip_path));
+    }
+    std::fs::create_dir_all(&fe.dir).map_err(|e| clipshape::error::Error::io(&fe.dir, e))?;
+    let mut e4e = spec_entries("encoder.", &init::e4e(&e4e::Config::ffhq(), 0)?)?;
+    e4e.extend(spec_entries("decoder.", &init::stylegan2(512, 8, &config_f_channels(1024, 2), 0)?)?);
+    e4e.push(serde_json::json!(["latent_avg", [18, 512], 0.0, 0.5]));
+    let clip = spec_entries("", &init::clip(&clip::Config::vit_b32(), 0)?)?;
+    let spec = fe.dir.join("spec.json");
+    std::fs::write(&spec, serde_json::json!({ "e4e": e4e, "clip": clip }).to_string())
+        .map_err(|e| clipshape::error::Error::io(&spec, e))?;
+    log::info!("writing full-size random FFHQ files into {} (≈ 1.5 GB, a minute)", fe.dir.display());
+    let status = std::process::Command::new(&fe.python)
+        .arg(&fe.script)
+        .arg(&fe.dir)
+        .status()
+        .map_err(|e| clipshape::error::Error::io(&fe.script, e))?;
+    if !status.success() {
+        return Err(clipshape::error::Error::Internal(format!("{} {} failed", fe.python, fe.script.display())));
+    }
+    Ok((e4e_path, clip_path))
+}
+
+fn full_edit_rows(fe: &FullEdit, vocab: &Path, t: &mut Table) -> Result<()> {
+    use clipshape::context::{Context, ContextParams};
+    use clipshape::edit::encode::ImageView;
+    use clipshape::edit::PixelFormat;
+
+    let (e4e_path, clip_path) = ensure_full_models(fe)?;
+    let mut params = ContextParams::new(&e4e_path);
+    params.clip = Some(clip_path);
+    params.vocab = Some(vocab.to_path_buf());
+    params.device = match t.opts.device {
+        Device::Cuda(i) => clipshape::device::DeviceRequest::Cuda(i),
+        _ => clipshape::device::DeviceRequest::Cpu,
+    };
+    // An FFHQ-sized face: the golden photo's aligned 1024² crop when at hand, else grey.
+    let face = t.opts.golden_dir.as_deref().map(|d| d.join("face/astronaut_face0_aligned1024.png"));
+    let rgb = match face.as_deref().map(image::open) {
+        Some(Ok(img)) => img.to_rgb8(),
+        _ => image::RgbImage::from_pixel(1024, 1024, image::Rgb([128, 128, 128])),
+    };
+    let model = "FFHQ edit from files (e4e + ViT-B/32, random)";
+    for variant in t.opts.variants.clone() {
+        peak::reset();
+        let t0 = Instant::now();
+        let mut ctx = Context::new(&params)?;
+        let load = t0.elapsed().as_secs_f64() * 1e3;
+        let t1 = Instant::now();
+        let latent = ctx.encode(&ImageView::packed(rgb.as_raw(), rgb.width(), rgb.height(), PixelFormat::Rgb8)?)?;
+        ctx.encoder = None; // as `clipshape edit` does
+        let encode = t1.elapsed().as_secs_f64() * 1e3;
+        let mut op = OptimizeParams::new("face with big nose", ctx.default_layer());
+        op.steps = fe.steps;
+        op.progress_every = fe.steps;
+        op.synthesis = variant.synthesis;
+        let t2 = Instant::now();
+        let shifts = ctx.optimize(&[&latent], &op, &mut |_| true)?;
+        let optimise = t2.elapsed().as_secs_f64() * 1e3;
+        let t3 = Instant::now();
+        let ks = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0];
+        let _images = render(&ctx.generator, &latent, &[(&shifts[0], 1.0)], &ks, 1)?;
+        let rendered = t3.elapsed().as_secs_f64() * 1e3;
+        let total = t0.elapsed().as_secs_f64() * 1e3;
+        let peak = peak::read_mb();
+        let v = &variant.name;
+        t.push(model, 1, &format!("[{v}] load the files"), load, None);
+        t.push(model, 1, &format!("[{v}] encode"), encode, None);
+        t.push(model, 1, &format!("[{v}] {} steps, per step", fe.steps), optimise / fe.steps as f64, None);
+        t.push(model, 1, &format!("[{v}] render 7 strengths"), rendered, None);
+        t.push(model, 1, &format!("[{v}] whole edit, {:.1} min", total / 60e3), total, peak);
+    }
+    Ok(())
 }
 
 /// Finding and aligning the face of a 4000×3000 photo (the astronaut scaled ×5 into a mirrored
@@ -247,10 +588,12 @@ fn encoder_rows(name: &str, enc: &Encoder4Editing, t: &mut Table) -> Result<()> 
 
 /// A markdown table, ready for BENCHMARKS.md.
 pub fn table(rows: &[Row]) -> String {
-    let mut s = String::from("| model | device | batch | op | ms | ms/image |\n|---|---|---:|---|---:|---:|\n");
+    let mut s =
+        String::from("| model | device | batch | op | ms | ms/image | peak MB |\n|---|---|---:|---|---:|---:|---:|\n");
     for r in rows {
+        let peak = r.peak_mb.map_or_else(|| "–".to_string(), |m| format!("{m:.0}"));
         s += &format!(
-            "| {} | {} | {} | {} | {:.2} | {:.2} |\n",
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {peak} |\n",
             r.model,
             r.device,
             r.batch,

@@ -10,7 +10,7 @@ mod sheet;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 
 use clipshape::context::{Context, ContextParams};
@@ -21,6 +21,7 @@ use clipshape::edit::photo::Paste;
 use clipshape::edit::render::{image_file_kind, save_image, save_png};
 use clipshape::edit::{self, Latent, PixelFormat, Shift};
 use clipshape::models::clip::HeadCounts;
+use clipshape::models::stylegan2::Synthesis;
 use clipshape::store::ModelStore;
 use files::{load_rgba, OutputDir};
 use models::ModelsCommand;
@@ -121,6 +122,19 @@ struct EditOptions {
     /// Cut prompts longer than 77 tokens instead of refusing them
     #[arg(long)]
     truncate: bool,
+    /// Optimise on the generator's output stopped at this side (px, a power of two), e.g. 256:
+    /// several times faster on a CPU, an approximate objective; the results are full size
+    #[arg(long)]
+    optimize_size: Option<i64>,
+    /// Run the generator's wide layers in bfloat16 while optimising (CPUs with avx512_bf16/AMX)
+    #[arg(long)]
+    bf16: bool,
+}
+
+impl EditOptions {
+    fn synthesis(&self) -> Synthesis {
+        Synthesis { stop_at: self.optimize_size, bf16_min_channels: self.bf16.then_some(Synthesis::BF16_MIN_CHANNELS) }
+    }
 }
 
 // Parsed once per process: the size of its largest variant does not matter.
@@ -256,26 +270,41 @@ enum Command {
     /// Model files: list, fetch, verify, path, add
     #[command(subcommand)]
     Models(ModelsCommand),
-    /// Time the models: prints a markdown table
+    /// Time the models: prints a markdown table (peak memory per row on Linux)
     Bench {
         /// Batch sizes, comma-separated
         #[arg(long, default_value = "1,8")]
         batches: String,
         #[arg(long, default_value_t = 5)]
         iters: usize,
-        /// Side of the randomly initialised config-f generator (0 = skip)
-        #[arg(long, default_value_t = 256)]
-        random_size: i64,
-        /// Also time full-size ViT-B/32 and IR-SE50 (random weights) and an edit step
+        /// Sides of the randomly initialised config-f generators, comma-separated (e.g. 256,1024)
+        #[arg(long, default_value = "256")]
+        random_size: String,
+        /// Also time full-size ViT-B/32 and IR-SE50 (random weights) and edit steps
         #[arg(long)]
         full: bool,
+        /// Only these row groups: tiny, generator, models, face, edit (comma-separated)
+        #[arg(long)]
+        only: Option<String>,
+        /// Ways of running the edit step, compared in one run: fp32 (the parity path), bf16,
+        /// sizeN (optimise at N px), combined with + (e.g. fp32,size256+bf16)
+        #[arg(long, default_value = "fp32")]
+        variants: String,
         /// Directory of the tiny golden models (default: ../shared/golden in a checkout)
         #[arg(long)]
         golden: Option<PathBuf>,
-        /// Append the reference PyTorch loop's edit step (benches/reference_loop.py, run by
-        /// $CLIPSHAPE_PYTHON or python3 with torch) at the same size and batches
+        /// Also run the reference PyTorch loop's edit step (benches/reference_loop.py, run by
+        /// $CLIPSHAPE_PYTHON or python3 with torch) at each size and batch, and print the
+        /// speed-up of each variant over it
         #[arg(long)]
         reference: bool,
+        /// Also time a complete FFHQ edit (load, encode, steps, render 7) per variant, from
+        /// full-size random files in the official formats, made in DIR when missing (1.5 GB)
+        #[arg(long, value_name = "DIR")]
+        full_edit: Option<PathBuf>,
+        /// Optimisation steps of --full-edit
+        #[arg(long, default_value_t = 100)]
+        full_edit_steps: usize,
     },
 }
 
@@ -462,30 +491,6 @@ fn progress_bar(total: usize) -> indicatif::ProgressBar {
     bar
 }
 
-/// The reference loop's rows (same table format), from the Python script beside the crate.
-fn reference_rows(opts: &bench::BenchOptions) -> Result<String> {
-    let script = std::env::var_os("CLIPSHAPE_REFERENCE_SCRIPT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/reference_loop.py"));
-    let python = std::env::var("CLIPSHAPE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let device = match opts.device {
-        tch::Device::Cuda(i) => format!("cuda:{i}"),
-        _ => "cpu".into(),
-    };
-    let batches: Vec<String> = opts.batches.iter().map(i64::to_string).collect();
-    let size = if opts.random_size > 0 { opts.random_size } else { 256 };
-    let out = std::process::Command::new(&python)
-        .arg(&script)
-        .args(["--size", &size.to_string(), "--batches", &batches.join(","), "--device", &device])
-        .output()
-        .with_context(|| format!("running {python} {}", script.display()))?;
-    if !out.status.success() {
-        bail!("reference loop {} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.lines().filter(|l| l.starts_with('|')).map(|l| format!("{l}\n")).collect())
-}
-
 fn run(cli: &Cli) -> Result<()> {
     // Before any work: a thread count libtorch would choke on is refused at once.
     clipshape::device::set_threads(cli.threads)?;
@@ -605,9 +610,11 @@ fn run(cli: &Cli) -> Result<()> {
                 "latent" => Method::Latent,
                 m => bail!("--method: `{m}` is not shift or latent"),
             };
-            let ctx = model_context(cli, model, files, true, photo.as_ref().map(|_| photo_opts))?;
+            let mut ctx = model_context(cli, model, files, true, photo.as_ref().map(|_| photo_opts))?;
             let job = photo.as_deref().map(|p| PhotoJob::prepare(&ctx, p, photo_opts)).transpose()?;
             let (latent, input_rgb, iw, ih) = input_latent(&ctx, job.as_ref(), *seed, *truncation)?;
+            // The encoder (1.1 GB for FFHQ) has done its part; the steps need the memory.
+            ctx.encoder = None;
             let params = OptimizeParams {
                 prompts: vec![prompt.clone()],
                 neutral: opts.neutral.clone(),
@@ -626,6 +633,7 @@ fn run(cli: &Cli) -> Result<()> {
                 init_scale: opts.init_scale,
                 truncate: opts.truncate,
                 progress_every: 1,
+                synthesis: opts.synthesis(),
             };
             let bar = progress_bar(params.steps);
             let mut on_step = |p: &Progress| {
@@ -673,10 +681,67 @@ fn run(cli: &Cli) -> Result<()> {
             emit(&format!("{}\n", out.display()));
         }
         Command::Models(cmd) => models::run_cli(cmd.clone())?,
-        Command::Bench { batches, iters, random_size, full, golden, reference } => {
+        Command::Bench {
+            batches,
+            iters,
+            random_size,
+            full,
+            only,
+            variants,
+            golden,
+            reference,
+            full_edit,
+            full_edit_steps,
+        } => {
             let batches = parse_list(batches, "--batches")?.into_iter().map(|b| b as i64).collect::<Vec<_>>();
             if batches.iter().any(|&b| b < 1) {
                 bail!("--batches: every batch size must be at least 1");
+            }
+            let random_sizes =
+                parse_list(random_size, "--random-size")?.into_iter().map(|s| s as i64).collect::<Vec<_>>();
+            if let Some(s) = random_sizes.iter().find(|&&s| s < 8 || !(s as u64).is_power_of_two()) {
+                bail!("--random-size: {s} is not a power of two ≥ 8");
+            }
+            let parse_each = |list: &str, flag: &str| -> Result<Vec<String>> {
+                let items: Vec<String> =
+                    list.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect();
+                if items.is_empty() {
+                    bail!("{flag}: give at least one value");
+                }
+                Ok(items)
+            };
+            let only = match only {
+                Some(list) => Some(
+                    parse_each(list, "--only")?
+                        .iter()
+                        .map(|g| g.parse::<bench::Group>().map_err(|e| anyhow!("--only: {e}")))
+                        .collect::<Result<Vec<_>>>()?,
+                ),
+                None => None,
+            };
+            let variants = parse_each(variants, "--variants")?
+                .iter()
+                .map(|v| v.parse::<bench::Variant>().map_err(|e| anyhow!("--variants: {e}")))
+                .collect::<Result<Vec<_>>>()?;
+            let python = std::env::var("CLIPSHAPE_PYTHON").unwrap_or_else(|_| "python3".into());
+            let benches = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches");
+            let reference = reference.then(|| bench::Reference {
+                python: python.clone(),
+                script: std::env::var_os("CLIPSHAPE_REFERENCE_SCRIPT")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| benches.join("reference_loop.py")),
+            });
+            if *full_edit_steps == 0 {
+                bail!("--full-edit-steps must be at least 1");
+            }
+            let full_edit = full_edit.as_ref().map(|dir| bench::FullEdit {
+                dir: dir.clone(),
+                steps: *full_edit_steps,
+                python: python.clone(),
+                script: benches.join("make_full_models.py"),
+            });
+            if reference.is_some() && !*full {
+                bail!("--reference compares edit steps, which need --full (ViT-B/32)");
             }
             let device = device(cli)?.resolve()?;
             clipshape::device::set_threads(cli.threads)?;
@@ -685,13 +750,18 @@ fn run(cli: &Cli) -> Result<()> {
                 iters: *iters,
                 batches,
                 golden_dir: Some(golden.clone().unwrap_or_else(bench::golden_dir)),
-                random_size: *random_size,
+                random_sizes,
                 full: *full,
+                only,
+                variants,
+                reference,
+                full_edit,
             };
             let rows = bench::run(&opts)?;
             let mut table = bench::table(&rows);
-            if *reference {
-                table += &reference_rows(&opts)?;
+            if opts.reference.is_some() {
+                table += "\n";
+                table += &bench::ratios(&rows, &opts.random_sizes);
             }
             emit(&table);
         }

@@ -345,6 +345,8 @@ class cs_optimize_params(Structure):
         ("progress", cs_progress_fn),
         ("progress_user", c_void_p),
         ("init_scale", c_float),
+        ("optimize_size", c_uint32),
+        ("bf16", c_int32),
     ]
 
 
@@ -1034,7 +1036,8 @@ class Context(_Handle):
         return latent, (pictures[0] if pictures else None)
 
     def _optimize_params(self, keep, layer, steps, lambda1, lambda2, lr, strength, seed,
-                         neutral, method, latent_l2, truncate_prompt, progress_every):
+                         neutral, method, latent_l2, truncate_prompt, progress_every,
+                         optimize_size=0, bf16=False):
         p = _init(self._lib.cs_optimize_params_init, cs_optimize_params)
 
         def s(value, what):
@@ -1061,6 +1064,8 @@ class Context(_Handle):
         p.seed = _int(seed, "seed", *UINT64)
         p.truncate_prompt = 1 if truncate_prompt else 0
         p.progress_every = _int(progress_every, "progress_every", 1, INT32[1])
+        p.optimize_size = _int(optimize_size or 0, "optimize_size", 0, 2 ** 31 - 1)
+        p.bf16 = 1 if bf16 else 0
         return p
 
     def _progress_box(self, progress):
@@ -1071,10 +1076,14 @@ class Context(_Handle):
 
     def optimize(self, latent, prompt, layer=None, steps=100, lambda1=None, lambda2=None,
                  lr=None, strength=None, seed=0, neutral=None, method="shift", latent_l2=None,
-                 truncate_prompt=False, progress=None, progress_every=1):
+                 truncate_prompt=False, progress=None, progress_every=1, optimize_size=0,
+                 bf16=False):
         """Learns a shift moving ``latent``'s picture toward ``prompt`` → Shift.
 
         None keeps the library's default (layer: the model set's; lambda2: the set's).
+        ``optimize_size`` (e.g. 256) optimises on the generator's output stopped at that side
+        (faster on a CPU; the results are still full size); ``bf16`` runs the generator's wide
+        layers in bfloat16 while optimising.
         ``progress(Progress(step, total, loss, clip_sim))``: return False or raise to stop
         (a raised exception is re-raised here; False raises CancelledError).
         """
@@ -1083,7 +1092,8 @@ class Context(_Handle):
                                        "\"face with big nose\"")
         keep = []
         p = self._optimize_params(keep, layer, steps, lambda1, lambda2, lr, strength, seed,
-                                  neutral, method, latent_l2, truncate_prompt, progress_every)
+                                  neutral, method, latent_l2, truncate_prompt, progress_every,
+                                  optimize_size, bf16)
         p.prompt = _cstr(prompt, "prompt")
         keep.append(p.prompt)
         box = self._progress_box(progress)
@@ -1116,7 +1126,8 @@ class Context(_Handle):
                                   kw.pop("lr", None), kw.pop("strength", None), kw.pop("seed", 0),
                                   kw.pop("neutral", None), kw.pop("method", "shift"),
                                   kw.pop("latent_l2", None), kw.pop("truncate_prompt", False),
-                                  kw.pop("progress_every", 1))
+                                  kw.pop("progress_every", 1), kw.pop("optimize_size", 0),
+                                  kw.pop("bf16", False))
         if kw:
             raise TypeError("unexpected arguments: %s" % ", ".join(kw))
         box = self._progress_box(progress)

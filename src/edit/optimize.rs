@@ -26,7 +26,7 @@ use crate::edit::{Latent, Shift};
 use crate::error::{Error, Result};
 use crate::models::clip::normalize;
 use crate::models::init::seeded_normal;
-use crate::models::stylegan2::{Generator, LayerId};
+use crate::models::stylegan2::{Generator, LayerId, Synthesis};
 
 pub const DEFAULT_LAMBDA1: f64 = 10.0;
 /// Used when neither the caller nor the model set gives one (the method's range is 0.01–0.1).
@@ -68,6 +68,9 @@ pub struct OptimizeParams {
     pub truncate: bool,
     /// Read the loss back (a device sync) every this many steps for the progress callback.
     pub progress_every: usize,
+    /// How the generator runs inside the loop (lower resolution, bf16). The similarities
+    /// reported before and after are always of full-resolution fp32 renders.
+    pub synthesis: Synthesis,
 }
 
 impl OptimizeParams {
@@ -87,6 +90,7 @@ impl OptimizeParams {
             init_scale: 0.0,
             truncate: false,
             progress_every: 1,
+            synthesis: Synthesis::default(),
         }
     }
 
@@ -170,7 +174,10 @@ impl Setup {
             .f_contiguous()?;
         let prompts: Vec<&str> = params.prompts.iter().map(String::as_str).collect();
         let text = guide.text_features(&prompts, params.truncate)?.f_expand([nb, -1], false)?;
-        let original = tch::no_grad(|| guide.image_features(&guide.generator_input(&g.synthesis(&w0, &[])?)?))?;
+        let features_of = |opts: &Synthesis| {
+            tch::no_grad(|| guide.image_features(&guide.generator_input(&g.synthesis_with(&w0, &[], opts)?)?))
+        };
+        let original = features_of(&params.synthesis)?;
         let direction = match &params.neutral {
             Some(neutral) => {
                 let nf = guide.text_features(&[neutral.as_str()], params.truncate)?;
@@ -178,7 +185,11 @@ impl Setup {
             }
             None => None,
         };
-        let sim_before = similarities(&original, &text)?;
+        let sim_before = if params.synthesis == Synthesis::default() {
+            similarities(&original, &text)?
+        } else {
+            similarities(&features_of(&Synthesis::default())?, &text)?
+        };
         Ok(Setup { target, w0, text, original, direction, sim_before })
     }
 
@@ -218,13 +229,13 @@ impl Setup {
         match self.target {
             Target::Layer(l) => {
                 let delta = var.f_mul_scalar(params.strength)?;
-                let img = g.synthesis(&self.w0, &[(l, &delta)])?;
+                let img = g.synthesis_with(&self.w0, &[(l, &delta)], &params.synthesis)?;
                 // ‖x‖₂ per sample; the epsilon keeps the gradient finite at x = 0.
                 let norm = sum_per_sample(&var.f_square()?)?.f_add_scalar(1e-12)?.f_sqrt()?;
                 Ok((img, norm.f_mul_scalar(params.lambda2)?))
             }
             Target::WPlus => {
-                let img = g.synthesis(var, &[])?;
+                let img = g.synthesis_with(var, &[], &params.synthesis)?;
                 let d2 = sum_per_sample(&var.f_sub(&self.w0)?.f_square()?)?;
                 Ok((img, d2.f_mul_scalar(params.latent_l2)?))
             }
@@ -252,6 +263,15 @@ pub fn optimize(
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<Vec<Shift>> {
     params.validate()?;
+    let stop = g.output_size(params.synthesis.stop_at)?;
+    if let (Method::Shift, true) = (params.method, params.layer.resolution() > stop) {
+        return Err(Error::arg(
+            "optimize_size",
+            format!("{stop} px is below the {} px that `{}` works at", params.layer.resolution(), params.layer),
+        ));
+    }
+    // Each step frees and reallocates the same large activations: keep them on the heap.
+    let _heap = (g.device() == tch::Device::Cpu).then(crate::memory::HeapReuse::new);
     let setup = Setup::new(g, guide, latents, params)?;
     let vs = nn::VarStore::new(g.device());
     let var = vs.root().f_var_copy("x", &setup.initial(g, params)?)?;
@@ -297,6 +317,7 @@ pub fn optimize(
             final_loss: last.loss,
             clip_sim_before,
             clip_sim_after,
+            synthesis: params.synthesis,
         };
         shifts.push(Shift {
             target: setup.target,
@@ -367,6 +388,7 @@ pub struct ShiftMeta {
     pub final_loss: f32,
     pub clip_sim_before: f64,
     pub clip_sim_after: f64,
+    pub synthesis: Synthesis,
 }
 
 impl ShiftMeta {
@@ -398,6 +420,12 @@ impl ShiftMeta {
         .collect();
         if let Some(n) = &self.neutral {
             meta.insert("neutral".into(), n.clone());
+        }
+        if let Some(s) = self.synthesis.stop_at {
+            meta.insert("optimize_size".into(), s.to_string());
+        }
+        if let Some(c) = self.synthesis.bf16_min_channels {
+            meta.insert("bf16_min_channels".into(), c.to_string());
         }
         meta
     }

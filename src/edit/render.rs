@@ -59,6 +59,7 @@ pub fn render(
     let device = g.device();
     let max_batch = max_batch.max(1);
     let mut images = Vec::new();
+    let _heap = (device == tch::Device::Cpu).then(crate::memory::HeapReuse::new);
     tch::no_grad(|| -> Result<()> {
         for chunk in strengths.chunks(max_batch) {
             let b = chunk.len() as i64;

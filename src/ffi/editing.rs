@@ -428,6 +428,12 @@ pub struct cs_optimize_params {
     /// Std of a random initial shift relative to the layer weight's (0 = start unedited);
     /// `seed` picks the draw.
     pub init_scale: f32,
+    /// Optimise on the generator's output stopped at this side (a power of two; 0 = the full
+    /// size): much faster on a CPU, a different (approximate) objective. Renders stay full size.
+    pub optimize_size: u32,
+    /// Nonzero: the generator's wide layers run in bfloat16 inside the loop (CPUs with
+    /// avx512_bf16 / AMX). 0 = fp32, the parity path.
+    pub bf16: i32,
 }
 
 /// Fills `*params` with the defaults (100 steps, lr 0.01, λ1 10, the domain's λ2 and layer,
@@ -453,13 +459,21 @@ pub unsafe extern "C" fn cs_optimize_params_init(params: *mut cs_optimize_params
             progress: None,
             progress_user: std::ptr::null_mut(),
             init_scale: 0.0,
+            optimize_size: 0,
+            bf16: 0,
         };
         Ok(())
     })
 }
 
 unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<String>) -> Result<OptimizeParams> {
-    check_struct_size(p.struct_size, std::mem::size_of::<cs_optimize_params>(), "params")?;
+    // Callers built against 0.2 pass the struct without `optimize_size` and `bf16`.
+    check_struct_size(p.struct_size, std::mem::offset_of!(cs_optimize_params, optimize_size), "params")?;
+    let (optimize_size, bf16) = if p.struct_size as usize >= std::mem::size_of::<cs_optimize_params>() {
+        (p.optimize_size, p.bf16)
+    } else {
+        (0, 0)
+    };
     let method = match p.method {
         m if m == cs_method::Shift as i32 => Method::Shift,
         m if m == cs_method::Latent as i32 => Method::Latent,
@@ -490,6 +504,10 @@ unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<St
         init_scale: p.init_scale as f64,
         truncate: p.truncate_prompt != 0,
         progress_every: p.progress_every.max(1) as usize,
+        synthesis: Synthesis {
+            stop_at: (optimize_size > 0).then_some(optimize_size as i64),
+            bf16_min_channels: (bf16 != 0).then_some(Synthesis::BF16_MIN_CHANNELS),
+        },
     })
 }
 

@@ -14,7 +14,8 @@ pub(super) fn model_store(dir: *const c_char) -> Result<ModelStore> {
     } else {
         // SAFETY: non-null, a NUL-terminated string from the caller.
         let d = unsafe { str_arg(dir, "models_dir")? };
-        Ok(ModelStore::new(d, Manifest::builtin()?))
+        // The caller's folder, with the manifest and mirror the environment names (as without one).
+        Ok(ModelStore::at(d)?)
     }
 }
 

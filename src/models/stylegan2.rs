@@ -272,7 +272,7 @@ impl ModulatedConv2d {
     }
 
     /// `delta`, when given, is added to the raw weight: shape (1 or B, out, in, k, k).
-    fn forward(&self, x: &Tensor, style: &Tensor, delta: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, style: &Tensor, delta: Option<&Tensor>, opts: &Synthesis) -> Result<Tensor> {
         let (b, _, h, w) = x.size4()?;
         let (cin, cout, k) = (self.in_channel, self.out_channel, self.kernel_size);
         let style = self.modulation.forward(style)?.f_view([b, 1, cin, 1, 1])?;
@@ -290,16 +290,22 @@ impl ModulatedConv2d {
             weight = weight.f_mul(&demod.f_view([b, cout, 1, 1, 1])?)?;
         }
         // Per-sample weights become one grouped conv over the batch folded into channels.
-        let input = x.f_reshape([1, b * cin, h, w])?;
+        let mut input = x.f_reshape([1, b * cin, h, w])?;
+        let low = opts.bf16_for(cin);
+        if low {
+            input = input.f_to_kind(Kind::BFloat16)?;
+            weight = weight.f_to_kind(Kind::BFloat16)?;
+        }
+        let back = |t: Tensor| if low { t.f_to_kind(Kind::Float) } else { Ok(t) };
         if let Some(blur) = &self.blur {
             let weight = weight.f_transpose(1, 2)?.f_reshape([b * cin, cout, k, k])?;
-            let out = input.f_conv_transpose2d(&weight, None::<Tensor>, [2, 2], [0, 0], [0, 0], b, [1, 1])?;
+            let out = back(input.f_conv_transpose2d(&weight, None::<Tensor>, [2, 2], [0, 0], [0, 0], b, [1, 1])?)?;
             let (_, _, oh, ow) = out.size4()?;
             blur.forward(&out.f_view([b, cout, oh, ow])?)
         } else {
             let weight = weight.f_reshape([b * cout, cin, k, k])?;
             let pad = k / 2;
-            let out = input.f_conv2d(&weight, None::<Tensor>, [1, 1], [pad, pad], [1, 1], b)?;
+            let out = back(input.f_conv2d(&weight, None::<Tensor>, [1, 1], [pad, pad], [1, 1], b)?)?;
             Ok(out.f_view([b, cout, h, w])?)
         }
     }
@@ -321,8 +327,15 @@ impl StyledConv {
         })
     }
 
-    fn forward(&self, x: &Tensor, style: &Tensor, noise: &Tensor, delta: Option<&Tensor>) -> Result<Tensor> {
-        let out = self.conv.forward(x, style, delta)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        style: &Tensor,
+        noise: &Tensor,
+        delta: Option<&Tensor>,
+        opts: &Synthesis,
+    ) -> Result<Tensor> {
+        let out = self.conv.forward(x, style, delta, opts)?;
         let out = out.f_add(&noise.f_mul(&self.noise_weight)?)?;
         fused_leaky_relu(&out, &self.activate_bias)
     }
@@ -352,8 +365,15 @@ impl ToRgb {
         })
     }
 
-    fn forward(&self, x: &Tensor, style: &Tensor, skip: Option<&Tensor>, delta: Option<&Tensor>) -> Result<Tensor> {
-        let out = self.conv.forward(x, style, delta)?.f_add(&self.bias)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        style: &Tensor,
+        skip: Option<&Tensor>,
+        delta: Option<&Tensor>,
+        opts: &Synthesis,
+    ) -> Result<Tensor> {
+        let out = self.conv.forward(x, style, delta, opts)?.f_add(&self.bias)?;
         match (skip, &self.upsample) {
             (Some(s), Some(up)) => Ok(out.f_add(&up.forward(s)?)?),
             (Some(s), None) => Ok(out.f_add(s)?),
@@ -364,6 +384,29 @@ impl ToRgb {
 
 /// Raw-weight deltas for one forward pass: at most one tensor per layer, (1 or B, out, in, k, k).
 pub type LayerDeltas<'a> = [(LayerId, &'a Tensor)];
+
+/// How a synthesis pass is computed. The default is the parity path: fp32, every block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Synthesis {
+    /// Stop after the block of this side (px) and return its skip output, a valid RGB image at
+    /// that size (StyleGAN2's skip architecture sums an RGB output at every resolution). None
+    /// or a side ≥ the generator's = the full image.
+    pub stop_at: Option<i64>,
+    /// Run the convs of layers with at least this many input channels in bfloat16 (inputs
+    /// and modulated weights cast, outputs back to fp32). Pays on CPUs with avx512_bf16 /
+    /// AMX, for the wide low-resolution layers only (BENCHMARKS.md, "bf16").
+    pub bf16_min_channels: Option<i64>,
+}
+
+impl Synthesis {
+    /// Where bf16 starts paying on this project's CPU: the 256- and 512-channel layers
+    /// (≤ 64 px in config-f); the 32–128-channel high-resolution ones are memory-bound.
+    pub const BF16_MIN_CHANNELS: i64 = 256;
+
+    fn bf16_for(&self, in_channels: i64) -> bool {
+        self.bf16_min_channels.is_some_and(|m| in_channels >= m)
+    }
+}
 
 /// `Generator` (rosinality), frozen.
 pub struct Generator {
@@ -490,8 +533,14 @@ impl Generator {
     }
 
     /// Synthesis from W+ (B, n_latent, D) with the stored noise buffers, raw weights shifted by
-    /// `deltas`. Output (B, 3, size, size), roughly in [-1, 1].
+    /// `deltas`. Output (B, 3, size, size), roughly in [-1, 1]. The parity path.
     pub fn synthesis(&self, latent: &Tensor, deltas: &LayerDeltas) -> Result<Tensor> {
+        self.synthesis_with(latent, deltas, &Synthesis::default())
+    }
+
+    /// [`Self::synthesis`] computed as `opts` says: possibly stopped at a lower resolution
+    /// (output (B, 3, s, s)), possibly partly in bf16.
+    pub fn synthesis_with(&self, latent: &Tensor, deltas: &LayerDeltas, opts: &Synthesis) -> Result<Tensor> {
         let (b, n, d) = latent.size3()?;
         if n != self.n_latent() || d != self.style_dim() {
             return Err(Error::arg(
@@ -503,6 +552,7 @@ impl Generator {
                 ),
             ));
         }
+        let stop = self.output_size(opts.stop_at)?;
         for (id, delta) in deltas {
             let w = self.layer_weight(*id)?.size();
             let s = delta.size();
@@ -512,22 +562,47 @@ impl Generator {
                     format!("delta for `{id}` has shape {s:?}, layer weight is {w:?} (batch {b})"),
                 ));
             }
+            if id.resolution() > stop {
+                return Err(Error::arg(
+                    "shift",
+                    format!("`{id}` works at {} px, above the {stop} px this synthesis stops at", id.resolution()),
+                ));
+            }
         }
         let delta = |id: LayerId| deltas.iter().find(|(l, _)| *l == id).map(|(_, t)| *t);
         let style = |i: i64| latent.f_select(1, i);
 
         let mut out = self.input.f_repeat([b, 1, 1, 1])?;
-        out = self.conv1.forward(&out, &style(0)?, &self.noises[0], delta(LayerId::Conv1))?;
-        let mut skip = self.to_rgb1.forward(&out, &style(1)?, None, delta(LayerId::ToRgb1))?;
+        out = self.conv1.forward(&out, &style(0)?, &self.noises[0], delta(LayerId::Conv1), opts)?;
+        let mut skip = self.to_rgb1.forward(&out, &style(1)?, None, delta(LayerId::ToRgb1), opts)?;
         let mut i = 1;
         for (j, to_rgb) in self.to_rgbs.iter().enumerate() {
+            if 8 << j > stop {
+                break;
+            }
             let (c0, c1) = (2 * j, 2 * j + 1);
-            out = self.convs[c0].forward(&out, &style(i)?, &self.noises[c0 + 1], delta(LayerId::Convs(c0)))?;
-            out = self.convs[c1].forward(&out, &style(i + 1)?, &self.noises[c1 + 1], delta(LayerId::Convs(c1)))?;
-            skip = to_rgb.forward(&out, &style(i + 2)?, Some(&skip), delta(LayerId::ToRgbs(j)))?;
+            let (n0, n1) = (&self.noises[c0 + 1], &self.noises[c1 + 1]);
+            out = self.convs[c0].forward(&out, &style(i)?, n0, delta(LayerId::Convs(c0)), opts)?;
+            out = self.convs[c1].forward(&out, &style(i + 1)?, n1, delta(LayerId::Convs(c1)), opts)?;
+            skip = to_rgb.forward(&out, &style(i + 2)?, Some(&skip), delta(LayerId::ToRgbs(j)), opts)?;
             i += 2;
         }
         Ok(skip)
+    }
+
+    /// The side a synthesis stopped at `stop_at` returns: a power of two from 8 px to the
+    /// generator's size (larger requests give the full size).
+    pub fn output_size(&self, stop_at: Option<i64>) -> Result<i64> {
+        let size = self.config.size;
+        match stop_at {
+            None => Ok(size),
+            Some(s) if s >= size => Ok(size),
+            Some(s) if s >= 8 && (s as u64).is_power_of_two() => Ok(s),
+            Some(s) => Err(Error::arg(
+                "optimize_size",
+                format!("{s} px is not a power of two from 8 to the generator's {size} px"),
+            )),
+        }
     }
 
     /// W → W+ by repetition, with truncation toward `mean` when `truncation < 1`.

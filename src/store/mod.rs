@@ -307,6 +307,16 @@ impl ModelStore {
     /// [`ModelStore::from_env`] with an injected environment.
     pub fn from_env_with(env: impl Fn(&str) -> Option<OsString>) -> Result<Self> {
         let root = default_root_with(&env)?;
+        Self::at_with(root, env)
+    }
+
+    /// A store at `root` (a folder the user chose), with the manifest and mirror of the
+    /// environment as [`ModelStore::from_env`] reads them.
+    pub fn at(root: impl Into<PathBuf>) -> Result<Self> {
+        Self::at_with(root.into(), |k| std::env::var_os(k))
+    }
+
+    fn at_with(root: PathBuf, env: impl Fn(&str) -> Option<OsString>) -> Result<Self> {
         let manifest = match env(ENV_MANIFEST).filter(|v| !v.is_empty()) {
             Some(path) => Manifest::load(Path::new(&path))?,
             None => Manifest::builtin()?,

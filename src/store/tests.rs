@@ -691,6 +691,12 @@ fn default_root_follows_the_environment() {
             .expect("store");
     assert_eq!(store.urls_for("ViT-B-32.pt"), ["http://127.0.0.1:1/base/ViT-B-32.pt"]);
     assert_eq!(store.root(), Path::new("/h/.local/share/clipshape/models"));
+    // A folder the user chose keeps the environment's mirror (and manifest).
+    let chosen =
+        ModelStore::at_with(PathBuf::from("/chosen"), env(&[("CLIPSHAPE_MODELS_MIRROR", "http://127.0.0.1:1/m")]))
+            .expect("store");
+    assert_eq!(chosen.root(), Path::new("/chosen"));
+    assert_eq!(chosen.urls_for("ViT-B-32.pt"), ["http://127.0.0.1:1/m/ViT-B-32.pt"]);
 }
 
 #[test]

@@ -203,6 +203,45 @@ def test_pixel_buffers_and_strides(ctx, cs):
 
 
 @needs_models
+def test_optimize_at_a_lower_size_and_in_bf16_through_the_abi(ctx, cs):
+    w, h = 32, 32
+    latent, _ = ctx.encode(pattern(w, h), w, h, 0, "RGBA8", recon=False)
+    shift = ctx.optimize(latent, "face with big nose", steps=2, optimize_size=32, bf16=True)
+    assert shift.meta("optimize_size") == "32" and shift.meta("bf16_min_channels") == "256"
+    plain = ctx.optimize(latent, "face with big nose", steps=2)
+    assert plain.meta("optimize_size") is None and plain.to_floats() != shift.to_floats()
+    for bad in (48, 8):  # not a power of two; below the 16 px that convs.3 works at
+        with pytest.raises(cs.InvalidArgumentError, match="optimize_size"):
+            ctx.optimize(latent, "x", steps=1, optimize_size=bad)
+    with pytest.raises(cs.InvalidArgumentError, match="optimize_size"):
+        ctx.optimize(latent, "x", steps=1, optimize_size=-1)
+
+
+@needs_models
+def test_optimize_params_of_an_older_binding_still_work(ctx, cs):
+    """A 0.2 caller's struct ends before optimize_size: accepted, as the fp32 full-size loop."""
+    import ctypes
+    w, h = 32, 32
+    latent, _ = ctx.encode(pattern(w, h), w, h, 0, "RGBA8", recon=False)
+
+    def run(struct_size):
+        p = ctx._optimize_params([], None, 1, None, None, None, None, 0, None, "shift", None,
+                                 False, 1, optimize_size=48)  # would be refused if read
+        p.prompt = b"a face"
+        p.struct_size = struct_size
+        out = ctypes.POINTER(cs.cs_shift)()
+        cs._call(ctx._lib.cs_optimize, ctx.ptr, latent.ptr, ctypes.byref(p), ctypes.byref(out))
+        return cs.Shift(out)
+
+    old = cs.cs_optimize_params.optimize_size.offset
+    assert run(old).meta("optimize_size") is None
+    with pytest.raises(cs.InvalidArgumentError, match="optimize_size"):
+        run(ctypes.sizeof(cs.cs_optimize_params))
+    with pytest.raises(cs.InvalidArgumentError, match="struct_size"):
+        run(old - 4)
+
+
+@needs_models
 def test_optimize_render_and_shift_files(ctx, cs, tmp_path):
     w, h = 32, 32
     latent, _ = ctx.encode(pattern(w, h), w, h, 0, "RGBA8", recon=False)
