@@ -247,6 +247,14 @@ impl Context {
         })
     }
 
+    /// Drops the encoder (1.1 GB for FFHQ) once a one-shot job has its latent, and hands its
+    /// memory back to the system; later `encode` calls then fail with a clear error.
+    pub fn release_encoder(&mut self) {
+        if self.encoder.take().is_some() {
+            crate::memory::release_free();
+        }
+    }
+
     pub fn guide(&self) -> Result<&ClipGuide> {
         self.guide.as_ref().ok_or_else(|| {
             Error::arg("clip", "this context has no CLIP model: give a CLIP file and its vocab, or a model set")

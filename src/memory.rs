@@ -61,12 +61,19 @@ impl Drop for HeapReuse {
         *n = n.saturating_sub(1);
         if *n == 0 && enabled() {
             #[cfg(all(target_os = "linux", target_env = "gnu"))]
-            {
-                set(DEFAULT_MMAP_MAX, DEFAULT_TRIM_THRESHOLD);
-                // SAFETY: malloc_trim only releases free memory; it is thread-safe.
-                unsafe { libc::malloc_trim(0) };
-            }
+            set(DEFAULT_MMAP_MAX, DEFAULT_TRIM_THRESHOLD);
+            release_free();
         }
+    }
+}
+
+/// Hands the allocator's free pages back to the system (after a large model is dropped, whose
+/// memory glibc would otherwise keep for later allocations it rarely fits).
+pub fn release_free() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -138,8 +138,17 @@ pub mod peak {
 
     /// VmHWM, MB.
     pub fn read_mb() -> Option<f64> {
+        field("VmHWM:")
+    }
+
+    /// VmRSS, MB.
+    pub fn current_mb() -> Option<f64> {
+        field("VmRSS:")
+    }
+
+    fn field(name: &str) -> Option<f64> {
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let line = status.lines().find(|l| l.starts_with(name))?;
         let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb / 1024.0)
     }
@@ -517,33 +526,39 @@ fn full_edit_rows(fe: &FullEdit, vocab: &Path, t: &mut Table) -> Result<()> {
     };
     let model = "FFHQ edit from files (e4e + ViT-B/32, random)";
     for variant in t.opts.variants.clone() {
+        let v = &variant.name;
+        // Each phase's own peak (the counter is reset at its start), and the whole edit's.
+        let mut whole_peak: f64 = 0.0;
+        let mut phase = |t: &mut Table, op: String, start: Instant| {
+            let peak = peak::read_mb();
+            log::info!("{op}: peak {peak:?} MB, resident after {:?} MB", peak::current_mb());
+            whole_peak = whole_peak.max(peak.unwrap_or(0.0));
+            t.push(model, 1, &op, start.elapsed().as_secs_f64() * 1e3, peak);
+            peak::reset();
+        };
         peak::reset();
         let t0 = Instant::now();
         let mut ctx = Context::new(&params)?;
-        let load = t0.elapsed().as_secs_f64() * 1e3;
+        phase(t, format!("[{v}] load the files"), t0);
         let t1 = Instant::now();
         let latent = ctx.encode(&ImageView::packed(rgb.as_raw(), rgb.width(), rgb.height(), PixelFormat::Rgb8)?)?;
-        ctx.encoder = None; // as `clipshape edit` does
-        let encode = t1.elapsed().as_secs_f64() * 1e3;
+        ctx.release_encoder(); // as `clipshape edit` does
+        phase(t, format!("[{v}] encode"), t1);
         let mut op = OptimizeParams::new("face with big nose", ctx.default_layer());
         op.steps = fe.steps;
         op.progress_every = fe.steps;
         op.synthesis = variant.synthesis;
         let t2 = Instant::now();
         let shifts = ctx.optimize(&[&latent], &op, &mut |_| true)?;
-        let optimise = t2.elapsed().as_secs_f64() * 1e3;
+        let steps_ms = t2.elapsed().as_secs_f64() * 1e3;
+        phase(t, format!("[{v}] {} steps (setup included)", fe.steps), t2);
         let t3 = Instant::now();
         let ks = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0];
         let _images = render(&ctx.generator, &latent, &[(&shifts[0], 1.0)], &ks, 1)?;
-        let rendered = t3.elapsed().as_secs_f64() * 1e3;
+        phase(t, format!("[{v}] render 7 strengths"), t3);
         let total = t0.elapsed().as_secs_f64() * 1e3;
-        let peak = peak::read_mb();
-        let v = &variant.name;
-        t.push(model, 1, &format!("[{v}] load the files"), load, None);
-        t.push(model, 1, &format!("[{v}] encode"), encode, None);
-        t.push(model, 1, &format!("[{v}] {} steps, per step", fe.steps), optimise / fe.steps as f64, None);
-        t.push(model, 1, &format!("[{v}] render 7 strengths"), rendered, None);
-        t.push(model, 1, &format!("[{v}] whole edit, {:.1} min", total / 60e3), total, peak);
+        let op = format!("[{v}] whole edit, {:.1} min ({:.0} ms per step)", total / 60e3, steps_ms / fe.steps as f64);
+        t.push(model, 1, &op, total, Some(whole_peak));
     }
     Ok(())
 }

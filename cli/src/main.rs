@@ -614,7 +614,7 @@ fn run(cli: &Cli) -> Result<()> {
             let job = photo.as_deref().map(|p| PhotoJob::prepare(&ctx, p, photo_opts)).transpose()?;
             let (latent, input_rgb, iw, ih) = input_latent(&ctx, job.as_ref(), *seed, *truncation)?;
             // The encoder (1.1 GB for FFHQ) has done its part; the steps need the memory.
-            ctx.encoder = None;
+            ctx.release_encoder();
             let params = OptimizeParams {
                 prompts: vec![prompt.clone()],
                 neutral: opts.neutral.clone(),

@@ -273,6 +273,9 @@ pub fn optimize(
     // Each step frees and reallocates the same large activations: keep them on the heap.
     let _heap = (g.device() == tch::Device::Cpu).then(crate::memory::HeapReuse::new);
     let setup = Setup::new(g, guide, latents, params)?;
+    // The setup's full-size forwards fragmented the heap for sizes the steps may not use
+    // (an optimisation at 256 px): start the steps from a trimmed heap.
+    crate::memory::release_free();
     let vs = nn::VarStore::new(g.device());
     let var = vs.root().f_var_copy("x", &setup.initial(g, params)?)?;
     let last = run_loop(g, guide, &setup, &vs, &var, params, cancelled, progress)?;
