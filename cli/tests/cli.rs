@@ -271,3 +271,30 @@ fn the_optimisation_seed_picks_the_random_start() {
     assert!(a.equal(&b), "same seed, same shift");
     assert!(!a.equal(&c), "another seed, another start");
 }
+
+#[test]
+fn bench_compares_variants_in_one_table_and_refuses_bad_lists() {
+    let golden_dir = golden("");
+    let g = p(&golden_dir);
+    let args = "--threads 1 bench --only tiny --variants fp32,size256 --batches 1 --iters 1 --golden";
+    let mut args: Vec<&str> = args.split(' ').collect();
+    args.push(g);
+    let table = ok(&args);
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| ")).collect();
+    assert!(rows[0].contains("peak MB"), "{table}");
+    // size256 of a 1024 px model is size16 of the 64 px golden one.
+    for op in ["edit step [fp32]", "edit step [size16]", "agreement [size16] vs fp32"] {
+        assert!(rows.iter().any(|r| r.contains(op)), "no `{op}` row in\n{table}");
+    }
+    assert!(!table.contains("config-f"), "--only tiny ran the full-size rows:\n{table}");
+    for (args, what) in [
+        (vec!["bench", "--variants", "fp16"], "--variants"),
+        (vec!["bench", "--only", "everything"], "--only"),
+        (vec!["bench", "--random-size", "48"], "--random-size"),
+        (vec!["bench", "--reference"], "--full"),
+        (vec!["bench", "--full-edit-steps", "0", "--full-edit", "/nonexistent"], "--full-edit-steps"),
+    ] {
+        let err = fails(&args);
+        assert!(err.contains(what), "{args:?}: {err}");
+    }
+}
