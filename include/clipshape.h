@@ -272,6 +272,12 @@ typedef struct cs_optimize_params {
   // Nonzero: the generator's wide layers run in bfloat16 inside the loop (CPUs with
   // avx512_bf16 / AMX). 0 = fp32, the parity path.
   int32_t bf16;
+  // Weight λ3 of the preservation term: the mean squared change of the image outside
+  // `region` is added to the loss (0 = the paper's loss).
+  float lambda3;
+  // The region the edit may change, {x1, y1, x2, y2} in pixels of the generator's output;
+  // all zeros = none (with λ3 > 0 every change then counts).
+  float region[4];
 } cs_optimize_params;
 
 // Download progress: `file` being fetched, bytes done of total; nonzero return cancels

@@ -261,3 +261,41 @@ fn an_optimize_size_below_the_edited_layer_is_refused_before_any_work() {
     let msg = e.to_string();
     assert!(msg.contains("optimize_size") && msg.contains("convs.3"), "{msg}");
 }
+
+/// Mean |G_1 − G_0| outside `region` (grown by the mask's 4 px edge), and the CLIP gain.
+fn change_outside_and_gain(ctx: &Context, w: &Latent, s: &Shift, region: [i64; 4]) -> (f64, f64) {
+    let img = edit::render(&ctx.generator, w, &[(s, 1.0)], &[0.0, 1.0], 2).unwrap();
+    let diff = (img.get(1) - img.get(0)).abs().mean_dim(0, false, tch::Kind::Float);
+    let inside = tch::Tensor::zeros([64, 64], (tch::Kind::Float, tch::Device::Cpu));
+    let _ = inside
+        .narrow(0, region[1] - 4, region[3] - region[1] + 8)
+        .narrow(1, region[0] - 4, region[2] - region[0] + 8)
+        .fill_(1.0);
+    let outside = 1.0 - inside;
+    let change =
+        (&diff * &outside).sum(tch::Kind::Float).double_value(&[]) / outside.sum(tch::Kind::Float).double_value(&[]);
+    let gain = s.meta["clip_sim_after"].parse::<f64>().unwrap() - s.meta["clip_sim_before"].parse::<f64>().unwrap();
+    (change, gain)
+}
+
+#[test]
+fn the_preservation_term_keeps_the_picture_outside_the_region_and_most_of_the_gain() {
+    let ctx = ctx();
+    let w = latent(&ctx, 1);
+    let region = [20i64, 20, 44, 44];
+    let base = run(&ctx, &[&w], &params("face with big nose", 20)).0.remove(0);
+    let mut p = params("face with big nose", 20);
+    p.lambda3 = 1.0;
+    p.region = Some(region.map(|v| v as f32));
+    let kept = run(&ctx, &[&w], &p).0.remove(0);
+    assert_eq!((kept.meta["lambda3"].as_str(), kept.meta["region"].as_str()), ("1", "20,20,44,44"));
+    let (out_base, gain_base) = change_outside_and_gain(&ctx, &w, &base, region);
+    let (out_kept, gain_kept) = change_outside_and_gain(&ctx, &w, &kept, region);
+    eprintln!("outside change {out_base:.4} → {out_kept:.4}; CLIP gain {gain_base:.4} → {gain_kept:.4}");
+    assert!(out_kept < out_base / 2.0, "change outside the region {out_base} → {out_kept}: not halved");
+    assert!(gain_kept > 0.5 * gain_base && gain_kept > 0.0, "CLIP gain {gain_base} → {gain_kept}");
+    let mut bad = params("x", 1);
+    bad.region = Some([10.0, 10.0, 5.0, 20.0]);
+    let msg = ctx.optimize(&[&w], &bad, &mut |_| true).err().unwrap().to_string();
+    assert!(msg.contains("region"), "{msg}");
+}

@@ -129,9 +129,25 @@ struct EditOptions {
     /// Run the generator's wide layers in bfloat16 while optimising (CPUs with avx512_bf16/AMX)
     #[arg(long)]
     bf16: bool,
+    /// Weight λ3 of the preservation term: the mean squared change outside --region joins the loss
+    #[arg(long, default_value_t = 0.0)]
+    preserve: f64,
+    /// The region the edit may change, x1,y1,x2,y2 in pixels of the generator's output (with
+    /// --preserve; without it every change counts)
+    #[arg(long)]
+    region: Option<String>,
 }
 
 impl EditOptions {
+    fn region(&self) -> Result<Option<[f32; 4]>> {
+        let Some(text) = &self.region else { return Ok(None) };
+        let v = parse_list(text, "--region")?;
+        match v.as_slice() {
+            [a, b, c, d] => Ok(Some([*a as f32, *b as f32, *c as f32, *d as f32])),
+            _ => bail!("--region: give x1,y1,x2,y2 (four numbers), got `{text}`"),
+        }
+    }
+
     fn synthesis(&self) -> Synthesis {
         Synthesis { stop_at: self.optimize_size, bf16_min_channels: self.bf16.then_some(Synthesis::BF16_MIN_CHANNELS) }
     }
@@ -634,6 +650,8 @@ fn run(cli: &Cli) -> Result<()> {
                 truncate: opts.truncate,
                 progress_every: 1,
                 synthesis: opts.synthesis(),
+                lambda3: opts.preserve,
+                region: opts.region()?,
             };
             let bar = progress_bar(params.steps);
             let mut on_step = |p: &Progress| {

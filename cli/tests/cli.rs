@@ -298,3 +298,40 @@ fn bench_compares_variants_in_one_table_and_refuses_bad_lists() {
         assert!(err.contains(what), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn edit_with_the_preservation_term_records_it_and_bad_regions_are_named() {
+    let dir = tmpdir();
+    let out = dir.path().join("kept");
+    ok_owned(&tiny_edit(&[
+        "--seed",
+        "1",
+        "face with big nose",
+        "--steps",
+        "2",
+        "--preserve",
+        "1",
+        "--region",
+        "8,8,56,56",
+        "--optimize-size",
+        "32",
+        "--strengths=0,1",
+        "--out",
+        p(&out),
+    ]));
+    let g = load_generator(&golden("e4e.pt"), Device::Cpu).unwrap().generator;
+    let shift = Shift::load(&g, &out.join("shift.safetensors")).unwrap();
+    assert_eq!(shift.meta["lambda3"], "1");
+    assert_eq!(shift.meta["region"], "8,8,56,56");
+    assert_eq!(shift.meta["optimize_size"], "32");
+    for (arg, what) in [
+        ("--region=1,2,3", "--region"),
+        ("--region=40,8,10,56", "region"),
+        ("--preserve=-1", "lambda3"),
+        ("--optimize-size=48", "optimize_size"),
+    ] {
+        let bad = dir.path().join("bad");
+        let e = fails_owned(&tiny_edit(&["--seed", "1", "face", "--steps", "1", arg, "--out", p(&bad)]));
+        assert!(e.contains(what), "{arg}: {e}");
+    }
+}

@@ -347,6 +347,8 @@ class cs_optimize_params(Structure):
         ("init_scale", c_float),
         ("optimize_size", c_uint32),
         ("bf16", c_int32),
+        ("lambda3", c_float),
+        ("region", c_float * 4),
     ]
 
 
@@ -1037,7 +1039,7 @@ class Context(_Handle):
 
     def _optimize_params(self, keep, layer, steps, lambda1, lambda2, lr, strength, seed,
                          neutral, method, latent_l2, truncate_prompt, progress_every,
-                         optimize_size=0, bf16=False):
+                         optimize_size=0, bf16=False, lambda3=0.0, region=None):
         p = _init(self._lib.cs_optimize_params_init, cs_optimize_params)
 
         def s(value, what):
@@ -1066,6 +1068,14 @@ class Context(_Handle):
         p.progress_every = _int(progress_every, "progress_every", 1, INT32[1])
         p.optimize_size = _int(optimize_size or 0, "optimize_size", 0, 2 ** 31 - 1)
         p.bf16 = 1 if bf16 else 0
+        p.lambda3 = float(lambda3 or 0.0)
+        if math.isnan(p.lambda3):
+            raise InvalidArgumentError("lambda3 is NaN")
+        if region is not None:
+            box = [float(v) for v in region]
+            if len(box) != 4:
+                raise InvalidArgumentError("region must be (x1, y1, x2, y2), got %r" % (region,))
+            p.region = (c_float * 4)(*box)
         return p
 
     def _progress_box(self, progress):
@@ -1077,13 +1087,15 @@ class Context(_Handle):
     def optimize(self, latent, prompt, layer=None, steps=100, lambda1=None, lambda2=None,
                  lr=None, strength=None, seed=0, neutral=None, method="shift", latent_l2=None,
                  truncate_prompt=False, progress=None, progress_every=1, optimize_size=0,
-                 bf16=False):
+                 bf16=False, lambda3=0.0, region=None):
         """Learns a shift moving ``latent``'s picture toward ``prompt`` → Shift.
 
         None keeps the library's default (layer: the model set's; lambda2: the set's).
         ``optimize_size`` (e.g. 256) optimises on the generator's output stopped at that side
         (faster on a CPU; the results are still full size); ``bf16`` runs the generator's wide
-        layers in bfloat16 while optimising.
+        layers in bfloat16 while optimising. ``lambda3`` > 0 adds the preservation term: the
+        mean squared change of the picture outside ``region`` ((x1, y1, x2, y2) in generator
+        pixels; None = everywhere).
         ``progress(Progress(step, total, loss, clip_sim))``: return False or raise to stop
         (a raised exception is re-raised here; False raises CancelledError).
         """
@@ -1093,7 +1105,7 @@ class Context(_Handle):
         keep = []
         p = self._optimize_params(keep, layer, steps, lambda1, lambda2, lr, strength, seed,
                                   neutral, method, latent_l2, truncate_prompt, progress_every,
-                                  optimize_size, bf16)
+                                  optimize_size, bf16, lambda3, region)
         p.prompt = _cstr(prompt, "prompt")
         keep.append(p.prompt)
         box = self._progress_box(progress)
@@ -1127,7 +1139,8 @@ class Context(_Handle):
                                   kw.pop("neutral", None), kw.pop("method", "shift"),
                                   kw.pop("latent_l2", None), kw.pop("truncate_prompt", False),
                                   kw.pop("progress_every", 1), kw.pop("optimize_size", 0),
-                                  kw.pop("bf16", False))
+                                  kw.pop("bf16", False), kw.pop("lambda3", 0.0),
+                                  kw.pop("region", None))
         if kw:
             raise TypeError("unexpected arguments: %s" % ", ".join(kw))
         box = self._progress_box(progress)

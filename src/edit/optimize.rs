@@ -71,6 +71,12 @@ pub struct OptimizeParams {
     /// How the generator runs inside the loop (lower resolution, bf16). The similarities
     /// reported before and after are always of full-resolution fp32 renders.
     pub synthesis: Synthesis,
+    /// Weight λ3 of the preservation term (0 = the paper's loss): the mean squared change of
+    /// the image outside `region`.
+    pub lambda3: f64,
+    /// The region the edit may change, [x1, y1, x2, y2] in pixels of the generator's output
+    /// (soft-edged); None = the whole picture is preserved (λ3 then weighs every change).
+    pub region: Option<[f32; 4]>,
 }
 
 impl OptimizeParams {
@@ -91,6 +97,8 @@ impl OptimizeParams {
             truncate: false,
             progress_every: 1,
             synthesis: Synthesis::default(),
+            lambda3: 0.0,
+            region: None,
         }
     }
 
@@ -106,6 +114,12 @@ impl OptimizeParams {
         finite_nonneg("lambda2", self.lambda2)?;
         finite_nonneg("latent_l2", self.latent_l2)?;
         finite_nonneg("init_scale", self.init_scale)?;
+        finite_nonneg("lambda3", self.lambda3)?;
+        if let Some(r) = self.region {
+            if !(r.iter().all(|v| v.is_finite()) && r[0] < r[2] && r[1] < r[3]) {
+                return Err(Error::arg("region", format!("{r:?} is not a box x1 < x2, y1 < y2")));
+            }
+        }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::arg("lr", format!("{} must be a finite number > 0", self.lr)));
         }
@@ -146,6 +160,9 @@ struct Setup {
     /// `normalize(E_T(T) − E_T(N))` for a directional loss.
     direction: Option<Tensor>,
     sim_before: Vec<f64>,
+    /// The preservation term's unedited images (B, 3, s, s) at the loop's side and the weight
+    /// map 1 − M (1, 1, s, s), when λ3 > 0.
+    preserve: Option<(Tensor, Tensor)>,
 }
 
 impl Setup {
@@ -177,7 +194,8 @@ impl Setup {
         let features_of = |opts: &Synthesis| {
             tch::no_grad(|| guide.image_features(&guide.generator_input(&g.synthesis_with(&w0, &[], opts)?)?))
         };
-        let original = features_of(&params.synthesis)?;
+        let unedited = tch::no_grad(|| g.synthesis_with(&w0, &[], &params.synthesis))?;
+        let original = tch::no_grad(|| guide.image_features(&guide.generator_input(&unedited)?))?;
         let direction = match &params.neutral {
             Some(neutral) => {
                 let nf = guide.text_features(&[neutral.as_str()], params.truncate)?;
@@ -190,7 +208,15 @@ impl Setup {
         } else {
             similarities(&features_of(&Synthesis::default())?, &text)?
         };
-        Ok(Setup { target, w0, text, original, direction, sim_before })
+        let preserve = if params.lambda3 > 0.0 {
+            let side = unedited.size()[2];
+            let scale = side as f64 / g.config.size as f64;
+            let keep = soft_box(params.region, scale, side, g.device())?.f_neg()?.f_add_scalar(1.0)?;
+            Some((unedited, keep))
+        } else {
+            None
+        };
+        Ok(Setup { target, w0, text, original, direction, sim_before, preserve })
     }
 
     fn batch(&self) -> i64 {
@@ -241,6 +267,24 @@ impl Setup {
             }
         }
     }
+}
+
+/// M: 1 inside `region` (scaled by `scale` into a `side`² image), 0 outside, with linear edges
+/// 1/16 of the side wide; all zeros without a region. Shape (1, 1, side, side).
+fn soft_box(region: Option<[f32; 4]>, scale: f64, side: i64, device: tch::Device) -> Result<Tensor> {
+    let Some(r) = region else {
+        return Ok(Tensor::f_zeros([1, 1, side, side], (Kind::Float, device))?);
+    };
+    let feather = (side as f64 / 16.0).max(1.0);
+    let axis = |lo: f32, hi: f32| -> Result<Tensor> {
+        let c = Tensor::f_arange(side, (Kind::Float, device))?.f_add_scalar(0.5)?;
+        let up = c.f_sub_scalar(lo as f64 * scale)?.f_div_scalar(feather)?.f_add_scalar(0.5)?.f_clamp(0.0, 1.0)?;
+        let down =
+            c.f_neg()?.f_add_scalar(hi as f64 * scale)?.f_div_scalar(feather)?.f_add_scalar(0.5)?.f_clamp(0.0, 1.0)?;
+        Ok(up.f_mul(&down)?)
+    };
+    let (x, y) = (axis(r[0], r[2])?, axis(r[1], r[3])?);
+    Ok(y.f_view([side, 1])?.f_mul(&x.f_view([1, side])?)?.f_view([1, 1, side, side])?)
 }
 
 fn sum_per_sample(t: &Tensor) -> Result<Tensor> {
@@ -321,6 +365,8 @@ pub fn optimize(
             clip_sim_before,
             clip_sim_after,
             synthesis: params.synthesis,
+            lambda3: params.lambda3,
+            region: params.region,
         };
         shifts.push(Shift {
             target: setup.target,
@@ -351,7 +397,14 @@ fn run_loop(
         }
         let (img, reg) = setup.forward(g, var, params)?;
         let features = guide.image_features(&guide.generator_input(&img)?)?;
-        let per_sample = setup.clip_term(&features)?.f_mul_scalar(params.lambda1)?.f_add(&reg)?;
+        let mut per_sample = setup.clip_term(&features)?.f_mul_scalar(params.lambda1)?.f_add(&reg)?;
+        if let Some((unedited, keep)) = &setup.preserve {
+            // λ3 · Σ (ΔG ⊙ (1 − M))² / (C · Σ(1 − M)): the mean squared change where the edit
+            // should leave the picture alone.
+            let change = sum_per_sample(&img.f_sub(unedited)?.f_square()?.f_mul(keep)?)?;
+            let area = keep.f_sum(Kind::Float)?.f_mul_scalar(img.size()[1] as f64)?.f_clamp_min(1e-8)?;
+            per_sample = per_sample.f_add(&change.f_div(&area)?.f_mul_scalar(params.lambda3)?)?;
+        }
         opt.zero_grad();
         per_sample.f_sum(Kind::Float)?.f_backward()?;
         opt.step();
@@ -392,6 +445,8 @@ pub struct ShiftMeta {
     pub clip_sim_before: f64,
     pub clip_sim_after: f64,
     pub synthesis: Synthesis,
+    pub lambda3: f64,
+    pub region: Option<[f32; 4]>,
 }
 
 impl ShiftMeta {
@@ -429,6 +484,12 @@ impl ShiftMeta {
         }
         if let Some(c) = self.synthesis.bf16_min_channels {
             meta.insert("bf16_min_channels".into(), c.to_string());
+        }
+        if self.lambda3 > 0.0 {
+            meta.insert("lambda3".into(), self.lambda3.to_string());
+            if let Some(r) = self.region {
+                meta.insert("region".into(), format!("{},{},{},{}", r[0], r[1], r[2], r[3]));
+            }
         }
         meta
     }

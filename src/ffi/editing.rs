@@ -434,6 +434,12 @@ pub struct cs_optimize_params {
     /// Nonzero: the generator's wide layers run in bfloat16 inside the loop (CPUs with
     /// avx512_bf16 / AMX). 0 = fp32, the parity path.
     pub bf16: i32,
+    /// Weight λ3 of the preservation term: the mean squared change of the image outside
+    /// `region` is added to the loss (0 = the paper's loss).
+    pub lambda3: f32,
+    /// The region the edit may change, {x1, y1, x2, y2} in pixels of the generator's output;
+    /// all zeros = none (with λ3 > 0 every change then counts).
+    pub region: [f32; 4],
 }
 
 /// Fills `*params` with the defaults (100 steps, lr 0.01, λ1 10, the domain's λ2 and layer,
@@ -461,18 +467,21 @@ pub unsafe extern "C" fn cs_optimize_params_init(params: *mut cs_optimize_params
             init_scale: 0.0,
             optimize_size: 0,
             bf16: 0,
+            lambda3: 0.0,
+            region: [0.0; 4],
         };
         Ok(())
     })
 }
 
 unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<String>) -> Result<OptimizeParams> {
-    // Callers built against 0.2 pass the struct without `optimize_size` and `bf16`.
+    // Callers built against 0.2 pass the struct without `optimize_size` and what follows it.
     check_struct_size(p.struct_size, std::mem::offset_of!(cs_optimize_params, optimize_size), "params")?;
-    let (optimize_size, bf16) = if p.struct_size as usize >= std::mem::size_of::<cs_optimize_params>() {
-        (p.optimize_size, p.bf16)
+    let (optimize_size, bf16, lambda3, region) = if p.struct_size as usize >= std::mem::size_of::<cs_optimize_params>()
+    {
+        (p.optimize_size, p.bf16, p.lambda3, p.region)
     } else {
-        (0, 0)
+        (0, 0, 0.0, [0.0; 4])
     };
     let method = match p.method {
         m if m == cs_method::Shift as i32 => Method::Shift,
@@ -508,6 +517,8 @@ unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<St
             stop_at: (optimize_size > 0).then_some(optimize_size as i64),
             bf16_min_channels: (bf16 != 0).then_some(Synthesis::BF16_MIN_CHANNELS),
         },
+        lambda3: lambda3 as f64,
+        region: (region != [0.0; 4]).then_some(region),
     })
 }
 

@@ -218,6 +218,22 @@ def test_optimize_at_a_lower_size_and_in_bf16_through_the_abi(ctx, cs):
 
 
 @needs_models
+def test_the_preservation_term_through_the_abi(ctx, cs):
+    w, h = 32, 32
+    latent, _ = ctx.encode(pattern(w, h), w, h, 0, "RGBA8", recon=False)
+    shift = ctx.optimize(latent, "face with big nose", steps=2, lambda3=1.0, region=(8, 8, 56, 56))
+    assert shift.meta("lambda3") == "1" and shift.meta("region") == "8,8,56,56"
+    everywhere = ctx.optimize(latent, "face with big nose", steps=2, lambda3=1.0)
+    assert everywhere.meta("region") is None and everywhere.to_floats() != shift.to_floats()
+    with pytest.raises(cs.InvalidArgumentError, match="region"):
+        ctx.optimize(latent, "x", steps=1, lambda3=1.0, region=(1, 2, 3))
+    with pytest.raises(cs.InvalidArgumentError, match="region"):
+        ctx.optimize(latent, "x", steps=1, lambda3=1.0, region=(30, 8, 10, 56))
+    with pytest.raises(cs.InvalidArgumentError, match="lambda3"):
+        ctx.optimize(latent, "x", steps=1, lambda3=-2.0)
+
+
+@needs_models
 def test_optimize_params_of_an_older_binding_still_work(ctx, cs):
     """A 0.2 caller's struct ends before optimize_size: accepted, as the fp32 full-size loop."""
     import ctypes
