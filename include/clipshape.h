@@ -239,7 +239,8 @@ typedef struct cs_optimize_params {
   const char *prompt;
   // Optional neutral text ("face"): the CLIP term becomes directional. NULL = none.
   const char *neutral;
-  // Layer whose raw weight is shifted ("convs.3"); NULL = the domain's default.
+  // Layer whose raw weight is shifted ("convs.3"); NULL = the domain's default; "auto" = the
+  // best of a short probe of every convs.N at 8–64 px (ranking in the shift's `layer_probe`).
   const char *layer;
   // A `cs_method`.
   int32_t method;

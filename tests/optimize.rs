@@ -299,3 +299,38 @@ fn the_preservation_term_keeps_the_picture_outside_the_region_and_most_of_the_ga
     let msg = ctx.optimize(&[&w], &bad, &mut |_| true).err().unwrap().to_string();
     assert!(msg.contains("region"), "{msg}");
 }
+
+#[test]
+fn layer_auto_probes_the_shape_layers_and_keeps_the_best_deterministically() {
+    use clipshape::edit::optimize::{probe_layers, AutoLayer};
+    let ctx = ctx();
+    let w = latent(&ctx, 1);
+    let auto = AutoLayer { probe_steps: 4, ..AutoLayer::default() };
+    let p = OptimizeParams { auto_layer: Some(auto), ..params("face with big nose", 6) };
+    let ranking = probe_layers(&ctx.generator, ctx.guide().unwrap(), &[&w], &p, &auto, &|| false).unwrap();
+    // The 64 px golden generator: convs.0–7 work at 8–64 px.
+    let mut layers: Vec<String> = ranking.iter().map(|r| r.layer.to_string()).collect();
+    layers.sort();
+    assert_eq!(layers, (0..8).map(|i| format!("convs.{i}")).collect::<Vec<_>>());
+    assert!(ranking.windows(2).all(|r| r[0].score >= r[1].score), "not ranked: {ranking:?}");
+    assert!(ranking.iter().all(|r| r.cost > 0.0 && r.score == r.gain / r.cost), "{ranking:?}");
+    assert!(ranking[0].score > ranking[ranking.len() - 1].score, "the probe told no layer apart: {ranking:?}");
+
+    let (shifts, seen) = run(&ctx, &[&w], &p);
+    let s = &shifts[0];
+    assert_eq!(s.target, Target::Layer(ranking[0].layer), "the best-ranked layer was not the one learnt");
+    assert_eq!(seen.last().unwrap().total, 6, "progress counts the full optimisation only");
+    assert_eq!(s.meta["layer_choice"], "auto");
+    assert!(s.meta["layer_probe"].starts_with(&format!("{}:", ranking[0].layer)), "{}", s.meta["layer_probe"]);
+    let again = run(&ctx, &[&w], &p).0.remove(0);
+    assert_eq!(again.meta["layer_probe"], s.meta["layer_probe"], "the probe is not deterministic");
+    assert!(again.x.equal(&s.x));
+
+    // With a region, the cost is the change outside it.
+    let boxed = OptimizeParams { region: Some([16.0, 16.0, 48.0, 48.0]), ..p.clone() };
+    let by_region = probe_layers(&ctx.generator, ctx.guide().unwrap(), &[&w], &boxed, &auto, &|| false).unwrap();
+    assert!(by_region.iter().zip(&ranking).any(|(a, b)| a.cost != b.cost));
+    let none = AutoLayer { min_res: 128, max_res: 256, probe_steps: 2 };
+    let e = probe_layers(&ctx.generator, ctx.guide().unwrap(), &[&w], &p, &none, &|| false).err().unwrap();
+    assert!(e.to_string().contains("auto_layer"), "{e}");
+}

@@ -324,6 +324,22 @@ fn edit_with_the_preservation_term_records_it_and_bad_regions_are_named() {
     assert_eq!(shift.meta["lambda3"], "1");
     assert_eq!(shift.meta["region"], "8,8,56,56");
     assert_eq!(shift.meta["optimize_size"], "32");
+    let auto = dir.path().join("auto");
+    ok_owned(&tiny_edit(&[
+        "--seed",
+        "1",
+        "face",
+        "--steps",
+        "2",
+        "--layer",
+        "auto",
+        "--strengths=1",
+        "--out",
+        p(&auto),
+    ]));
+    let shift = Shift::load(&g, &auto.join("shift.safetensors")).unwrap();
+    assert_eq!(shift.meta["layer_choice"], "auto");
+    assert!(shift.meta["layer_probe"].starts_with(&format!("{}:", shift.meta["layer"])), "{:?}", shift.meta);
     for (arg, what) in [
         ("--region=1,2,3", "--region"),
         ("--region=40,8,10,56", "region"),

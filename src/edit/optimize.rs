@@ -77,6 +77,36 @@ pub struct OptimizeParams {
     /// The region the edit may change, [x1, y1, x2, y2] in pixels of the generator's output
     /// (soft-edged); None = the whole picture is preserved (λ3 then weighs every change).
     pub region: Option<[f32; 4]>,
+    /// Choose `layer` by a short probe of each candidate first (`--layer auto`).
+    pub auto_layer: Option<AutoLayer>,
+}
+
+/// `--layer auto`: every `convs.N` whose side is in `min_res..=max_res` (default 8–64 px, the
+/// layers that shape a picture) is optimised for `probe_steps` steps; the one with the largest
+/// CLIP gain per unit of cost wins, cost being the mean squared change outside `region` when
+/// one is given, else ‖x‖ / ‖W‖ (the shift relative to the weight it moves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoLayer {
+    pub min_res: i64,
+    pub max_res: i64,
+    pub probe_steps: usize,
+}
+
+impl Default for AutoLayer {
+    fn default() -> Self {
+        AutoLayer { min_res: 8, max_res: 64, probe_steps: 10 }
+    }
+}
+
+/// One candidate of a layer probe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerProbe {
+    pub layer: LayerId,
+    /// Mean CLIP similarity gain over the batch after the probe's steps.
+    pub gain: f64,
+    pub cost: f64,
+    /// gain / cost, the ranking key.
+    pub score: f64,
 }
 
 impl OptimizeParams {
@@ -99,6 +129,7 @@ impl OptimizeParams {
             synthesis: Synthesis::default(),
             lambda3: 0.0,
             region: None,
+            auto_layer: None,
         }
     }
 
@@ -298,7 +329,102 @@ fn similarities(features: &Tensor, text: &Tensor) -> Result<Vec<f64>> {
 
 /// Learns one shift per sample. `cancelled` is polled every step (no device sync);
 /// `progress` returning false cancels too. Cancelling returns `Error::Cancelled` and no shift.
+/// With `auto_layer` the layer is chosen by [`probe_layers`] first, and the ranking is stored
+/// in the shifts' metadata (`layer_choice` = auto, `layer_probe`).
 pub fn optimize(
+    g: &Generator,
+    guide: &ClipGuide,
+    latents: &[&Latent],
+    params: &OptimizeParams,
+    cancelled: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<Vec<Shift>> {
+    let (Some(auto), Method::Shift) = (params.auto_layer, params.method) else {
+        return optimize_fixed(g, guide, latents, params, cancelled, progress);
+    };
+    let ranking = probe_layers(g, guide, latents, params, &auto, cancelled)?;
+    let text: Vec<String> = ranking.iter().map(|r| format!("{}:{:.6}", r.layer, r.score)).collect();
+    log::info!("layer probe ({} steps each), best first: {}", auto.probe_steps, text.join(" "));
+    let chosen = OptimizeParams { layer: ranking[0].layer, auto_layer: None, ..params.clone() };
+    let mut shifts = optimize_fixed(g, guide, latents, &chosen, cancelled, progress)?;
+    for s in &mut shifts {
+        s.meta.insert("layer_choice".into(), "auto".into());
+        s.meta.insert("layer_probe".into(), text.join(","));
+    }
+    Ok(shifts)
+}
+
+/// The candidates of `auto`, each optimised for `auto.probe_steps` steps with `params`
+/// otherwise, ranked best first (ties: forward order). Deterministic for a seed.
+pub fn probe_layers(
+    g: &Generator,
+    guide: &ClipGuide,
+    latents: &[&Latent],
+    params: &OptimizeParams,
+    auto: &AutoLayer,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Vec<LayerProbe>> {
+    if auto.probe_steps == 0 || auto.min_res > auto.max_res {
+        return Err(Error::arg("auto_layer", format!("{auto:?}: give probe steps ≥ 1 and min_res ≤ max_res")));
+    }
+    let stop = g.output_size(params.synthesis.stop_at)?;
+    let candidates: Vec<LayerId> = g
+        .layers()
+        .into_iter()
+        .map(|l| l.id)
+        .filter(|id| matches!(id, LayerId::Convs(_)))
+        .filter(|id| (auto.min_res..=auto.max_res.min(stop)).contains(&id.resolution()))
+        .collect();
+    if candidates.is_empty() {
+        return Err(Error::arg(
+            "auto_layer",
+            format!("no convs.N of this {} px generator works at {}–{} px", g.config.size, auto.min_res, auto.max_res),
+        ));
+    }
+    let w0 = Tensor::f_stack(&latents.iter().map(|l| l.wplus.shallow_clone()).collect::<Vec<_>>(), 0)?;
+    let mut ranking = Vec::with_capacity(candidates.len());
+    for layer in candidates {
+        let probe = OptimizeParams {
+            layer,
+            steps: auto.probe_steps,
+            progress_every: auto.probe_steps,
+            auto_layer: None,
+            ..params.clone()
+        };
+        let shifts = optimize_fixed(g, guide, latents, &probe, cancelled, &mut |_| true)?;
+        let meta = |s: &Shift, k: &str| s.meta.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let gain = shifts.iter().map(|s| meta(s, "clip_sim_after") - meta(s, "clip_sim_before")).sum::<f64>()
+            / shifts.len() as f64;
+        let x = Tensor::f_cat(&shifts.iter().map(|s| s.x.shallow_clone()).collect::<Vec<_>>(), 0)?;
+        let cost = match params.region {
+            Some(_) => tch::no_grad(|| -> Result<f64> {
+                let opts = &params.synthesis;
+                let w = w0.f_expand([x.size()[0], -1, -1], false)?;
+                let edited = g.synthesis_with(&w, &[(layer, &x.f_mul_scalar(params.strength)?)], opts)?;
+                let plain = g.synthesis_with(&w, &[], opts)?;
+                let side = plain.size()[2];
+                let keep = soft_box(params.region, side as f64 / g.config.size as f64, side, g.device())?
+                    .f_neg()?
+                    .f_add_scalar(1.0)?;
+                let change = edited.f_sub(&plain)?.f_square()?.f_mul(&keep)?.f_mean(Kind::Float)?;
+                Ok(change.f_double_value(&[])? / keep.f_mean(Kind::Float)?.f_double_value(&[])?.max(1e-8))
+            })?,
+            None => {
+                let w = g.layer_weight(layer)?;
+                let per_sample = x.f_norm()?.f_double_value(&[])? / (shifts.len() as f64).sqrt();
+                per_sample / w.f_norm()?.f_double_value(&[])?.max(1e-12)
+            }
+        };
+        let score = gain / cost.max(1e-12);
+        log::debug!("probe {layer}: gain {gain:.5}, cost {cost:.5}, score {score:.5}");
+        ranking.push(LayerProbe { layer, gain, cost, score });
+    }
+    // A stable sort keeps forward order among equal scores.
+    ranking.sort_by(|a, b| b.score.total_cmp(&a.score));
+    Ok(ranking)
+}
+
+fn optimize_fixed(
     g: &Generator,
     guide: &ClipGuide,
     latents: &[&Latent],

@@ -401,7 +401,8 @@ pub struct cs_optimize_params {
     pub prompt: *const c_char,
     /// Optional neutral text ("face"): the CLIP term becomes directional. NULL = none.
     pub neutral: *const c_char,
-    /// Layer whose raw weight is shifted ("convs.3"); NULL = the domain's default.
+    /// Layer whose raw weight is shifted ("convs.3"); NULL = the domain's default; "auto" = the
+    /// best of a short probe of every convs.N at 8–64 px (ranking in the shift's `layer_probe`).
     pub layer: *const c_char,
     /// A `cs_method`.
     pub method: i32,
@@ -491,7 +492,8 @@ unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<St
     if p.steps < 1 {
         return Err(Error::arg("steps", format!("{} must be at least 1", p.steps)));
     }
-    let layer = if p.layer.is_null() {
+    let auto = !p.layer.is_null() && str_arg(p.layer, "layer")?.trim() == "auto";
+    let layer = if p.layer.is_null() || auto {
         ctx.default_layer()
     } else {
         ctx.generator.layer_by_name(str_arg(p.layer, "layer")?)?.id
@@ -519,6 +521,7 @@ unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<St
         },
         lambda3: lambda3 as f64,
         region: (region != [0.0; 4]).then_some(region),
+        auto_layer: auto.then(optimize::AutoLayer::default),
     })
 }
 

@@ -218,6 +218,16 @@ def test_optimize_at_a_lower_size_and_in_bf16_through_the_abi(ctx, cs):
 
 
 @needs_models
+def test_layer_auto_through_the_abi(ctx, cs):
+    w, h = 32, 32
+    latent, _ = ctx.encode(pattern(w, h), w, h, 0, "RGBA8", recon=False)
+    shift = ctx.optimize(latent, "face with big nose", steps=2, layer="auto")
+    ranking = shift.meta("layer_probe").split(",")
+    assert shift.meta("layer_choice") == "auto" and len(ranking) == 8
+    assert shift.layer == ranking[0].split(":")[0]
+
+
+@needs_models
 def test_the_preservation_term_through_the_abi(ctx, cs):
     w, h = 32, 32
     latent, _ = ctx.encode(pattern(w, h), w, h, 0, "RGBA8", recon=False)
