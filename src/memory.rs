@@ -44,7 +44,8 @@ impl HeapReuse {
     }
 
     /// Whether large allocations are kept on the heap right now.
-    pub fn active() -> bool {
+    #[cfg(test)]
+    fn active() -> bool {
         *ACTIVE.lock().unwrap_or_else(|e| e.into_inner()) > 0
     }
 }

@@ -222,11 +222,9 @@ impl Setup {
             .f_contiguous()?;
         let prompts: Vec<&str> = params.prompts.iter().map(String::as_str).collect();
         let text = guide.text_features(&prompts, params.truncate)?.f_expand([nb, -1], false)?;
-        let features_of = |opts: &Synthesis| {
-            tch::no_grad(|| guide.image_features(&guide.generator_input(&g.synthesis_with(&w0, &[], opts)?)?))
-        };
+        let features_of = |img: &Tensor| tch::no_grad(|| guide.image_features(&guide.generator_input(img)?));
         let unedited = tch::no_grad(|| g.synthesis_with(&w0, &[], &params.synthesis))?;
-        let original = tch::no_grad(|| guide.image_features(&guide.generator_input(&unedited)?))?;
+        let original = features_of(&unedited)?;
         let direction = match &params.neutral {
             Some(neutral) => {
                 let nf = guide.text_features(&[neutral.as_str()], params.truncate)?;
@@ -237,12 +235,10 @@ impl Setup {
         let sim_before = if params.synthesis == Synthesis::default() {
             similarities(&original, &text)?
         } else {
-            similarities(&features_of(&Synthesis::default())?, &text)?
+            similarities(&features_of(&tch::no_grad(|| g.synthesis(&w0, &[]))?)?, &text)?
         };
         let preserve = if params.lambda3 > 0.0 {
-            let side = unedited.size()[2];
-            let scale = side as f64 / g.config.size as f64;
-            let keep = soft_box(params.region, scale, side, g.device())?.f_neg()?.f_add_scalar(1.0)?;
+            let keep = outside_weight(g, params.region, unedited.size()[2])?;
             Some((unedited, keep))
         } else {
             None
@@ -300,12 +296,15 @@ impl Setup {
     }
 }
 
-/// M: 1 inside `region` (scaled by `scale` into a `side`² image), 0 outside, with linear edges
-/// 1/16 of the side wide; all zeros without a region. Shape (1, 1, side, side).
-fn soft_box(region: Option<[f32; 4]>, scale: f64, side: i64, device: tch::Device) -> Result<Tensor> {
+/// 1 − M for a `side`² synthesis of `g`: M is 1 inside `region` (generator pixels, scaled to
+/// `side`), 0 outside, with linear edges 1/16 of the side wide; no region = M is 0 everywhere.
+/// Shape (1, 1, side, side).
+fn outside_weight(g: &Generator, region: Option<[f32; 4]>, side: i64) -> Result<Tensor> {
+    let device = g.device();
     let Some(r) = region else {
-        return Ok(Tensor::f_zeros([1, 1, side, side], (Kind::Float, device))?);
+        return Ok(Tensor::f_ones([1, 1, side, side], (Kind::Float, device))?);
     };
+    let scale = side as f64 / g.config.size as f64;
     let feather = (side as f64 / 16.0).max(1.0);
     let axis = |lo: f32, hi: f32| -> Result<Tensor> {
         let c = Tensor::f_arange(side, (Kind::Float, device))?.f_add_scalar(0.5)?;
@@ -315,7 +314,16 @@ fn soft_box(region: Option<[f32; 4]>, scale: f64, side: i64, device: tch::Device
         Ok(up.f_mul(&down)?)
     };
     let (x, y) = (axis(r[0], r[2])?, axis(r[1], r[3])?);
-    Ok(y.f_view([side, 1])?.f_mul(&x.f_view([1, side])?)?.f_view([1, 1, side, side])?)
+    let inside = y.f_view([side, 1])?.f_mul(&x.f_view([1, side])?)?.f_view([1, 1, side, side])?;
+    Ok(inside.f_neg()?.f_add_scalar(1.0)?)
+}
+
+/// The preservation term per sample: Σ (ΔG ⊙ (1 − M))² / (C · Σ(1 − M)), the mean squared change
+/// where the edit should leave the picture alone.
+fn change_outside(img: &Tensor, unedited: &Tensor, keep: &Tensor) -> Result<Tensor> {
+    let change = sum_per_sample(&img.f_sub(unedited)?.f_square()?.f_mul(keep)?)?;
+    let area = keep.f_sum(Kind::Float)?.f_mul_scalar(img.size()[1] as f64)?.f_clamp_min(1e-8)?;
+    Ok(change.f_div(&area)?)
 }
 
 fn sum_per_sample(t: &Tensor) -> Result<Tensor> {
@@ -381,7 +389,17 @@ pub fn probe_layers(
             format!("no convs.N of this {} px generator works at {}–{} px", g.config.size, auto.min_res, auto.max_res),
         ));
     }
-    let w0 = Tensor::f_stack(&latents.iter().map(|l| l.wplus.shallow_clone()).collect::<Vec<_>>(), 0)?;
+    // With a region the cost is the preservation term of the probe's shift: the unedited images
+    // and 1 − M are the same for every candidate.
+    let outside = match params.region {
+        Some(_) => {
+            let w0 = Tensor::f_stack(&latents.iter().map(|l| l.wplus.shallow_clone()).collect::<Vec<_>>(), 0)?;
+            let unedited = tch::no_grad(|| g.synthesis_with(&w0, &[], &params.synthesis))?;
+            let keep = outside_weight(g, params.region, unedited.size()[2])?;
+            Some((w0, unedited, keep))
+        }
+        None => None,
+    };
     let mut ranking = Vec::with_capacity(candidates.len());
     for layer in candidates {
         let probe = OptimizeParams {
@@ -396,18 +414,12 @@ pub fn probe_layers(
         let gain = shifts.iter().map(|s| meta(s, "clip_sim_after") - meta(s, "clip_sim_before")).sum::<f64>()
             / shifts.len() as f64;
         let x = Tensor::f_cat(&shifts.iter().map(|s| s.x.shallow_clone()).collect::<Vec<_>>(), 0)?;
-        let cost = match params.region {
-            Some(_) => tch::no_grad(|| -> Result<f64> {
-                let opts = &params.synthesis;
+        let cost = match &outside {
+            Some((w0, unedited, keep)) => tch::no_grad(|| -> Result<f64> {
                 let w = w0.f_expand([x.size()[0], -1, -1], false)?;
-                let edited = g.synthesis_with(&w, &[(layer, &x.f_mul_scalar(params.strength)?)], opts)?;
-                let plain = g.synthesis_with(&w, &[], opts)?;
-                let side = plain.size()[2];
-                let keep = soft_box(params.region, side as f64 / g.config.size as f64, side, g.device())?
-                    .f_neg()?
-                    .f_add_scalar(1.0)?;
-                let change = edited.f_sub(&plain)?.f_square()?.f_mul(&keep)?.f_mean(Kind::Float)?;
-                Ok(change.f_double_value(&[])? / keep.f_mean(Kind::Float)?.f_double_value(&[])?.max(1e-8))
+                let unedited = unedited.f_expand([x.size()[0], -1, -1, -1], false)?;
+                let edited = g.synthesis_with(&w, &[(layer, &x.f_mul_scalar(params.strength)?)], &params.synthesis)?;
+                Ok(change_outside(&edited, &unedited, keep)?.f_mean(Kind::Float)?.f_double_value(&[])?)
             })?,
             None => {
                 let w = g.layer_weight(layer)?;
@@ -525,11 +537,7 @@ fn run_loop(
         let features = guide.image_features(&guide.generator_input(&img)?)?;
         let mut per_sample = setup.clip_term(&features)?.f_mul_scalar(params.lambda1)?.f_add(&reg)?;
         if let Some((unedited, keep)) = &setup.preserve {
-            // λ3 · Σ (ΔG ⊙ (1 − M))² / (C · Σ(1 − M)): the mean squared change where the edit
-            // should leave the picture alone.
-            let change = sum_per_sample(&img.f_sub(unedited)?.f_square()?.f_mul(keep)?)?;
-            let area = keep.f_sum(Kind::Float)?.f_mul_scalar(img.size()[1] as f64)?.f_clamp_min(1e-8)?;
-            per_sample = per_sample.f_add(&change.f_div(&area)?.f_mul_scalar(params.lambda3)?)?;
+            per_sample = per_sample.f_add(&change_outside(&img, unedited, keep)?.f_mul_scalar(params.lambda3)?)?;
         }
         opt.zero_grad();
         per_sample.f_sum(Kind::Float)?.f_backward()?;

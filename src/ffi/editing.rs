@@ -492,11 +492,11 @@ unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<St
     if p.steps < 1 {
         return Err(Error::arg("steps", format!("{} must be at least 1", p.steps)));
     }
-    let auto = !p.layer.is_null() && str_arg(p.layer, "layer")?.trim() == "auto";
-    let layer = if p.layer.is_null() || auto {
-        ctx.default_layer()
-    } else {
-        ctx.generator.layer_by_name(str_arg(p.layer, "layer")?)?.id
+    let name = if p.layer.is_null() { None } else { Some(str_arg(p.layer, "layer")?) };
+    let auto = name.map(str::trim) == Some("auto");
+    let layer = match name {
+        Some(n) if !auto => ctx.generator.layer_by_name(n)?.id,
+        _ => ctx.default_layer(),
     };
     let lambda2 =
         if p.lambda2.is_sign_negative() && p.lambda2.is_finite() { ctx.default_lambda2() } else { p.lambda2 as f64 };
