@@ -253,17 +253,7 @@ fn timing_4000x3000_on_two_threads() {
     let (rgb, w, h) = png("astronaut.png");
     // The astronaut scaled ×5 into a mirrored 4000×3000 canvas: one ~450 px face.
     let src = image::RgbImage::from_raw(w as u32, h as u32, rgb).expect("rgb");
-    let big = image::imageops::resize(&src, 2560, 2560, image::imageops::FilterType::Triangle);
-    let (bw, bh) = (4000usize, 3000usize);
-    let mut photo = vec![0u8; bw * bh * 3];
-    for y in 0..bh {
-        for x in 0..bw {
-            let sx = (x as i64 - 700).rem_euclid(2 * 2560);
-            let sx = if sx >= 2560 { 2 * 2560 - 1 - sx } else { sx } as u32;
-            let sy = (y as u32).min(2559 * 2 - y as u32).min(2559);
-            photo[(y * bw + x) * 3..(y * bw + x) * 3 + 3].copy_from_slice(&big.get_pixel(sx, sy).0);
-        }
-    }
+    let (photo, bw, bh) = clipshape::models::init::big_face_photo(&src);
     // Library start-up (libtorch, oneDNN) on a small photo first: what is left in round 0 is
     // the cost of the big photo's new shapes.
     let (small, sw, sh) = png("astronaut.png");

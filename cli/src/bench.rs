@@ -573,17 +573,7 @@ fn face_rows(golden: &Path, t: &mut Table) -> Result<()> {
         return Ok(());
     };
     let detector = Mtcnn::load_dir(&dir.join("mtcnn"), tch::Device::Cpu)?;
-    let big = image::imageops::resize(&photo.to_rgb8(), 2560, 2560, image::imageops::FilterType::Triangle);
-    let (w, h) = (4000usize, 3000usize);
-    let mut rgb = vec![0u8; w * h * 3];
-    for y in 0..h {
-        for x in 0..w {
-            let sx = (x as i64 - 700).rem_euclid(2 * 2560);
-            let sx = if sx >= 2560 { 2 * 2560 - 1 - sx } else { sx } as u32;
-            let sy = (y as u32).min(2 * 2559 - y as u32).min(2559);
-            rgb[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&big.get_pixel(sx, sy).0);
-        }
-    }
+    let (rgb, w, h) = init::big_face_photo(&photo.to_rgb8());
     t.time("mtcnn + FFHQ align 4000x3000", 1, "detect + align 256", || {
         let faces = detector.detect(&rgb, w, h)?;
         let i = face::pick_face(&faces, None, None, "the benchmark photo")?;

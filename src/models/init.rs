@@ -19,6 +19,23 @@ pub fn seeded_normal(shape: &[i64], seed: i64, device: Device) -> Result<Tensor>
     Ok(t.f_to_device(device)?)
 }
 
+/// The photo the face benchmarks time: `face` (RGB) scaled ×5 to 2560² and mirrored into a
+/// 4000×3000 canvas, so one ≈ 450 px face sits in a photo-sized picture. Packed RGB rows.
+pub fn big_face_photo(face: &image::RgbImage) -> (Vec<u8>, usize, usize) {
+    let big = image::imageops::resize(face, 2560, 2560, image::imageops::FilterType::Triangle);
+    let (w, h) = (4000usize, 3000usize);
+    let mut rgb = vec![0u8; w * h * 3];
+    for y in 0..h {
+        for x in 0..w {
+            let sx = (x as i64 - 700).rem_euclid(2 * 2560);
+            let sx = if sx >= 2560 { 2 * 2560 - 1 - sx } else { sx } as u32;
+            let sy = (y as u32).min(2 * 2559 - y as u32).min(2559);
+            rgb[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&big.get_pixel(sx, sy).0);
+        }
+    }
+    (rgb, w, h)
+}
+
 /// Random initial weights for benchmark models: every draw gets its own seed derived from one
 /// base seed, so a state dict is reproducible whatever order its tensors are made in.
 pub struct SeededInit {
