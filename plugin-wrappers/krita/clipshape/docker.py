@@ -21,6 +21,25 @@ SET_ITEMS = (("ffhq", "Faces (FFHQ)"), ("car", "Cars"), ("horse", "Horses"),
              ("files", "Model files below"))
 
 
+def _job_controls(layout, action):
+    """`action` and Cancel buttons, a progress bar (0–1000) and a wrapped status line, added to
+    `layout`: what a run and a download both show. Returns (button, cancel, progress, label)."""
+    row = QHBoxLayout()
+    button = QPushButton(action)
+    cancel = QPushButton("Cancel")
+    cancel.setEnabled(False)
+    row.addWidget(button)
+    row.addWidget(cancel)
+    layout.addLayout(row)
+    progress = QProgressBar()
+    progress.setRange(0, 1000)
+    layout.addWidget(progress)
+    label = QLabel("")
+    label.setWordWrap(True)
+    layout.addWidget(label)
+    return button, cancel, progress, label
+
+
 def _path_row(edit, folder, title):
     row = QWidget()
     box = QHBoxLayout(row)
@@ -80,20 +99,8 @@ class ClipShapeDocker(DockWidget):
         form.addRow("Apply saved edit", _path_row(self.saved_edit, False, "Saved edit"))
         layout.addLayout(form)
 
-        buttons = QHBoxLayout()
-        self.run_button = QPushButton("Run")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout.addLayout(buttons)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
+        self.run_button, self.cancel_button, self.progress, self.status = _job_controls(layout, "Run")
         self.progress.setValue(0)
-        layout.addWidget(self.progress)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        layout.addWidget(self.status)
         self.error = QLabel("")
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color: #d33;")
@@ -160,19 +167,8 @@ class ClipShapeDocker(DockWidget):
         self.licences.setWordWrap(True)
         self.licences.setStyleSheet("color: #888;")
         box.addWidget(self.licences)
-        row = QHBoxLayout()
-        self.download_button = QPushButton("Download")
-        self.download_cancel = QPushButton("Cancel")
-        self.download_cancel.setEnabled(False)
-        row.addWidget(self.download_button)
-        row.addWidget(self.download_cancel)
-        box.addLayout(row)
-        self.download_progress = QProgressBar()
-        self.download_progress.setRange(0, 1000)
-        box.addWidget(self.download_progress)
-        self.download_text = QLabel("")
-        self.download_text.setWordWrap(True)
-        box.addWidget(self.download_text)
+        (self.download_button, self.download_cancel, self.download_progress,
+         self.download_text) = _job_controls(box, "Download")
         self.download_button.clicked.connect(self.start_download)
         self.download_cancel.clicked.connect(self.cancel_download)
         self.downloader = None
