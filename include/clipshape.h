@@ -239,8 +239,9 @@ typedef struct cs_optimize_params {
   const char *prompt;
   // Optional neutral text ("face"): the CLIP term becomes directional. NULL = none.
   const char *neutral;
-  // Layer whose raw weight is shifted ("convs.3"); NULL = the domain's default; "auto" = the
-  // best of a short probe of every convs.N at 8–64 px (ranking in the shift's `layer_probe`).
+  // Layer whose raw weight is shifted ("convs.3"), or several learnt jointly into one shift
+  // ("convs.3,convs.5"); NULL = the domain's default; "auto" = the best of a short probe of
+  // every convs.N at 8–64 px (ranking in the shift's `layer_probe`; see `auto_layers`).
   const char *layer;
   // A `cs_method`.
   int32_t method;
@@ -279,6 +280,12 @@ typedef struct cs_optimize_params {
   // The region the edit may change, {x1, y1, x2, y2} in pixels of the generator's output;
   // all zeros = none (with λ3 > 0 every change then counts).
   float region[4];
+  // Weight λ4 of the separation term for several prompts on one latent (`cs_optimize_batch`):
+  // the squared cosine between each pair of prompts' image changes joins the loss, so each
+  // shift can be applied alone or with the others (0 = the prompts are learnt independently).
+  float lambda4;
+  // With layer "auto": how many of the best-ranked layers the shift moves (0 = 1).
+  int32_t auto_layers;
 } cs_optimize_params;
 
 // Download progress: `file` being fetched, bytes done of total; nonzero return cancels
@@ -439,9 +446,11 @@ void cs_latent_free(struct cs_latent *latent);
 
 // ──── Shifts: learnt edits ──────────────────────────────────────────────────────────────────
 
-// Imports a shift for `layer` (e.g. "convs.3", or "wplus" for a W+ direction) from exactly
-// weight_numel (n_latent × style_dim) floats (copied). On success `*out` owns a new shift, freed
-// with `cs_shift_free`. Statuses: OK; INVALID_ARGUMENT (NULL, unknown layer, wrong `n`, NaN).
+// Imports a shift for `layer` (e.g. "convs.3"; "convs.3,convs.5" for one of several layers,
+// their floats one after the other in that order; "wplus" for a W+ direction) from exactly as
+// many floats as those targets hold (a layer's raw weight, or n_latent × style_dim), copied.
+// On success `*out` owns a new shift, freed with `cs_shift_free`. Statuses: OK;
+// INVALID_ARGUMENT (NULL, unknown layer, wrong `n`, NaN).
 enum cs_status cs_shift_from_floats(const struct cs_ctx *ctx,
                                     const char *layer,
                                     const float *data,
@@ -453,11 +462,12 @@ enum cs_status cs_shift_from_floats(const struct cs_ctx *ctx,
 // `cs_shift_free`.
 const char *cs_shift_get_meta(const struct cs_shift *shift, const char *key);
 
-// Number of floats in the shift (0 for NULL). Never fails.
+// Number of floats in the shift, over all its layers (0 for NULL). Never fails.
 size_t cs_shift_len(const struct cs_shift *shift);
 
-// The layer name ("convs.3", "wplus"), owned by the shift: valid until `cs_shift_free`; NULL
-// for a NULL shift.
+// The layer name ("convs.3", "wplus"; "convs.3,convs.5" for a shift of several layers, the
+// order `cs_shift_to_floats` writes them in), owned by the shift: valid until `cs_shift_free`;
+// NULL for a NULL shift.
 const char *cs_shift_layer(const struct cs_shift *shift);
 
 // Copies the shift into the caller's `out`, which holds exactly `n` = `cs_shift_len` floats.

@@ -58,8 +58,8 @@ fn shifts_on_different_layers_apply_together() {
     let both = edit::render(&g, &latent, &[(&a, 1.0), (&b, 1.0)], &[1.0], 8).unwrap();
     assert!(max_abs_diff(&both, &only_a) > 1e-3 && max_abs_diff(&both, &only_b) > 1e-3);
     // Reference: both deltas given to the generator by hand.
-    let da = &a.x * 1.0;
-    let db = &b.x * 1.0;
+    let da = &a.parts[0].x * 1.0;
+    let db = &b.parts[0].x * 1.0;
     let want = tch::no_grad(|| {
         g.synthesis(
             &latent.wplus.unsqueeze(0),
@@ -88,8 +88,8 @@ fn latent_and_shift_files_round_trip() {
     let sp = dir.path().join("s.safetensors");
     shift.save(&sp).unwrap();
     let back = Shift::load(&g, &sp).unwrap();
-    assert!(back.x.equal(&shift.x));
-    assert_eq!(back.target, shift.target);
+    assert!(back.parts[0].x.equal(&shift.parts[0].x));
+    assert_eq!(back.parts[0].target, shift.parts[0].target);
     assert_eq!(back.meta.get("prompt").map(String::as_str), Some("a wide face"));
     assert_eq!(back.meta.get("layer").map(String::as_str), Some("convs.3"));
     // Atomic writes leave no temporary files behind.

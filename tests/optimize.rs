@@ -54,8 +54,8 @@ fn the_loss_falls_and_clip_agrees_more() {
     let before: f64 = s.meta["clip_sim_before"].parse().unwrap();
     let after: f64 = s.meta["clip_sim_after"].parse().unwrap();
     assert!(after > before + 0.01, "CLIP similarity {before} → {after}");
-    assert_eq!(s.target, Target::Layer(clipshape::models::stylegan2::LayerId::Convs(3)));
-    assert_eq!(s.x.size(), vec![1, 32, 32, 3, 3]);
+    assert_eq!(s.parts[0].target, Target::Layer(clipshape::models::stylegan2::LayerId::Convs(3)));
+    assert_eq!(s.parts[0].x.size(), vec![1, 32, 32, 3, 3]);
     for key in [
         "layer",
         "prompt",
@@ -83,10 +83,10 @@ fn deterministic_on_cpu() {
     p.seed = 11;
     let a = run(&ctx, &[&w], &p).0.remove(0);
     let b = run(&ctx, &[&w], &p).0.remove(0);
-    assert!(a.x.equal(&b.x), "same seed, same shift");
+    assert!(a.parts[0].x.equal(&b.parts[0].x), "same seed, same shift");
     p.seed = 12;
     let c = run(&ctx, &[&w], &p).0.remove(0);
-    assert!(!a.x.equal(&c.x), "another seed starts elsewhere");
+    assert!(!a.parts[0].x.equal(&c.parts[0].x), "another seed starts elsewhere");
 }
 
 #[test]
@@ -100,8 +100,8 @@ fn a_batch_equals_one_by_one() {
     assert_eq!(batch.len(), 3);
     for (i, prompt) in prompts.iter().enumerate() {
         let (single, _) = run(&ctx, &[&w], &params(prompt, 6));
-        let d = (&batch[i].x - &single[0].x).abs().max().double_value(&[]);
-        let scale = single[0].x.abs().max().double_value(&[]);
+        let d = (&batch[i].parts[0].x - &single[0].parts[0].x).abs().max().double_value(&[]);
+        let scale = single[0].parts[0].x.abs().max().double_value(&[]);
         // Adam divides by √v, which magnifies float-rounding differences of grouped vs plain conv
         // a little: hold them to the golden gradient tolerance.
         assert!(d <= 1e-3 * scale.max(1e-6), "prompt {i}: batch vs single differ by {d} (scale {scale})");
@@ -111,7 +111,7 @@ fn a_batch_equals_one_by_one() {
     let w2 = latent(&ctx, 4);
     let (two, _) = run(&ctx, &[&w, &w2], &params("a wide face", 3));
     assert_eq!(two.len(), 2);
-    assert!(!two[0].x.equal(&two[1].x));
+    assert!(!two[0].parts[0].x.equal(&two[1].parts[0].x));
 }
 
 #[test]
@@ -151,8 +151,8 @@ fn the_latent_baseline_lowers_its_loss_too() {
     let (shifts, seen) = run(&ctx, &[&w], &p);
     assert!(seen[19].loss < seen[0].loss, "{} → {}", seen[0].loss, seen[19].loss);
     let s = &shifts[0];
-    assert_eq!(s.target, Target::WPlus);
-    assert_eq!(s.x.size(), vec![10, 64]);
+    assert_eq!(s.parts[0].target, Target::WPlus);
+    assert_eq!(s.parts[0].x.size(), vec![10, 64]);
     // Rendering the direction at k = 1 is the optimised latent.
     let k1 = edit::render(&ctx.generator, &w, &[(s, 1.0)], &[0.0, 1.0], 8).unwrap();
     assert!((k1.get(0) - k1.get(1)).abs().max().double_value(&[]) > 1e-4);
@@ -177,7 +177,7 @@ fn bad_requests_are_refused_clearly() {
     assert!(err(params("", 5)).contains("prompt"));
     assert!(err(params("   ", 5)).contains("prompt"));
     assert!(err(params(&"nose ".repeat(90), 5)).contains("77"));
-    assert!(err(OptimizeParams { layer: LayerId::Convs(42), ..params("a", 5) }).contains("convs.42"));
+    assert!(err(OptimizeParams { layers: vec![LayerId::Convs(42)], ..params("a", 5) }).contains("convs.42"));
     assert!(err(params("a wide face", 0)).contains("steps"));
     assert!(err(params("a wide face", 10_000_000)).contains("steps"));
     assert!(err(OptimizeParams { lambda2: -0.1, ..params("a wide face", 5) }).contains("lambda2"));
@@ -196,7 +196,7 @@ fn saved_edits_apply_to_other_latents_and_only_to_their_generator() {
     let path = dir.path().join("edit.safetensors");
     shifts[0].save(&path).unwrap();
     let loaded = Shift::load(&ctx.generator, &path).unwrap();
-    assert!(loaded.x.equal(&shifts[0].x));
+    assert!(loaded.parts[0].x.equal(&shifts[0].parts[0].x));
     assert_eq!(loaded.meta["prompt"], "a wide face");
     let other = latent(&ctx, 10);
     let imgs = edit::render(&ctx.generator, &other, &[(&loaded, 1.0)], &[-1.0, 0.0, 1.0], 8).unwrap();
@@ -318,19 +318,161 @@ fn layer_auto_probes_the_shape_layers_and_keeps_the_best_deterministically() {
 
     let (shifts, seen) = run(&ctx, &[&w], &p);
     let s = &shifts[0];
-    assert_eq!(s.target, Target::Layer(ranking[0].layer), "the best-ranked layer was not the one learnt");
+    assert_eq!(s.parts[0].target, Target::Layer(ranking[0].layer), "the best-ranked layer was not the one learnt");
     assert_eq!(seen.last().unwrap().total, 6, "progress counts the full optimisation only");
     assert_eq!(s.meta["layer_choice"], "auto");
     assert!(s.meta["layer_probe"].starts_with(&format!("{}:", ranking[0].layer)), "{}", s.meta["layer_probe"]);
     let again = run(&ctx, &[&w], &p).0.remove(0);
     assert_eq!(again.meta["layer_probe"], s.meta["layer_probe"], "the probe is not deterministic");
-    assert!(again.x.equal(&s.x));
+    assert!(again.parts[0].x.equal(&s.parts[0].x));
 
     // With a region, the cost is the change outside it.
     let boxed = OptimizeParams { region: Some([16.0, 16.0, 48.0, 48.0]), ..p.clone() };
     let by_region = probe_layers(&ctx.generator, ctx.guide().unwrap(), &[&w], &boxed, &auto, &|| false).unwrap();
     assert!(by_region.iter().zip(&ranking).any(|(a, b)| a.cost != b.cost));
-    let none = AutoLayer { min_res: 128, max_res: 256, probe_steps: 2 };
+    let none = AutoLayer { min_res: 128, max_res: 256, probe_steps: 2, ..AutoLayer::default() };
     let e = probe_layers(&ctx.generator, ctx.guide().unwrap(), &[&w], &p, &none, &|| false).err().unwrap();
     assert!(e.to_string().contains("auto_layer"), "{e}");
+}
+
+fn gain(s: &Shift) -> f64 {
+    s.meta["clip_sim_after"].parse::<f64>().unwrap() - s.meta["clip_sim_before"].parse::<f64>().unwrap()
+}
+
+#[test]
+fn several_layers_are_learnt_jointly_into_one_shift_that_renders_as_its_parts_together() {
+    let ctx = ctx();
+    let g = &ctx.generator;
+    let w = latent(&ctx, 1);
+    let single = |l: usize| {
+        run(&ctx, &[&w], &OptimizeParams { layers: vec![LayerId::Convs(l)], ..params("face with big nose", 20) })
+    };
+    let (s3, s5) = (single(3).0.remove(0), single(5).0.remove(0));
+    // Listed out of order: the shift keeps its parts in layer order.
+    let p = OptimizeParams { layers: vec![LayerId::Convs(5), LayerId::Convs(3)], ..params("face with big nose", 20) };
+    let (mut joint, seen) = run(&ctx, &[&w], &p);
+    let joint = joint.remove(0);
+    assert_eq!(joint.layer_names(), "convs.3,convs.5");
+    assert_eq!(joint.meta["layer"], "convs.3,convs.5");
+    assert_eq!(joint.meta["layer_sha256"].split(',').count(), 2);
+    let norm = |t: &tch::Tensor| t.norm().double_value(&[]);
+    let (n3, n5) = (norm(&joint.parts[0].x), norm(&joint.parts[1].x));
+    assert!(n3 > 0.0 && n5 > 0.0 && n3.min(n5) > 0.1 * n3.max(n5), "one layer did not move: ‖x3‖ {n3}, ‖x5‖ {n5}");
+    // The joint loss starts where each single-layer run starts and ends no higher than the better.
+    let last = |shift: &Shift| shift.meta["final_loss"].parse::<f64>().unwrap();
+    eprintln!(
+        "loss: convs.3 {:.4}, convs.5 {:.4}, both {:.4}; CLIP gain {:.4} / {:.4} / {:.4}",
+        last(&s3),
+        last(&s5),
+        last(&joint),
+        gain(&s3),
+        gain(&s5),
+        gain(&joint)
+    );
+    assert!(seen[19].loss < seen[0].loss - 0.05);
+    assert!(last(&joint) <= last(&s3).min(last(&s5)) + 1e-3, "two layers did worse than one");
+    assert!(gain(&joint) > 0.01);
+
+    // Rendering the shift = rendering its parts as two single-layer shifts together.
+    let a = Shift::new(g, "convs.3", joint.parts[0].x.shallow_clone()).unwrap();
+    let b = Shift::new(g, "convs.5", joint.parts[1].x.shallow_clone()).unwrap();
+    let ks = [-2.0, 1.0, 3.0];
+    let whole = edit::render(g, &w, &[(&joint, 1.0)], &ks, 4).unwrap();
+    let parts = edit::render(g, &w, &[(&a, 1.0), (&b, 1.0)], &ks, 4).unwrap();
+    assert!(whole.allclose(&parts, 1e-5, 1e-6, false));
+    let only3 = edit::render(g, &w, &[(&a, 1.0)], &ks, 4).unwrap();
+    assert!((&whole - &only3).abs().max().double_value(&[]) > 1e-3, "convs.5's part changes nothing");
+
+    // The file holds shift.convs.3 and shift.convs.5; it loads back whole.
+    let dir = tmpdir();
+    let path = dir.path().join("s.safetensors");
+    joint.save(&path).unwrap();
+    let ck = clipshape::checkpoint::Checkpoint::open(&path).unwrap();
+    let mut keys: Vec<&str> = ck.keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["shift.convs.3", "shift.convs.5"]);
+    let back = Shift::load(g, &path).unwrap();
+    assert_eq!(back.layer_names(), "convs.3,convs.5");
+    assert!(back.parts[0].x.equal(&joint.parts[0].x) && back.parts[1].x.equal(&joint.parts[1].x));
+    assert_eq!(back.meta["prompt"], "face with big nose");
+    // The flat form (the C ABI's) round-trips too, in `layer_names` order.
+    let flat = Shift::from_slice(g, &back.layer_names(), &back.to_vec().unwrap()).unwrap();
+    assert!(flat.parts[1].x.equal(&joint.parts[1].x));
+
+    for (layers, what) in [(vec![LayerId::Convs(3), LayerId::Convs(3)], "twice"), (vec![], "no layer")] {
+        let e = ctx.optimize(&[&w], &OptimizeParams { layers, ..params("x", 2) }, &mut |_| true).err().unwrap();
+        assert!(e.to_string().contains(what), "{e}");
+    }
+}
+
+#[test]
+fn auto_layers_two_learns_the_two_best_probed_layers_together() {
+    use clipshape::edit::optimize::{probe_layers, AutoLayer};
+    let ctx = ctx();
+    let w = latent(&ctx, 1);
+    let auto = AutoLayer { probe_steps: 3, count: 2, ..AutoLayer::default() };
+    let p = OptimizeParams { auto_layer: Some(auto), ..params("face with big nose", 4) };
+    let ranking = probe_layers(&ctx.generator, ctx.guide().unwrap(), &[&w], &p, &auto, &|| false).unwrap();
+    let s = run(&ctx, &[&w], &p).0.remove(0);
+    let mut want = vec![Target::Layer(ranking[0].layer), Target::Layer(ranking[1].layer)];
+    want.sort();
+    assert_eq!(s.parts.iter().map(|p| p.target).collect::<Vec<_>>(), want);
+    let too_many = AutoLayer { count: 9, ..auto };
+    let e = ctx.optimize(&[&w], &OptimizeParams { auto_layer: Some(too_many), ..p }, &mut |_| true).err().unwrap();
+    assert!(e.to_string().contains("auto_layers"), "{e}");
+}
+
+/// |cos| between the image changes of two shifts on one latent at strength 1.
+fn change_cosine(ctx: &Context, w: &Latent, a: &Shift, b: &Shift) -> f64 {
+    let g = &ctx.generator;
+    let base = edit::render(g, w, &[], &[0.0], 1).unwrap();
+    let da = (edit::render(g, w, &[(a, 1.0)], &[1.0], 1).unwrap() - &base).flatten(0, -1);
+    let db = (edit::render(g, w, &[(b, 1.0)], &[1.0], 1).unwrap() - &base).flatten(0, -1);
+    ((&da * &db).sum(tch::Kind::Float) / (da.norm() * db.norm())).double_value(&[]).abs()
+}
+
+#[test]
+fn prompts_learnt_jointly_change_the_picture_apart_and_still_apply_alone_and_together() {
+    let ctx = ctx();
+    let g = &ctx.generator;
+    let w = latent(&ctx, 1);
+    let prompts = vec!["a wide face".to_string(), "face with big nose".to_string()];
+    let both = |lambda4: f64| {
+        let p = OptimizeParams { prompts: prompts.clone(), lambda4, ..params("unused", 20) };
+        run(&ctx, &[&w], &p).0
+    };
+    let free = both(0.0);
+    let apart = both(0.3);
+    let (cos_free, cos_apart) =
+        (change_cosine(&ctx, &w, &free[0], &free[1]), change_cosine(&ctx, &w, &apart[0], &apart[1]));
+    eprintln!(
+        "|cos(ΔG_a, ΔG_b)| {cos_free:.4} → {cos_apart:.4}; CLIP gains {:.4}, {:.4} → {:.4}, {:.4}",
+        gain(&free[0]),
+        gain(&free[1]),
+        gain(&apart[0]),
+        gain(&apart[1])
+    );
+    assert!(cos_apart < cos_free / 2.0, "the changes were not kept apart: |cos| {cos_free} → {cos_apart}");
+    for i in 0..2 {
+        assert!(gain(&apart[i]) > 0.5 * gain(&free[i]) && gain(&apart[i]) > 0.0, "prompt {i} lost its gain");
+        assert_eq!(apart[i].meta["lambda4"], "0.3");
+        let others: Vec<String> = serde_json::from_str(&apart[i].meta["joint_with"]).unwrap();
+        assert_eq!(others, vec![prompts[1 - i].clone()]);
+    }
+    // Together (same layer: the shifts add), each prompt still gains.
+    let guide = ctx.guide().unwrap();
+    let sim = |img: &tch::Tensor, prompt: &str| {
+        let f = tch::no_grad(|| guide.image_features(&guide.generator_input(img).unwrap())).unwrap();
+        let t = guide.text_features(&[prompt], false).unwrap();
+        clipshape::models::clip::cosine(&f, &t).unwrap().double_value(&[0])
+    };
+    let base = edit::render(g, &w, &[], &[0.0], 1).unwrap();
+    let together = edit::render(g, &w, &[(&apart[0], 1.0), (&apart[1], 1.0)], &[1.0], 1).unwrap();
+    for p in &prompts {
+        assert!(sim(&together, p) > sim(&base, p), "applied together, `{p}` lost its gain");
+    }
+
+    let e =
+        ctx.optimize(&[&w], &OptimizeParams { lambda4: 1.0, ..params("one prompt", 2) }, &mut |_| true).err().unwrap();
+    assert!(e.to_string().contains("lambda4"), "{e}");
 }

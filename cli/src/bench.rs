@@ -306,8 +306,8 @@ fn agreement_row(name: &str, g: &Generator, guide: &ClipGuide, v: &Variant, t: &
     let other = optimize(g, guide, &[&latent], &params, &|| false, &mut |_| true)?.remove(0);
     let ms = start.elapsed().as_secs_f64() * 1e3;
     let cos = clipshape::models::clip::cosine(
-        &parity.x.f_flatten(0, -1)?.f_unsqueeze(0)?,
-        &other.x.f_flatten(0, -1)?.f_unsqueeze(0)?,
+        &parity.parts[0].x.f_flatten(0, -1)?.f_unsqueeze(0)?,
+        &other.parts[0].x.f_flatten(0, -1)?.f_unsqueeze(0)?,
     )?
     .f_double_value(&[0])?;
     let sim = |s: &Shift| s.meta.get("clip_sim_after").cloned().unwrap_or_default();

@@ -3,6 +3,7 @@
 //! `--strengths`; latents and shifts as safetensors (`wplus`; `shift` + `layer` metadata).
 
 mod bench;
+mod eval;
 mod files;
 mod models;
 mod photo;
@@ -16,12 +17,12 @@ use clap::{Args, Parser, Subcommand};
 use clipshape::context::{Context, ContextParams};
 use clipshape::device::DeviceRequest;
 use clipshape::edit::encode::ImageView;
-use clipshape::edit::optimize::{Method, OptimizeParams, Progress};
+use clipshape::edit::optimize::{AutoLayer, Method, OptimizeParams, Progress};
 use clipshape::edit::photo::Paste;
 use clipshape::edit::render::{image_file_kind, save_image, save_png};
 use clipshape::edit::{self, Latent, PixelFormat, Shift};
 use clipshape::models::clip::HeadCounts;
-use clipshape::models::stylegan2::Synthesis;
+use clipshape::models::stylegan2::{LayerId, Synthesis};
 use clipshape::store::ModelStore;
 use files::{load_rgba, OutputDir};
 use models::ModelsCommand;
@@ -87,10 +88,22 @@ impl EditOutput {
 #[derive(Args, Clone)]
 struct EditOptions {
     /// Generator layer whose raw weight is shifted (default: the model set's, else convs.3);
-    /// `auto` probes every convs.N at 8–64 px for 10 steps and keeps the best (CLIP gain per
-    /// change outside --region, else per ‖x‖/‖W‖)
+    /// several, comma-separated (convs.3,convs.5), are learnt jointly into one shift; `auto`
+    /// probes every convs.N at 8–64 px for 10 steps and keeps the best (CLIP gain per change
+    /// outside --region, else per ‖x‖/‖W‖)
     #[arg(long)]
     layer: Option<String>,
+    /// With --layer auto: shift this many of the best-ranked layers, jointly
+    #[arg(long, default_value_t = 1)]
+    auto_layers: usize,
+    /// Another prompt for the same picture, learnt jointly into its own shift (repeatable);
+    /// each is written to DIR/1/, DIR/2/, … and all together to DIR/together/
+    #[arg(long = "also", value_name = "PROMPT")]
+    also: Vec<String>,
+    /// Weight λ4 of the term keeping the prompts' image changes apart (with --also; 0 = learn
+    /// them independently)
+    #[arg(long, default_value_t = 0.3)]
+    separate: f64,
     /// Optimisation steps
     #[arg(long, default_value_t = 100)]
     steps: usize,
@@ -148,6 +161,25 @@ impl EditOptions {
             [a, b, c, d] => Ok(Some([*a as f32, *b as f32, *c as f32, *d as f32])),
             _ => bail!("--region: give x1,y1,x2,y2 (four numbers), got `{text}`"),
         }
+    }
+
+    /// The layers `--layer` names (the model set's default when absent or `auto`).
+    fn layers(&self, ctx: &Context) -> Result<Vec<LayerId>> {
+        Ok(match self.layer.as_deref() {
+            Some("auto") | None => vec![ctx.default_layer()],
+            Some(names) => clipshape::edit::optimize::parse_layers(&ctx.generator, names)?,
+        })
+    }
+
+    fn auto_layer(&self) -> Result<Option<AutoLayer>> {
+        if self.auto_layers == 0 {
+            bail!("--auto-layers: give 1 or more");
+        }
+        if self.auto_layers != 1 && self.layer.as_deref() != Some("auto") {
+            bail!("--auto-layers goes with --layer auto (name the layers with --layer convs.3,convs.5 otherwise)");
+        }
+        Ok((self.layer.as_deref() == Some("auto"))
+            .then(|| AutoLayer { count: self.auto_layers, ..AutoLayer::default() }))
     }
 
     fn synthesis(&self) -> Synthesis {
@@ -275,6 +307,9 @@ enum Command {
         /// The model set or e4e checkpoint (default: the one recorded in the shift file)
         #[arg(long)]
         model: Option<String>,
+        /// Another shift file rendered together with SHIFT (repeatable): same layer, they add
+        #[arg(long = "with", value_name = "SHIFT")]
+        with: Vec<PathBuf>,
         #[arg(long)]
         seed: Option<u64>,
         /// Truncation of the sampled latent (with --seed): 1 = none
@@ -284,6 +319,17 @@ enum Command {
         photo_opts: PhotoOptions,
         #[command(flatten)]
         output: EditOutput,
+    },
+    /// Quality figures of a shift over many pictures, per strength: CLIP similarity and its gain,
+    /// mean change outside the region, FID (with the Inception network); a markdown table
+    Eval {
+        /// The model set or e4e checkpoint (default: the one recorded in the first shift file)
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        files: ClipFiles,
+        #[command(flatten)]
+        args: eval::EvalArgs,
     },
     /// Model files: list, fetch, verify, path, add
     #[command(subcommand)]
@@ -465,16 +511,15 @@ fn input_latent(
 fn write_edit(
     ctx: &Context,
     latent: &Latent,
-    shift: &Shift,
+    shifts: &[&Shift],
     strengths: &[f64],
     input: (&[u8], u32, u32),
     job: Option<&PhotoJob>,
     out: &OutputDir,
 ) -> Result<()> {
-    let images = ctx.to_frame(
-        &edit::render(&ctx.generator, latent, &[(shift, 1.0)], strengths, edit::render::DEFAULT_MAX_BATCH)?,
-        None,
-    )?;
+    let refs: Vec<(&Shift, f64)> = shifts.iter().map(|&s| (s, 1.0)).collect();
+    let images =
+        ctx.to_frame(&edit::render(&ctx.generator, latent, &refs, strengths, edit::render::DEFAULT_MAX_BATCH)?, None)?;
     let recon = ctx.to_frame(&edit::render(&ctx.generator, latent, &[], &[0.0], 1)?, None)?;
     out.clear_previous()?;
     let written = match job {
@@ -628,18 +673,27 @@ fn run(cli: &Cli) -> Result<()> {
                 "latent" => Method::Latent,
                 m => bail!("--method: `{m}` is not shift or latent"),
             };
+            let prompts: Vec<String> = std::iter::once(prompt).chain(opts.also.iter().cloned()).collect();
+            // Several prompts: DIR/1/, DIR/2/, … and DIR/together/, each ready before any work.
+            let dirs = if prompts.len() > 1 {
+                let mut d = (1..=prompts.len())
+                    .map(|i| OutputDir::prepare(&out.join(&i.to_string())))
+                    .collect::<Result<Vec<_>>>()?;
+                d.push(OutputDir::prepare(&out.join("together"))?);
+                d
+            } else {
+                vec![out]
+            };
+            let auto_layer = opts.auto_layer()?;
             let mut ctx = model_context(cli, model, files, true, photo.as_ref().map(|_| photo_opts))?;
             let job = photo.as_deref().map(|p| PhotoJob::prepare(&ctx, p, photo_opts)).transpose()?;
             let (latent, input_rgb, iw, ih) = input_latent(&ctx, job.as_ref(), *seed, *truncation)?;
             // The encoder (1.1 GB for FFHQ) has done its part; the steps need the memory.
             ctx.release_encoder();
             let params = OptimizeParams {
-                prompts: vec![prompt.clone()],
+                prompts: prompts.clone(),
                 neutral: opts.neutral.clone(),
-                layer: match opts.layer.as_deref() {
-                    Some("auto") | None => ctx.default_layer(),
-                    Some(name) => ctx.generator.layer_by_name(name)?.id,
-                },
+                layers: opts.layers(&ctx)?,
                 method,
                 lambda1: opts.lambda1,
                 lambda2: opts.lambda2.unwrap_or_else(|| ctx.default_lambda2()),
@@ -654,7 +708,8 @@ fn run(cli: &Cli) -> Result<()> {
                 synthesis: opts.synthesis(),
                 lambda3: opts.preserve,
                 region: opts.region()?,
-                auto_layer: (opts.layer.as_deref() == Some("auto")).then(Default::default),
+                auto_layer,
+                lambda4: if prompts.len() > 1 { opts.separate } else { 0.0 },
             };
             let bar = progress_bar(params.steps);
             let mut on_step = |p: &Progress| {
@@ -664,33 +719,56 @@ fn run(cli: &Cli) -> Result<()> {
             };
             let mut shifts = ctx.optimize(&[&latent], &params, &mut on_step)?;
             bar.finish_and_clear();
-            let mut shift = shifts.pop().context("no shift produced")?;
-            if let Some(p) = &photo {
-                shift.meta.insert("source".into(), p.display().to_string());
+            for s in &mut shifts {
+                if let Some(p) = &photo {
+                    s.meta.insert("source".into(), p.display().to_string());
+                }
             }
-            write_edit(&ctx, &latent, &shift, &strengths, (&input_rgb, iw, ih), job.as_ref(), &out)?;
-            let shift_path = out.join("shift.safetensors");
-            shift.save(&shift_path)?;
-            latent.save(&out.join("latent.safetensors"))?;
-            emit(&format!("{}\n", shift_path.display()));
-            eprintln!(
-                "\"{prompt}\" on {}: CLIP similarity {} → {}",
-                shift.target,
-                shift.meta.get("clip_sim_before").map(String::as_str).unwrap_or("?"),
-                shift.meta.get("clip_sim_after").map(String::as_str).unwrap_or("?")
-            );
+            let input = (input_rgb.as_slice(), iw, ih);
+            for (shift, dir) in shifts.iter().zip(&dirs) {
+                write_edit(&ctx, &latent, &[shift], &strengths, input, job.as_ref(), dir)?;
+                let shift_path = dir.join("shift.safetensors");
+                shift.save(&shift_path)?;
+                latent.save(&dir.join("latent.safetensors"))?;
+                emit(&format!("{}\n", shift_path.display()));
+                eprintln!(
+                    "\"{}\" on {}: CLIP similarity {} → {}",
+                    shift.meta.get("prompt").map(String::as_str).unwrap_or("?"),
+                    shift.layer_names(),
+                    shift.meta.get("clip_sim_before").map(String::as_str).unwrap_or("?"),
+                    shift.meta.get("clip_sim_after").map(String::as_str).unwrap_or("?")
+                );
+            }
+            if let (true, Some(together)) = (shifts.len() > 1, dirs.get(shifts.len())) {
+                let all: Vec<&Shift> = shifts.iter().collect();
+                write_edit(&ctx, &latent, &all, &strengths, input, job.as_ref(), together)?;
+            }
         }
-        Command::Apply { shift, photo, model, seed, truncation, photo_opts, output } => {
+        Command::Apply { shift, photo, model, with, seed, truncation, photo_opts, output } => {
             let (strengths, out) = output.prepare()?;
             let recorded = clipshape::checkpoint::Checkpoint::open(shift)?.metadata().get("model").cloned();
             let model = model.clone().or(recorded).with_context(|| {
                 format!("{}: the shift does not record its model; pass --model SET_OR_FILE", shift.display())
             })?;
             let ctx = model_context(cli, &model, &ClipFiles::default(), false, photo.as_ref().map(|_| photo_opts))?;
-            let s = Shift::load(&ctx.generator, shift)?;
+            let shifts = std::iter::once(shift)
+                .chain(with)
+                .map(|p| Shift::load(&ctx.generator, p))
+                .collect::<clipshape::Result<Vec<_>>>()?;
             let job = photo.as_deref().map(|p| PhotoJob::prepare(&ctx, p, photo_opts)).transpose()?;
             let (latent, input_rgb, iw, ih) = input_latent(&ctx, job.as_ref(), *seed, *truncation)?;
-            write_edit(&ctx, &latent, &s, &strengths, (&input_rgb, iw, ih), job.as_ref(), &out)?;
+            let refs: Vec<&Shift> = shifts.iter().collect();
+            write_edit(&ctx, &latent, &refs, &strengths, (&input_rgb, iw, ih), job.as_ref(), &out)?;
+        }
+        Command::Eval { model, files, args } => {
+            let strengths = eval::strengths(args)?;
+            let first = &args.shifts[0];
+            let recorded = clipshape::checkpoint::Checkpoint::open(first)?.metadata().get("model").cloned();
+            let model = model.clone().or(recorded).with_context(|| {
+                format!("{}: the shift does not record its model; pass --model SET_OR_FILE", first.display())
+            })?;
+            let ctx = model_context(cli, &model, files, true, None)?;
+            emit(&eval::run(&ctx, args, strengths)?);
         }
         Command::Faces { photo, json, mtcnn } => {
             emit(&photo::faces_command(photo, mtcnn.as_deref(), *json, device(cli)?.resolve()?)?);

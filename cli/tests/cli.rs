@@ -351,3 +351,109 @@ fn edit_with_the_preservation_term_records_it_and_bad_regions_are_named() {
         assert!(e.contains(what), "{arg}: {e}");
     }
 }
+
+#[test]
+fn edit_learns_several_layers_and_several_prompts_and_apply_renders_them_together() {
+    let dir = tmpdir();
+    let g = load_generator(&golden("e4e.pt"), Device::Cpu).unwrap().generator;
+    let multi = dir.path().join("multi");
+    let args = ["--seed", "1", "face with big nose", "--steps", "2", "--layer", "convs.5,convs.3", "--strengths=0,2"];
+    ok_owned(&tiny_edit(&[&args[..], &["--out", p(&multi)]].concat()));
+    let shift = Shift::load(&g, &multi.join("shift.safetensors")).unwrap();
+    assert_eq!(shift.layer_names(), "convs.3,convs.5");
+    assert!(multi.join("01.png").is_file());
+
+    let joint = dir.path().join("joint");
+    let stdout = ok_owned(&tiny_edit(&[
+        "--seed",
+        "1",
+        "a wide face",
+        "--also",
+        "face with big nose",
+        "--steps",
+        "2",
+        "--strengths=0,3",
+        "--out",
+        p(&joint),
+    ]));
+    for sub in ["1", "2", "together"] {
+        assert!(joint.join(sub).join("01.png").is_file() && joint.join(sub).join("sheet.png").is_file(), "{sub}");
+    }
+    let (a, b) = (joint.join("1/shift.safetensors"), joint.join("2/shift.safetensors"));
+    assert!(stdout.contains(p(&a)) && stdout.contains(p(&b)), "{stdout}");
+    let (sa, sb) = (Shift::load(&g, &a).unwrap(), Shift::load(&g, &b).unwrap());
+    assert_eq!((sa.meta["prompt"].as_str(), sb.meta["prompt"].as_str()), ("a wide face", "face with big nose"));
+    assert_eq!((sa.meta["lambda4"].as_str(), sa.meta["joint_with"].as_str()), ("0.3", "[\"face with big nose\"]"));
+    // DIR/together is what `apply --with` renders from the two files.
+    let both = dir.path().join("both");
+    ok(&[
+        "apply",
+        p(&a),
+        "--with",
+        p(&b),
+        "--model",
+        p(&golden("e4e.pt")),
+        "--seed",
+        "1",
+        "--strengths=0,3",
+        "--out",
+        p(&both),
+    ]);
+    let read = |path: &std::path::Path| image::open(path).unwrap().to_rgb8().into_raw();
+    assert_eq!(read(&both.join("01.png")), read(&joint.join("together/01.png")));
+    assert_ne!(read(&both.join("01.png")), read(&joint.join("1/01.png")));
+
+    for (extra, what) in [
+        (vec!["--layer", "convs.3,convs.3"], "twice"),
+        (vec!["--layer", "convs.3,"], "empty"),
+        (vec!["--auto-layers", "2"], "--layer auto"),
+        (vec!["--layer", "auto", "--auto-layers", "99"], "auto_layers"),
+    ] {
+        let bad = dir.path().join("bad");
+        let e = fails_owned(&tiny_edit(
+            &[&["--seed", "1", "face", "--steps", "1"], &extra[..], &["--out", p(&bad)]].concat(),
+        ));
+        assert!(e.contains(what), "{extra:?}: {e}");
+    }
+}
+
+#[test]
+fn eval_prints_the_papers_table_with_fid_from_an_inception_file() {
+    let dir = tmpdir();
+    let out = dir.path().join("edit");
+    ok_owned(&tiny_edit(&["--seed", "1", "face with big nose", "--steps", "4", "--strengths=1", "--out", p(&out)]));
+    let shift = out.join("shift.safetensors");
+    let inception =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/inception/tiny_inception.pth");
+    let mut args: Vec<String> =
+        ["eval", p(&shift), "--model", p(&golden("e4e.pt")), "--seeds", "0-3"].iter().map(|s| s.to_string()).collect();
+    args.extend(clip_args());
+    let plain = ok_owned(&args);
+    assert!(plain.contains("\"face with big nose\" over 4 pictures") && plain.contains("no FID"), "{plain}");
+    for k in ["| -10 |", "| -5 |", "| -3 |", "| +3 |", "| +5 |", "| +10 |"] {
+        assert!(plain.contains(k), "{k} missing:\n{plain}");
+    }
+    args.extend(["--inception".to_string(), p(&inception).to_string(), "--json".to_string()]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&ok_owned(&args)).unwrap();
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r["fid"].as_f64().is_some_and(|f| f > 0.0)), "{rows:?}");
+
+    // A reference folder of pictures.
+    let pictures = dir.path().join("pictures");
+    std::fs::create_dir_all(&pictures).unwrap();
+    for seed in ["5", "6", "7"] {
+        ok(&["sample", p(&golden("e4e.pt")), "--seed", seed, "--out", p(&pictures.join(format!("{seed}.png")))]);
+    }
+    args.extend(["--reference".to_string(), p(&pictures).to_string()]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&ok_owned(&args)).unwrap();
+    assert!(rows.iter().all(|r| r["fid"].as_f64().is_some()));
+
+    let e = fails_owned(&[&args[..], &["--latents".to_string(), p(&out).to_string()]].concat());
+    assert!(e.contains("--seeds or --latents"), "{e}");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut bad = args.clone();
+    let at = bad.iter().position(|a| a == "--reference").unwrap();
+    bad[at + 1] = p(&empty).to_string();
+    assert!(fails_owned(&bad).contains("no pictures"));
+}

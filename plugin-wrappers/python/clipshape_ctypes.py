@@ -349,6 +349,8 @@ class cs_optimize_params(Structure):
         ("bf16", c_int32),
         ("lambda3", c_float),
         ("region", c_float * 4),
+        ("lambda4", c_float),
+        ("auto_layers", c_int32),
     ]
 
 
@@ -1039,7 +1041,8 @@ class Context(_Handle):
 
     def _optimize_params(self, keep, layer, steps, lambda1, lambda2, lr, strength, seed,
                          neutral, method, latent_l2, truncate_prompt, progress_every,
-                         optimize_size=0, bf16=False, lambda3=0.0, region=None):
+                         optimize_size=0, bf16=False, lambda3=0.0, region=None, lambda4=0.0,
+                         auto_layers=1):
         p = _init(self._lib.cs_optimize_params_init, cs_optimize_params)
 
         def s(value, what):
@@ -1047,6 +1050,8 @@ class Context(_Handle):
             keep.append(raw)
             return raw
 
+        if layer and not isinstance(layer, str):
+            layer = ",".join(layer)  # several layers, learnt jointly into one shift
         if layer:
             p.layer = s(layer, "layer")
         if neutral:
@@ -1076,6 +1081,10 @@ class Context(_Handle):
             if len(box) != 4:
                 raise InvalidArgumentError("region must be (x1, y1, x2, y2), got %r" % (region,))
             p.region = (c_float * 4)(*box)
+        p.lambda4 = float(lambda4 or 0.0)
+        if math.isnan(p.lambda4):
+            raise InvalidArgumentError("lambda4 is NaN")
+        p.auto_layers = _int(auto_layers, "auto_layers", 1, INT32[1])
         return p
 
     def _progress_box(self, progress):
@@ -1087,10 +1096,12 @@ class Context(_Handle):
     def optimize(self, latent, prompt, layer=None, steps=100, lambda1=None, lambda2=None,
                  lr=None, strength=None, seed=0, neutral=None, method="shift", latent_l2=None,
                  truncate_prompt=False, progress=None, progress_every=1, optimize_size=0,
-                 bf16=False, lambda3=0.0, region=None):
+                 bf16=False, lambda3=0.0, region=None, auto_layers=1):
         """Learns a shift moving ``latent``'s picture toward ``prompt`` → Shift.
 
         None keeps the library's default (layer: the model set's; lambda2: the set's).
+        ``layer`` may list several layers ("convs.3,convs.5" or a list), learnt jointly into
+        one shift; "auto" probes the shape layers and keeps the ``auto_layers`` best.
         ``optimize_size`` (e.g. 256) optimises on the generator's output stopped at that side
         (faster on a CPU; the results are still full size); ``bf16`` runs the generator's wide
         layers in bfloat16 while optimising. ``lambda3`` > 0 adds the preservation term: the
@@ -1105,7 +1116,7 @@ class Context(_Handle):
         keep = []
         p = self._optimize_params(keep, layer, steps, lambda1, lambda2, lr, strength, seed,
                                   neutral, method, latent_l2, truncate_prompt, progress_every,
-                                  optimize_size, bf16, lambda3, region)
+                                  optimize_size, bf16, lambda3, region, 0.0, auto_layers)
         p.prompt = _cstr(prompt, "prompt")
         keep.append(p.prompt)
         box = self._progress_box(progress)
@@ -1124,7 +1135,11 @@ class Context(_Handle):
         return Shift(out)
 
     def optimize_batch(self, latents, prompts, **kw):
-        """Several edits in one batch: N prompts × 1 latent, 1 × N, or N × N → [Shift]."""
+        """Several edits in one batch: N prompts × 1 latent, 1 × N, or N × N → [Shift].
+
+        Takes ``optimize``'s keywords, and ``lambda4`` > 0 for N prompts on ONE latent: the
+        prompts are learnt jointly with a term keeping their image changes apart, so each
+        shift can be applied alone or with the others."""
         latents, prompts = list(latents), list(prompts)
         if not latents or not prompts:
             raise InvalidArgumentError("optimize_batch needs at least one latent and one prompt")
@@ -1140,7 +1155,8 @@ class Context(_Handle):
                                   kw.pop("latent_l2", None), kw.pop("truncate_prompt", False),
                                   kw.pop("progress_every", 1), kw.pop("optimize_size", 0),
                                   kw.pop("bf16", False), kw.pop("lambda3", 0.0),
-                                  kw.pop("region", None))
+                                  kw.pop("region", None), kw.pop("lambda4", 0.0),
+                                  kw.pop("auto_layers", 1))
         if kw:
             raise TypeError("unexpected arguments: %s" % ", ".join(kw))
         box = self._progress_box(progress)

@@ -1,6 +1,7 @@
 //! The method on top of the models: W+ latents, weight shifts and rendering at strengths.
 
 pub mod encode;
+pub mod eval;
 pub mod guide;
 pub mod latent;
 pub mod optimize;

@@ -3,6 +3,12 @@
 //!
 //! `L = λ1·(1 − cos(E_I(G_{θ+k·x}(w)), E_T(T))) + λ2·‖x‖₂`, Adam on `x` only.
 //!
+//! Beyond the paper, each optional and off by default: several layers shifted jointly (one
+//! `x_l` per layer, one optimiser, `λ2·Σ_l ‖x_l‖₂`); a preservation term `λ3·` the mean squared
+//! image change outside a region; and for several prompts on one picture a separation term
+//! `λ4·Σ_{i<j} cos²(ΔG_i, ΔG_j)` that keeps the prompts' image changes apart, so their shifts
+//! can be applied alone or together.
+//!
 //! `k` (the strength used while optimising, default 1) makes the learnt `x` the edit at
 //! strength 1, so renders at k = −3..3 read as "less … more". Several prompts or several
 //! latents form one batch with one shift per sample (the generator's grouped conv takes
@@ -21,7 +27,7 @@ use std::collections::BTreeMap;
 use tch::{nn, nn::OptimizerConfig, Kind, Tensor};
 
 use crate::edit::guide::{clip_distance, ClipGuide};
-use crate::edit::shift::{target_fingerprint, Target};
+use crate::edit::shift::{target_fingerprint, Part, Target};
 use crate::edit::{Latent, Shift};
 use crate::error::{Error, Result};
 use crate::models::clip::normalize;
@@ -51,8 +57,8 @@ pub struct OptimizeParams {
     /// One per sample, or one for every latent.
     pub prompts: Vec<String>,
     pub neutral: Option<String>,
-    /// Conv whose raw weight is shifted; ignored by `Method::Latent`.
-    pub layer: LayerId,
+    /// Convs whose raw weights are shifted, jointly (usually one); ignored by `Method::Latent`.
+    pub layers: Vec<LayerId>,
     pub method: Method,
     pub lambda1: f64,
     pub lambda2: f64,
@@ -77,24 +83,30 @@ pub struct OptimizeParams {
     /// The region the edit may change, [x1, y1, x2, y2] in pixels of the generator's output
     /// (soft-edged); None = the whole picture is preserved (λ3 then weighs every change).
     pub region: Option<[f32; 4]>,
-    /// Choose `layer` by a short probe of each candidate first (`--layer auto`).
+    /// Choose `layers` by a short probe of each candidate first (`--layer auto`).
     pub auto_layer: Option<AutoLayer>,
+    /// Weight λ4 of the separation term (several prompts for one picture, learnt jointly): the
+    /// squared cosine between each pair of prompts' image changes joins the loss.
+    pub lambda4: f64,
 }
 
 /// `--layer auto`: every `convs.N` whose side is in `min_res..=max_res` (default 8–64 px, the
-/// layers that shape a picture) is optimised for `probe_steps` steps; the one with the largest
-/// CLIP gain per unit of cost wins, cost being the mean squared change outside `region` when
-/// one is given, else ‖x‖ / ‖W‖ (the shift relative to the weight it moves).
+/// layers that shape a picture) is optimised for `probe_steps` steps; the `count` with the
+/// largest CLIP gain per unit of cost win and are learnt jointly, cost being the mean squared
+/// change outside `region` when one is given, else ‖x‖ / ‖W‖ (the shift relative to the weight
+/// it moves).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AutoLayer {
     pub min_res: i64,
     pub max_res: i64,
     pub probe_steps: usize,
+    /// How many of the best-ranked layers the shift moves (`--auto-layers`).
+    pub count: usize,
 }
 
 impl Default for AutoLayer {
     fn default() -> Self {
-        AutoLayer { min_res: 8, max_res: 64, probe_steps: 10 }
+        AutoLayer { min_res: 8, max_res: 64, probe_steps: 10, count: 1 }
     }
 }
 
@@ -114,7 +126,7 @@ impl OptimizeParams {
         OptimizeParams {
             prompts: vec![prompt.to_string()],
             neutral: None,
-            layer,
+            layers: vec![layer],
             method: Method::Shift,
             lambda1: DEFAULT_LAMBDA1,
             lambda2: DEFAULT_LAMBDA2,
@@ -130,6 +142,7 @@ impl OptimizeParams {
             lambda3: 0.0,
             region: None,
             auto_layer: None,
+            lambda4: 0.0,
         }
     }
 
@@ -146,6 +159,15 @@ impl OptimizeParams {
         finite_nonneg("latent_l2", self.latent_l2)?;
         finite_nonneg("init_scale", self.init_scale)?;
         finite_nonneg("lambda3", self.lambda3)?;
+        finite_nonneg("lambda4", self.lambda4)?;
+        if self.method == Method::Shift {
+            if self.layers.is_empty() {
+                return Err(Error::arg("layer", "no layer given"));
+            }
+            if let Some(twice) = self.layers.iter().enumerate().find(|(i, l)| self.layers[..*i].contains(l)) {
+                return Err(Error::arg("layer", format!("`{}` is named twice", twice.1)));
+            }
+        }
         if let Some(r) = self.region {
             if !(r.iter().all(|v| v.is_finite()) && r[0] < r[2] && r[1] < r[3]) {
                 return Err(Error::arg("region", format!("{r:?} is not a box x1 < x2, y1 < y2")));
@@ -170,6 +192,23 @@ impl OptimizeParams {
     }
 }
 
+/// The layers a `--layer convs.3,convs.5` list names, each checked against `g`, none twice.
+pub fn parse_layers(g: &Generator, names: &str) -> Result<Vec<LayerId>> {
+    Target::resolve_list(g, names)?
+        .into_iter()
+        .map(|t| match t {
+            Target::Layer(l) => Ok(l),
+            Target::WPlus => Err(Error::arg(
+                "layer",
+                format!(
+                    "`{names}`: `{}` is not a layer (the latent method optimises W+ by itself)",
+                    crate::edit::shift::WPLUS
+                ),
+            )),
+        })
+        .collect()
+}
+
 /// What the progress callback sees. `loss` and `clip_sim` are means over the batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Progress {
@@ -181,7 +220,8 @@ pub struct Progress {
 
 /// What stays fixed during the loop: computed once, before the first step.
 struct Setup {
-    target: Target,
+    /// What the variables move, one variable each: the shifted layers, or W+.
+    targets: Vec<Target>,
     /// The start codes, one per sample (B, n_latent, style_dim).
     w0: Tensor,
     /// Text features of each sample's prompt (B, D).
@@ -191,9 +231,11 @@ struct Setup {
     /// `normalize(E_T(T) − E_T(N))` for a directional loss.
     direction: Option<Tensor>,
     sim_before: Vec<f64>,
-    /// The preservation term's unedited images (B, 3, s, s) at the loop's side and the weight
-    /// map 1 − M (1, 1, s, s), when λ3 > 0.
-    preserve: Option<(Tensor, Tensor)>,
+    /// The unedited images (B, 3, s, s) at the loop's side, when a term compares against them
+    /// (λ3 or λ4 > 0).
+    unedited: Option<Tensor>,
+    /// The preservation term's weight map 1 − M (1, 1, s, s), when λ3 > 0.
+    keep: Option<Tensor>,
 }
 
 impl Setup {
@@ -212,9 +254,26 @@ impl Setup {
                 ),
             ));
         }
-        let target = match params.method {
-            Method::Shift => Target::Layer(g.layer(params.layer)?.id),
-            Method::Latent => Target::WPlus,
+        if params.lambda4 > 0.0 && (latents.len() != 1 || params.prompts.len() < 2) {
+            return Err(Error::arg(
+                "lambda4",
+                format!(
+                    "the separation term keeps several prompts' changes of ONE picture apart: give one latent and \
+                     two or more prompts ({} latents, {} prompts given)",
+                    latents.len(),
+                    params.prompts.len()
+                ),
+            ));
+        }
+        let targets: Vec<Target> = match params.method {
+            Method::Shift => {
+                let mut t =
+                    params.layers.iter().map(|&l| Ok(Target::Layer(g.layer(l)?.id))).collect::<Result<Vec<_>>>()?;
+                // In the order a `Shift` keeps its parts.
+                t.sort();
+                t
+            }
+            Method::Latent => vec![Target::WPlus],
         };
         let nb = n as i64;
         let w0 = Tensor::f_stack(&latents.iter().map(|l| l.wplus.shallow_clone()).collect::<Vec<_>>(), 0)?
@@ -237,13 +296,10 @@ impl Setup {
         } else {
             similarities(&features_of(&tch::no_grad(|| g.synthesis(&w0, &[]))?)?, &text)?
         };
-        let preserve = if params.lambda3 > 0.0 {
-            let keep = outside_weight(g, params.region, unedited.size()[2])?;
-            Some((unedited, keep))
-        } else {
-            None
-        };
-        Ok(Setup { target, w0, text, original, direction, sim_before, preserve })
+        let keep =
+            if params.lambda3 > 0.0 { Some(outside_weight(g, params.region, unedited.size()[2])?) } else { None };
+        let unedited = (params.lambda3 > 0.0 || params.lambda4 > 0.0).then_some(unedited);
+        Ok(Setup { targets, w0, text, original, direction, sim_before, unedited, keep })
     }
 
     fn batch(&self) -> i64 {
@@ -257,49 +313,66 @@ impl Setup {
         }
     }
 
-    /// The variable's start: zero (or a seeded normal scaled to the weight's std) for a layer,
+    /// Each variable's start: zero (or a seeded normal scaled to the weight's std) for a layer,
     /// the codes themselves for W+.
-    fn initial(&self, g: &Generator, params: &OptimizeParams) -> Result<Tensor> {
+    fn initial(&self, g: &Generator, params: &OptimizeParams) -> Result<Vec<Tensor>> {
         let device = g.device();
-        let shape = self.target.shape(g)?;
-        let mut var_shape = vec![self.batch()];
-        var_shape.extend(match self.target {
-            Target::Layer(_) => &shape[1..],
-            Target::WPlus => &shape[..],
-        });
-        Ok(match self.target {
-            Target::Layer(l) if params.init_scale > 0.0 => {
-                let std = g.layer_weight(l)?.f_std(false)?.f_double_value(&[])?;
-                seeded_normal(&var_shape, params.seed, device)?.f_mul_scalar(std * params.init_scale)?
-            }
-            Target::WPlus => self.w0.shallow_clone(),
-            Target::Layer(_) => Tensor::f_zeros(var_shape.as_slice(), (Kind::Float, device))?,
-        })
+        self.targets
+            .iter()
+            .enumerate()
+            .map(|(i, &target)| {
+                let shape = target.shape(g)?;
+                let mut var_shape = vec![self.batch()];
+                var_shape.extend(match target {
+                    Target::Layer(_) => &shape[1..],
+                    Target::WPlus => &shape[..],
+                });
+                Ok(match target {
+                    Target::Layer(l) if params.init_scale > 0.0 => {
+                        let std = g.layer_weight(l)?.f_std(false)?.f_double_value(&[])?;
+                        // Each layer its own stream, so adding a layer leaves the others' starts alone.
+                        let seed = params.seed.wrapping_add(i as i64);
+                        seeded_normal(&var_shape, seed, device)?.f_mul_scalar(std * params.init_scale)?
+                    }
+                    Target::WPlus => self.w0.shallow_clone(),
+                    Target::Layer(_) => Tensor::f_zeros(var_shape.as_slice(), (Kind::Float, device))?,
+                })
+            })
+            .collect()
     }
 
-    /// The edited images and each sample's regulariser for the variable's current value.
-    fn forward(&self, g: &Generator, var: &Tensor, params: &OptimizeParams) -> Result<(Tensor, Tensor)> {
-        match self.target {
-            Target::Layer(l) => {
-                let delta = var.f_mul_scalar(params.strength)?;
-                let img = g.synthesis_with(&self.w0, &[(l, &delta)], &params.synthesis)?;
-                // ‖x‖₂ per sample; the epsilon keeps the gradient finite at x = 0.
-                let norm = sum_per_sample(&var.f_square()?)?.f_add_scalar(1e-12)?.f_sqrt()?;
-                Ok((img, norm.f_mul_scalar(params.lambda2)?))
-            }
-            Target::WPlus => {
-                let img = g.synthesis_with(var, &[], &params.synthesis)?;
-                let d2 = sum_per_sample(&var.f_sub(&self.w0)?.f_square()?)?;
-                Ok((img, d2.f_mul_scalar(params.latent_l2)?))
-            }
+    /// The edited images and each sample's regulariser for the variables' current values.
+    fn forward(&self, g: &Generator, vars: &[Tensor], params: &OptimizeParams) -> Result<(Tensor, Tensor)> {
+        if self.targets == [Target::WPlus] {
+            let img = g.synthesis_with(&vars[0], &[], &params.synthesis)?;
+            let d2 = sum_per_sample(&vars[0].f_sub(&self.w0)?.f_square()?)?;
+            return Ok((img, d2.f_mul_scalar(params.latent_l2)?));
         }
+        let mut deltas = Vec::with_capacity(vars.len());
+        let mut norm: Option<Tensor> = None;
+        for (target, var) in self.targets.iter().zip(vars) {
+            let Target::Layer(l) = *target else {
+                return Err(Error::Internal("a W+ variable among layer shifts".into()));
+            };
+            deltas.push((l, var.f_mul_scalar(params.strength)?));
+            // ‖x_l‖₂ per sample; the epsilon keeps the gradient finite at x = 0.
+            let n = sum_per_sample(&var.f_square()?)?.f_add_scalar(1e-12)?.f_sqrt()?;
+            norm = Some(match norm {
+                Some(total) => total.f_add(&n)?,
+                None => n,
+            });
+        }
+        let refs: Vec<(LayerId, &Tensor)> = deltas.iter().map(|(l, d)| (*l, d)).collect();
+        let img = g.synthesis_with(&self.w0, &refs, &params.synthesis)?;
+        let norm = norm.ok_or_else(|| Error::Internal("no variable to optimise".into()))?;
+        Ok((img, norm.f_mul_scalar(params.lambda2)?))
     }
 }
 
 /// 1 − M for a `side`² synthesis of `g`: M is 1 inside `region` (generator pixels, scaled to
 /// `side`), 0 outside, with linear edges 1/16 of the side wide; no region = M is 0 everywhere.
 /// Shape (1, 1, side, side).
-fn outside_weight(g: &Generator, region: Option<[f32; 4]>, side: i64) -> Result<Tensor> {
+pub(crate) fn outside_weight(g: &Generator, region: Option<[f32; 4]>, side: i64) -> Result<Tensor> {
     let device = g.device();
     let Some(r) = region else {
         return Ok(Tensor::f_ones([1, 1, side, side], (Kind::Float, device))?);
@@ -320,10 +393,28 @@ fn outside_weight(g: &Generator, region: Option<[f32; 4]>, side: i64) -> Result<
 
 /// The preservation term per sample: Σ (ΔG ⊙ (1 − M))² / (C · Σ(1 − M)), the mean squared change
 /// where the edit should leave the picture alone.
-fn change_outside(img: &Tensor, unedited: &Tensor, keep: &Tensor) -> Result<Tensor> {
+pub(crate) fn change_outside(img: &Tensor, unedited: &Tensor, keep: &Tensor) -> Result<Tensor> {
     let change = sum_per_sample(&img.f_sub(unedited)?.f_square()?.f_mul(keep)?)?;
     let area = keep.f_sum(Kind::Float)?.f_mul_scalar(img.size()[1] as f64)?.f_clamp_min(1e-8)?;
     Ok(change.f_div(&area)?)
+}
+
+/// The cosines between the samples' image changes ΔG_i = img_i − unedited_i, a (B, B) matrix
+/// (1 on the diagonal where a change exists; 0 where one has not moved yet).
+pub(crate) fn change_cosines(img: &Tensor, unedited: &Tensor) -> Result<Tensor> {
+    let d = img.f_sub(unedited)?.f_flatten(1, -1)?;
+    // The epsilon keeps the gradient finite at the start, where every change is zero.
+    let n = d.f_square()?.f_sum_dim_intlist([1i64].as_slice(), true, None::<Kind>)?.f_add_scalar(1e-12)?.f_sqrt()?;
+    let unit = d.f_div(&n)?;
+    Ok(unit.f_matmul(&unit.f_transpose(0, 1)?)?)
+}
+
+/// The separation term: Σ_{i<j} cos²(ΔG_i, ΔG_j), zero when every pair of changes is orthogonal.
+fn separation(img: &Tensor, unedited: &Tensor) -> Result<Tensor> {
+    let c = change_cosines(img, unedited)?;
+    let b = c.size()[0];
+    let off = Tensor::f_ones([b, b], (Kind::Float, img.device()))?.f_triu(1)?;
+    Ok(c.f_square()?.f_mul(&off)?.f_sum(Kind::Float)?)
 }
 
 fn sum_per_sample(t: &Tensor) -> Result<Tensor> {
@@ -331,13 +422,13 @@ fn sum_per_sample(t: &Tensor) -> Result<Tensor> {
 }
 
 /// Cosine similarity per sample, as f64.
-fn similarities(features: &Tensor, text: &Tensor) -> Result<Vec<f64>> {
+pub(crate) fn similarities(features: &Tensor, text: &Tensor) -> Result<Vec<f64>> {
     Ok(Vec::<f64>::try_from(clip_distance(features, text)?.f_neg()?.f_add_scalar(1.0)?.f_to_kind(Kind::Double)?)?)
 }
 
 /// Learns one shift per sample. `cancelled` is polled every step (no device sync);
 /// `progress` returning false cancels too. Cancelling returns `Error::Cancelled` and no shift.
-/// With `auto_layer` the layer is chosen by [`probe_layers`] first, and the ranking is stored
+/// With `auto_layer` the layers are chosen by [`probe_layers`] first, and the ranking is stored
 /// in the shifts' metadata (`layer_choice` = auto, `layer_probe`).
 pub fn optimize(
     g: &Generator,
@@ -351,9 +442,22 @@ pub fn optimize(
         return optimize_fixed(g, guide, latents, params, cancelled, progress);
     };
     let ranking = probe_layers(g, guide, latents, params, &auto, cancelled)?;
+    if auto.count == 0 || auto.count > ranking.len() {
+        return Err(Error::arg(
+            "auto_layers",
+            format!(
+                "{} asked for, {} candidate layers at {}–{} px",
+                auto.count,
+                ranking.len(),
+                auto.min_res,
+                auto.max_res
+            ),
+        ));
+    }
     let text: Vec<String> = ranking.iter().map(|r| format!("{}:{:.6}", r.layer, r.score)).collect();
     log::info!("layer probe ({} steps each), best first: {}", auto.probe_steps, text.join(" "));
-    let chosen = OptimizeParams { layer: ranking[0].layer, auto_layer: None, ..params.clone() };
+    let layers = ranking[..auto.count].iter().map(|r| r.layer).collect();
+    let chosen = OptimizeParams { layers, auto_layer: None, ..params.clone() };
     let mut shifts = optimize_fixed(g, guide, latents, &chosen, cancelled, progress)?;
     for s in &mut shifts {
         s.meta.insert("layer_choice".into(), "auto".into());
@@ -362,7 +466,7 @@ pub fn optimize(
     Ok(shifts)
 }
 
-/// The candidates of `auto`, each optimised for `auto.probe_steps` steps with `params`
+/// The candidates of `auto`, each optimised alone for `auto.probe_steps` steps with `params`
 /// otherwise, ranked best first (ties: forward order). Deterministic for a seed.
 pub fn probe_layers(
     g: &Generator,
@@ -403,7 +507,7 @@ pub fn probe_layers(
     let mut ranking = Vec::with_capacity(candidates.len());
     for layer in candidates {
         let probe = OptimizeParams {
-            layer,
+            layers: vec![layer],
             steps: auto.probe_steps,
             progress_every: auto.probe_steps,
             auto_layer: None,
@@ -413,7 +517,7 @@ pub fn probe_layers(
         let meta = |s: &Shift, k: &str| s.meta.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         let gain = shifts.iter().map(|s| meta(s, "clip_sim_after") - meta(s, "clip_sim_before")).sum::<f64>()
             / shifts.len() as f64;
-        let x = Tensor::f_cat(&shifts.iter().map(|s| s.x.shallow_clone()).collect::<Vec<_>>(), 0)?;
+        let x = Tensor::f_cat(&shifts.iter().map(|s| s.parts[0].x.shallow_clone()).collect::<Vec<_>>(), 0)?;
         let cost = match &outside {
             Some((w0, unedited, keep)) => tch::no_grad(|| -> Result<f64> {
                 let w = w0.f_expand([x.size()[0], -1, -1], false)?;
@@ -446,11 +550,13 @@ fn optimize_fixed(
 ) -> Result<Vec<Shift>> {
     params.validate()?;
     let stop = g.output_size(params.synthesis.stop_at)?;
-    if let (Method::Shift, true) = (params.method, params.layer.resolution() > stop) {
-        return Err(Error::arg(
-            "optimize_size",
-            format!("{stop} px is below the {} px that `{}` works at", params.layer.resolution(), params.layer),
-        ));
+    if params.method == Method::Shift {
+        if let Some(l) = params.layers.iter().find(|l| l.resolution() > stop) {
+            return Err(Error::arg(
+                "optimize_size",
+                format!("{stop} px is below the {} px that `{l}` works at", l.resolution()),
+            ));
+        }
     }
     // Each step frees and reallocates the same large activations: keep them on the heap.
     let _heap = (g.device() == tch::Device::Cpu).then(crate::memory::HeapReuse::new);
@@ -459,37 +565,59 @@ fn optimize_fixed(
     // (an optimisation at 256 px): start the steps from a trimmed heap.
     crate::memory::release_free();
     let vs = nn::VarStore::new(g.device());
-    let var = vs.root().f_var_copy("x", &setup.initial(g, params)?)?;
-    let last = run_loop(g, guide, &setup, &vs, &var, params, cancelled, progress)?;
+    let vars = setup
+        .initial(g, params)?
+        .iter()
+        .enumerate()
+        .map(|(i, init)| Ok(vs.root().f_var_copy(&format!("x{i}"), init)?))
+        .collect::<Result<Vec<_>>>()?;
+    let last = run_loop(g, guide, &setup, &vs, &vars, params, cancelled, progress)?;
 
-    // The result: x (or w − w0), checked.
-    let result = match setup.target {
-        Target::Layer(_) => var.f_detach_copy()?,
-        Target::WPlus => var.f_detach()?.f_sub(&setup.w0)?,
-    };
-    if result.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
-        return Err(Error::Diverged(format!(
-            "the optimisation produced NaN or infinite values; lower the learning rate ({})",
-            params.lr
-        )));
-    }
+    // The result: each x (or w − w0), checked.
+    let results = setup
+        .targets
+        .iter()
+        .zip(&vars)
+        .map(|(t, var)| -> Result<Tensor> {
+            let r = match t {
+                Target::Layer(_) => var.f_detach_copy()?,
+                Target::WPlus => var.f_detach()?.f_sub(&setup.w0)?,
+            };
+            if r.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+                return Err(Error::Diverged(format!(
+                    "the optimisation produced NaN or infinite values; lower the learning rate ({})",
+                    params.lr
+                )));
+            }
+            Ok(r)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let sim_after = tch::no_grad(|| -> Result<Vec<f64>> {
-        let img = match setup.target {
-            Target::Layer(l) => g.synthesis(&setup.w0, &[(l, &result.f_mul_scalar(params.strength)?)])?,
-            Target::WPlus => g.synthesis(&setup.w0.f_add(&result)?, &[])?,
+        let img = if setup.targets == [Target::WPlus] {
+            g.synthesis(&setup.w0.f_add(&results[0])?, &[])?
+        } else {
+            let deltas = layer_deltas(&setup.targets, &results, params.strength)?;
+            let refs: Vec<(LayerId, &Tensor)> = deltas.iter().map(|(l, d)| (*l, d)).collect();
+            g.synthesis(&setup.w0, &refs)?
         };
         similarities(&guide.image_features(&guide.generator_input(&img)?)?, &setup.text)
     })?;
 
-    let fingerprint = target_fingerprint(g, setup.target)?;
+    let prints = setup.targets.iter().map(|&t| target_fingerprint(g, t)).collect::<Result<Vec<_>>>()?;
+    let names: Vec<String> = setup.targets.iter().map(Target::to_string).collect();
     let mut shifts = Vec::with_capacity(setup.batch() as usize);
     for (i, (&clip_sim_before, &clip_sim_after)) in setup.sim_before.iter().zip(&sim_after).enumerate() {
-        let x = match setup.target {
-            Target::Layer(_) => result.f_narrow(0, i as i64, 1)?,
-            Target::WPlus => result.f_get(i as i64)?,
-        };
+        let mut parts = Vec::with_capacity(results.len());
+        for (&target, r) in setup.targets.iter().zip(&results) {
+            let x = match target {
+                Target::Layer(_) => r.f_narrow(0, i as i64, 1)?,
+                Target::WPlus => r.f_get(i as i64)?,
+            };
+            parts.push(Part { target, x: x.f_contiguous()? });
+        }
+        let prompt_of = |i: usize| params.prompts[if params.prompts.len() == 1 { 0 } else { i }].clone();
         let meta = ShiftMeta {
-            prompt: params.prompts[if params.prompts.len() == 1 { 0 } else { i }].clone(),
+            prompt: prompt_of(i),
             neutral: params.neutral.clone(),
             method: params.method,
             lambda1: params.lambda1,
@@ -505,46 +633,65 @@ fn optimize_fixed(
             synthesis: params.synthesis,
             lambda3: params.lambda3,
             region: params.region,
+            lambda4: params.lambda4,
+            joint_with: if params.lambda4 > 0.0 {
+                (0..params.prompts.len()).filter(|&j| j != i).map(prompt_of).collect()
+            } else {
+                Vec::new()
+            },
         };
-        shifts.push(Shift {
-            target: setup.target,
-            x: x.f_contiguous()?,
-            meta: meta.to_map(setup.target, &fingerprint),
-        });
+        shifts.push(Shift { parts, meta: meta.to_map(&names.join(","), &prints.join(",")) });
     }
     Ok(shifts)
 }
 
-/// Adam on the variable for `params.steps` steps; returns the last progress report.
+/// `(layer, k·x_l)` for each layer target.
+fn layer_deltas(targets: &[Target], xs: &[Tensor], strength: f64) -> Result<Vec<(LayerId, Tensor)>> {
+    targets
+        .iter()
+        .zip(xs)
+        .filter_map(|(t, x)| match t {
+            Target::Layer(l) => Some(x.f_mul_scalar(strength).map(|d| (*l, d)).map_err(Error::from)),
+            Target::WPlus => None,
+        })
+        .collect()
+}
+
+/// Adam on the variables for `params.steps` steps; returns the last progress report.
 #[allow(clippy::too_many_arguments)]
 fn run_loop(
     g: &Generator,
     guide: &ClipGuide,
     setup: &Setup,
     vs: &nn::VarStore,
-    var: &Tensor,
+    vars: &[Tensor],
     params: &OptimizeParams,
     cancelled: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<Progress> {
     let mut opt = nn::Adam::default().build(vs, params.lr)?;
     let mut last = Progress { step: 0, total: params.steps, loss: f32::NAN, clip_sim: f32::NAN };
+    let batch = setup.batch() as f64;
     for step in 1..=params.steps {
         if cancelled() {
             return Err(Error::Cancelled);
         }
-        let (img, reg) = setup.forward(g, var, params)?;
+        let (img, reg) = setup.forward(g, vars, params)?;
         let features = guide.image_features(&guide.generator_input(&img)?)?;
         let mut per_sample = setup.clip_term(&features)?.f_mul_scalar(params.lambda1)?.f_add(&reg)?;
-        if let Some((unedited, keep)) = &setup.preserve {
+        if let (Some(unedited), Some(keep)) = (&setup.unedited, &setup.keep) {
             per_sample = per_sample.f_add(&change_outside(&img, unedited, keep)?.f_mul_scalar(params.lambda3)?)?;
         }
+        let mut total = per_sample.f_sum(Kind::Float)?;
+        if let (Some(unedited), true) = (&setup.unedited, params.lambda4 > 0.0) {
+            total = total.f_add(&separation(&img, unedited)?.f_mul_scalar(params.lambda4)?)?;
+        }
         opt.zero_grad();
-        per_sample.f_sum(Kind::Float)?.f_backward()?;
+        total.f_backward()?;
         opt.step();
 
         if step % params.progress_every.max(1) == 0 || step == params.steps {
-            let l = per_sample.f_mean(Kind::Float)?.f_double_value(&[])? as f32;
+            let l = (total.f_double_value(&[])? / batch) as f32;
             if !l.is_finite() {
                 return Err(Error::Diverged(format!(
                     "the loss became {l} at step {step}: lower the learning rate ({}) or the strength ({})",
@@ -581,17 +728,21 @@ pub struct ShiftMeta {
     pub synthesis: Synthesis,
     pub lambda3: f64,
     pub region: Option<[f32; 4]>,
+    pub lambda4: f64,
+    /// The other prompts learnt jointly with this one (with λ4 > 0).
+    pub joint_with: Vec<String>,
 }
 
 impl ShiftMeta {
-    /// The file's string metadata, with the target and its fingerprint.
-    pub fn to_map(&self, target: Target, fingerprint: &str) -> BTreeMap<String, String> {
+    /// The file's string metadata, with the targets (`layer`: `convs.3` or `convs.3,convs.5`) and
+    /// their fingerprints in the same order.
+    pub fn to_map(&self, layer: &str, fingerprint: &str) -> BTreeMap<String, String> {
         let method = match self.method {
             Method::Shift => "shift",
             Method::Latent => "latent",
         };
         let mut meta: BTreeMap<String, String> = [
-            ("layer", target.to_string()),
+            ("layer", layer.to_string()),
             ("layer_sha256", fingerprint.to_string()),
             ("prompt", self.prompt.clone()),
             ("method", method.to_string()),
@@ -624,6 +775,11 @@ impl ShiftMeta {
             if let Some(r) = self.region {
                 meta.insert("region".into(), format!("{},{},{},{}", r[0], r[1], r[2], r[3]));
             }
+        }
+        if self.lambda4 > 0.0 {
+            meta.insert("lambda4".into(), self.lambda4.to_string());
+            // A JSON list: prompts may hold commas.
+            meta.insert("joint_with".into(), serde_json::to_string(&self.joint_with).unwrap_or_default());
         }
         meta
     }

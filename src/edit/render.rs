@@ -1,6 +1,7 @@
 //! `G_{θ + Σ k·c_i·x_i}(w + Σ k·c_j·Δw_j)` for a list of strengths k, batched. Shifts on the
 //! same layer add linearly; shifts on different layers each shift their own layer, all in the
-//! same pass; W+ directions (the latent baseline) move the code.
+//! same pass (a shift of several layers moves each of them); W+ directions (the latent
+//! baseline) move the code.
 
 use std::collections::BTreeMap;
 
@@ -46,15 +47,17 @@ pub fn render(
     }
     let mut by_target: BTreeMap<Target, Vec<(&Tensor, f64)>> = BTreeMap::new();
     for (s, c) in shifts {
-        let want = s.target.shape(g)?;
-        if s.x.size() != want {
-            return Err(Error::Mismatch(format!(
-                "shift for `{}` has shape {:?}, this generator's is {want:?}",
-                s.target,
-                s.x.size()
-            )));
+        for p in &s.parts {
+            let want = p.target.shape(g)?;
+            if p.x.size() != want {
+                return Err(Error::Mismatch(format!(
+                    "shift for `{}` has shape {:?}, this generator's is {want:?}",
+                    p.target,
+                    p.x.size()
+                )));
+            }
+            by_target.entry(p.target).or_default().push((&p.x, *c));
         }
-        by_target.entry(s.target).or_default().push((&s.x, *c));
     }
     let device = g.device();
     let max_batch = max_batch.max(1);

@@ -1,11 +1,14 @@
-//! A learned edit direction plus the facts of how it was made. Usually a shift of one modulated
-//! conv's RAW weight (the paper's method); the StyleCLIP latent baseline gives a W+ direction
-//! instead, which renders the same way (`w + k·Δw`).
+//! A learned edit direction plus the facts of how it was made. Usually a shift of the RAW
+//! weight of one modulated conv (the paper's method), or of several convs learnt together
+//! (one part each); the StyleCLIP latent baseline gives a W+ direction instead, which renders
+//! the same way (`w + k·Δw`).
 //!
-//! File form: safetensors with float32 `shift` and string metadata, at least `layer`
-//! (`convs.3`, or `wplus` for a latent direction) and `layer_sha256`, a fingerprint of the
-//! generator weight it was learned against, so a shift is refused by another generator even
-//! when the shapes agree.
+//! File form: safetensors with string metadata, at least `layer` and `layer_sha256`. A shift of
+//! one target holds the float32 tensor `shift` and `layer` names it (`convs.3`, or `wplus` for a
+//! latent direction); a shift of several holds `shift.<layer>` for each and `layer` lists them,
+//! comma-separated (`convs.3,convs.5`). `layer_sha256` is a fingerprint of each generator weight
+//! the shift was learned against, in the same order, so a shift is refused by another generator
+//! even when the shapes agree.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -50,6 +53,25 @@ impl Target {
         }
     }
 
+    /// A comma-separated list of targets (`convs.3,convs.5`), each checked against `g`, none twice.
+    pub fn resolve_list(g: &Generator, names: &str) -> Result<Vec<Target>> {
+        let mut out: Vec<Target> = Vec::new();
+        for name in names.split(',') {
+            if name.trim().is_empty() {
+                return Err(Error::arg(
+                    "layer",
+                    format!("`{names}` has an empty name; list layers as convs.3,convs.5"),
+                ));
+            }
+            let t = Target::resolve(g, name)?;
+            if out.contains(&t) {
+                return Err(Error::arg("layer", format!("`{names}` names `{t}` twice")));
+            }
+            out.push(t);
+        }
+        Ok(out)
+    }
+
     /// The shape a shift of this target has in `g`.
     pub fn shape(self, g: &Generator) -> Result<Vec<i64>> {
         match self {
@@ -76,77 +98,154 @@ pub fn target_fingerprint(g: &Generator, target: Target) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-pub struct Shift {
+/// What one target of a shift is moved by.
+pub struct Part {
     pub target: Target,
     /// Same shape as the target (the layer's raw weight, or W+), on the generator's device.
     pub x: Tensor,
+}
+
+/// An edit: one part per target it moves (usually one), rendered together.
+pub struct Shift {
+    /// In ascending target order, no target twice, never empty.
+    pub parts: Vec<Part>,
     pub meta: BTreeMap<String, String>,
 }
 
 impl Shift {
-    /// Validates the target name and the tensor's shape and values against `g`.
+    /// A shift of one target, validated against `g` (name, shape, values).
     pub fn new(g: &Generator, target: &str, x: Tensor) -> Result<Shift> {
-        let target = Target::resolve(g, target)?;
-        let shape = target.shape(g)?;
-        if x.size() != shape {
-            return Err(Error::arg(
-                "shift",
-                format!("shape {:?} does not match `{target}`, whose shape is {shape:?}", x.size()),
-            ));
-        }
-        check_finite("shift", &x)?;
-        let x = x.f_to_kind(Kind::Float)?.f_to_device(g.device())?;
-        let meta = BTreeMap::from([
-            ("layer".to_string(), target.to_string()),
-            ("layer_sha256".to_string(), target_fingerprint(g, target)?),
-        ]);
-        Ok(Shift { target, x, meta })
+        Shift::from_parts(g, vec![(Target::resolve(g, target)?, x)])
     }
 
-    pub fn from_slice(g: &Generator, target: &str, data: &[f32]) -> Result<Shift> {
-        let shape = Target::resolve(g, target)?.shape(g)?;
-        let n: i64 = shape.iter().product();
-        if data.len() as i64 != n {
-            return Err(Error::arg("shift", format!("{} floats given, `{target}` has {n} ({shape:?})", data.len())));
+    /// A shift of several targets, each validated against `g`; `layer` and `layer_sha256` set.
+    pub fn from_parts(g: &Generator, parts: Vec<(Target, Tensor)>) -> Result<Shift> {
+        if parts.is_empty() {
+            return Err(Error::arg("shift", "has no part: name at least one layer"));
         }
-        Shift::new(g, target, Tensor::from_slice(data).f_view(shape.as_slice())?)
+        let mut checked = Vec::with_capacity(parts.len());
+        for (target, x) in parts {
+            let shape = target.shape(g)?;
+            if x.size() != shape {
+                return Err(Error::arg(
+                    "shift",
+                    format!("shape {:?} does not match `{target}`, whose shape is {shape:?}", x.size()),
+                ));
+            }
+            if checked.iter().any(|p: &Part| p.target == target) {
+                return Err(Error::arg("shift", format!("`{target}` is given twice")));
+            }
+            check_finite("shift", &x)?;
+            checked.push(Part { target, x: x.f_to_kind(Kind::Float)?.f_to_device(g.device())? });
+        }
+        checked.sort_by_key(|p| p.target);
+        let mut s = Shift { parts: checked, meta: BTreeMap::new() };
+        let prints = s.parts.iter().map(|p| target_fingerprint(g, p.target)).collect::<Result<Vec<_>>>()?;
+        s.meta.insert("layer".into(), s.layer_names());
+        s.meta.insert("layer_sha256".into(), prints.join(","));
+        Ok(s)
     }
 
+    /// `names` as `Target::resolve_list` reads them; `data` holds each part's floats in that
+    /// order, row-major.
+    pub fn from_slice(g: &Generator, names: &str, data: &[f32]) -> Result<Shift> {
+        let targets = Target::resolve_list(g, names)?;
+        let shapes = targets.iter().map(|t| t.shape(g)).collect::<Result<Vec<_>>>()?;
+        let counts: Vec<usize> = shapes.iter().map(|s| s.iter().product::<i64>() as usize).collect();
+        let n: usize = counts.iter().sum();
+        if data.len() != n {
+            return Err(Error::arg("shift", format!("{} floats given, `{names}` has {n} ({shapes:?})", data.len())));
+        }
+        let mut parts = Vec::with_capacity(targets.len());
+        let mut at = 0;
+        for ((t, shape), count) in targets.into_iter().zip(shapes).zip(counts) {
+            parts.push((t, Tensor::from_slice(&data[at..at + count]).f_view(shape.as_slice())?));
+            at += count;
+        }
+        Shift::from_parts(g, parts)
+    }
+
+    /// `convs.3`, or `convs.3,convs.5` for a shift of several layers.
+    pub fn layer_names(&self) -> String {
+        self.parts.iter().map(|p| p.target.to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    /// The part moving `target`, if any.
+    pub fn part(&self, target: Target) -> Option<&Tensor> {
+        self.parts.iter().find(|p| p.target == target).map(|p| &p.x)
+    }
+
+    /// Floats over all parts.
+    pub fn numel(&self) -> usize {
+        self.parts.iter().map(|p| p.x.numel()).sum()
+    }
+
+    /// Every part's floats, in part order.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        let t = self.x.f_to_device(Device::Cpu)?.f_contiguous()?.f_view([-1])?;
-        Ok(Vec::<f32>::try_from(&t)?)
+        let mut out = Vec::with_capacity(self.numel());
+        for p in &self.parts {
+            let t = p.x.f_to_device(Device::Cpu)?.f_contiguous()?.f_view([-1])?;
+            out.extend(Vec::<f32>::try_from(&t)?);
+        }
+        Ok(out)
     }
 
-    /// Loads a shift file, refusing one learned on another generator.
+    /// Loads a shift file (one target or several), refusing one learned on another generator.
     pub fn load(g: &Generator, path: &Path) -> Result<Shift> {
         let ck = Checkpoint::open(path)?;
-        let target = ck
+        let names = ck
             .metadata()
             .get("layer")
             .ok_or_else(|| Error::format(path, "shift file has no `layer` metadata"))?
             .clone();
-        let x = ck.tensor("shift")?;
-        let mut s = Shift::new(g, &target, x).map_err(|e| match e {
+        let mismatch = |e: Error| match e {
             Error::InvalidArgument { reason, .. } => Error::Mismatch(format!("{}: {reason}", path.display())),
             e => e,
-        })?;
+        };
+        let targets = Target::resolve_list(g, &names).map_err(mismatch)?;
+        let single = targets.len() == 1 && ck.contains("shift");
+        let mut parts = Vec::with_capacity(targets.len());
+        for t in targets {
+            let key = if single { "shift".to_string() } else { format!("shift.{t}") };
+            if !ck.contains(&key) {
+                return Err(Error::format(path, format!("`layer` names `{t}` but the file has no tensor `{key}`")));
+            }
+            parts.push((t, ck.tensor(&key)?));
+        }
+        let mut s = Shift::from_parts(g, parts).map_err(mismatch)?;
         if let Some(recorded) = ck.metadata().get("layer_sha256") {
-            if recorded != &s.meta["layer_sha256"] {
-                return Err(Error::Mismatch(format!(
-                    "{}: learned on another generator (the weights of `{target}` differ from this one's)",
-                    path.display()
-                )));
+            let mine = s.meta["layer_sha256"].split(',');
+            // The file's order is its `layer` order; ours is sorted: compare target by target.
+            let file_targets = Target::resolve_list(g, &names).map_err(mismatch)?;
+            let theirs: BTreeMap<Target, &str> = file_targets.into_iter().zip(recorded.split(',')).collect();
+            for (p, print) in s.parts.iter().zip(mine) {
+                if theirs.get(&p.target).is_some_and(|r| *r != print) {
+                    return Err(Error::Mismatch(format!(
+                        "{}: learned on another generator (the weights of `{}` differ from this one's)",
+                        path.display(),
+                        p.target
+                    )));
+                }
             }
         }
+        let own = [("layer", s.meta["layer"].clone()), ("layer_sha256", s.meta["layer_sha256"].clone())];
         s.meta.extend(ck.metadata().iter().map(|(k, v)| (k.clone(), v.clone())));
+        s.meta.extend(own.into_iter().map(|(k, v)| (k.to_string(), v)));
         Ok(s)
     }
 
+    /// One target: tensor `shift` (the form every version reads); several: `shift.<layer>` each.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut meta: HashMap<String, String> = self.meta.clone().into_iter().collect();
-        meta.insert("layer".into(), self.target.to_string());
+        meta.insert("layer".into(), self.layer_names());
         meta.insert("format".into(), "clipshape-shift".into());
         meta.entry("library_version".into()).or_insert_with(|| crate::VERSION.into());
-        write_atomic(path, &safetensors_bytes(&[("shift", &self.x)], &meta)?)
+        let names: Vec<String> = match self.parts.as_slice() {
+            [_] => vec!["shift".into()],
+            parts => parts.iter().map(|p| format!("shift.{}", p.target)).collect(),
+        };
+        let tensors: Vec<(&str, &Tensor)> =
+            names.iter().map(String::as_str).zip(self.parts.iter().map(|p| &p.x)).collect();
+        write_atomic(path, &safetensors_bytes(&tensors, &meta)?)
     }
 }

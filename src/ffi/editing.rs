@@ -91,9 +91,11 @@ pub unsafe extern "C" fn cs_latent_free(latent: *mut cs_latent) {
 
 // ───────────────────────────── shifts ─────────────────────────────
 
-/// Imports a shift for `layer` (e.g. "convs.3", or "wplus" for a W+ direction) from exactly
-/// weight_numel (n_latent × style_dim) floats (copied). On success `*out` owns a new shift, freed
-/// with `cs_shift_free`. Statuses: OK; INVALID_ARGUMENT (NULL, unknown layer, wrong `n`, NaN).
+/// Imports a shift for `layer` (e.g. "convs.3"; "convs.3,convs.5" for one of several layers,
+/// their floats one after the other in that order; "wplus" for a W+ direction) from exactly as
+/// many floats as those targets hold (a layer's raw weight, or n_latent × style_dim), copied.
+/// On success `*out` owns a new shift, freed with `cs_shift_free`. Statuses: OK;
+/// INVALID_ARGUMENT (NULL, unknown layer, wrong `n`, NaN).
 #[no_mangle]
 pub unsafe extern "C" fn cs_shift_from_floats(
     ctx: *const cs_ctx,
@@ -113,7 +115,7 @@ pub unsafe extern "C" fn cs_shift_from_floats(
 /// A shift with the C strings its accessors hand out.
 fn shift_handle(shift: Shift) -> Result<cs_shift> {
     let c = |v: &str| CString::new(v.replace('\0', " ")).map_err(|e| Error::Internal(e.to_string()));
-    let layer_name = c(&shift.target.to_string())?;
+    let layer_name = c(&shift.layer_names())?;
     let meta = shift.meta.iter().map(|(k, v)| Ok((k.clone(), c(v)?))).collect::<Result<_>>()?;
     Ok(cs_shift { inner: shift, layer_name, meta })
 }
@@ -131,14 +133,15 @@ pub unsafe extern "C" fn cs_shift_get_meta(shift: *const cs_shift, key: *const c
     found.ok().flatten().unwrap_or(std::ptr::null())
 }
 
-/// Number of floats in the shift (0 for NULL). Never fails.
+/// Number of floats in the shift, over all its layers (0 for NULL). Never fails.
 #[no_mangle]
 pub unsafe extern "C" fn cs_shift_len(shift: *const cs_shift) -> usize {
-    shift.as_ref().map(|s| s.inner.x.numel()).unwrap_or(0)
+    shift.as_ref().map(|s| s.inner.numel()).unwrap_or(0)
 }
 
-/// The layer name ("convs.3", "wplus"), owned by the shift: valid until `cs_shift_free`; NULL
-/// for a NULL shift.
+/// The layer name ("convs.3", "wplus"; "convs.3,convs.5" for a shift of several layers, the
+/// order `cs_shift_to_floats` writes them in), owned by the shift: valid until `cs_shift_free`;
+/// NULL for a NULL shift.
 #[no_mangle]
 pub unsafe extern "C" fn cs_shift_layer(shift: *const cs_shift) -> *const c_char {
     shift.as_ref().map(|s| s.layer_name.as_ptr()).unwrap_or(std::ptr::null())
@@ -401,8 +404,9 @@ pub struct cs_optimize_params {
     pub prompt: *const c_char,
     /// Optional neutral text ("face"): the CLIP term becomes directional. NULL = none.
     pub neutral: *const c_char,
-    /// Layer whose raw weight is shifted ("convs.3"); NULL = the domain's default; "auto" = the
-    /// best of a short probe of every convs.N at 8–64 px (ranking in the shift's `layer_probe`).
+    /// Layer whose raw weight is shifted ("convs.3"), or several learnt jointly into one shift
+    /// ("convs.3,convs.5"); NULL = the domain's default; "auto" = the best of a short probe of
+    /// every convs.N at 8–64 px (ranking in the shift's `layer_probe`; see `auto_layers`).
     pub layer: *const c_char,
     /// A `cs_method`.
     pub method: i32,
@@ -441,6 +445,12 @@ pub struct cs_optimize_params {
     /// The region the edit may change, {x1, y1, x2, y2} in pixels of the generator's output;
     /// all zeros = none (with λ3 > 0 every change then counts).
     pub region: [f32; 4],
+    /// Weight λ4 of the separation term for several prompts on one latent (`cs_optimize_batch`):
+    /// the squared cosine between each pair of prompts' image changes joins the loss, so each
+    /// shift can be applied alone or with the others (0 = the prompts are learnt independently).
+    pub lambda4: f32,
+    /// With layer "auto": how many of the best-ranked layers the shift moves (0 = 1).
+    pub auto_layers: i32,
 }
 
 /// Fills `*params` with the defaults (100 steps, lr 0.01, λ1 10, the domain's λ2 and layer,
@@ -470,20 +480,25 @@ pub unsafe extern "C" fn cs_optimize_params_init(params: *mut cs_optimize_params
             bf16: 0,
             lambda3: 0.0,
             region: [0.0; 4],
+            lambda4: 0.0,
+            auto_layers: 0,
         };
         Ok(())
     })
 }
 
 unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<String>) -> Result<OptimizeParams> {
-    // Callers built against 0.2 pass the struct without `optimize_size` and what follows it.
+    // Callers built against 0.2 pass the struct without `optimize_size` and what follows it;
+    // those built against 0.3 without `lambda4` and what follows it.
     check_struct_size(p.struct_size, std::mem::offset_of!(cs_optimize_params, optimize_size), "params")?;
-    let (optimize_size, bf16, lambda3, region) = if p.struct_size as usize >= std::mem::size_of::<cs_optimize_params>()
-    {
+    let has = |field_end: usize| p.struct_size as usize >= field_end;
+    let (optimize_size, bf16, lambda3, region) = if has(std::mem::offset_of!(cs_optimize_params, lambda4)) {
         (p.optimize_size, p.bf16, p.lambda3, p.region)
     } else {
         (0, 0, 0.0, [0.0; 4])
     };
+    let (lambda4, auto_layers) =
+        if has(std::mem::size_of::<cs_optimize_params>()) { (p.lambda4, p.auto_layers) } else { (0.0, 0) };
     let method = match p.method {
         m if m == cs_method::Shift as i32 => Method::Shift,
         m if m == cs_method::Latent as i32 => Method::Latent,
@@ -494,16 +509,19 @@ unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<St
     }
     let name = if p.layer.is_null() { None } else { Some(str_arg(p.layer, "layer")?) };
     let auto = name.map(str::trim) == Some("auto");
-    let layer = match name {
-        Some(n) if !auto => ctx.generator.layer_by_name(n)?.id,
-        _ => ctx.default_layer(),
+    let layers = match name {
+        Some(n) if !auto => optimize::parse_layers(&ctx.generator, n)?,
+        _ => vec![ctx.default_layer()],
     };
+    if auto_layers < 0 {
+        return Err(Error::arg("auto_layers", format!("{auto_layers} must be ≥ 0")));
+    }
     let lambda2 =
         if p.lambda2.is_sign_negative() && p.lambda2.is_finite() { ctx.default_lambda2() } else { p.lambda2 as f64 };
     Ok(OptimizeParams {
         prompts,
         neutral: if p.neutral.is_null() { None } else { Some(str_arg(p.neutral, "neutral")?.to_string()) },
-        layer,
+        layers,
         method,
         lambda1: p.lambda1 as f64,
         lambda2,
@@ -521,7 +539,9 @@ unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<St
         },
         lambda3: lambda3 as f64,
         region: (region != [0.0; 4]).then_some(region),
-        auto_layer: auto.then(optimize::AutoLayer::default),
+        auto_layer: auto
+            .then(|| optimize::AutoLayer { count: (auto_layers as usize).max(1), ..optimize::AutoLayer::default() }),
+        lambda4: lambda4 as f64,
     })
 }
 

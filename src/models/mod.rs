@@ -2,6 +2,7 @@
 
 pub mod clip;
 pub mod e4e;
+pub mod inception;
 pub mod init;
 pub mod mtcnn;
 pub mod stylegan2;

@@ -5,6 +5,7 @@ import ctypes
 import re
 from pathlib import Path
 import gc
+import json
 import importlib.util
 import os
 import threading
@@ -244,6 +245,36 @@ def test_the_preservation_term_through_the_abi(ctx, cs):
 
 
 @needs_models
+def test_several_layers_and_jointly_learnt_prompts_through_the_abi(ctx, cs, tmp_path):
+    w, h = 32, 32
+    latent, _ = ctx.encode(pattern(w, h), w, h, 0, "RGBA8", recon=False)
+    single = ctx.optimize(latent, "face with big nose", steps=2, layer="convs.3")
+    both = ctx.optimize(latent, "face with big nose", steps=2, layer=["convs.5", "convs.3"])
+    assert both.layer == "convs.3,convs.5" and both.meta("layer") == "convs.3,convs.5"
+    numel = {l.name: l.weight_numel for l in ctx.layers()}
+    assert len(single.to_floats()) == numel["convs.3"]
+    assert len(both.to_floats()) == numel["convs.3"] + numel["convs.5"]
+    path = str(tmp_path / "both.safetensors")
+    both.save(path)
+    back = ctx.load_shift(path)
+    assert back.layer == both.layer and back.to_floats() == both.to_floats()
+    again = ctx.shift_from_floats(both.layer, both.to_floats())
+    assert again.to_floats() == both.to_floats()
+    with pytest.raises(cs.InvalidArgumentError, match="twice"):
+        ctx.optimize(latent, "x", steps=1, layer="convs.3,convs.3")
+
+    auto = ctx.optimize(latent, "face with big nose", steps=2, layer="auto", auto_layers=2)
+    assert auto.layer.count(",") == 1 and auto.meta("layer_choice") == "auto"
+
+    prompts = ["a wide face", "face with big nose"]
+    apart = ctx.optimize_batch([latent], prompts, steps=2, lambda4=1.0)
+    assert [s.meta("prompt") for s in apart] == prompts
+    assert json.loads(apart[0].meta("joint_with")) == [prompts[1]]
+    with pytest.raises(cs.InvalidArgumentError, match="lambda4"):
+        ctx.optimize_batch([latent], prompts[:1], steps=1, lambda4=1.0)
+
+
+@needs_models
 def test_optimize_params_of_an_older_binding_still_work(ctx, cs):
     """A 0.2 caller's struct ends before optimize_size: accepted, as the fp32 full-size loop."""
     import ctypes
@@ -265,6 +296,27 @@ def test_optimize_params_of_an_older_binding_still_work(ctx, cs):
         run(ctypes.sizeof(cs.cs_optimize_params))
     with pytest.raises(cs.InvalidArgumentError, match="struct_size"):
         run(old - 4)
+
+
+@needs_models
+def test_optimize_params_of_a_0_3_binding_ignore_what_came_after(ctx, cs):
+    """A 0.3 caller's struct ends before lambda4: read up to `region`, lambda4 taken as 0."""
+    import ctypes
+    w, h = 32, 32
+    latent, _ = ctx.encode(pattern(w, h), w, h, 0, "RGBA8", recon=False)
+
+    def run(struct_size):
+        p = ctx._optimize_params([], None, 1, None, None, None, None, 0, None, "shift", None,
+                                 False, 1, lambda4=1.0)  # one prompt: refused if read
+        p.prompt = b"a face"
+        p.struct_size = struct_size
+        out = ctypes.POINTER(cs.cs_shift)()
+        cs._call(ctx._lib.cs_optimize, ctx.ptr, latent.ptr, ctypes.byref(p), ctypes.byref(out))
+        return cs.Shift(out)
+
+    assert run(cs.cs_optimize_params.lambda4.offset).meta("lambda4") is None
+    with pytest.raises(cs.InvalidArgumentError, match="lambda4"):
+        run(ctypes.sizeof(cs.cs_optimize_params))
 
 
 @needs_models

@@ -1,0 +1,183 @@
+//! `clipshape eval`: the quality figures of a shift (or several, rendered together) over many
+//! pictures — CLIP gain per strength, change outside the region, FID — as the paper's table.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+
+use clipshape::context::Context;
+use clipshape::edit::eval::{self, EvalParams, Fid, Statistics};
+use clipshape::edit::{Latent, Shift};
+use clipshape::models::inception::Inception;
+use clipshape::store::ModelStore;
+
+use crate::files::load_rgba;
+
+/// The manifest's name of the FID network (`clipshape models fetch clip:inception`).
+pub const INCEPTION_FILE: &str = "pt_inception-2015-12-05-6726825d.pth";
+
+#[derive(Args, Clone)]
+pub struct EvalArgs {
+    /// Shift files, rendered together (same layer: they add)
+    #[arg(required = true)]
+    pub shifts: Vec<PathBuf>,
+    /// Sampled pictures: a range (0-15) or a list (1,5,9) of seeds; the default without --latents
+    #[arg(long)]
+    pub seeds: Option<String>,
+    /// Truncation of the sampled latents: 1 = none
+    #[arg(long, default_value_t = 0.7)]
+    pub truncation: f64,
+    /// A folder of latents (*.safetensors holding `wplus`, e.g. from `clipshape encode`)
+    #[arg(long)]
+    pub latents: Option<PathBuf>,
+    /// Strengths, comma-separated (the paper's table: ±3, ±5, ±10)
+    #[arg(long, default_value = "-10,-5,-3,3,5,10", allow_hyphen_values = true)]
+    pub strengths: String,
+    /// The text the CLIP similarity is measured against (default: the first shift's prompt)
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// The region M the edit may change, x1,y1,x2,y2 in generator pixels (default: the first
+    /// shift's recorded region, else the whole picture counts as outside)
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The FID Inception network (default: the model store's, when fetched with
+    /// `clipshape models fetch clip:inception`); without one, FID is left out
+    #[arg(long)]
+    pub inception: Option<PathBuf>,
+    /// A folder of pictures (PNG, JPEG) FID compares against (default: the unedited renders)
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// Print the rows as JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `0-15` or `1,5,9` → seeds.
+fn parse_seeds(text: &str) -> Result<Vec<u64>> {
+    let bad = || anyhow::anyhow!("--seeds: `{text}` is not a range A-B or a list of seeds");
+    let seeds: Vec<u64> = match text.split_once('-') {
+        Some((a, b)) => {
+            let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+            if a > b || b - a >= 100_000 {
+                bail!("--seeds: {a}-{b} is empty or longer than 100000");
+            }
+            (a..=b).collect()
+        }
+        None => text.split(',').map(|s| s.trim().parse::<u64>().map_err(|_| bad())).collect::<Result<_>>()?,
+    };
+    Ok(seeds)
+}
+
+fn latents_in(dir: &Path, ctx: &Context) -> Result<Vec<Latent>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("--latents {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        bail!("--latents {}: no *.safetensors latents there", dir.display());
+    }
+    Ok(paths.iter().map(|p| Latent::load(&ctx.generator, p)).collect::<clipshape::Result<_>>()?)
+}
+
+/// Every PNG or JPEG in `dir`, as (3, H, W) in [-1, 1].
+fn pictures_in(dir: &Path) -> Result<Vec<tch::Tensor>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("--reference {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| clipshape::edit::render::image_file_kind(p).is_ok())
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let (rgba, w, h) = load_rgba(p)?;
+            let rgb: Vec<f32> = rgba.chunks_exact(4).flat_map(|px| [px[0], px[1], px[2]]).map(f32::from).collect();
+            Ok(tch::Tensor::from_slice(&rgb)
+                .f_view([h as i64, w as i64, 3])?
+                .f_permute([2, 0, 1])?
+                .f_div_scalar(127.5)?
+                .f_sub_scalar(1.0)?)
+        })
+        .collect()
+}
+
+/// Runs the evaluation and returns what to print.
+pub fn run(ctx: &Context, args: &EvalArgs, strengths: Vec<f64>) -> Result<String> {
+    let shifts = args.shifts.iter().map(|p| Shift::load(&ctx.generator, p)).collect::<clipshape::Result<Vec<_>>>()?;
+    let prompt = match (&args.prompt, shifts[0].meta.get("prompt")) {
+        (Some(p), _) | (None, Some(p)) => p.clone(),
+        (None, None) => bail!("{}: records no prompt; pass --prompt TEXT", args.shifts[0].display()),
+    };
+    let region = match args.region.as_deref().or(shifts[0].meta.get("region").map(String::as_str)) {
+        Some(text) => match crate::parse_list(text, "--region")?.as_slice() {
+            [a, b, c, d] => Some([*a as f32, *b as f32, *c as f32, *d as f32]),
+            _ => bail!("--region: give x1,y1,x2,y2 (four numbers), got `{text}`"),
+        },
+        None => None,
+    };
+    let latents = match (&args.latents, &args.seeds) {
+        (Some(_), Some(_)) => bail!("give --seeds or --latents, not both"),
+        (Some(dir), None) => latents_in(dir, ctx)?,
+        (None, seeds) => {
+            let mean = if args.truncation < 1.0 { Some(ctx.mean_latent()?) } else { None };
+            parse_seeds(seeds.as_deref().unwrap_or("0-15"))?
+                .into_iter()
+                .map(|s| Latent::from_seed(&ctx.generator, s as i64, args.truncation, mean))
+                .collect::<clipshape::Result<_>>()?
+        }
+    };
+    let inception = match &args.inception {
+        Some(p) => Some(p.clone()),
+        None => Some(ModelStore::from_env()?.file_path(INCEPTION_FILE)).filter(|p| p.is_file()),
+    };
+    if args.reference.is_some() && inception.is_none() {
+        bail!("--reference is for FID, which needs the Inception network: --inception FILE or `clipshape models fetch clip:inception`");
+    }
+    let net = inception.map(|p| Inception::load(&p, ctx.device)).transpose()?;
+    let fid = match &net {
+        Some(net) => {
+            let reference = match &args.reference {
+                Some(dir) => {
+                    let pictures = pictures_in(dir)?;
+                    let features = eval::picture_features(net, &pictures, 8)?;
+                    Some(Statistics::of(&features).with_context(|| format!("--reference {}", dir.display()))?)
+                }
+                None => None,
+            };
+            Some(Fid { net, reference })
+        }
+        None => None,
+    };
+    let refs: Vec<(&Shift, f64)> = shifts.iter().map(|s| (s, 1.0)).collect();
+    let params = EvalParams { prompt, strengths, region, max_batch: clipshape::edit::render::DEFAULT_MAX_BATCH };
+    let rows = eval::evaluate(ctx, &latents, &refs, &params, fid.as_ref())?;
+    if args.json {
+        return Ok(serde_json::to_string_pretty(&rows)? + "\n");
+    }
+    let against = match (&fid, &args.reference) {
+        (None, _) => "no FID (no Inception network)".to_string(),
+        (Some(_), Some(dir)) => format!("FID against {}", dir.display()),
+        (Some(_), None) => "FID against the unedited renders".to_string(),
+    };
+    Ok(format!(
+        "\"{}\" over {} pictures; M = {}; {against}\n\n{}",
+        params.prompt,
+        latents.len(),
+        region.map(|r| format!("{},{},{},{}", r[0], r[1], r[2], r[3])).unwrap_or_else(|| "none".into()),
+        eval::table(&rows)
+    ))
+}
+
+/// The strengths `eval` renders, `--strengths` parsed (0 is always measured as the baseline).
+pub fn strengths(args: &EvalArgs) -> Result<Vec<f64>> {
+    let s = crate::parse_list(&args.strengths, "--strengths")?;
+    if s.len() > clipshape::edit::render::MAX_STRENGTHS - 1 {
+        bail!("--strengths: at most {} values", clipshape::edit::render::MAX_STRENGTHS - 1);
+    }
+    Ok(s)
+}

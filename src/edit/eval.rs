@@ -1,0 +1,211 @@
+//! Quality figures of an edit, as the paper reports them: over a set of latents (sampled seeds
+//! or encoded photos), at each strength k, the CLIP similarity of `G_{θ+k·x}(w)` to the prompt
+//! and its gain over k = 0, the mean change outside a region M, and, given the FID Inception
+//! network, the Fréchet Inception Distance of the edited set against a reference set (the
+//! unedited renders by default, or a folder of real pictures).
+//!
+//! FID (Heusel et al., "GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash
+//! Equilibrium", NeurIPS 2017) is `‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2(Σ_a Σ_b)^{1/2})` over the
+//! networks' pool features. The matrix square root is taken as `(Σ_a^{1/2} Σ_b Σ_a^{1/2})^{1/2}`,
+//! which has the same trace and is symmetric, so two symmetric eigendecompositions in float64
+//! give it exactly where the sets are small and the covariances singular.
+
+use tch::{Device, Kind, Tensor};
+
+use crate::context::Context;
+use crate::edit::optimize::{outside_weight, similarities};
+use crate::edit::{render, Latent, Shift};
+use crate::error::{Error, Result};
+use crate::models::inception::Inception;
+
+#[derive(Debug, Clone)]
+pub struct EvalParams {
+    /// The text the CLIP similarity is measured against.
+    pub prompt: String,
+    pub strengths: Vec<f64>,
+    /// The region the edit may change, in generator pixels; None = every change counts.
+    pub region: Option<[f32; 4]>,
+    /// Images per generator pass.
+    pub max_batch: usize,
+}
+
+/// One strength's figures, each a mean over the latents.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Row {
+    pub strength: f64,
+    /// Cosine similarity of the render to the prompt.
+    pub clip_sim: f64,
+    /// `clip_sim` minus that of the unedited render (k = 0).
+    pub clip_gain: f64,
+    /// Mean |G_k − G_0| outside M, in 8-bit levels (0–255).
+    pub change_outside: f64,
+    /// Against the reference set, when an Inception network is given.
+    pub fid: Option<f64>,
+}
+
+/// Mean and covariance of a set's features, float64.
+pub struct Statistics {
+    pub mean: Tensor,
+    pub cov: Tensor,
+    pub count: usize,
+}
+
+impl Statistics {
+    /// Of (N, D) features, N ≥ 2 (the covariance is unbiased, as the reference FID code's).
+    pub fn of(features: &Tensor) -> Result<Statistics> {
+        let (n, _) = features.size2()?;
+        if n < 2 {
+            return Err(Error::arg("fid", format!("{n} pictures: FID needs at least 2 on each side")));
+        }
+        let f = features.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?;
+        let mean = f.f_mean_dim([0i64].as_slice(), false, None::<Kind>)?;
+        let centred = f.f_sub(&mean)?;
+        let cov = centred.f_transpose(0, 1)?.f_matmul(&centred)?.f_div_scalar((n - 1) as f64)?;
+        Ok(Statistics { mean, cov, count: n as usize })
+    }
+}
+
+/// The symmetric square root of a symmetric positive semi-definite matrix (negative
+/// eigenvalues from rounding are taken as 0).
+fn sqrt_psd(m: &Tensor) -> Result<Tensor> {
+    let (values, vectors) = m.f_linalg_eigh("L")?;
+    let root = values.f_clamp_min(0.0)?.f_sqrt()?;
+    Ok(vectors.f_mul(&root.f_unsqueeze(0)?)?.f_matmul(&vectors.f_transpose(0, 1)?)?)
+}
+
+/// The Fréchet distance between two Gaussians fitted to feature sets.
+pub fn frechet_distance(a: &Statistics, b: &Statistics) -> Result<f64> {
+    if a.mean.size() != b.mean.size() {
+        return Err(Error::arg("fid", format!("feature widths differ: {:?} and {:?}", a.mean.size(), b.mean.size())));
+    }
+    let d = a.mean.f_sub(&b.mean)?;
+    let mean_term = d.f_dot(&d)?.f_double_value(&[])?;
+    let s = sqrt_psd(&a.cov)?;
+    let inner = s.f_matmul(&b.cov)?.f_matmul(&s)?;
+    // Symmetrise against rounding before the eigendecomposition.
+    let inner = inner.f_add(&inner.f_transpose(0, 1)?)?.f_mul_scalar(0.5)?;
+    let cross = inner.f_linalg_eigvalsh("L")?.f_clamp_min(0.0)?.f_sqrt()?.f_sum(Kind::Double)?.f_double_value(&[])?;
+    let traces = a.cov.f_trace()?.f_double_value(&[])? + b.cov.f_trace()?.f_double_value(&[])?;
+    // Tiny negative values are rounding of a zero distance.
+    Ok((mean_term + traces - 2.0 * cross).max(0.0))
+}
+
+/// FID's side of an evaluation: the network and the reference set's statistics (None = the
+/// unedited renders of the evaluated latents).
+pub struct Fid<'a> {
+    pub net: &'a Inception,
+    pub reference: Option<Statistics>,
+}
+
+/// Renders every latent at every strength with `shifts` (plus k = 0) and measures the rows,
+/// in the order of `params.strengths`.
+pub fn evaluate(
+    ctx: &Context,
+    latents: &[Latent],
+    shifts: &[(&Shift, f64)],
+    params: &EvalParams,
+    fid: Option<&Fid>,
+) -> Result<Vec<Row>> {
+    if latents.is_empty() {
+        return Err(Error::arg("latents", "none given: name seeds or a folder of latents"));
+    }
+    if params.strengths.is_empty() {
+        return Err(Error::arg("strengths", "the list is empty"));
+    }
+    if params.prompt.trim().is_empty() {
+        return Err(Error::arg("prompt", "is empty: give the text the edit was learnt for"));
+    }
+    let g = &ctx.generator;
+    let guide = ctx.guide()?;
+    let text = guide.text_features(&[params.prompt.as_str()], false)?;
+    // Index 0 is the unedited render, then the strengths as given.
+    let ks: Vec<f64> = std::iter::once(0.0).chain(params.strengths.iter().copied()).collect();
+    let keep = outside_weight(g, params.region, g.config.size)?;
+    let keep_area = keep.f_sum(Kind::Double)?.f_double_value(&[])?.max(1e-8) * 3.0;
+    let n = ks.len();
+    let (mut sims, mut changes) = (vec![0.0; n], vec![0.0; n]);
+    let mut pool: Vec<Vec<Tensor>> = (0..n).map(|_| Vec::new()).collect();
+    for latent in latents {
+        let images = render(g, latent, shifts, &ks, params.max_batch)?;
+        tch::no_grad(|| -> Result<()> {
+            // CLIP sees the renders as the loop did (its figures match the shift's metadata); the
+            // change and FID see them as users do, clamped to the picture range.
+            let features = guide.image_features(&guide.generator_input(&images)?)?;
+            let pictures = images.f_clamp(-1.0, 1.0)?;
+            let base = pictures.f_narrow(0, 0, 1)?;
+            let weighted = pictures.f_sub(&base)?.f_abs()?.f_mul(&keep)?;
+            let outside = weighted.f_flatten(1, -1)?.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?;
+            let outside = Vec::<f64>::try_from(outside)?;
+            for (i, s) in similarities(&features, &text.f_expand_as(&features)?)?.into_iter().enumerate() {
+                sims[i] += s;
+                // [-1, 1] → 8-bit levels.
+                changes[i] += outside[i] / keep_area * 127.5;
+            }
+            if let Some(f) = fid {
+                let framed = ctx.to_frame(&pictures, None)?;
+                let feats = f.net.features(&framed)?.f_to_device(Device::Cpu)?;
+                for (i, p) in pool.iter_mut().enumerate() {
+                    p.push(feats.f_narrow(0, i as i64, 1)?);
+                }
+            }
+            Ok(())
+        })?;
+    }
+    let count = latents.len() as f64;
+    let fids: Vec<Option<f64>> = match fid {
+        Some(f) => {
+            let stats = pool.iter().map(|p| Statistics::of(&Tensor::f_cat(p, 0)?)).collect::<Result<Vec<_>>>()?;
+            let reference = f.reference.as_ref().unwrap_or(&stats[0]);
+            stats.iter().map(|s| frechet_distance(s, reference).map(Some)).collect::<Result<_>>()?
+        }
+        None => vec![None; n],
+    };
+    Ok((1..n)
+        .map(|i| Row {
+            strength: ks[i],
+            clip_sim: sims[i] / count,
+            clip_gain: (sims[i] - sims[0]) / count,
+            change_outside: changes[i] / count,
+            fid: fids[i],
+        })
+        .collect())
+}
+
+/// Inception features of pictures of any sizes, each (3, H, W) in [-1, 1], in batches of
+/// `batch` pictures of one size.
+pub fn picture_features(net: &Inception, pictures: &[Tensor], batch: usize) -> Result<Tensor> {
+    let mut out = Vec::with_capacity(pictures.len());
+    let mut i = 0;
+    while i < pictures.len() {
+        let size = pictures[i].size();
+        let mut j = i + 1;
+        while j < pictures.len() && j - i < batch.max(1) && pictures[j].size() == size {
+            j += 1;
+        }
+        let b = Tensor::f_stack(&pictures[i..j], 0)?;
+        out.push(tch::no_grad(|| net.features(&b))?.f_to_device(Device::Cpu)?);
+        i = j;
+    }
+    if out.is_empty() {
+        return Err(Error::arg("reference", "holds no pictures"));
+    }
+    Ok(Tensor::f_cat(&out, 0)?)
+}
+
+/// The rows as the paper's table: one line per strength (markdown).
+pub fn table(rows: &[Row]) -> String {
+    let with_fid = rows.iter().any(|r| r.fid.is_some());
+    let mut out = String::from("| k | CLIP sim | CLIP gain | change outside M (levels) |");
+    out += if with_fid { " FID |\n|---:|---:|---:|---:|---:|\n" } else { "\n|---:|---:|---:|---:|\n" };
+    for r in rows {
+        out += &format!("| {:+} | {:.4} | {:+.4} | {:.2} |", r.strength, r.clip_sim, r.clip_gain, r.change_outside);
+        if with_fid {
+            out += &match r.fid {
+                Some(f) => format!(" {f:.3} |"),
+                None => " – |".into(),
+            };
+        }
+        out += "\n";
+    }
+    out
+}
