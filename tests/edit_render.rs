@@ -111,3 +111,33 @@ fn seeds_are_deterministic_and_truncation_pulls_to_the_mean() {
     let want = (&a.wplus + mean) * 0.5;
     assert!((&t5.wplus - want).abs().max().double_value(&[]) < 1e-5);
 }
+
+#[test]
+fn a_single_layer_file_keeps_the_form_earlier_versions_wrote_and_read() {
+    let (g, latent, x) = setup();
+    let dir = tmpdir();
+    // As 0.3 wrote it: one tensor `shift`, `layer` and `layer_sha256`, no `format`.
+    let fingerprint = clipshape::edit::shift::target_fingerprint(
+        &g,
+        clipshape::edit::shift::Target::Layer(clipshape::models::stylegan2::LayerId::Convs(3)),
+    )
+    .unwrap();
+    let meta = std::collections::HashMap::from([
+        ("layer".to_string(), "convs.3".to_string()),
+        ("layer_sha256".to_string(), fingerprint),
+        ("prompt".to_string(), "a wide face".to_string()),
+    ]);
+    let old = dir.path().join("old.safetensors");
+    std::fs::write(&old, clipshape::io::safetensors_bytes(&[("shift", &x)], &meta).unwrap()).unwrap();
+    let loaded = Shift::load(&g, &old).unwrap();
+    assert_eq!((loaded.parts.len(), loaded.layer_names().as_str()), (1, "convs.3"));
+    let want = edit::render(&g, &latent, &[(&Shift::new(&g, "convs.3", x.shallow_clone()).unwrap(), 1.0)], &[2.0], 1);
+    let got = edit::render(&g, &latent, &[(&loaded, 1.0)], &[2.0], 1).unwrap();
+    assert_eq!(max_abs_diff(&got, &want.unwrap()), 0.0);
+    // Saved again, it is still that form: earlier readers look for `shift`.
+    let again = dir.path().join("again.safetensors");
+    loaded.save(&again).unwrap();
+    let ck = clipshape::checkpoint::Checkpoint::open(&again).unwrap();
+    assert_eq!(ck.keys().collect::<Vec<_>>(), ["shift"]);
+    assert_eq!(ck.metadata()["layer"], "convs.3");
+}

@@ -317,7 +317,8 @@ class ClipShape(Gimp.PlugIn):
         proc.add_boolean_argument("fit-to-frame", "Fit the bo_x to the model's frame",
                                   "Grow the selection box to the model's aspect ratio", True, RW)
         proc.add_string_argument("layer", "Generator la_yer", "Layer whose weight is shifted, "
-                                 "e.g. convs.3 (empty = the model set's default)", "", RW)
+                                 "e.g. convs.3; convs.3,convs.5 learns both together; auto "
+                                 "picks by a short probe (empty = the model set's default)", "", RW)
         proc.add_double_argument("lambda2", "λ_2", "Weight of the shift's norm (negative = the "
                                  "model set's default)", -1.0, 10.0, -1.0, RW)
         proc.add_int_argument("seed", "See_d", "Seed of the optimisation", 0, 2 ** 31 - 1, 0, RW)

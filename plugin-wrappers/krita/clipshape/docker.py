@@ -127,6 +127,7 @@ class ClipShapeDocker(DockWidget):
         self.vocab = QLineEdit(s["vocab"])
         self.layer = QLineEdit(s["layer"])
         self.layer.setPlaceholderText("model set's default (convs.3)")
+        self.layer.setToolTip("convs.3; convs.3,convs.5 learns both together; auto picks by a short probe")
         self.fit = QCheckBox("Grow the box to the model's frame")
         self.fit.setChecked(str(s["fit_to_frame"]).lower() == "true")
         self.align = QComboBox()
