@@ -308,3 +308,72 @@ fn thread_counts_and_strength_counts_have_limits() {
     let e = edit::render(&g, &latent, &[], &many, 8).unwrap_err();
     assert!(e.to_string().contains("257") && e.to_string().contains("strengths"), "{e}");
 }
+
+#[test]
+fn a_shift_file_whose_tensors_or_fingerprints_disagree_with_its_layers_is_refused() {
+    let g = tiny();
+    let dir = tmpdir();
+    let x3 = Tensor::zeros([1, 32, 32, 3, 3], (Kind::Float, Device::Cpu));
+    let x5 = Tensor::zeros(
+        g.layer_weight(clipshape::models::stylegan2::LayerId::Convs(5)).unwrap().size(),
+        (Kind::Float, Device::Cpu),
+    );
+    let print = |l: usize| {
+        clipshape::edit::shift::target_fingerprint(
+            &g,
+            clipshape::edit::shift::Target::Layer(clipshape::models::stylegan2::LayerId::Convs(l)),
+        )
+        .unwrap()
+    };
+    let write = |name: &str, tensors: &[(&str, &Tensor)], meta: &[(&str, String)]| {
+        let path = dir.path().join(name);
+        let meta = meta.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        std::fs::write(&path, clipshape::io::safetensors_bytes(tensors, &meta).unwrap()).unwrap();
+        path
+    };
+    let both = format!("{},{}", print(3), print(5));
+    let cases = [
+        // Both forms of one layer: which one is meant?
+        (
+            write("two-forms.safetensors", &[("shift", &x3), ("shift.convs.3", &x3)], &[("layer", "convs.3".into())]),
+            "shift.convs.3",
+        ),
+        // A tensor `layer` does not name would be silently left out.
+        (
+            write(
+                "stray.safetensors",
+                &[("shift.convs.3", &x3), ("shift.convs.5", &x5)],
+                &[("layer", "convs.3".into())],
+            ),
+            "shift.convs.5",
+        ),
+        (
+            write("missing.safetensors", &[("shift.convs.3", &x3)], &[("layer", "convs.3,convs.5".into())]),
+            "no tensor `shift.convs.5`",
+        ),
+        (
+            write(
+                "short-prints.safetensors",
+                &[("shift.convs.3", &x3), ("shift.convs.5", &x5)],
+                &[("layer", "convs.3,convs.5".into()), ("layer_sha256", print(3))],
+            ),
+            "1 fingerprints for the 2 layers",
+        ),
+    ];
+    for (path, what) in &cases {
+        let e = Shift::load(&g, path).err().unwrap_or_else(|| panic!("{} loaded", path.display()));
+        assert!(matches!(e, Error::Format { .. }), "{e:?}");
+        assert!(e.to_string().contains(what) && e.to_string().contains(&*path.display().to_string()), "{e}");
+    }
+    // Fingerprints in the file's `layer` order, spaced and in capitals, are the same fingerprints.
+    let spaced = write(
+        "spaced.safetensors",
+        &[("shift.convs.3", &x3), ("shift.convs.5", &x5)],
+        &[
+            ("layer", "convs.5, convs.3".into()),
+            ("layer_sha256", format!("{} , {}", print(5).to_uppercase(), print(3))),
+        ],
+    );
+    let s = Shift::load(&g, &spaced).unwrap();
+    assert_eq!((s.layer_names(), s.meta["layer_sha256"].clone()), ("convs.3,convs.5".to_string(), both));
+}

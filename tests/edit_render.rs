@@ -141,3 +141,36 @@ fn a_single_layer_file_keeps_the_form_earlier_versions_wrote_and_read() {
     assert_eq!(ck.keys().collect::<Vec<_>>(), ["shift"]);
     assert_eq!(ck.metadata()["layer"], "convs.3");
 }
+
+#[test]
+fn a_shift_file_loads_whatever_its_header_length() {
+    // Safetensors starts with its header's length: 0x280 bytes begin 80 02 like a pickle,
+    // 0x4B50 bytes begin "PK" like a zip.
+    let (g, _, x) = setup();
+    let dir = tmpdir();
+    let path = dir.path().join("s.safetensors");
+    let save = |pad: usize| {
+        let mut s = Shift::new(&g, "convs.3", x.shallow_clone()).unwrap();
+        s.meta.insert("prompt".into(), "a".repeat(pad));
+        s.save(&path).unwrap();
+        let head = std::fs::read(&path).unwrap();
+        (u64::from_le_bytes(head[..8].try_into().unwrap()) as usize, [head[0], head[1]])
+    };
+    let base = save(0).0;
+    for first_bytes in [[0x80u8, 0x02], *b"PK"] {
+        let want = u16::from_le_bytes(first_bytes) as usize;
+        assert!(base < want, "the plain header ({base} bytes) is already longer than {want}");
+        let mut found = false;
+        // One more prompt byte is one more header byte, up to the header's 8-byte padding.
+        for pad in (want - base).saturating_sub(8)..=want - base {
+            if save(pad).1 != first_bytes {
+                continue;
+            }
+            let back = Shift::load(&g, &path).unwrap_or_else(|e| panic!("header starting {first_bytes:?}: {e}"));
+            assert_eq!(back.meta["prompt"].len(), pad);
+            found = true;
+            break;
+        }
+        assert!(found, "no header length starting {first_bytes:?} was tried");
+    }
+}

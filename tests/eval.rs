@@ -98,14 +98,19 @@ fn evaluating_a_learnt_shift_gains_clip_similarity_changes_more_with_strength_an
         );
         assert!([a, b, c].iter().all(|r| r.fid.unwrap() > 0.0), "an edited set at FID 0: {a:?} {b:?} {c:?}");
     }
-    // FID at k = 5 is the Fréchet distance of the clamped frames' Inception features to those
-    // of the unedited renders, computed here step by step.
+    // FID at k = 5 is the Fréchet distance of the frames' Inception features (as 8-bit
+    // pictures) to those of the unedited renders, computed here step by step.
     let features_at = |k: f64| {
         let frames: Vec<Tensor> = latents
             .iter()
             .map(|l| {
-                let img = clipshape::edit::render(&ctx.generator, l, &[(&shift, 1.0)], &[k], 1).unwrap();
-                ctx.to_frame(&img.clamp(-1.0, 1.0), None).unwrap().get(0)
+                // Rendered in the same batch as `evaluate` renders (0, then the strengths), so
+                // the 8-bit rounding below meets the same floats.
+                let ks = [0.0, -10.0, -5.0, -3.0, 3.0, 5.0, 10.0];
+                let i = ks.iter().position(|&x| x == k).unwrap() as i64;
+                let img = clipshape::edit::render(&ctx.generator, l, &[(&shift, 1.0)], &ks, 8).unwrap().narrow(0, i, 1);
+                let levels = ((img.clamp(-1.0, 1.0) + 1.0) * 127.5).round();
+                ctx.to_frame(&(levels / 127.5 - 1.0), None).unwrap().get(0)
             })
             .collect();
         Statistics::of(&eval::picture_features(&net, &frames, 2).unwrap()).unwrap()
@@ -131,4 +136,11 @@ fn evaluating_a_learnt_shift_gains_clip_similarity_changes_more_with_strength_an
 
     let e = eval::evaluate(&ctx, &[], &[(&shift, 1.0)], &ev, None).err().unwrap();
     assert!(e.to_string().contains("latents"), "{e}");
+    let upside_down = EvalParams { region: Some([50.0, 50.0, 10.0, 10.0]), ..ev.clone() };
+    let e = eval::evaluate(&ctx, &latents, &[(&shift, 1.0)], &upside_down, None).err().unwrap();
+    assert!(e.to_string().contains("region"), "{e}");
+    // A strength so large the render overflows: an error, not a row of NaN.
+    let absurd = EvalParams { strengths: vec![3.0, 1e300], ..ev.clone() };
+    let e = eval::evaluate(&ctx, &latents, &[(&shift, 1.0)], &absurd, None).err().unwrap();
+    assert!(e.to_string().contains("1e300") && e.to_string().contains("NaN or infinite"), "{e}");
 }

@@ -475,4 +475,7 @@ fn prompts_learnt_jointly_change_the_picture_apart_and_still_apply_alone_and_tog
     let e =
         ctx.optimize(&[&w], &OptimizeParams { lambda4: 1.0, ..params("one prompt", 2) }, &mut |_| true).err().unwrap();
     assert!(e.to_string().contains("lambda4"), "{e}");
+    let same = OptimizeParams { prompts: vec!["a face".into(), "a face ".into()], lambda4: 1.0, ..params("x", 2) };
+    let e = ctx.optimize(&[&w], &same, &mut |_| true).err().unwrap();
+    assert!(e.to_string().contains("prompts 1 and 2 are the same"), "{e}");
 }

@@ -83,27 +83,38 @@ fn latents_in(dir: &Path, ctx: &Context) -> Result<Vec<Latent>> {
     Ok(paths.iter().map(|p| Latent::load(&ctx.generator, p)).collect::<clipshape::Result<_>>()?)
 }
 
-/// Every PNG or JPEG in `dir`, as (3, H, W) in [-1, 1].
-fn pictures_in(dir: &Path) -> Result<Vec<tch::Tensor>> {
+/// A picture file as (3, H, W) in [-1, 1].
+fn picture(path: &Path) -> Result<tch::Tensor> {
+    let (rgba, w, h) = load_rgba(path)?;
+    let rgb: Vec<f32> = rgba.chunks_exact(4).flat_map(|px| [px[0], px[1], px[2]]).map(f32::from).collect();
+    Ok(tch::Tensor::from_slice(&rgb)
+        .f_view([h as i64, w as i64, 3])?
+        .f_permute([2, 0, 1])?
+        .f_div_scalar(127.5)?
+        .f_sub_scalar(1.0)?)
+}
+
+/// Pictures read and passed through Inception per batch, never all held at once.
+const REFERENCE_BATCH: usize = 8;
+
+/// The Inception features of every PNG or JPEG in `dir`.
+fn reference_features(net: &Inception, dir: &Path) -> Result<tch::Tensor> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("--reference {}", dir.display()))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| clipshape::edit::render::image_file_kind(p).is_ok())
+        .filter(|p| p.is_file() && clipshape::edit::render::image_file_kind(p).is_ok())
         .collect();
     paths.sort();
-    paths
-        .iter()
-        .map(|p| {
-            let (rgba, w, h) = load_rgba(p)?;
-            let rgb: Vec<f32> = rgba.chunks_exact(4).flat_map(|px| [px[0], px[1], px[2]]).map(f32::from).collect();
-            Ok(tch::Tensor::from_slice(&rgb)
-                .f_view([h as i64, w as i64, 3])?
-                .f_permute([2, 0, 1])?
-                .f_div_scalar(127.5)?
-                .f_sub_scalar(1.0)?)
-        })
-        .collect()
+    if paths.is_empty() {
+        bail!("--reference {}: holds no pictures (PNG or JPEG)", dir.display());
+    }
+    let mut features = Vec::with_capacity(paths.len().div_ceil(REFERENCE_BATCH));
+    for chunk in paths.chunks(REFERENCE_BATCH) {
+        let pictures = chunk.iter().map(|p| picture(p)).collect::<Result<Vec<_>>>()?;
+        features.push(eval::picture_features(net, &pictures, REFERENCE_BATCH)?);
+    }
+    Ok(tch::Tensor::f_cat(&features, 0)?)
 }
 
 /// Runs the evaluation and returns what to print.
@@ -133,7 +144,8 @@ pub fn run(ctx: &Context, args: &EvalArgs, strengths: Vec<f64>) -> Result<String
     };
     let inception = match &args.inception {
         Some(p) => Some(p.clone()),
-        None => Some(ModelStore::from_env()?.file_path(INCEPTION_FILE)).filter(|p| p.is_file()),
+        // No model store (no home directory) is no Inception network, not an error.
+        None => ModelStore::from_env().ok().map(|s| s.file_path(INCEPTION_FILE)).filter(|p| p.is_file()),
     };
     if args.reference.is_some() && inception.is_none() {
         bail!("--reference is for FID, which needs the Inception network: --inception FILE or `clipshape models fetch clip:inception`");
@@ -142,11 +154,10 @@ pub fn run(ctx: &Context, args: &EvalArgs, strengths: Vec<f64>) -> Result<String
     let fid = match &net {
         Some(net) => {
             let reference = match &args.reference {
-                Some(dir) => {
-                    let pictures = pictures_in(dir)?;
-                    let features = eval::picture_features(net, &pictures, 8)?;
-                    Some(Statistics::of(&features).with_context(|| format!("--reference {}", dir.display()))?)
-                }
+                Some(dir) => Some(
+                    Statistics::of(&reference_features(net, dir)?)
+                        .with_context(|| format!("--reference {}", dir.display()))?,
+                ),
                 None => None,
             };
             Some(Fid { net, reference })

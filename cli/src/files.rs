@@ -66,6 +66,25 @@ impl OutputDir {
         Ok(())
     }
 
+    /// Clears the subdirectories a joint edit (`--also`) writes, `N/` for N > `keep` and
+    /// `together/` when `keep` is 0, as `clear_previous` does, and removes them once empty.
+    pub fn clear_joint_runs(&self, keep: usize) -> Result<()> {
+        for entry in std::fs::read_dir(&self.path)?.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let stale = match name.parse::<usize>() {
+                Ok(n) => n > keep && name == n.to_string(),
+                Err(_) => name == "together" && keep == 0,
+            };
+            if stale && entry.path().is_dir() {
+                OutputDir { path: entry.path() }.clear_previous()?;
+                // Left in place when it holds files of the user's.
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+        Ok(())
+    }
+
     pub fn join(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }

@@ -163,11 +163,15 @@ impl EditOptions {
         }
     }
 
+    fn is_auto(&self) -> bool {
+        self.layer.as_deref().map(str::trim) == Some("auto")
+    }
+
     /// The layers `--layer` names (the model set's default when absent or `auto`).
     fn layers(&self, ctx: &Context) -> Result<Vec<LayerId>> {
         Ok(match self.layer.as_deref() {
-            Some("auto") | None => vec![ctx.default_layer()],
-            Some(names) => clipshape::edit::optimize::parse_layers(&ctx.generator, names)?,
+            Some(names) if !self.is_auto() => clipshape::edit::optimize::parse_layers(&ctx.generator, names)?,
+            _ => vec![ctx.default_layer()],
         })
     }
 
@@ -175,11 +179,10 @@ impl EditOptions {
         if self.auto_layers == 0 {
             bail!("--auto-layers: give 1 or more");
         }
-        if self.auto_layers != 1 && self.layer.as_deref() != Some("auto") {
+        if self.auto_layers != 1 && !self.is_auto() {
             bail!("--auto-layers goes with --layer auto (name the layers with --layer convs.3,convs.5 otherwise)");
         }
-        Ok((self.layer.as_deref() == Some("auto"))
-            .then(|| AutoLayer { count: self.auto_layers, ..AutoLayer::default() }))
+        Ok(self.is_auto().then(|| AutoLayer { count: self.auto_layers, ..AutoLayer::default() }))
     }
 
     fn synthesis(&self) -> Synthesis {
@@ -675,16 +678,20 @@ fn run(cli: &Cli) -> Result<()> {
             };
             let prompts: Vec<String> = std::iter::once(prompt).chain(opts.also.iter().cloned()).collect();
             // Several prompts: DIR/1/, DIR/2/, … and DIR/together/, each ready before any work.
-            let dirs = if prompts.len() > 1 {
+            let joint = prompts.len() > 1;
+            let dirs = if joint {
                 let mut d = (1..=prompts.len())
                     .map(|i| OutputDir::prepare(&out.join(&i.to_string())))
                     .collect::<Result<Vec<_>>>()?;
                 d.push(OutputDir::prepare(&out.join("together"))?);
                 d
             } else {
-                vec![out]
+                vec![OutputDir::prepare(&out.path)?]
             };
             let auto_layer = opts.auto_layer()?;
+            if !(opts.separate.is_finite() && opts.separate >= 0.0) {
+                bail!("--separate: {} must be a finite number ≥ 0", opts.separate);
+            }
             let mut ctx = model_context(cli, model, files, true, photo.as_ref().map(|_| photo_opts))?;
             let job = photo.as_deref().map(|p| PhotoJob::prepare(&ctx, p, photo_opts)).transpose()?;
             let (latent, input_rgb, iw, ih) = input_latent(&ctx, job.as_ref(), *seed, *truncation)?;
@@ -719,6 +726,13 @@ fn run(cli: &Cli) -> Result<()> {
             };
             let mut shifts = ctx.optimize(&[&latent], &params, &mut on_step)?;
             bar.finish_and_clear();
+            // What an earlier run with another number of prompts wrote here goes, so DIR never
+            // mixes two runs: its top-level pictures before a joint run, DIR/N and DIR/together
+            // beyond this run's.
+            if joint {
+                out.clear_previous()?;
+            }
+            out.clear_joint_runs(if joint { prompts.len() } else { 0 })?;
             for s in &mut shifts {
                 if let Some(p) = &photo {
                     s.meta.insert("source".into(), p.display().to_string());

@@ -403,6 +403,19 @@ fn edit_learns_several_layers_and_several_prompts_and_apply_renders_them_togethe
     assert_eq!(read(&both.join("01.png")), read(&joint.join("together/01.png")));
     assert_ne!(read(&both.join("01.png")), read(&joint.join("1/01.png")));
 
+    // A later run into the same DIR never leaves an earlier run's pictures beside its own.
+    let base = ["--seed", "1", "face", "--steps", "1", "--strengths=0"];
+    ok_owned(&tiny_edit(&[&base[..], &["--also", "nose", "--also", "chin", "--out", p(&joint)]].concat()));
+    assert!(joint.join("3/00.png").is_file() && !joint.join("1/01.png").exists());
+    ok_owned(&tiny_edit(&[&base[..], &["--also", "nose", "--out", p(&joint)]].concat()));
+    assert!(!joint.join("3").exists() && joint.join("2/00.png").is_file());
+    std::fs::write(joint.join("1/notes.txt"), "mine").unwrap();
+    ok_owned(&tiny_edit(&[&base[..], &["--out", p(&joint)]].concat()));
+    assert!(joint.join("00.png").is_file() && !joint.join("2").exists() && !joint.join("together").exists());
+    assert_eq!(std::fs::read_dir(joint.join("1")).unwrap().count(), 1, "the user's file was touched");
+    ok_owned(&tiny_edit(&[&base[..], &["--also", "nose", "--out", p(&joint)]].concat()));
+    assert!(!joint.join("00.png").exists() && !joint.join("shift.safetensors").exists());
+
     for (extra, what) in [
         (vec!["--layer", "convs.3,convs.3"], "twice"),
         (vec!["--layer", "convs.3,"], "empty"),

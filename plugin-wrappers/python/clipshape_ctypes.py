@@ -822,8 +822,9 @@ class Latent(_Floats):
 
 
 class Shift(_Floats):
-    """A learnt weight shift of one generator layer, with its metadata; saved as safetensors
-    `shift` + metadata."""
+    """A learnt edit with its metadata: a weight shift of one generator layer (saved as
+    safetensors `shift` + metadata), of several learnt together (``layer`` lists them,
+    "convs.3,convs.5"; saved as `shift.<layer>` each), or a W+ direction ("wplus")."""
 
     _prefix = "cs_shift"
     _free_name = "cs_shift_free"
@@ -1050,8 +1051,13 @@ class Context(_Handle):
             keep.append(raw)
             return raw
 
-        if layer and not isinstance(layer, str):
-            layer = ",".join(layer)  # several layers, learnt jointly into one shift
+        if layer is not None and not isinstance(layer, str):
+            # Several layers, learnt jointly into one shift.
+            names = list(layer)
+            if not names or not all(isinstance(n, str) and n.strip() for n in names):
+                raise InvalidArgumentError("layer: give layer names such as [\"convs.3\", "
+                                           "\"convs.5\"], got %r" % (layer,))
+            layer = ",".join(names)
         if layer:
             p.layer = s(layer, "layer")
         if neutral:

@@ -62,7 +62,17 @@ impl Checkpoint {
             f.read(&mut head).map_err(|e| Error::io(path, e))?
         };
         let head = &head[..n];
-        if head.starts_with(b"PK") || head.first() == Some(&0x80) {
+        // Safetensors first: its header length is any number, so its first byte may well be
+        // 0x80 or its first two "PK" (a 640-byte header starts 80 02, like a pickle). A header
+        // that opens with `{` at byte 8 and fits in the file is never a zip or a torch pickle
+        // (byte 8 is a zip's compression method, a legacy torch file's magic number).
+        let header_fits = |h: &[u8]| {
+            let len = u64::from_le_bytes(h[..8].try_into().unwrap_or([0xff; 8]));
+            len.checked_add(8).is_some_and(|end| end <= meta.len())
+        };
+        if head.len() >= 9 && head[8] == b'{' && header_fits(head) {
+            Self::open_safetensors(path)
+        } else if head.starts_with(b"PK") || head.first() == Some(&0x80) {
             Self::open_pickle(path)
         } else if head.len() >= 9 && head[8] == b'{' {
             Self::open_safetensors(path)

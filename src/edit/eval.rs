@@ -13,7 +13,7 @@
 use tch::{Device, Kind, Tensor};
 
 use crate::context::Context;
-use crate::edit::optimize::{outside_weight, similarities};
+use crate::edit::optimize::{check_region, outside_weight, similarities};
 use crate::edit::{render, Latent, Shift};
 use crate::error::{Error, Result};
 use crate::models::inception::Inception;
@@ -115,6 +115,7 @@ pub fn evaluate(
     if params.prompt.trim().is_empty() {
         return Err(Error::arg("prompt", "is empty: give the text the edit was learnt for"));
     }
+    check_region(params.region)?;
     let g = &ctx.generator;
     let guide = ctx.guide()?;
     let text = guide.text_features(&[params.prompt.as_str()], false)?;
@@ -127,6 +128,12 @@ pub fn evaluate(
     let mut pool: Vec<Vec<Tensor>> = (0..n).map(|_| Vec::new()).collect();
     for latent in latents {
         let images = render(g, latent, shifts, &ks, params.max_batch)?;
+        if let Some(k) = non_finite_strength(&images, &ks)? {
+            return Err(Error::arg(
+                "strengths",
+                format!("at strength {k:?} the render holds NaN or infinite values: the shift is too strong there"),
+            ));
+        }
         tch::no_grad(|| -> Result<()> {
             // CLIP sees the renders as the loop did (its figures match the shift's metadata); the
             // change and FID see them as users do, clamped to the picture range.
@@ -142,6 +149,9 @@ pub fn evaluate(
                 changes[i] += outside[i] / keep_area * 127.5;
             }
             if let Some(f) = fid {
+                // As 8-bit pictures, like the reference set's files: identical content, FID 0.
+                let pictures = pictures.f_add_scalar(1.0)?.f_mul_scalar(127.5)?.f_round()?;
+                let pictures = pictures.f_div_scalar(127.5)?.f_sub_scalar(1.0)?;
                 let framed = ctx.to_frame(&pictures, None)?;
                 let feats = f.net.features(&framed)?.f_to_device(Device::Cpu)?;
                 for (i, p) in pool.iter_mut().enumerate() {
@@ -169,6 +179,13 @@ pub fn evaluate(
             fid: fids[i],
         })
         .collect())
+}
+
+/// The first strength whose render is not finite everywhere.
+fn non_finite_strength(images: &Tensor, ks: &[f64]) -> Result<Option<f64>> {
+    let finite = images.f_isfinite()?.f_flatten(1, -1)?.f_all_dim(1, false)?;
+    let finite = Vec::<bool>::try_from(finite)?;
+    Ok(finite.iter().zip(ks).find(|(ok, _)| !**ok).map(|(_, k)| *k))
 }
 
 /// Inception features of pictures of any sizes, each (3, H, W) in [-1, 1], in batches of

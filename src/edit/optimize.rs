@@ -168,11 +168,7 @@ impl OptimizeParams {
                 return Err(Error::arg("layer", format!("`{}` is named twice", twice.1)));
             }
         }
-        if let Some(r) = self.region {
-            if !(r.iter().all(|v| v.is_finite()) && r[0] < r[2] && r[1] < r[3]) {
-                return Err(Error::arg("region", format!("{r:?} is not a box x1 < x2, y1 < y2")));
-            }
-        }
+        check_region(self.region)?;
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::arg("lr", format!("{} must be a finite number > 0", self.lr)));
         }
@@ -189,6 +185,16 @@ impl OptimizeParams {
             return Err(Error::arg("neutral", "is empty; leave it out for the plain (non-directional) loss"));
         }
         Ok(())
+    }
+}
+
+/// A region is a box x1 < x2, y1 < y2 of finite numbers (or none).
+pub fn check_region(region: Option<[f32; 4]>) -> Result<()> {
+    match region {
+        Some(r) if !(r.iter().all(|v| v.is_finite()) && r[0] < r[2] && r[1] < r[3]) => {
+            Err(Error::arg("region", format!("{r:?} is not a box x1 < x2, y1 < y2")))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -265,6 +271,22 @@ impl Setup {
                 ),
             ));
         }
+        if params.lambda4 > 0.0 {
+            if let Some((i, j)) = (0..params.prompts.len())
+                .flat_map(|i| (i + 1..params.prompts.len()).map(move |j| (i, j)))
+                .find(|&(i, j)| params.prompts[i].trim() == params.prompts[j].trim())
+            {
+                return Err(Error::arg(
+                    "prompts",
+                    format!(
+                        "prompts {} and {} are the same (`{}`): their changes cannot be kept apart",
+                        i + 1,
+                        j + 1,
+                        params.prompts[i]
+                    ),
+                ));
+            }
+        }
         let targets: Vec<Target> = match params.method {
             Method::Shift => {
                 let mut t =
@@ -330,7 +352,8 @@ impl Setup {
                 Ok(match target {
                     Target::Layer(l) if params.init_scale > 0.0 => {
                         let std = g.layer_weight(l)?.f_std(false)?.f_double_value(&[])?;
-                        // Each layer its own stream, so adding a layer leaves the others' starts alone.
+                        // Each layer (by its place in layer order) its own stream, so no two
+                        // layers start from the same draw.
                         let seed = params.seed.wrapping_add(i as i64);
                         seeded_normal(&var_shape, seed, device)?.f_mul_scalar(std * params.init_scale)?
                     }
@@ -441,19 +464,14 @@ pub fn optimize(
     let (Some(auto), Method::Shift) = (params.auto_layer, params.method) else {
         return optimize_fixed(g, guide, latents, params, cancelled, progress);
     };
-    let ranking = probe_layers(g, guide, latents, params, &auto, cancelled)?;
-    if auto.count == 0 || auto.count > ranking.len() {
+    let n = probe_candidates(g, params, &auto)?.len();
+    if auto.count == 0 || auto.count > n {
         return Err(Error::arg(
             "auto_layers",
-            format!(
-                "{} asked for, {} candidate layers at {}–{} px",
-                auto.count,
-                ranking.len(),
-                auto.min_res,
-                auto.max_res
-            ),
+            format!("{} asked for, {n} candidate layers at {}–{} px", auto.count, auto.min_res, auto.max_res),
         ));
     }
+    let ranking = probe_layers(g, guide, latents, params, &auto, cancelled)?;
     let text: Vec<String> = ranking.iter().map(|r| format!("{}:{:.6}", r.layer, r.score)).collect();
     log::info!("layer probe ({} steps each), best first: {}", auto.probe_steps, text.join(" "));
     let layers = ranking[..auto.count].iter().map(|r| r.layer).collect();
@@ -466,16 +484,9 @@ pub fn optimize(
     Ok(shifts)
 }
 
-/// The candidates of `auto`, each optimised alone for `auto.probe_steps` steps with `params`
-/// otherwise, ranked best first (ties: forward order). Deterministic for a seed.
-pub fn probe_layers(
-    g: &Generator,
-    guide: &ClipGuide,
-    latents: &[&Latent],
-    params: &OptimizeParams,
-    auto: &AutoLayer,
-    cancelled: &dyn Fn() -> bool,
-) -> Result<Vec<LayerProbe>> {
+/// The `convs.N` a probe tries: those working at `auto.min_res..=auto.max_res` px (and at most
+/// at the loop's side); never empty.
+fn probe_candidates(g: &Generator, params: &OptimizeParams, auto: &AutoLayer) -> Result<Vec<LayerId>> {
     if auto.probe_steps == 0 || auto.min_res > auto.max_res {
         return Err(Error::arg("auto_layer", format!("{auto:?}: give probe steps ≥ 1 and min_res ≤ max_res")));
     }
@@ -493,6 +504,20 @@ pub fn probe_layers(
             format!("no convs.N of this {} px generator works at {}–{} px", g.config.size, auto.min_res, auto.max_res),
         ));
     }
+    Ok(candidates)
+}
+
+/// The candidates of `auto`, each optimised alone for `auto.probe_steps` steps with `params`
+/// otherwise, ranked best first (ties: forward order). Deterministic for a seed.
+pub fn probe_layers(
+    g: &Generator,
+    guide: &ClipGuide,
+    latents: &[&Latent],
+    params: &OptimizeParams,
+    auto: &AutoLayer,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Vec<LayerProbe>> {
+    let candidates = probe_candidates(g, params, auto)?;
     // With a region the cost is the preservation term of the probe's shift: the unedited images
     // and 1 − M are the same for every candidate.
     let outside = match params.region {

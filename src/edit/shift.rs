@@ -203,27 +203,42 @@ impl Shift {
             e => e,
         };
         let targets = Target::resolve_list(g, &names).map_err(mismatch)?;
+        // One target: `shift` (every version's form) or `shift.<layer>`; several: `shift.<layer>`
+        // each. Anything else in the file is refused rather than silently left out.
         let single = targets.len() == 1 && ck.contains("shift");
+        let key_of = |t: &Target| if single { "shift".to_string() } else { format!("shift.{t}") };
+        let keys: Vec<String> = targets.iter().map(key_of).collect();
+        if let Some(stray) = ck.keys().find(|k| !keys.iter().any(|want| want == k)) {
+            return Err(Error::format(
+                path,
+                format!("holds the tensor `{stray}`, which `layer` = `{names}` does not name"),
+            ));
+        }
         let mut parts = Vec::with_capacity(targets.len());
-        for t in targets {
-            let key = if single { "shift".to_string() } else { format!("shift.{t}") };
-            if !ck.contains(&key) {
+        for (t, key) in targets.iter().zip(&keys) {
+            if !ck.contains(key) {
                 return Err(Error::format(path, format!("`layer` names `{t}` but the file has no tensor `{key}`")));
             }
-            parts.push((t, ck.tensor(&key)?));
+            parts.push((*t, ck.tensor(key)?));
         }
         let mut s = Shift::from_parts(g, parts).map_err(mismatch)?;
         if let Some(recorded) = ck.metadata().get("layer_sha256") {
-            let mine = s.meta["layer_sha256"].split(',');
-            // The file's order is its `layer` order; ours is sorted: compare target by target.
-            let file_targets = Target::resolve_list(g, &names).map_err(mismatch)?;
-            let theirs: BTreeMap<Target, &str> = file_targets.into_iter().zip(recorded.split(',')).collect();
-            for (p, print) in s.parts.iter().zip(mine) {
-                if theirs.get(&p.target).is_some_and(|r| *r != print) {
+            let prints: Vec<String> = recorded.split(',').map(|p| p.trim().to_ascii_lowercase()).collect();
+            if prints.len() != targets.len() {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "`layer_sha256` lists {} fingerprints for the {} layers of `{names}`",
+                        prints.len(),
+                        targets.len()
+                    ),
+                ));
+            }
+            for (t, print) in targets.iter().zip(&prints) {
+                if *print != target_fingerprint(g, *t)? {
                     return Err(Error::Mismatch(format!(
-                        "{}: learned on another generator (the weights of `{}` differ from this one's)",
-                        path.display(),
-                        p.target
+                        "{}: learned on another generator (the weights of `{t}` differ from this one's)",
+                        path.display()
                     )));
                 }
             }

@@ -489,7 +489,7 @@ pub unsafe extern "C" fn cs_optimize_params_init(params: *mut cs_optimize_params
 
 unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<String>) -> Result<OptimizeParams> {
     // Callers built against 0.2 pass the struct without `optimize_size` and what follows it;
-    // those built against 0.3 without `lambda4` and what follows it.
+    // those built between (the struct ending at `region`) without `lambda4` and `auto_layers`.
     check_struct_size(p.struct_size, std::mem::offset_of!(cs_optimize_params, optimize_size), "params")?;
     let has = |field_end: usize| p.struct_size as usize >= field_end;
     let (optimize_size, bf16, lambda3, region) = if has(std::mem::offset_of!(cs_optimize_params, lambda4)) {
@@ -513,8 +513,11 @@ unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<St
         Some(n) if !auto => optimize::parse_layers(&ctx.generator, n)?,
         _ => vec![ctx.default_layer()],
     };
-    if auto_layers < 0 {
-        return Err(Error::arg("auto_layers", format!("{auto_layers} must be ≥ 0")));
+    if auto_layers < 0 || (auto_layers > 1 && !auto) {
+        return Err(Error::arg(
+            "auto_layers",
+            format!("{auto_layers}: give 0 or more, and more than 1 only with layer \"auto\""),
+        ));
     }
     let lambda2 =
         if p.lambda2.is_sign_negative() && p.lambda2.is_finite() { ctx.default_lambda2() } else { p.lambda2 as f64 };

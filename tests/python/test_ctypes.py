@@ -263,6 +263,11 @@ def test_several_layers_and_jointly_learnt_prompts_through_the_abi(ctx, cs, tmp_
     with pytest.raises(cs.InvalidArgumentError, match="twice"):
         ctx.optimize(latent, "x", steps=1, layer="convs.3,convs.3")
 
+    for bad in ([], [""], [3]):
+        with pytest.raises(cs.InvalidArgumentError, match="layer"):
+            ctx.optimize(latent, "x", steps=1, layer=bad)
+    with pytest.raises(cs.InvalidArgumentError, match="auto_layers"):
+        ctx.optimize(latent, "x", steps=1, layer="convs.3", auto_layers=2)
     auto = ctx.optimize(latent, "face with big nose", steps=2, layer="auto", auto_layers=2)
     assert auto.layer.count(",") == 1 and auto.meta("layer_choice") == "auto"
 
@@ -299,8 +304,9 @@ def test_optimize_params_of_an_older_binding_still_work(ctx, cs):
 
 
 @needs_models
-def test_optimize_params_of_a_0_3_binding_ignore_what_came_after(ctx, cs):
-    """A 0.3 caller's struct ends before lambda4: read up to `region`, lambda4 taken as 0."""
+def test_optimize_params_ending_at_region_ignore_what_came_after(ctx, cs):
+    """A binding built before lambda4 passes a struct ending at `region`: read up to there,
+    lambda4 taken as 0."""
     import ctypes
     w, h = 32, 32
     latent, _ = ctx.encode(pattern(w, h), w, h, 0, "RGBA8", recon=False)
