@@ -148,7 +148,8 @@ struct EditOptions {
     #[arg(long, default_value_t = 0.0)]
     preserve: f64,
     /// The region the edit may change, x1,y1,x2,y2 in pixels of the generator's output (with
-    /// --preserve; without it every change counts)
+    /// --preserve; default: of a photo, the detected face's box or the selection mapped into
+    /// the frame, else none: every change counts)
     #[arg(long)]
     region: Option<String>,
 }
@@ -714,7 +715,12 @@ fn run(cli: &Cli) -> Result<()> {
                 progress_every: 1,
                 synthesis: opts.synthesis(),
                 lambda3: opts.preserve,
-                region: opts.region()?,
+                // Of a photo, the face (or the selection) is what the edit may change.
+                region: match (opts.region()?, &job) {
+                    (Some(r), _) => Some(r),
+                    (None, Some(job)) if opts.preserve > 0.0 => ctx.subject_region(&job.subject)?,
+                    (None, _) => None,
+                },
                 auto_layer,
                 lambda4: if prompts.len() > 1 { opts.separate } else { 0.0 },
             };

@@ -225,3 +225,35 @@ fn a_selection_is_pasted_back_inside_itself() {
     }
     assert!(max_step < 128, "a hard seam: alpha jumps by {max_step}");
 }
+
+#[test]
+fn preserving_a_photo_keeps_what_lies_outside_the_face_or_the_selection() {
+    let dir = tmpdir();
+    let g = clipshape::models::load_generator(&golden("e4e.pt"), tch::Device::Cpu).unwrap().generator;
+    let region_of = |out: &Path| -> Vec<f64> {
+        let s = clipshape::edit::Shift::load(&g, &out.join("shift.safetensors")).unwrap();
+        s.meta["region"].split(',').map(|v| v.parse().unwrap()).collect()
+    };
+    let face = dir.path().join("face");
+    let photo = p(&golden("face/astronaut.png")).to_string();
+    let detector = mtcnn();
+    let common = ["--steps", "1", "--strengths=0", "--preserve", "1"];
+    let face_args =
+        [photo.as_str(), "face with big nose", "--align", "face", "--mtcnn", p(&detector), "--out", p(&face)];
+    ok_owned(&tiny_edit(&[&face_args[..], &common[..]].concat()));
+    // The detected face box in the 64 px FFHQ frame: around the middle, inside the frame,
+    // smaller than it (the aligned crop holds hair and background around the face).
+    let r = region_of(&face);
+    assert!(r[0] >= 0.0 && r[1] >= 0.0 && r[2] <= 64.0 && r[3] <= 64.0, "{r:?}");
+    let (w, h) = (r[2] - r[0], r[3] - r[1]);
+    assert!((16.0..56.0).contains(&w) && (16.0..60.0).contains(&h), "{r:?}");
+    assert!(((r[0] + r[2]) / 2.0 - 32.0).abs() < 8.0 && ((r[1] + r[3]) / 2.0 - 32.0).abs() < 12.0, "{r:?}");
+
+    // A selection is the whole frame it is encoded into; an explicit --region wins.
+    let boxed = dir.path().join("box");
+    let sel = [photo.as_str(), "a wide face", "--align", "none", "--select", "100,40,356,296", "--out", p(&boxed)];
+    ok_owned(&tiny_edit(&[&sel[..], &common[..]].concat()));
+    assert_eq!(region_of(&boxed), [0.0, 0.0, 64.0, 64.0]);
+    ok_owned(&tiny_edit(&[&sel[..], &common[..], &["--region", "8,8,40,40"]].concat()));
+    assert_eq!(region_of(&boxed), [8.0, 8.0, 40.0, 40.0]);
+}

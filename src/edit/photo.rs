@@ -105,6 +105,35 @@ impl Context {
         detector.detect(&photo.rgb8_composited(), photo.width as usize, photo.height as usize)
     }
 
+    /// The region M of the preservation term for an edit of `subject`, in pixels of the
+    /// generator's output: the detected face's box, or the selection, mapped into the frame
+    /// (clipped to it). None when it covers no pixel of the frame.
+    pub fn subject_region(&self, subject: &Subject) -> Result<Option<[f32; 4]>> {
+        let f = self.frame;
+        let map = subject.frame_map(f.width as usize, f.height as usize)?;
+        let b = match subject {
+            Subject::Face { face, .. } => face.bbox,
+            Subject::Box(b) => *b,
+        };
+        let corners = [[b[0], b[1]], [b[2], b[1]], [b[0], b[3]], [b[2], b[3]]];
+        let mut lo = [f64::INFINITY; 2];
+        let mut hi = [f64::NEG_INFINITY; 2];
+        for [x, y] in corners {
+            let Some(p) = map.to_frame(x as f64, y as f64) else { return Ok(None) };
+            for i in 0..2 {
+                lo[i] = lo[i].min(p[i]);
+                hi[i] = hi[i].max(p[i]);
+            }
+        }
+        let (x1, y1) = (lo[0].max(0.0), lo[1].max(0.0));
+        let (x2, y2) = (hi[0].min(f.width as f64), hi[1].min(f.height as f64));
+        if x2 - x1 < 1.0 || y2 - y1 < 1.0 {
+            return Ok(None);
+        }
+        let (dx, dy) = (f.left as f64, f.top as f64);
+        Ok(Some([(x1 + dx) as f32, (y1 + dy) as f32, (x2 + dx) as f32, (y2 + dy) as f32]))
+    }
+
     /// The W+ code of the subject: the photo sampled through the subject's map at the encoder's
     /// input size (an FFHQ-aligned crop for a face, the box resized for a selection).
     pub fn encode_subject(&self, photo: &ImageView, subject: &Subject) -> Result<Latent> {
