@@ -121,7 +121,14 @@ pub fn evaluate(
     let text = guide.text_features(&[params.prompt.as_str()], false)?;
     // Index 0 is the unedited render, then the strengths as given.
     let ks: Vec<f64> = std::iter::once(0.0).chain(params.strengths.iter().copied()).collect();
-    let keep = outside_weight(g, params.region, g.config.size)?;
+    // Only the domain's frame is the picture (cars: rows 64..448 of the 512² output).
+    let f = ctx.frame;
+    let in_frame = Tensor::f_zeros([1, 1, g.config.size, g.config.size], (Kind::Float, g.device()))?;
+    let _ = in_frame
+        .f_narrow(2, f.top as i64, f.height as i64)?
+        .f_narrow(3, f.left as i64, f.width as i64)?
+        .f_fill_(1.0)?;
+    let keep = outside_weight(g, params.region, g.config.size)?.f_mul(&in_frame)?;
     let keep_area = keep.f_sum(Kind::Double)?.f_double_value(&[])?.max(1e-8) * 3.0;
     let n = ks.len();
     let (mut sims, mut changes) = (vec![0.0; n], vec![0.0; n]);
