@@ -361,7 +361,22 @@ fn edit_learns_several_layers_and_several_prompts_and_apply_renders_them_togethe
     ok_owned(&tiny_edit(&[&args[..], &["--out", p(&multi)]].concat()));
     let shift = Shift::load(&g, &multi.join("shift.safetensors")).unwrap();
     assert_eq!(shift.layer_names(), "convs.3,convs.5");
-    assert!(multi.join("01.png").is_file());
+    // `apply` renders the file's two parts as the edit rendered them.
+    let applied = dir.path().join("applied");
+    ok(&[
+        "apply",
+        p(&multi.join("shift.safetensors")),
+        "--model",
+        p(&golden("e4e.pt")),
+        "--seed",
+        "1",
+        "--strengths=0,2",
+        "--out",
+        p(&applied),
+    ]);
+    let read = |path: &std::path::Path| image::open(path).unwrap().to_rgb8().into_raw();
+    assert_eq!(read(&applied.join("01.png")), read(&multi.join("01.png")));
+    assert_ne!(read(&applied.join("01.png")), read(&applied.join("00.png")));
 
     let joint = dir.path().join("joint");
     let stdout = ok_owned(&tiny_edit(&[
@@ -399,7 +414,6 @@ fn edit_learns_several_layers_and_several_prompts_and_apply_renders_them_togethe
         "--out",
         p(&both),
     ]);
-    let read = |path: &std::path::Path| image::open(path).unwrap().to_rgb8().into_raw();
     assert_eq!(read(&both.join("01.png")), read(&joint.join("together/01.png")));
     assert_ne!(read(&both.join("01.png")), read(&joint.join("1/01.png")));
 
