@@ -116,7 +116,7 @@ fn seeds_are_deterministic_and_truncation_pulls_to_the_mean() {
 fn a_single_layer_file_keeps_the_form_earlier_versions_wrote_and_read() {
     let (g, latent, x) = setup();
     let dir = tmpdir();
-    // As 0.3 wrote it: one tensor `shift`, `layer` and `layer_sha256`, no `format`.
+    // As earlier versions wrote it: one tensor `shift`, `layer` and `layer_sha256`, no `format`.
     let fingerprint = clipshape::edit::shift::target_fingerprint(
         &g,
         clipshape::edit::shift::Target::Layer(clipshape::models::stylegan2::LayerId::Convs(3)),
