@@ -133,6 +133,11 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_eps(x, NORM_EPS)
+    }
+
+    /// Eval mode with another `eps` (TensorFlow ports use 1e-3).
+    pub fn forward_eps(&self, x: &Tensor, eps: f64) -> Result<Tensor> {
         Ok(x.f_batch_norm(
             Some(&self.weight),
             Some(&self.bias),
@@ -140,7 +145,7 @@ impl BatchNorm2d {
             Some(&self.running_var),
             false,
             0.1,
-            NORM_EPS,
+            eps,
             true,
         )?)
     }

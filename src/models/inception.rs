@@ -144,18 +144,7 @@ impl BasicConv2d {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = self.stride;
         let x = x.f_conv2d(&self.conv, None::<Tensor>, [s, s], self.padding, [1, 1], 1)?;
-        let bn = &self.bn;
-        let x = x.f_batch_norm(
-            Some(&bn.weight),
-            Some(&bn.bias),
-            Some(&bn.running_mean),
-            Some(&bn.running_var),
-            false,
-            0.1,
-            BN_EPS,
-            true,
-        )?;
-        Ok(x.f_relu()?)
+        Ok(self.bn.forward_eps(&x, BN_EPS)?.f_relu()?)
     }
 }
 
