@@ -234,18 +234,22 @@ impl Shift {
                     ),
                 ));
             }
-            for (t, print) in targets.iter().zip(&prints) {
-                if *print != target_fingerprint(g, *t)? {
-                    return Err(Error::Mismatch(format!(
-                        "{}: learned on another generator (the weights of `{t}` differ from this one's)",
-                        path.display()
-                    )));
-                }
+            // `from_parts` fingerprinted this generator's weights, in part order; the file lists
+            // its fingerprints in its `layer` order.
+            let ours: BTreeMap<Target, &str> =
+                s.parts.iter().map(|p| p.target).zip(s.meta["layer_sha256"].split(',')).collect();
+            if let Some((t, _)) = targets.iter().zip(&prints).find(|(t, print)| ours.get(*t) != Some(&print.as_str())) {
+                return Err(Error::Mismatch(format!(
+                    "{}: learned on another generator (the weights of `{t}` differ from this one's)",
+                    path.display()
+                )));
             }
         }
-        let own = [("layer", s.meta["layer"].clone()), ("layer_sha256", s.meta["layer_sha256"].clone())];
-        s.meta.extend(ck.metadata().iter().map(|(k, v)| (k.clone(), v.clone())));
-        s.meta.extend(own.into_iter().map(|(k, v)| (k.to_string(), v)));
+        // The file's facts, except the two `from_parts` just derived (in part order).
+        let derived = |k: &str| k == "layer" || k == "layer_sha256";
+        let recorded: Vec<(String, String)> =
+            ck.metadata().iter().filter(|(k, _)| !derived(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        s.meta.extend(recorded);
         Ok(s)
     }
 
