@@ -266,6 +266,16 @@ impl Context {
         self.domain.as_ref().map(|d| d.default_layer).unwrap_or(LayerId::Convs(3))
     }
 
+    /// What a layer argument (`--layer`, the ABI's `layer`) names: the layers to shift, and
+    /// whether a probe is to choose them instead ("auto"). None or "auto" give the default layer.
+    pub fn layer_choice(&self, name: Option<&str>) -> Result<(Vec<LayerId>, bool)> {
+        let auto = crate::edit::optimize::is_auto_layer(name);
+        match name {
+            Some(n) if !auto => Ok((crate::edit::optimize::parse_layers(&self.generator, n)?, false)),
+            _ => Ok((vec![self.default_layer()], auto)),
+        }
+    }
+
     pub fn default_lambda2(&self) -> f64 {
         self.domain.as_ref().map(|d| d.default_lambda2).unwrap_or(optimize::DEFAULT_LAMBDA2)
     }

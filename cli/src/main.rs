@@ -22,7 +22,7 @@ use clipshape::edit::photo::Paste;
 use clipshape::edit::render::{image_file_kind, save_image, save_png};
 use clipshape::edit::{self, Latent, PixelFormat, Shift};
 use clipshape::models::clip::HeadCounts;
-use clipshape::models::stylegan2::{LayerId, Synthesis};
+use clipshape::models::stylegan2::Synthesis;
 use clipshape::store::ModelStore;
 use files::{load_rgba, OutputDir};
 use models::ModelsCommand;
@@ -156,34 +156,19 @@ struct EditOptions {
 
 impl EditOptions {
     fn region(&self) -> Result<Option<[f32; 4]>> {
-        let Some(text) = &self.region else { return Ok(None) };
-        let v = parse_list(text, "--region")?;
-        match v.as_slice() {
-            [a, b, c, d] => Ok(Some([*a as f32, *b as f32, *c as f32, *d as f32])),
-            _ => bail!("--region: give x1,y1,x2,y2 (four numbers), got `{text}`"),
-        }
+        self.region.as_deref().map(parse_region).transpose()
     }
 
-    fn is_auto(&self) -> bool {
-        self.layer.as_deref().map(str::trim) == Some("auto")
-    }
-
-    /// The layers `--layer` names (the model set's default when absent or `auto`).
-    fn layers(&self, ctx: &Context) -> Result<Vec<LayerId>> {
-        Ok(match self.layer.as_deref() {
-            Some(names) if !self.is_auto() => clipshape::edit::optimize::parse_layers(&ctx.generator, names)?,
-            _ => vec![ctx.default_layer()],
-        })
-    }
-
+    /// `--layer auto`'s probe, checked before any work.
     fn auto_layer(&self) -> Result<Option<AutoLayer>> {
+        let auto = clipshape::edit::optimize::is_auto_layer(self.layer.as_deref());
         if self.auto_layers == 0 {
             bail!("--auto-layers: give 1 or more");
         }
-        if self.auto_layers != 1 && !self.is_auto() {
+        if self.auto_layers != 1 && !auto {
             bail!("--auto-layers goes with --layer auto (name the layers with --layer convs.3,convs.5 otherwise)");
         }
-        Ok(self.is_auto().then(|| AutoLayer { count: self.auto_layers, ..AutoLayer::default() }))
+        Ok(auto.then(|| AutoLayer { count: self.auto_layers, ..AutoLayer::default() }))
     }
 
     fn synthesis(&self) -> Synthesis {
@@ -374,6 +359,23 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         full_edit_steps: usize,
     },
+}
+
+/// `--region x1,y1,x2,y2`.
+fn parse_region(text: &str) -> Result<[f32; 4]> {
+    match parse_list(text, "--region")?.as_slice() {
+        [a, b, c, d] => Ok([*a as f32, *b as f32, *c as f32, *d as f32]),
+        _ => bail!("--region: give x1,y1,x2,y2 (four numbers), got `{text}`"),
+    }
+}
+
+/// `--model`, else the model the shift file records.
+fn shift_model(given: &Option<String>, shift: &Path) -> Result<String> {
+    let recorded = clipshape::checkpoint::Checkpoint::open(shift)?.metadata().get("model").cloned();
+    given
+        .clone()
+        .or(recorded)
+        .with_context(|| format!("{}: the shift does not record its model; pass --model SET_OR_FILE", shift.display()))
 }
 
 fn parse_list(s: &str, what: &str) -> Result<Vec<f64>> {
@@ -701,7 +703,7 @@ fn run(cli: &Cli) -> Result<()> {
             let params = OptimizeParams {
                 prompts: prompts.clone(),
                 neutral: opts.neutral.clone(),
-                layers: opts.layers(&ctx)?,
+                layers: ctx.layer_choice(opts.layer.as_deref())?.0,
                 method,
                 lambda1: opts.lambda1,
                 lambda2: opts.lambda2.unwrap_or_else(|| ctx.default_lambda2()),
@@ -766,10 +768,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Command::Apply { shift, photo, model, with, seed, truncation, photo_opts, output } => {
             let (strengths, out) = output.prepare()?;
-            let recorded = clipshape::checkpoint::Checkpoint::open(shift)?.metadata().get("model").cloned();
-            let model = model.clone().or(recorded).with_context(|| {
-                format!("{}: the shift does not record its model; pass --model SET_OR_FILE", shift.display())
-            })?;
+            let model = shift_model(model, shift)?;
             let ctx = model_context(cli, &model, &ClipFiles::default(), false, photo.as_ref().map(|_| photo_opts))?;
             let shifts = std::iter::once(shift)
                 .chain(with)
@@ -782,11 +781,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Command::Eval { model, files, args } => {
             let strengths = eval::strengths(args)?;
-            let first = &args.shifts[0];
-            let recorded = clipshape::checkpoint::Checkpoint::open(first)?.metadata().get("model").cloned();
-            let model = model.clone().or(recorded).with_context(|| {
-                format!("{}: the shift does not record its model; pass --model SET_OR_FILE", first.display())
-            })?;
+            let model = shift_model(model, &args.shifts[0])?;
             let ctx = model_context(cli, &model, files, true, None)?;
             emit(&eval::run(&ctx, args, strengths)?);
         }

@@ -198,6 +198,11 @@ pub fn check_region(region: Option<[f32; 4]>) -> Result<()> {
     }
 }
 
+/// Whether a layer argument asks for the probe (`--layer auto`).
+pub fn is_auto_layer(name: Option<&str>) -> bool {
+    name.map(str::trim) == Some("auto")
+}
+
 /// The layers a `--layer convs.3,convs.5` list names, each checked against `g`, none twice.
 pub fn parse_layers(g: &Generator, names: &str) -> Result<Vec<LayerId>> {
     Target::resolve_list(g, names)?
@@ -631,6 +636,7 @@ fn optimize_fixed(
     let prints = setup.targets.iter().map(|&t| target_fingerprint(g, t)).collect::<Result<Vec<_>>>()?;
     let names: Vec<String> = setup.targets.iter().map(Target::to_string).collect();
     let mut shifts = Vec::with_capacity(setup.batch() as usize);
+    let prompt_of = |i: usize| params.prompts[if params.prompts.len() == 1 { 0 } else { i }].clone();
     for (i, (&clip_sim_before, &clip_sim_after)) in setup.sim_before.iter().zip(&sim_after).enumerate() {
         let mut parts = Vec::with_capacity(results.len());
         for (&target, r) in setup.targets.iter().zip(&results) {
@@ -640,7 +646,6 @@ fn optimize_fixed(
             };
             parts.push(Part { target, x: x.f_contiguous()? });
         }
-        let prompt_of = |i: usize| params.prompts[if params.prompts.len() == 1 { 0 } else { i }].clone();
         let meta = ShiftMeta {
             prompt: prompt_of(i),
             neutral: params.neutral.clone(),

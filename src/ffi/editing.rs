@@ -508,11 +508,7 @@ unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<St
         return Err(Error::arg("steps", format!("{} must be at least 1", p.steps)));
     }
     let name = if p.layer.is_null() { None } else { Some(str_arg(p.layer, "layer")?) };
-    let auto = name.map(str::trim) == Some("auto");
-    let layers = match name {
-        Some(n) if !auto => optimize::parse_layers(&ctx.generator, n)?,
-        _ => vec![ctx.default_layer()],
-    };
+    let (layers, auto) = ctx.layer_choice(name)?;
     if auto_layers < 0 || (auto_layers > 1 && !auto) {
         return Err(Error::arg(
             "auto_layers",
