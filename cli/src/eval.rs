@@ -7,8 +7,9 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
 use clipshape::context::Context;
+use clipshape::edit::encode::{to_encoder_input, ImageView};
 use clipshape::edit::eval::{self, EvalParams, Fid, Statistics};
-use clipshape::edit::{Latent, Shift};
+use clipshape::edit::{Latent, PixelFormat, Shift};
 use clipshape::models::inception::Inception;
 use clipshape::store::ModelStore;
 
@@ -69,29 +70,31 @@ fn parse_seeds(text: &str) -> Result<Vec<u64>> {
     Ok(seeds)
 }
 
-fn latents_in(dir: &Path, ctx: &Context) -> Result<Vec<Latent>> {
+/// The entries of `dir` (the value of `flag`) that `keep` accepts, sorted by name.
+fn files_in(dir: &Path, flag: &str, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("--latents {}", dir.display()))?
+        .with_context(|| format!("{flag} {}", dir.display()))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .filter(|p| keep(p))
         .collect();
     paths.sort();
+    Ok(paths)
+}
+
+fn latents_in(dir: &Path, ctx: &Context) -> Result<Vec<Latent>> {
+    let paths = files_in(dir, "--latents", |p| p.extension().is_some_and(|e| e == "safetensors"))?;
     if paths.is_empty() {
         bail!("--latents {}: no *.safetensors latents there", dir.display());
     }
     Ok(paths.iter().map(|p| Latent::load(&ctx.generator, p)).collect::<clipshape::Result<_>>()?)
 }
 
-/// A picture file as (3, H, W) in [-1, 1].
+/// A picture file as (3, H, W) in [-1, 1], as the encoder reads photos (alpha over mid-grey).
 fn picture(path: &Path) -> Result<tch::Tensor> {
     let (rgba, w, h) = load_rgba(path)?;
-    let rgb: Vec<f32> = rgba.chunks_exact(4).flat_map(|px| [px[0], px[1], px[2]]).map(f32::from).collect();
-    Ok(tch::Tensor::from_slice(&rgb)
-        .f_view([h as i64, w as i64, 3])?
-        .f_permute([2, 0, 1])?
-        .f_div_scalar(127.5)?
-        .f_sub_scalar(1.0)?)
+    let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
+    Ok(to_encoder_input(&view, h as i64, w as i64, tch::Device::Cpu)?.f_squeeze_dim(0)?)
 }
 
 /// Pictures read and passed through Inception per batch, never all held at once.
@@ -99,13 +102,7 @@ const REFERENCE_BATCH: usize = 8;
 
 /// The Inception features of every PNG or JPEG in `dir`.
 fn reference_features(net: &Inception, dir: &Path) -> Result<tch::Tensor> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("--reference {}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && clipshape::edit::render::image_file_kind(p).is_ok())
-        .collect();
-    paths.sort();
+    let paths = files_in(dir, "--reference", |p| p.is_file() && clipshape::edit::render::image_file_kind(p).is_ok())?;
     if paths.is_empty() {
         bail!("--reference {}: holds no pictures (PNG or JPEG)", dir.display());
     }
@@ -124,13 +121,12 @@ pub fn run(ctx: &Context, args: &EvalArgs, strengths: Vec<f64>) -> Result<String
         (Some(p), _) | (None, Some(p)) => p.clone(),
         (None, None) => bail!("{}: records no prompt; pass --prompt TEXT", args.shifts[0].display()),
     };
-    let region = match args.region.as_deref().or(shifts[0].meta.get("region").map(String::as_str)) {
-        Some(text) => match crate::parse_list(text, "--region")?.as_slice() {
-            [a, b, c, d] => Some([*a as f32, *b as f32, *c as f32, *d as f32]),
-            _ => bail!("--region: give x1,y1,x2,y2 (four numbers), got `{text}`"),
-        },
-        None => None,
-    };
+    let region = args
+        .region
+        .as_deref()
+        .or(shifts[0].meta.get("region").map(String::as_str))
+        .map(crate::parse_region)
+        .transpose()?;
     let latents = match (&args.latents, &args.seeds) {
         (Some(_), Some(_)) => bail!("give --seeds or --latents, not both"),
         (Some(dir), None) => latents_in(dir, ctx)?,
