@@ -3,24 +3,16 @@
 
 mod common;
 
-use clipshape::context::{Context, ContextParams};
-use clipshape::device::DeviceRequest;
+use clipshape::context::Context;
 use clipshape::edit::eval::{self, frechet_distance, EvalParams, Fid, Statistics};
 use clipshape::edit::optimize::OptimizeParams;
 use clipshape::edit::{Latent, Shift};
 use clipshape::models::inception::Inception;
 use clipshape::models::stylegan2::LayerId;
-use common::golden;
 use tch::{Device, Kind, Tensor};
 
 fn ctx() -> Context {
-    let params = ContextParams {
-        clip: Some(golden("clip_jit.pt")),
-        vocab: Some(golden("bpe_simple_vocab_16e6.txt.gz")),
-        device: DeviceRequest::Cpu,
-        ..ContextParams::new(golden("e4e.pt"))
-    };
-    Context::new(&params).unwrap()
+    common::edit_context()
 }
 
 fn tiny_inception() -> Inception {

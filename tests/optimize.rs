@@ -5,8 +5,7 @@ mod common;
 
 use std::sync::mpsc;
 
-use clipshape::context::{Context, ContextParams};
-use clipshape::device::DeviceRequest;
+use clipshape::context::Context;
 use clipshape::edit::optimize::{Method, OptimizeParams, Progress};
 use clipshape::edit::shift::Target;
 use clipshape::edit::{self, Latent, Shift};
@@ -15,13 +14,7 @@ use clipshape::Error;
 use common::{golden, tmpdir};
 
 fn ctx() -> Context {
-    let params = ContextParams {
-        clip: Some(golden("clip_jit.pt")),
-        vocab: Some(golden("bpe_simple_vocab_16e6.txt.gz")),
-        device: DeviceRequest::Cpu,
-        ..ContextParams::new(golden("e4e.pt"))
-    };
-    Context::new(&params).unwrap()
+    common::edit_context()
 }
 
 fn latent(ctx: &Context, seed: i64) -> Latent {

@@ -47,6 +47,17 @@ pub fn assert_grad_close(ours: &Tensor, want: &Tensor, what: &str) {
     check_close(ours, want, 1e-3, what)
 }
 
+/// The tiny golden e4e (its generator) with the tiny CLIP, on the CPU: an edit's whole context.
+pub fn edit_context() -> clipshape::context::Context {
+    let params = clipshape::context::ContextParams {
+        clip: Some(golden("clip_jit.pt")),
+        vocab: Some(golden("bpe_simple_vocab_16e6.txt.gz")),
+        device: clipshape::device::DeviceRequest::Cpu,
+        ..clipshape::context::ContextParams::new(golden("e4e.pt"))
+    };
+    clipshape::context::Context::new(&params).unwrap()
+}
+
 pub fn tmpdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
