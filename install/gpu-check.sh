@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # One short, prepared GPU check for sessions lent a CUDA machine (device tool: carry
 # target/release; that machine's python3 holds the same torch 2.11). It never runs in CI.
-# The tiny models must travel too: `cp -r ../shared/golden shared/golden` first (shared/ is
-# git-ignored and a checkout's shared/ folder is sent along).
+# The tiny models travel with the working tree (tests/fixtures/golden).
 #   bash install/gpu-check.sh [OUT_DIR]
 # 1. the library sees the GPU; 2. a tiny edit on cuda matches the CPU one; 3. the bench table.
 set -euo pipefail
@@ -12,8 +11,7 @@ mkdir -p "$OUT"
 TORCH_LIB=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 CLI="$ROOT/target/release/clipshape"
-G=${CLIPSHAPE_GOLDEN:-$ROOT/../shared/golden}
-[ -d "$G" ] || G=$ROOT/shared/golden
+G=${CLIPSHAPE_GOLDEN:-$ROOT/tests/fixtures/golden}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 "$CLI" --device cuda info "$G/stylegan2.pt" | grep -E "^device:"
 for dev in cpu cuda; do

@@ -19,7 +19,7 @@
 # Environment
 #   CLIPSHAPE_TRIXIE_ROOT  the root (default ${XDG_CACHE_HOME:-~/.cache}/clipshape/trixie-root)
 #   CLIPSHAPE_LIB          libclipshape.so to test (default <repo>/target/release/libclipshape.so)
-#   CLIPSHAPE_GOLDEN       tiny models (default <repo>/../shared/golden)
+#   CLIPSHAPE_GOLDEN       tiny models (default <repo>/tests/fixtures/golden)
 #   CLIPSHAPE_GUI_TIMEOUT  seconds each GUI host may take before it is killed (default 150)
 #
 # The library is built against the torch wheel of the project's venv and finds libtorch through
@@ -34,7 +34,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=${CLIPSHAPE_TRIXIE_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/clipshape/trixie-root}
 LIB=${CLIPSHAPE_LIB:-$REPO/target/release/libclipshape.so}
-GOLDEN=${CLIPSHAPE_GOLDEN:-$REPO/../shared/golden}
+GOLDEN=${CLIPSHAPE_GOLDEN:-$REPO/tests/fixtures/golden}
 STAMP=.clipshape-root-ready
 PACKAGES_GIMP="gimp python3-gi gir1.2-gimp-3.0"
 PACKAGES_KRITA="krita python3-pyqt5"

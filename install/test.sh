@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command (also what CI runs): every test suite, on the CPU, with the tiny
-# golden models of ../shared/golden (or $CLIPSHAPE_GOLDEN).
+# golden models of tests/fixtures/golden (or $CLIPSHAPE_GOLDEN).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"

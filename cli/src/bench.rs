@@ -610,9 +610,9 @@ pub fn table(rows: &[Row]) -> String {
     s
 }
 
-/// Where the tiny golden files live in a checkout: `../shared/golden`, or `$CLIPSHAPE_GOLDEN`.
+/// Where the tiny golden files live in a checkout: `tests/fixtures/golden`, or `$CLIPSHAPE_GOLDEN`.
 pub fn golden_dir() -> PathBuf {
     std::env::var_os("CLIPSHAPE_GOLDEN")
         .map(Into::into)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/golden"))
 }

@@ -343,7 +343,7 @@ enum Command {
         /// sizeN (optimise at N px), combined with + (e.g. fp32,size256+bf16)
         #[arg(long, default_value = "fp32")]
         variants: String,
-        /// Directory of the tiny golden models (default: ../shared/golden in a checkout)
+        /// Directory of the tiny golden models (default: tests/fixtures/golden in a checkout)
         #[arg(long)]
         golden: Option<PathBuf>,
         /// Also run the reference PyTorch loop's edit step (benches/reference_loop.py, run by

@@ -121,10 +121,12 @@ pub fn run_cli_with(
                     }
                 }
                 let report = store.fetch(target, progress).map_err(|e| {
-                    let hint = store.missing_files_message(target.split(':').next().unwrap_or(target)).ok().flatten();
+                    // The cause first, then what is still missing and where it goes.
+                    let set = target.split(':').next().unwrap_or(target);
+                    let hint = store.after_failed_fetch_message(set).ok().flatten();
                     match hint {
                         Some(h) if matches!(e, StoreError::Transfer { .. } | StoreError::HttpStatus { .. }) => {
-                            anyhow::Error::new(e).context(format!("fetching {target} failed\n{h}"))
+                            anyhow::anyhow!("could not fetch {target}: {e}\n{h}")
                         }
                         _ => anyhow::Error::new(e).context(format!("fetching {target} failed")),
                     }

@@ -253,6 +253,26 @@ fn a_missing_model_set_says_what_to_fetch() {
 }
 
 #[test]
+fn a_failed_fetch_says_why_first_then_what_to_do_once() {
+    let dir = tmpdir();
+    // Port 9 of loopback: nothing listens, so every attempt is refused at once, as offline.
+    let out = Command::new(env!("CARGO_BIN_EXE_clipshape"))
+        .args(["models", "fetch", "car"])
+        .env("CLIPSHAPE_MODELS", dir.path())
+        .env("CLIPSHAPE_MODELS_MIRROR", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    let error = &e[e.find("error: ").expect("an error line")..];
+    assert!(error.starts_with("error: could not fetch car: download from http://127.0.0.1:9/"), "cause first: {error}");
+    assert_eq!(error.matches("e4e_cars_encode.pt  (").count(), 1, "the missing files are listed once: {error}");
+    assert!(error.contains("clipshape models add car /path/to/FILE"), "{error}");
+    assert!(error.contains(&dir.path().display().to_string()), "names the directory: {error}");
+    assert!(!error.contains("models fetch car`"), "does not advise the fetch that just failed: {error}");
+}
+
+#[test]
 fn the_optimisation_seed_picks_the_random_start() {
     let dir = tmpdir();
     let run = |name: &str, seed: &str| {

@@ -107,7 +107,8 @@ impl ModelStore {
                         std::thread::sleep(self.options.retry_delay * attempt);
                     }
                     Err(e) if e.is_source_error() => {
-                        log::warn!("{e}");
+                        // The caller reports the last one; earlier URLs are worth a note only.
+                        log::info!("{e}");
                         last_err = Some(e);
                         break;
                     }

@@ -552,7 +552,7 @@ impl ModelStore {
         Err(StoreError::Missing {
             set: set.to_string(),
             files: vec![file.clone()],
-            message: self.compose_missing(set, std::slice::from_ref(file), &target),
+            message: self.compose_missing(set, std::slice::from_ref(file), Some(&target)),
         })
     }
 
@@ -563,7 +563,7 @@ impl ModelStore {
         if !missing.is_empty() {
             return Err(StoreError::Missing {
                 set: set.to_string(),
-                message: self.compose_missing(set, &missing, set),
+                message: self.compose_missing(set, &missing, Some(set)),
                 files: missing,
             });
         }
@@ -591,10 +591,18 @@ impl ModelStore {
     /// that fetch or register them.
     pub fn missing_files_message(&self, set: &str) -> Result<Option<String>> {
         let missing = self.missing_files(set)?;
-        Ok((!missing.is_empty()).then(|| self.compose_missing(set, &missing, set)))
+        Ok((!missing.is_empty()).then(|| self.compose_missing(set, &missing, Some(set))))
     }
 
-    fn compose_missing(&self, set: &str, missing: &[String], target: &str) -> String {
+    /// What to say after a fetch of `set` failed (its cause goes first, from the caller): the
+    /// files still missing and where to put them, without advising the fetch that just failed.
+    pub fn after_failed_fetch_message(&self, set: &str) -> Result<Option<String>> {
+        let missing = self.missing_files(set)?;
+        Ok((!missing.is_empty()).then(|| self.compose_missing(set, &missing, None)))
+    }
+
+    /// `fetch_target`: the `models fetch` argument to advise, None when a fetch just failed.
+    fn compose_missing(&self, set: &str, missing: &[String], fetch_target: Option<&str>) -> String {
         let dir = self.root.display();
         let mut m = format!(
             "model set '{set}' is incomplete: {} file{} missing in {dir}\n",
@@ -637,12 +645,25 @@ impl ModelStore {
                 _ => {}
             }
         }
-        let _ = write!(
-            m,
-            "Fetch them with `clipshape models fetch {target}`, or download the URLs yourself and put the \
-             files, with these names, into {dir}\n(or run `clipshape models add {set} /path/to/FILE [--link]` \
-             for a copy you already have). Set {ENV_MODELS_DIR} to use another directory."
-        );
+        match fetch_target {
+            Some(target) => {
+                let _ = write!(
+                    m,
+                    "Fetch them with `clipshape models fetch {target}`, or download the URLs yourself and put \
+                     the files, with these names, into {dir}\n(or run `clipshape models add {set} /path/to/FILE \
+                     [--link]` for a copy you already have). Set {ENV_MODELS_DIR} to use another directory."
+                );
+            }
+            None => {
+                let _ = write!(
+                    m,
+                    "Download the URLs on a machine that has network and put the files, with these names, into \
+                     {dir},\nor register copies you already have with `clipshape models add {set} /path/to/FILE \
+                     [--link]`. Set {ENV_MODELS_DIR} to use another directory, {ENV_MIRROR}=BASE_URL to fetch \
+                     from a mirror."
+                );
+            }
+        }
         m
     }
 

@@ -13,7 +13,7 @@
 //! to printable characters (`bytes_to_unicode`), and BPE merges from `bpe_simple_vocab_16e6.txt.gz`
 //! turn each word into vocabulary ids (the last symbol of a word carries `</w>`).
 //!
-//! Loads: `../shared/golden/bpe_simple_vocab_16e6.txt.gz` (the file OpenAI ships with CLIP).
+//! Loads: `tests/fixtures/golden/bpe_simple_vocab_16e6.txt.gz` (the file OpenAI ships with CLIP).
 //!
 //! ```no_run
 //! # use clipshape::tokenizer::Tokenizer;

@@ -5,7 +5,7 @@ use super::*;
 fn golden_dir() -> PathBuf {
     match std::env::var_os("CLIPSHAPE_GOLDEN") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/golden")),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/golden")),
     }
 }
 

@@ -7,17 +7,17 @@ use std::path::{Path, PathBuf};
 use clipshape::checkpoint::Checkpoint;
 use tch::{Kind, Tensor};
 
-/// `$CLIPSHAPE_GOLDEN`, else the `shared/golden` beside the checkout (this file also serves the
-/// CLI crate's tests, one directory further down).
+/// `$CLIPSHAPE_GOLDEN`, else the repository's `tests/fixtures/golden` (this file also serves the
+/// CLI crate's tests, whose manifest is one directory further down).
 pub fn golden_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CLIPSHAPE_GOLDEN") {
         return dir.into();
     }
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     here.ancestors()
-        .map(|a| a.join("../shared/golden"))
+        .map(|a| a.join("tests/fixtures/golden"))
         .find(|p| p.is_dir())
-        .unwrap_or_else(|| here.join("../shared/golden"))
+        .unwrap_or_else(|| here.join("tests/fixtures/golden"))
 }
 
 pub fn golden(name: &str) -> PathBuf {

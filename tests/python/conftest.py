@@ -4,7 +4,7 @@ The tests call the REAL libclipshape.so with the tiny golden models; hosts (GIMP
 PyQt5 is absent) are fakes installed into sys.modules (see fake_gimp.py, fake_krita.py).
 
   CLIPSHAPE_LIB     the library (default <repo>/target/release/libclipshape.so)
-  CLIPSHAPE_GOLDEN  the tiny models (default <repo>/../shared/golden)
+  CLIPSHAPE_GOLDEN  the tiny models (default <repo>/tests/fixtures/golden)
 """
 
 import os
@@ -20,8 +20,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 SHARED = os.path.join(REPO, "plugin-wrappers", "python")
 LIB = os.environ.get("CLIPSHAPE_LIB") or os.path.join(REPO, "target", "release",
                                                       "libclipshape.so")
-GOLDEN = os.environ.get("CLIPSHAPE_GOLDEN") or os.path.join(os.path.dirname(REPO), "shared",
-                                                            "golden")
+GOLDEN = os.environ.get("CLIPSHAPE_GOLDEN") or os.path.join(REPO, "tests", "fixtures", "golden")
 
 os.environ["CLIPSHAPE_LIB"] = LIB  # the shared module (every copy of it) loads this one
 # libtorch on one thread: its default (one per core) swings 10× slower when another job shares

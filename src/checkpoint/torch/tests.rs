@@ -4,7 +4,7 @@ use serde_json::Value as Json;
 fn golden(name: &str) -> PathBuf {
     let dir = std::env::var_os("CLIPSHAPE_GOLDEN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/golden")));
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/golden")));
     let path = dir.join(name);
     assert!(path.exists(), "golden file {} is missing (set CLIPSHAPE_GOLDEN)", path.display());
     path
