@@ -233,11 +233,11 @@ impl Context {
         CancelHandle(self.cancel.clone())
     }
 
-    fn reset_cancel(&self) {
+    pub(crate) fn reset_cancel(&self) {
         self.cancel.store(false, Ordering::SeqCst);
     }
 
-    fn is_cancelled(&self) -> bool {
+    pub(crate) fn is_cancelled(&self) -> bool {
         self.cancel.load(Ordering::SeqCst)
     }
 
@@ -294,9 +294,11 @@ impl Context {
     }
 
     /// Crops (B, 3, S, S) generator output to the frame and, when `size` (w, h) is given,
-    /// resizes it there (antialiased) so a host can paste it back over its selection.
+    /// resizes it there (antialiased) so a host can paste it back over its selection. A render
+    /// stopped at a smaller side has the frame scaled to it.
     pub fn to_frame(&self, images: &Tensor, size: Option<(u32, u32)>) -> Result<Tensor> {
-        let f = self.frame;
+        let side = images.size().last().copied().unwrap_or(0) as u32;
+        let f = self.frame.scaled(self.generator.config.size as u32, side);
         let cropped = images.f_narrow(2, f.top as i64, f.height as i64)?.f_narrow(3, f.left as i64, f.width as i64)?;
         match size {
             Some((w, h)) if (w, h) != (f.width, f.height) => {

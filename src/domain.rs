@@ -57,6 +57,12 @@ impl Frame {
         }
     }
 
+    /// The same frame in a `to`² picture of a `from`² output (a render stopped early).
+    pub fn scaled(&self, from: u32, to: u32) -> Frame {
+        let s = |v: u32| (v as u64 * to as u64 / from.max(1) as u64) as u32;
+        Frame { top: s(self.top), left: s(self.left), height: s(self.height), width: s(self.width) }
+    }
+
     pub fn fits(&self, size: u32) -> bool {
         self.height > 0 && self.width > 0 && self.top + self.height <= size && self.left + self.width <= size
     }

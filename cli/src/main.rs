@@ -138,9 +138,15 @@ struct EditOptions {
     #[arg(long)]
     truncate: bool,
     /// Optimise on the generator's output stopped at this side (px, a power of two), e.g. 256:
-    /// several times faster on a CPU, an approximate objective; the results are full size
+    /// several times faster on a CPU, an approximate objective; the shift applies at full size.
+    /// Default: 256 for a photo edited with --paste warp (what its transfer needs), else the
+    /// full size
     #[arg(long)]
     optimize_size: Option<i64>,
+    /// Optimise at the generator's full size (the paper's objective) even for a photo edited
+    /// with --paste warp
+    #[arg(long, conflicts_with = "optimize_size")]
+    full_size: bool,
     /// Run the generator's wide layers in bfloat16 while optimising (CPUs with avx512_bf16/AMX)
     #[arg(long)]
     bf16: bool,
@@ -171,8 +177,15 @@ impl EditOptions {
         Ok(auto.then(|| AutoLayer { count: self.auto_layers, ..AutoLayer::default() }))
     }
 
-    fn synthesis(&self) -> Synthesis {
-        Synthesis { stop_at: self.optimize_size, bf16_min_channels: self.bf16.then_some(Synthesis::BF16_MIN_CHANNELS) }
+    /// How the loop synthesises; `warp_side`: the side a warp-mode photo edit renders at,
+    /// which is all the optimisation needs to reach unless told otherwise.
+    fn synthesis(&self, warp_side: Option<i64>) -> Synthesis {
+        let stop_at = match (self.optimize_size, self.full_size) {
+            (Some(s), _) => Some(s),
+            (None, false) => warp_side,
+            (None, true) => None,
+        };
+        Synthesis { stop_at, bf16_min_channels: self.bf16.then_some(Synthesis::BF16_MIN_CHANNELS) }
     }
 }
 
@@ -263,6 +276,32 @@ enum Command {
         size: usize,
         #[arg(long)]
         mtcnn: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Move a photo's own pixels by the displacement between two pictures of its subject's frame
+    /// (BEFORE: unedited, AFTER: edited; from any shape-editing tool): OUT.png, the photo edited
+    Transfer {
+        photo: PathBuf,
+        /// The frame unedited: for a face, its FFHQ-aligned square (any size, e.g. `clipshape align
+        /// --size 1024`); for a selection, the box as `edit` maps it (the frame stretched onto it)
+        before: PathBuf,
+        /// The same frame edited (the same size)
+        after: PathBuf,
+        /// face (find the face and align it as FFHQ) or none (the selection, else the whole photo)
+        #[arg(long, default_value = "face")]
+        align: String,
+        /// The face, by its index in `clipshape faces` (default: inside --select, else the largest)
+        #[arg(long)]
+        face: Option<usize>,
+        /// x1,y1,x2,y2 in photo pixels: the box (--align none), or where the face is
+        #[arg(long, allow_hyphen_values = true)]
+        select: Option<String>,
+        #[arg(long)]
+        mtcnn: Option<PathBuf>,
+        /// Also write the change alone: a photo-sized RGBA layer, opaque where pixels moved
+        #[arg(long)]
+        layer_out: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
     },
@@ -524,13 +563,37 @@ fn write_edit(
     out: &OutputDir,
 ) -> Result<()> {
     let refs: Vec<(&Shift, f64)> = shifts.iter().map(|&s| (s, 1.0)).collect();
-    let images =
-        ctx.to_frame(&edit::render(&ctx.generator, latent, &refs, strengths, edit::render::DEFAULT_MAX_BATCH)?, None)?;
-    let recon = ctx.to_frame(&edit::render(&ctx.generator, latent, &[], &[0.0], 1)?, None)?;
-    out.clear_previous()?;
-    let written = match job {
-        Some(job) if job.paste != Paste::Frame => job.write(ctx, &images, &recon, out)?,
-        _ => write_images(&images, &out.path)?,
+    let (images, recon, written) = match job {
+        Some(job) if job.paste == Paste::Warp => {
+            // Renders at the flow's side only: the photo's own pixels are what the user gets.
+            let t = ctx.transfer(&job.view()?, &job.subject, latent, &refs, strengths)?;
+            out.clear_previous()?;
+            let layers = strengths.iter().map(|&k| t.transfer.layer(k)).collect::<clipshape::Result<Vec<_>>>()?;
+            let blended =
+                strengths.iter().map(|&k| t.transfer.blended_fraction(k)).collect::<clipshape::Result<Vec<_>>>()?;
+            let most = blended.iter().copied().fold(0.0, f64::max);
+            eprintln!(
+                "moved the photo's own pixels; the render was blended in where the displacement could not \
+                 explain it: {:.1} % of the {} at most",
+                100.0 * most,
+                if job.faces.is_some() { "face's square" } else { "selection" }
+            );
+            let written = job.write_layers(&layers, out)?;
+            (t.renders, t.render_0, written)
+        }
+        _ => {
+            let images = ctx.to_frame(
+                &edit::render(&ctx.generator, latent, &refs, strengths, edit::render::DEFAULT_MAX_BATCH)?,
+                None,
+            )?;
+            let recon = ctx.to_frame(&edit::render(&ctx.generator, latent, &[], &[0.0], 1)?, None)?;
+            out.clear_previous()?;
+            let written = match job {
+                Some(job) if job.paste != Paste::Frame => job.write(ctx, &images, &recon, out)?,
+                _ => write_images(&images, &out.path)?,
+            };
+            (images, recon, written)
+        }
     };
     for p in written {
         emit(&format!("{}\n", p.display()));
@@ -715,7 +778,7 @@ fn run(cli: &Cli) -> Result<()> {
                 init_scale: opts.init_scale,
                 truncate: opts.truncate,
                 progress_every: 1,
-                synthesis: opts.synthesis(),
+                synthesis: opts.synthesis(job.as_ref().filter(|j| j.paste == Paste::Warp).map(|_| ctx.flow_side())),
                 lambda3: opts.preserve,
                 // Of a photo, the face (or the selection) is what the edit may change.
                 region: match (opts.region()?, &job) {
@@ -793,6 +856,23 @@ fn run(cli: &Cli) -> Result<()> {
             let dev = device(cli)?.resolve()?;
             photo::align_command(photo, mtcnn.as_deref(), *face, select.as_deref(), *size, out, dev)?;
             emit(&format!("{}\n", out.display()));
+        }
+        Command::Transfer { photo, before, after, align, face, select, mtcnn, layer_out, out } => {
+            let dev = device(cli)?.resolve()?;
+            let args = photo::TransferArgs {
+                photo,
+                before,
+                after,
+                align,
+                face: *face,
+                select: select.as_deref(),
+                mtcnn: mtcnn.as_deref(),
+                layer_out: layer_out.as_deref(),
+                out,
+            };
+            for p in photo::transfer_command(&args, dev)? {
+                emit(&format!("{}\n", p.display()));
+            }
         }
         Command::Models(cmd) => models::run_cli(cmd.clone())?,
         Command::Bench {

@@ -9,9 +9,9 @@ use clap::Args;
 use clipshape::context::Context;
 use clipshape::edit::encode::ImageView;
 use clipshape::edit::photo::{layer_on_canvas, Paste, Subject};
-use clipshape::edit::render::save_png;
+use clipshape::edit::render::{image_file_kind, save_image, save_png, ImageFileKind};
 use clipshape::edit::{Latent, PixelFormat};
-use clipshape::face::{self, Face, FaceQuad, Mtcnn};
+use clipshape::face::{self, Face, FaceQuad, Layer, Mtcnn};
 use clipshape::store::ModelStore;
 
 use crate::files::{load_rgba, OutputDir};
@@ -25,9 +25,11 @@ pub struct PhotoOptions {
     /// the whole photo), auto (face for face model sets, none otherwise)
     #[arg(long, default_value = "auto")]
     pub align: String,
-    /// How results go back onto the photo: changes (only where the edit changes the picture),
-    /// region (the whole face region / selection, feathered), frame (the generator's frame as is)
-    #[arg(long, default_value = "changes")]
+    /// How results go back onto the photo: warp (the photo's own pixels moved by the edit's
+    /// displacement), changes (the render, only where the edit changes the picture), region
+    /// (the render over the whole face region / selection, feathered), frame (the generator's
+    /// frame as is)
+    #[arg(long, default_value = "warp")]
     pub paste: String,
     /// The face to edit, by its index in `clipshape faces` (default: the face inside --select,
     /// else the largest)
@@ -138,6 +140,11 @@ impl PhotoJob {
         out: &OutputDir,
     ) -> Result<Vec<PathBuf>> {
         let layers = ctx.paste_layers(renders, Some(render_0), &self.subject, self.paste, self.width, self.height)?;
+        self.write_layers(&layers, out)
+    }
+
+    /// [`PhotoJob::write`] of layers already made (a transfer's).
+    pub fn write_layers(&self, layers: &[Layer], out: &OutputDir) -> Result<Vec<PathBuf>> {
         let rgb = self.view()?.rgb8_composited();
         let (w, h) = (self.width as usize, self.height as usize);
         let mut written = Vec::new();
@@ -230,4 +237,130 @@ pub fn align_command(
     let aligned = face::align(&rgb, w as usize, h as usize, &quad, size)?;
     clipshape::edit::render::save_image(out, &aligned, size as u32, size as u32, PixelFormat::Rgb8)?;
     Ok(())
+}
+
+/// What `clipshape transfer` is given.
+pub struct TransferArgs<'a> {
+    pub photo: &'a Path,
+    pub before: &'a Path,
+    pub after: &'a Path,
+    pub align: &'a str,
+    pub face: Option<usize>,
+    pub select: Option<&'a str>,
+    pub mtcnn: Option<&'a Path>,
+    pub layer_out: Option<&'a Path>,
+    pub out: &'a Path,
+}
+
+/// `clipshape transfer PHOTO BEFORE AFTER --out OUT.png`: the photo's own pixels moved by the
+/// displacement from BEFORE to AFTER. Everything is checked and computed before anything is
+/// written, and no input is ever written over.
+pub fn transfer_command(a: &TransferArgs, device: tch::Device) -> Result<Vec<PathBuf>> {
+    let mut outputs = vec![a.out];
+    outputs.extend(a.layer_out);
+    if let Some(l) = a.layer_out {
+        if image_file_kind(l)? != ImageFileKind::Png {
+            bail!("--layer-out {}: a layer has transparency: name a .png file", l.display());
+        }
+    }
+    for o in &outputs {
+        image_file_kind(o)?;
+        for input in [a.photo, a.before, a.after] {
+            if same_file(o, input) {
+                bail!("{} is an input of this command: choose another output", o.display());
+            }
+        }
+    }
+    if a.layer_out.is_some_and(|l| same_file(l, a.out)) {
+        bail!("--layer-out and --out name the same file");
+    }
+    let (rgba, w, h) = load_rgba(a.photo)?;
+    let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
+    view.validate()?;
+    let rgb = view.rgb8_composited();
+    let selection = a.select.map(parse_selection).transpose()?;
+    let subject = match a.align {
+        "face" => {
+            let [p, r, o] = detector_files(a.mtcnn)?;
+            let detector = Mtcnn::load(&p, &r, &o, device)?;
+            let faces = detector.detect(&rgb, w as usize, h as usize)?;
+            let i = face::pick_face(&faces, selection, a.face, &a.photo.display().to_string())?;
+            Subject::face(faces[i])?
+        }
+        "none" => {
+            if a.face.is_some() {
+                bail!("--face picks a detected face: it needs --align face");
+            }
+            match selection {
+                Some(s) => Subject::selection(s, w, h)?,
+                None => Subject::whole(w, h),
+            }
+        }
+        other => bail!("--align: `{other}` is not face or none"),
+    };
+    let frame = |path: &Path| -> Result<(tch::Tensor, u32, u32)> {
+        let (px, fw, fh) = load_rgba(path)?;
+        let rgb = ImageView::packed(&px, fw, fh, PixelFormat::Rgba8)?.rgb8_composited();
+        let t = tch::Tensor::from_slice(&rgb)
+            .view([1, fh as i64, fw as i64, 3])
+            .permute([0, 3, 1, 2])
+            .to_kind(tch::Kind::Float)
+            .to_device(device);
+        Ok((t / 127.5 - 1.0, fw, fh))
+    };
+    let (before, bw, bh) = frame(a.before)?;
+    let (after, aw, ah) = frame(a.after)?;
+    if (aw, ah) != (bw, bh) {
+        bail!(
+            "{} is {aw}×{ah} and {} is {bw}×{bh}: they must be the same frame",
+            a.after.display(),
+            a.before.display()
+        );
+    }
+    if matches!(subject, Subject::Face { .. }) && bw != bh {
+        bail!("{} is {bw}×{bh}: a face's frame is its FFHQ-aligned square", a.before.display());
+    }
+    // The flow needs no more than the side edits render at (flows of smooth edits are smooth).
+    let side = clipshape::edit::photo::FLOW_SIDE as f64;
+    let scale = (side / bw.max(bh) as f64).min(1.0);
+    let (fw, fh) = (((bw as f64 * scale).round() as i64).max(8), ((bh as f64 * scale).round() as i64).max(8));
+    let fit = |t: tch::Tensor| -> Result<tch::Tensor> {
+        Ok(if (fw, fh) == (bw as i64, bh as i64) {
+            t
+        } else {
+            t.f_internal_upsample_bilinear2d_aa([fh, fw], false, None, None)?
+        })
+    };
+    let map = subject.frame_map(fw as usize, fh as usize)?;
+    let transfer = clipshape::face::Transfer::new(
+        &rgb,
+        w as usize,
+        h as usize,
+        &map,
+        &fit(before)?,
+        &fit(after)?,
+        &[1.0],
+        &clipshape::face::TransferParams::default(),
+        &|| false,
+    )?;
+    let layer = transfer.layer(1.0)?;
+    eprintln!(
+        "moved the photo's own pixels; the edited frame was blended in where the displacement could not explain it: {:.1} % of the {}",
+        100.0 * transfer.blended_fraction(1.0)?,
+        if matches!(subject, Subject::Face { .. }) { "face's square" } else { "selection" }
+    );
+    let composite = face::composite(&rgb, w as usize, h as usize, &layer)?;
+    save_image(a.out, &composite, w, h, PixelFormat::Rgb8)?;
+    if let Some(l) = a.layer_out {
+        save_png(l, &layer_on_canvas(&layer, w, h), w, h, PixelFormat::Rgba8)?;
+    }
+    Ok(outputs.into_iter().map(Path::to_path_buf).collect())
+}
+
+/// Whether two paths name one file (the second may not exist yet: then they differ).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
 }

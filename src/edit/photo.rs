@@ -5,15 +5,25 @@
 //! The generator's frame and the photo are tied by one affine [`FrameMap`]: for a face, the
 //! aligned square's corners are the FFHQ quad in the photo; for a box, the frame is stretched
 //! onto the box. Encoding samples the photo through that map at the encoder's input size;
-//! pasting samples the renders through its inverse.
+//! the default ([`Paste::Warp`]) moves the photo's own pixels by the displacement between the
+//! unedited and the edited render ([`Context::transfer`]); the other modes paste the renders
+//! through the map's inverse.
 
 use tch::Tensor;
 
 use crate::context::Context;
 use crate::edit::encode::ImageView;
-use crate::edit::{to_rgba8, Latent, PixelFormat};
+use crate::edit::render::{render_with, DEFAULT_MAX_BATCH};
+use crate::edit::{to_rgba8, Latent, PixelFormat, Shift};
 use crate::error::{Error, Result};
-use crate::face::{self, AlphaMode, Face, FaceQuad, FrameMap, Layer, PasteParams};
+use crate::face::{self, AlphaMode, Face, FaceQuad, FrameMap, Layer, PasteParams, Transfer, TransferParams};
+use crate::models::stylegan2::Synthesis;
+
+/// The side renders are made at for a transfer, and what an edit of a photo optimises at: the
+/// flow of a smooth shape edit needs no more (on the transfer fixtures a 256² flow is 0.24 px
+/// off the true field in 1024² pixels, and moves the photo as close to the truth as a 1024²
+/// one; BENCHMARKS.md "Transfer"), and a 1024 px generator's last two blocks are most of its cost.
+pub const FLOW_SIDE: i64 = 256;
 
 /// What of the photo is edited.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,10 +71,12 @@ impl Subject {
     }
 }
 
-/// How the render goes back onto the photo.
+/// How the edit goes back onto the photo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Paste {
-    /// Only where the edit changes the picture (the default): the rest stays the photo's own.
+    /// The photo's own pixels moved by the edit's displacement (the default).
+    Warp,
+    /// The render, only where the edit changes the picture: the rest stays the photo's own.
     Changes,
     /// The whole face region / selection, feathered.
     Region,
@@ -75,23 +87,73 @@ pub enum Paste {
 impl Paste {
     pub fn parse(s: &str) -> Result<Paste> {
         match s {
+            "warp" => Ok(Paste::Warp),
             "changes" => Ok(Paste::Changes),
             "region" => Ok(Paste::Region),
             "frame" => Ok(Paste::Frame),
-            other => Err(Error::arg("paste", format!("`{other}` is not changes, region or frame"))),
+            other => Err(Error::arg("paste", format!("`{other}` is not warp, changes, region or frame"))),
         }
     }
 
-    fn alpha(self) -> AlphaMode {
+    fn alpha(self) -> Result<AlphaMode> {
         match self {
-            Paste::Changes => AlphaMode::Changes,
-            Paste::Region => AlphaMode::Region,
-            Paste::Frame => AlphaMode::Frame,
+            Paste::Changes => Ok(AlphaMode::Changes),
+            Paste::Region => Ok(AlphaMode::Region),
+            Paste::Frame => Ok(AlphaMode::Frame),
+            Paste::Warp => Err(Error::arg("paste", "warp moves the photo's pixels: use Context::transfer")),
         }
     }
 }
 
+/// An edit's transfer onto a photo, with the renders it was measured on.
+pub struct PhotoTransfer {
+    pub transfer: Transfer,
+    /// (S, 3, h, w) the renders at the requested strengths and (1, 3, h, w) the unedited one,
+    /// at [`FLOW_SIDE`], cropped to the frame.
+    pub renders: Tensor,
+    pub render_0: Tensor,
+}
+
 impl Context {
+    /// The side warp-mode renders are made at: [`FLOW_SIDE`], or the generator's own if smaller.
+    pub fn flow_side(&self) -> i64 {
+        FLOW_SIDE.min(self.generator.config.size)
+    }
+
+    /// The edit's displacement on the photo: `latent` rendered unedited and at `strengths`
+    /// (with `shifts`) at [`Context::flow_side`], the flows between them, and what the layers
+    /// need of `photo` around `subject`. [`Transfer::layer`] then gives the photo at any
+    /// strength between them. Cancellable through [`Context::cancel`].
+    pub fn transfer(
+        &self,
+        photo: &ImageView,
+        subject: &Subject,
+        latent: &Latent,
+        shifts: &[(&Shift, f64)],
+        strengths: &[f64],
+    ) -> Result<PhotoTransfer> {
+        photo.validate()?;
+        let synthesis = Synthesis { stop_at: Some(self.flow_side()), ..Synthesis::default() };
+        let g = &self.generator;
+        let render_0 = self.to_frame(&render_with(g, latent, &[], &[0.0], 1, &synthesis)?, None)?;
+        let renders =
+            self.to_frame(&render_with(g, latent, shifts, strengths, DEFAULT_MAX_BATCH, &synthesis)?, None)?;
+        let (_, _, fh, fw) = renders.size4()?;
+        let map = subject.frame_map(fw as usize, fh as usize)?;
+        let transfer = Transfer::new(
+            &photo.rgb8_composited(),
+            photo.width as usize,
+            photo.height as usize,
+            &map,
+            &render_0,
+            &renders,
+            strengths,
+            &TransferParams::default(),
+            &|| self.is_cancelled(),
+        )?;
+        Ok(PhotoTransfer { transfer, renders, render_0 })
+    }
+
     /// Every face MTCNN finds in the picture, by descending score.
     pub fn detect_faces(&self, photo: &ImageView) -> Result<Vec<Face>> {
         let detector = self.detector.as_ref().ok_or_else(|| {
@@ -177,7 +239,7 @@ impl Context {
             Some(r) => to_rgba8(r, PixelFormat::Rgb8)?.into_iter().next(),
             None => None,
         };
-        let params = PasteParams::with_mode(paste.alpha());
+        let params = PasteParams::with_mode(paste.alpha()?);
         frames
             .iter()
             .map(|f| face::paste(photo_width as usize, photo_height as usize, &map, f, frame_0.as_deref(), &params))

@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 use crate::edit::shift::Target;
 use crate::edit::{Latent, Shift};
 use crate::error::{Error, Result};
-use crate::models::stylegan2::{Generator, LayerId};
+use crate::models::stylegan2::{Generator, LayerId, Synthesis};
 
 /// Images per forward pass when rendering many strengths; bounds memory at 1024 px.
 pub const DEFAULT_MAX_BATCH: usize = 8;
@@ -26,6 +26,18 @@ pub fn render(
     shifts: &[(&Shift, f64)],
     strengths: &[f64],
     max_batch: usize,
+) -> Result<Tensor> {
+    render_with(g, latent, shifts, strengths, max_batch, &Synthesis::default())
+}
+
+/// [`render`] computed as `synthesis` says (e.g. stopped at a smaller side).
+pub fn render_with(
+    g: &Generator,
+    latent: &Latent,
+    shifts: &[(&Shift, f64)],
+    strengths: &[f64],
+    max_batch: usize,
+    synthesis: &Synthesis,
 ) -> Result<Tensor> {
     if strengths.is_empty() {
         return Err(Error::arg("strengths", "the list is empty; give at least one strength (0 = unedited)"));
@@ -93,7 +105,7 @@ pub fn render(
                 }
             }
             let refs: Vec<(LayerId, &Tensor)> = deltas.iter().map(|(l, d)| (*l, d)).collect();
-            images.push(g.synthesis(&w, &refs)?);
+            images.push(g.synthesis_with(&w, &refs, synthesis)?);
         }
         Ok(())
     })?;

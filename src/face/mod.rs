@@ -22,12 +22,15 @@
 //! ```
 
 pub mod align;
+pub mod flow;
 pub mod paste;
 pub mod resample;
+pub mod transfer;
 
 pub use crate::models::mtcnn::{Face, Mtcnn, MIN_FACE_SIZE};
 pub use align::{align, align_with_info, AlignInfo, FaceQuad};
 pub use paste::{composite, paste, AlphaMode, Layer, PasteParams};
+pub use transfer::{Transfer, TransferParams};
 
 use crate::error::{Error, Result};
 

@@ -57,8 +57,8 @@ impl Default for PasteParams {
 }
 
 /// Geometry in frame pixels, resolved from [`PasteParams`] for one frame size.
-struct Widths {
-    feather: f64,
+pub(crate) struct Widths {
+    pub(crate) feather: f64,
     dilate: usize,
     /// Radius of each box blur (width 2r + 1).
     blur: usize,
@@ -69,7 +69,7 @@ impl PasteParams {
         PasteParams { mode, ..Default::default() }
     }
 
-    fn widths(&self, map: &FrameMap) -> Widths {
+    pub(crate) fn widths(&self, map: &FrameMap) -> Widths {
         let side = map.frame_width.min(map.frame_height) as f64;
         let feather = self.feather.unwrap_or(match map.source {
             MapSource::Face => 1.0 / 8.0,
@@ -104,7 +104,7 @@ impl PasteParams {
         (255.0 * slope * map.frame_per_photo() + 1.0).min(255.0)
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let ok = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
         if !(self.threshold.is_finite() && self.threshold > 0.0) {
             return Err(Error::arg(
@@ -248,7 +248,7 @@ pub fn composite(photo: &[u8], width: usize, height: usize, layer: &Layer) -> Re
 
 /// Region mask at frame point (u, v): 0 outside the frame, smoothstep of the distance to the
 /// nearest frame edge over `feather` frame pixels.
-fn region(u: f64, v: f64, w: usize, h: usize, feather: f64) -> f64 {
+pub(crate) fn region(u: f64, v: f64, w: usize, h: usize, feather: f64) -> f64 {
     let d = u.min(w as f64 - u).min(v).min(h as f64 - v);
     if d <= 0.0 {
         return 0.0;
@@ -299,7 +299,7 @@ fn box_reduce(img: &[u8], w: usize, h: usize, r: usize) -> (Vec<u8>, usize, usiz
 
 /// Where `a` differs from `b`: max channel difference soft-thresholded over [t/2, t], dilated
 /// (square, radius `dilate`), then three box blurs of width `blur`; values in [0, 1].
-fn change_mask(a: &[u8], b: &[u8], w: usize, h: usize, threshold: f32, widths: &Widths) -> Vec<f32> {
+pub(crate) fn change_mask(a: &[u8], b: &[u8], w: usize, h: usize, threshold: f32, widths: &Widths) -> Vec<f32> {
     let lo = threshold / 2.0;
     let mut m: Vec<f32> = a
         .chunks_exact(3)
