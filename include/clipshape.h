@@ -33,7 +33,7 @@
 #include <stdint.h>
 
 // Bumped on any incompatible change of this header.
-#define CS_ABI_VERSION 1
+#define CS_ABI_VERSION 2
 
 // What every call returns; the details are in `cs_last_error()`.
 typedef enum cs_status {
@@ -84,15 +84,19 @@ typedef enum cs_method {
   CS_METHOD_LATENT = 1,
 } cs_method;
 
-// Which pasted region a layer covers and how its alpha is made.
+// How the edit goes back onto the photo: what a layer holds and how its alpha is made.
 typedef enum cs_paste_mode {
-  // Only where the edit changes the picture (|G_k − G_0| above a small threshold, dilated and
-  // blurred) inside the region: the rest stays the photo's own. The default.
+  // The render, only where the edit changes the picture (|G_k − G_0| above a small
+  // threshold, dilated and blurred) inside the region: the rest stays the photo's own.
   CS_PASTE_MODE_CHANGES = 0,
   // The whole face region or box, with a feathered border.
   CS_PASTE_MODE_REGION = 1,
   // The generator's whole frame, opaque.
   CS_PASTE_MODE_FRAME = 2,
+  // The photo's own pixels moved by the displacement between the unedited and the edited
+  // render (needs `photo`), opaque where that changes them; renders only at the flow's side.
+  // The default.
+  CS_PASTE_MODE_WARP = 3,
 } cs_paste_mode;
 
 // Models on a device. One thread at a time; `cs_cancel` may come from any thread.
@@ -112,6 +116,10 @@ typedef struct cs_model_sets cs_model_sets;
 
 // A weight shift for one generator layer, with its metadata.
 typedef struct cs_shift cs_shift;
+
+// An edit's displacement on one photo (`cs_transfer_create`): the photo at any strength between
+// the rendered ones, without rendering again (a host's strength slider).
+typedef struct cs_transfer cs_transfer;
 
 // Receives the library's log lines: `level` 1 error … 5 trace.
 typedef void (*cs_log_fn)(void *user, int32_t level, const char *message);
@@ -338,6 +346,9 @@ typedef struct cs_paste_params {
   // The photo's size: layers are clipped to it.
   uint32_t photo_width;
   uint32_t photo_height;
+  // The photo itself, read during the call only; needed by `CS_PASTE_MODE_WARP` (its size
+  // must be photo_width × photo_height), ignored by the other modes.
+  const struct cs_image *photo;
 } cs_paste_params;
 
 #ifdef __cplusplus
@@ -640,21 +651,62 @@ enum cs_status cs_encode_face(const struct cs_ctx *ctx,
                               const struct cs_face *face,
                               struct cs_latent **out);
 
-// Fills `*params` with the defaults (`CS_PASTE_MODE_CHANGES`, no face, the whole photo). The
-// struct is the caller's. Statuses: OK; INVALID_ARGUMENT (NULL).
+// Fills `*params` with the defaults (`CS_PASTE_MODE_WARP`, no face, the whole photo, no photo
+// given yet). The struct is the caller's. Statuses: OK; INVALID_ARGUMENT (NULL).
 enum cs_status cs_paste_params_init(struct cs_paste_params *params);
 
 // Renders `latent` at each strength of `render` (its shifts, strengths and pixel format; its
-// target size is ignored) and maps every image back onto the photo: one layer per strength,
-// all of the same size, covering the edited region's footprint in the photo, with alpha as
-// `paste->mode` says. `cs_images_get_origin` tells where they go. On success `*out` owns the
-// layers, freed with `cs_images_free`. Statuses: OK; INVALID_ARGUMENT (NULL, bad mode, a
-// region outside the photo, a pixel format without alpha); MODEL_MISMATCH; OUT_OF_MEMORY.
+// target size is ignored) and puts the edit onto the photo as `paste->mode` says: one layer
+// per strength, all of the same size, covering the edited region's footprint in the photo.
+// In the default `CS_PASTE_MODE_WARP` a layer is the photo's own pixels moved by the edit
+// (`paste->photo` is read during the call), opaque where they changed; the other modes paste
+// the renders. `cs_images_get_origin` tells where they go. On success `*out` owns the layers,
+// freed with `cs_images_free`. `cs_cancel` stops it. Statuses: OK; INVALID_ARGUMENT (NULL,
+// bad mode, a region outside the photo, no photo for warp, a pixel format without alpha);
+// MODEL_MISMATCH; CANCELLED; OUT_OF_MEMORY.
 enum cs_status cs_render_layers(const struct cs_ctx *ctx,
                                 const struct cs_latent *latent,
                                 const struct cs_render_params *render,
                                 const struct cs_paste_params *paste,
                                 struct cs_images **out);
+
+// ──── Transfers: the photo's own pixels at any strength ─────────────────────────────────────
+
+// Renders `latent` unedited and at each strength of `render` (at the flow's side only),
+// estimates the displacements between them and keeps the part of the photo they move
+// (`paste->photo`, read during the call; `paste->mode` is ignored: this is the warp). Then
+// `cs_transfer_layer` gives the layer at any strength between the smallest and the largest of
+// them (and 0), interpolating the two nearest displacements. On success `*out` owns it, freed
+// with `cs_transfer_free`. `cs_cancel` stops it. Statuses: as `cs_render_layers`.
+enum cs_status cs_transfer_create(const struct cs_ctx *ctx,
+                                  const struct cs_latent *latent,
+                                  const struct cs_render_params *render,
+                                  const struct cs_paste_params *paste,
+                                  struct cs_transfer **out);
+
+// The layer at `strength` (within `cs_transfer_get_range`) in `format` (RGBA8 or BGRA8): the
+// photo's own pixels moved, opaque where they changed, at the origin `cs_images_get_origin`
+// gives. A 1000² px face region takes tens of milliseconds on a CPU. On success `*out` owns
+// one image, freed with `cs_images_free`. Statuses: OK; INVALID_ARGUMENT (NULL, a strength
+// outside the range, a format without alpha); OUT_OF_MEMORY.
+enum cs_status cs_transfer_layer(const struct cs_transfer *transfer,
+                                 float strength,
+                                 int32_t format,
+                                 struct cs_images **out);
+
+// The strengths `cs_transfer_layer` takes: from `*lo` to `*hi` (0 always lies between).
+// Statuses: OK; INVALID_ARGUMENT (NULL).
+enum cs_status cs_transfer_get_range(const struct cs_transfer *transfer, float *lo, float *hi);
+
+// Of the edited region (the face square or the selection), the fraction where the render at
+// `strength` was blended in because the displacement could not explain it (new content such
+// as teeth), in [0, 1]. Statuses: OK; INVALID_ARGUMENT (NULL, a strength outside the range).
+enum cs_status cs_transfer_get_blended(const struct cs_transfer *transfer,
+                                       float strength,
+                                       float *fraction);
+
+// Releases a transfer; NULL is accepted.
+void cs_transfer_free(struct cs_transfer *transfer);
 
 // Where `images` go in the photo: the top-left pixel of layers from `cs_render_layers`; (0, 0)
 // for other images. Statuses: OK; INVALID_ARGUMENT (NULL).

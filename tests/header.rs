@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Each section of the header starts before its first function, as llama.h's do.
-const SECTIONS: [(&str, &str); 11] = [
+const SECTIONS: [(&str, &str); 12] = [
     ("cs_abi_version", "Library: version, errors, devices"),
     ("cs_set_log", "Logging"),
     ("cs_context_params_init", "Contexts: a model set on a device"),
@@ -22,6 +22,7 @@ const SECTIONS: [(&str, &str); 11] = [
     ("cs_clip_score", "CLIP"),
     ("cs_models_check", "Model files"),
     ("cs_faces_detect", "Photos: faces, alignment, layers at photo coordinates"),
+    ("cs_transfer_create", "Transfers: the photo's own pixels at any strength"),
 ];
 
 fn banner(title: &str) -> String {

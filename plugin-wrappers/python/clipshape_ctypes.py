@@ -1,4 +1,4 @@
-"""ctypes binding of libclipshape's C ABI (include/clipshape.h, CS_ABI_VERSION 1).
+"""ctypes binding of libclipshape's C ABI (include/clipshape.h, CS_ABI_VERSION 2).
 
 Shared by the GIMP 3 and Krita plug-ins; it imports nothing from either host and runs on
 Python 3.9+ (GIMP 3 uses the system Python, Krita its bundled one).
@@ -36,7 +36,7 @@ from collections import namedtuple
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_float, c_int32, c_int64,
                     c_size_t, c_uint8, c_uint32, c_uint64, c_void_p)
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 LIBRARY_NAME = "libclipshape.so"
 ENV_LIBRARY = "CLIPSHAPE_LIB"
 
@@ -65,8 +65,8 @@ DEVICE_CUDA = 2
 
 # cs_method (src/ffi.rs; not yet emitted into the header by cbindgen).
 METHODS = {"shift": 0, "latent": 1}
-# cs_paste_mode: how layers go back onto the photo.
-PASTE_MODES = {"changes": 0, "region": 1, "frame": 2}
+# cs_paste_mode: how layers go back onto the photo ("warp", the default, moves its own pixels).
+PASTE_MODES = {"warp": 3, "changes": 0, "region": 1, "frame": 2}
 
 
 # ───────────────────────────── errors ────────────────────────────
@@ -219,14 +219,11 @@ class cs_faces(Structure):
 
 
 class cs_paste_params(Structure):
-    _fields_ = [
-        ("struct_size", c_uint32),
-        ("mode", c_int32),
-        ("face", POINTER(cs_face)),
-        ("bbox", c_float * 4),
-        ("photo_width", c_uint32),
-        ("photo_height", c_uint32),
-    ]
+    """Its fields are set below cs_image, which it points to."""
+
+
+class cs_transfer(Structure):
+    """Opaque."""
 
 
 class cs_generator_info(Structure):
@@ -303,6 +300,17 @@ class cs_image(Structure):
         ("stride", c_uint32),
         ("format", c_int32),
     ]
+
+
+cs_paste_params._fields_ = [
+    ("struct_size", c_uint32),
+    ("mode", c_int32),
+    ("face", POINTER(cs_face)),
+    ("bbox", c_float * 4),
+    ("photo_width", c_uint32),
+    ("photo_height", c_uint32),
+    ("photo", POINTER(cs_image)),
+]
 
 
 def _nullable(fn_type):
@@ -415,6 +423,12 @@ _SIGNATURES = {
     "cs_render_layers": (_S, [POINTER(cs_ctx), POINTER(cs_latent), POINTER(cs_render_params),
                               POINTER(cs_paste_params), POINTER(POINTER(cs_images))]),
     "cs_images_get_origin": (_S, [POINTER(cs_images), POINTER(c_int32), POINTER(c_int32)]),
+    "cs_transfer_create": (_S, [POINTER(cs_ctx), POINTER(cs_latent), POINTER(cs_render_params),
+                                POINTER(cs_paste_params), POINTER(POINTER(cs_transfer))]),
+    "cs_transfer_layer": (_S, [POINTER(cs_transfer), c_float, c_int32, POINTER(POINTER(cs_images))]),
+    "cs_transfer_get_range": (_S, [POINTER(cs_transfer), POINTER(c_float), POINTER(c_float)]),
+    "cs_transfer_get_blended": (_S, [POINTER(cs_transfer), c_float, POINTER(c_float)]),
+    "cs_transfer_free": (None, [POINTER(cs_transfer)]),
     "cs_models_list": (_S, [c_char_p, POINTER(POINTER(cs_model_sets))]),
     "cs_model_sets_count": (c_size_t, [POINTER(cs_model_sets)]),
     "cs_model_sets_get": (_S, [POINTER(cs_model_sets), c_size_t, POINTER(cs_model_set_info)]),
@@ -1264,14 +1278,10 @@ class Context(_Handle):
         del keep
         return Latent(out)
 
-    def render_layers(self, latent, shifts, strengths, photo_size, face=None, box=None,
-                      mode="changes", fmt="RGBA8", max_batch=0):
-        """Renders ``latent`` at each strength and maps it back onto the photo → [Picture] with
-        alpha, placed at (x, y) of the photo. ``face`` (what encode_face got) or ``box`` (x1, y1,
-        x2, y2: what was encoded; None = the whole photo) says where the picture sits."""
+    def _paste_params(self, mode, photo_size, face, box, photo, fmt, stride):
+        """cs_paste_params, and what it points into (keep it alive for the call)."""
         if mode not in PASTE_MODES:
             raise InvalidArgumentError("paste mode %r is not one of %s" % (mode, ", ".join(PASTE_MODES)))
-        r, keep = self._render_params(shifts, strengths, fmt, max_batch)
         p = _init(self._lib.cs_paste_params_init, cs_paste_params)
         p.mode = PASTE_MODES[mode]
         p.photo_width = _int(photo_size[0], "photo width", 1, UINT32[1])
@@ -1281,13 +1291,45 @@ class Context(_Handle):
             p.face = ctypes.pointer(f)
         elif box is not None:
             p.bbox[:] = [float(v) for v in box]
+        img = keep = None
+        if photo is not None:
+            img, keep = _image_view(photo, p.photo_width, p.photo_height, stride, fmt)
+            p.photo = ctypes.pointer(img)
+        elif mode == "warp":
+            raise InvalidArgumentError("the warp paste moves the photo's own pixels: give photo=")
+        return p, (f, img, keep)
+
+    def render_layers(self, latent, shifts, strengths, photo_size, face=None, box=None,
+                      mode="warp", fmt="RGBA8", max_batch=0, photo=None, stride=0):
+        """Renders ``latent`` at each strength and puts the edit onto the photo → [Picture] with
+        alpha, placed at (x, y) of the photo. ``face`` (what encode_face got) or ``box`` (x1, y1,
+        x2, y2: what was encoded; None = the whole photo) says where the picture sits. The
+        default ``mode`` "warp" moves the photo's own pixels: ``photo`` holds them (``fmt``,
+        ``stride`` as for encode; ``photo_size`` its width and height)."""
+        r, keep = self._render_params(shifts, strengths, fmt, max_batch)
+        p, keep_p = self._paste_params(mode, photo_size, face, box, photo, fmt, stride)
         out = POINTER(cs_images)()
         with self._op_lock:
             self._check_job_cancel()
             _call(self._lib.cs_render_layers, self.ptr, latent.ptr, ctypes.byref(r),
                   ctypes.byref(p), ctypes.byref(out))
-        del keep
+        del keep, keep_p
         return _pictures(out)
+
+    def transfer(self, latent, shifts, strengths, photo, photo_size, face=None, box=None,
+                 fmt="RGBA8", stride=0):
+        """The edit's displacement on the photo → Transfer, whose ``layer(k)`` gives the photo's
+        own pixels moved to any strength between the rendered ones (a strength slider).
+        Arguments as render_layers'."""
+        r, keep = self._render_params(shifts, strengths, fmt, 0)
+        p, keep_p = self._paste_params("warp", photo_size, face, box, photo, fmt, stride)
+        out = POINTER(cs_transfer)()
+        with self._op_lock:
+            self._check_job_cancel()
+            _call(self._lib.cs_transfer_create, self.ptr, latent.ptr, ctypes.byref(r),
+                  ctypes.byref(p), ctypes.byref(out))
+        del keep, keep_p
+        return Transfer(out, fmt)
 
     def render(self, latent, shifts, strengths, fmt="RGBA8", target=None, max_batch=0):
         """Like render_pictures, but only the pixel bytes (tightly packed rows)."""
@@ -1317,6 +1359,38 @@ class Context(_Handle):
             raise CancelledError("cancelled")
 
 
+class Transfer(_Handle):
+    """An edit's displacement on one photo (Context.transfer): layers at any strength."""
+
+    _free_name = "cs_transfer_free"
+
+    def __init__(self, ptr, fmt="RGBA8"):
+        super().__init__(ptr)
+        self.fmt = fmt
+
+    def range(self):
+        """(lowest, highest) strength ``layer`` takes; 0 lies between."""
+        lo, hi = c_float(), c_float()
+        _call(self._lib.cs_transfer_get_range, self.ptr, ctypes.byref(lo), ctypes.byref(hi))
+        return lo.value, hi.value
+
+    def layer(self, strength, fmt=None):
+        """The photo's own pixels moved to ``strength`` → Picture (alpha: where they changed),
+        placed at (x, y) of the photo."""
+        k = float(strength)
+        if math.isnan(k) or math.isinf(k):
+            raise InvalidArgumentError("strength must be a finite number")
+        out = POINTER(cs_images)()
+        _call(self._lib.cs_transfer_layer, self.ptr, k, _format_code(fmt or self.fmt), ctypes.byref(out))
+        return _pictures(out)[0]
+
+    def blended(self, strength):
+        """The fraction of the region where the render had to be blended in at ``strength``."""
+        out = c_float()
+        _call(self._lib.cs_transfer_get_blended, self.ptr, float(strength), ctypes.byref(out))
+        return out.value
+
+
 class _Job:
     def __init__(self, ctx):
         self.ctx = ctx
@@ -1341,7 +1415,7 @@ __all__ = [
     "DownloadError", "ModelsMissingError", "DivergedError", "LibraryNotFoundError",
     "ERRORS", "error_for_status", "load_library", "lib", "set_library_path", "library_candidates",
     "last_error", "version", "abi_version", "cuda_device_count", "models_check", "models_missing",
-    "models_fetch", "Picture", "Latent", "Shift", "Context", "GeneratorInfo", "LayerInfo",
+    "models_fetch", "Picture", "Latent", "Shift", "Context", "Transfer", "GeneratorInfo", "LayerInfo",
     "Progress", "parse_device",
 ]
 

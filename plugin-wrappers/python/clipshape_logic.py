@@ -347,16 +347,17 @@ class EditRequest:
     library_dir: Optional[str] = None
     save_edit: bool = True
     fit_to_frame: bool = True
-    # How results go back onto the picture: "changes" (only where the edit changes it),
-    # "region" (the whole face / selection, feathered), "frame" (the model's whole frame).
-    paste: str = "changes"
+    # How results go back onto the picture: "warp" (the picture's own pixels moved by the
+    # edit), "changes" (the render, only where the edit changes it), "region" (the render over
+    # the whole face / selection, feathered), "frame" (the model's whole frame).
+    paste: str = "warp"
     # "auto": find and align the face for face models; "face"; "none" (the selection as is).
     align: str = "auto"
 
     @classmethod
     def from_values(cls, prompt="", strengths=DEFAULT_STRENGTHS, steps=DEFAULT_STEPS, layer="",
                     lambda2=-1.0, seed=0, saved_edit="", library_dir="", save_edit=True,
-                    fit_to_frame=True, paste="changes", align="auto"):
+                    fit_to_frame=True, paste="warp", align="auto"):
         """From a dialog's raw values (strings, sentinels: empty = default, λ2 < 0 = default)."""
         saved = (saved_edit or "").strip() or None
         if saved:
@@ -374,7 +375,7 @@ class EditRequest:
             raise RequestError("steps: %d is not within 1..%d" % (steps, MAX_STEPS))
         lam = None if lambda2 is None or float(lambda2) < 0 else float(lambda2)
         lib_dir = os.path.expanduser((library_dir or "").strip()) or default_library_dir()
-        paste = (paste or "changes").strip().lower()
+        paste = (paste or "warp").strip().lower()
         if paste not in cs.PASTE_MODES:
             raise RequestError("paste: %r is not one of %s" % (paste, ", ".join(cs.PASTE_MODES)))
         align = (align or "auto").strip().lower()
@@ -409,6 +410,8 @@ class EditResult:
     clip_sim_before: Optional[float] = None
     clip_sim_after: Optional[float] = None
     face: Optional[object] = None      # cs.Face: the face edited, when one was found
+    # cs.Transfer (warp paste): the picture at any strength between the rendered ones.
+    transfer: Optional[object] = None
 
     def summary(self):
         parts = ["%d layers in group \"%s\"" % (len(self.layers), self.group_name)]
@@ -507,15 +510,23 @@ def run_edit(ctx, request, source, box, progress=None, selection=None):
                                      progress=on_step)
             with shift:
                 report(_RENDER[0], "Rendering %d strengths" % len(request.strengths))
-                if face is None and request.paste == "frame":
+                transfer = None
+                # The read pixels: the bounds for a face, else the box.
+                photo = (bounds.width, bounds.height) if face is not None else (box.width, box.height)
+                if request.paste == "warp":
+                    report(_RENDER[0], "Moving the picture's own pixels (%d strengths)"
+                           % len(request.strengths))
+                    transfer = ctx.transfer(latent, [(shift, 1.0)], request.strengths, pixels,
+                                            photo, face=face, box=None, fmt=fmt)
+                    pictures = [transfer.layer(k) for k in request.strengths]
+                    origin = (bounds.x, bounds.y) if face is not None else (box.x, box.y)
+                elif face is None and request.paste == "frame":
                     # The model's frame resized into the box, as it is.
                     pictures = ctx.render_pictures(latent, [(shift, 1.0)], request.strengths, fmt,
                                                    target=(box.width, box.height))
                     origin = (box.x, box.y)
                 else:
-                    # Layers in the coordinates of the read pixels (the box, or the bounds for a
-                    # face), placed back on the canvas.
-                    photo = (bounds.width, bounds.height) if face is not None else (box.width, box.height)
+                    # Layers in the coordinates of the read pixels, placed back on the canvas.
                     pictures = ctx.render_layers(
                         latent, [(shift, 1.0)], request.strengths, photo, face=face,
                         box=None, mode=request.paste, fmt=fmt)
@@ -527,7 +538,7 @@ def run_edit(ctx, request, source, box, progress=None, selection=None):
                 result = EditResult(group_name(prompt), prompt, box, layers, recon,
                                     clip_sim_before=_float_meta(shift, "clip_sim_before"),
                                     clip_sim_after=_float_meta(shift, "clip_sim_after"),
-                                    face=face)
+                                    face=face, transfer=transfer)
                 ctx.check_cancelled()
                 if not request.saved_edit and request.save_edit and request.library_dir:
                     os.makedirs(request.library_dir, exist_ok=True)

@@ -111,17 +111,16 @@ impl Transfer {
             return Err(Error::arg("strengths", format!("{k} is not a finite number")));
         }
         let device = afters.device();
+        // As 8-bit pictures, the way every other output sees the renders: a render's float
+        // noise differs with the batch it was made in, its 8-bit levels do not.
         let to01 = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.f_to_kind(Kind::Float)?
-                .f_to_device(device)?
-                .f_add_scalar(1.0)?
-                .f_mul_scalar(0.5)?
-                .f_clamp(0.0, 1.0)?)
+            let levels = t.f_to_kind(Kind::Float)?.f_to_device(device)?.f_add_scalar(1.0)?.f_mul_scalar(127.5)?;
+            Ok(levels.f_round()?.f_clamp(0.0, 255.0)?.f_div_scalar(255.0)?)
         };
         let before = to01(before)?;
         let afters = to01(afters)?;
 
-        // Strength 0 is the unedited render by definition; the others get a flow each, in one batch.
+        // Strength 0 is the unedited render by definition; the others get a flow each.
         let mut order: Vec<(f64, Option<i64>)> =
             strengths.iter().enumerate().map(|(i, &k)| (k, Some(i as i64))).collect();
         order.retain(|(k, _)| *k != 0.0);
@@ -136,7 +135,12 @@ impl Transfer {
                 false => {
                     let idx = Tensor::from_slice(&moving).f_to_device(device)?;
                     let a = afters.f_index_select(0, &idx)?;
-                    Some((flow::estimate(&before, &a, &params.flow, cancelled)?, a))
+                    // One strength at a time: a batch may round differently, and a layer must
+                    // not depend on which other strengths were rendered with it.
+                    let flows = (0..moving.len() as i64)
+                        .map(|i| flow::estimate(&before, &a.f_narrow(0, i, 1)?, &params.flow, cancelled))
+                        .collect::<Result<Vec<_>>>()?;
+                    Some((Tensor::f_cat(&flows, 0)?, a))
                 }
             };
             let (mut fl, mut rd) = (Vec::new(), Vec::new());

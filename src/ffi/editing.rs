@@ -231,13 +231,13 @@ pub unsafe extern "C" fn cs_render(
 }
 
 /// What render params ask for, checked.
-struct RenderRequest<'a> {
-    shifts: Vec<(&'a Shift, f64)>,
-    strengths: Vec<f64>,
-    max_batch: usize,
+pub(super) struct RenderRequest<'a> {
+    pub(super) shifts: Vec<(&'a Shift, f64)>,
+    pub(super) strengths: Vec<f64>,
+    pub(super) max_batch: usize,
 }
 
-unsafe fn render_request(p: &cs_render_params) -> Result<RenderRequest<'_>> {
+pub(super) unsafe fn render_request(p: &cs_render_params) -> Result<RenderRequest<'_>> {
     check_struct_size(p.struct_size, std::mem::size_of::<cs_render_params>(), "params")?;
     let refs = slice_arg(p.shifts, p.n_shifts, "shifts")?;
     let mut shifts = Vec::with_capacity(refs.len());

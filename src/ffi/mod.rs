@@ -31,7 +31,7 @@ pub use model_files::*;
 pub use photos::*;
 
 /// Bumped on any incompatible change of this header.
-pub const CS_ABI_VERSION: u32 = 1;
+pub const CS_ABI_VERSION: u32 = 2;
 
 /// What every call returns; the details are in `cs_last_error()`.
 #[repr(C)]

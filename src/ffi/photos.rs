@@ -4,7 +4,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 use crate::edit::photo::{Paste, Subject};
-use crate::face::Face;
+use crate::face::{Face, Layer, Transfer};
 
 use super::editing::image_arg;
 use super::*;
@@ -32,17 +32,21 @@ pub struct cs_faces {
     faces: Vec<Face>,
 }
 
-/// Which pasted region a layer covers and how its alpha is made.
+/// How the edit goes back onto the photo: what a layer holds and how its alpha is made.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum cs_paste_mode {
-    /// Only where the edit changes the picture (|G_k − G_0| above a small threshold, dilated and
-    /// blurred) inside the region: the rest stays the photo's own. The default.
+    /// The render, only where the edit changes the picture (|G_k − G_0| above a small
+    /// threshold, dilated and blurred) inside the region: the rest stays the photo's own.
     Changes = 0,
     /// The whole face region or box, with a feathered border.
     Region = 1,
     /// The generator's whole frame, opaque.
     Frame = 2,
+    /// The photo's own pixels moved by the displacement between the unedited and the edited
+    /// render (needs `photo`), opaque where that changes them; renders only at the flow's side.
+    /// The default.
+    Warp = 3,
 }
 
 /// Where the edited picture sits in the photo, for `cs_render_layers`.
@@ -59,6 +63,9 @@ pub struct cs_paste_params {
     /// The photo's size: layers are clipped to it.
     pub photo_width: u32,
     pub photo_height: u32,
+    /// The photo itself, read during the call only; needed by `CS_PASTE_MODE_WARP` (its size
+    /// must be photo_width × photo_height), ignored by the other modes.
+    pub photo: *const cs_image,
 }
 
 fn face_record(f: &Face) -> Result<cs_face> {
@@ -169,29 +176,102 @@ pub unsafe extern "C" fn cs_encode_face(
 
 // ───────────────────────────── layers ─────────────────────────────
 
-/// Fills `*params` with the defaults (`CS_PASTE_MODE_CHANGES`, no face, the whole photo). The
-/// struct is the caller's. Statuses: OK; INVALID_ARGUMENT (NULL).
+/// Fills `*params` with the defaults (`CS_PASTE_MODE_WARP`, no face, the whole photo, no photo
+/// given yet). The struct is the caller's. Statuses: OK; INVALID_ARGUMENT (NULL).
 #[no_mangle]
 pub unsafe extern "C" fn cs_paste_params_init(params: *mut cs_paste_params) -> cs_status {
     guard(|| {
         *out_arg(params, "params")? = cs_paste_params {
             struct_size: std::mem::size_of::<cs_paste_params>() as u32,
-            mode: cs_paste_mode::Changes as i32,
+            mode: cs_paste_mode::Warp as i32,
             face: std::ptr::null(),
             bbox: [0.0; 4],
             photo_width: 0,
             photo_height: 0,
+            photo: std::ptr::null(),
         };
         Ok(())
     })
 }
 
+/// What a paste request says: the mode, where the edited picture sits in the photo, and the
+/// photo's size.
+unsafe fn paste_request(p: *const cs_paste_params) -> Result<(Paste, Subject, u32, u32)> {
+    let p = ref_arg(p, "paste")?;
+    check_struct_size(p.struct_size, std::mem::size_of::<cs_paste_params>(), "paste")?;
+    let mode = match p.mode {
+        m if m == cs_paste_mode::Changes as i32 => Paste::Changes,
+        m if m == cs_paste_mode::Region as i32 => Paste::Region,
+        m if m == cs_paste_mode::Frame as i32 => Paste::Frame,
+        m if m == cs_paste_mode::Warp as i32 => Paste::Warp,
+        m => return Err(Error::arg("mode", format!("{m} is not a cs_paste_mode"))),
+    };
+    let (pw, ph) = (p.photo_width, p.photo_height);
+    if pw == 0 || ph == 0 {
+        return Err(Error::arg("photo_width, photo_height", format!("{pw}×{ph} has no pixels")));
+    }
+    let subject = if p.face.is_null() {
+        match p.bbox {
+            [0.0, 0.0, 0.0, 0.0] => Subject::whole(pw, ph),
+            b => Subject::selection(b, pw, ph)?,
+        }
+    } else {
+        Subject::face(face_arg(p.face)?)?
+    };
+    Ok((mode, subject, pw, ph))
+}
+
+/// The edit's transfer onto the photo a warp-mode paste request names.
+unsafe fn make_transfer(
+    ctx: &crate::context::Context,
+    latent: &crate::edit::Latent,
+    render: *const cs_render_params,
+    paste: *const cs_paste_params,
+) -> Result<Transfer> {
+    let (_, subject, pw, ph) = paste_request(paste)?;
+    let p = ref_arg(paste, "paste")?;
+    if p.photo.is_null() {
+        return Err(Error::arg("photo", "is NULL: CS_PASTE_MODE_WARP moves the photo's own pixels, so it needs them"));
+    }
+    let photo = image_arg(p.photo, "photo")?;
+    if (photo.width, photo.height) != (pw, ph) {
+        return Err(Error::arg(
+            "photo",
+            format!("is {}×{}, photo_width × photo_height say {pw}×{ph}", photo.width, photo.height),
+        ));
+    }
+    let super::editing::RenderRequest { shifts, strengths, .. } =
+        super::editing::render_request(ref_arg(render, "render")?)?;
+    ctx.reset_cancel();
+    Ok(ctx.transfer(&photo, &subject, latent, &shifts, &strengths)?.transfer)
+}
+
+/// Layers as images with their origin, in `format` (RGBA8 or BGRA8).
+fn layer_images(layers: Vec<Layer>, format: PixelFormat) -> Result<cs_images> {
+    if format == PixelFormat::Rgb8 {
+        return Err(Error::arg("format", "layers carry alpha: ask for RGBA8 or BGRA8"));
+    }
+    let first = layers.first().ok_or_else(|| Error::arg("strengths", "the list is empty"))?;
+    let (x, y, w, h) = (first.x as i32, first.y as i32, first.width as u32, first.height as u32);
+    let pixels = layers
+        .into_iter()
+        .map(|l| match format {
+            PixelFormat::Bgra8 => l.rgba.chunks_exact(4).flat_map(|p| [p[2], p[1], p[0], p[3]]).collect(),
+            _ => l.rgba,
+        })
+        .collect();
+    Ok(cs_images { pixels, width: w, height: h, format, origin: (x, y) })
+}
+
 /// Renders `latent` at each strength of `render` (its shifts, strengths and pixel format; its
-/// target size is ignored) and maps every image back onto the photo: one layer per strength,
-/// all of the same size, covering the edited region's footprint in the photo, with alpha as
-/// `paste->mode` says. `cs_images_get_origin` tells where they go. On success `*out` owns the
-/// layers, freed with `cs_images_free`. Statuses: OK; INVALID_ARGUMENT (NULL, bad mode, a
-/// region outside the photo, a pixel format without alpha); MODEL_MISMATCH; OUT_OF_MEMORY.
+/// target size is ignored) and puts the edit onto the photo as `paste->mode` says: one layer
+/// per strength, all of the same size, covering the edited region's footprint in the photo.
+/// In the default `CS_PASTE_MODE_WARP` a layer is the photo's own pixels moved by the edit
+/// (`paste->photo` is read during the call), opaque where they changed; the other modes paste
+/// the renders. `cs_images_get_origin` tells where they go. On success `*out` owns the layers,
+/// freed with `cs_images_free`. `cs_cancel` stops it. Statuses: OK; INVALID_ARGUMENT (NULL,
+/// bad mode, a region outside the photo, no photo for warp, a pixel format without alpha);
+/// MODEL_MISMATCH; CANCELLED; OUT_OF_MEMORY.
 #[no_mangle]
 pub unsafe extern "C" fn cs_render_layers(
     ctx: *const cs_ctx,
@@ -205,45 +285,105 @@ pub unsafe extern "C" fn cs_render_layers(
             let ctx = &ref_arg(ctx, "ctx")?.inner;
             let latent = &ref_arg(latent, "latent")?.inner;
             let r = ref_arg(render, "render")?;
-            let p = ref_arg(paste, "paste")?;
-            check_struct_size(p.struct_size, std::mem::size_of::<cs_paste_params>(), "paste")?;
-            let mode = match p.mode {
-                m if m == cs_paste_mode::Changes as i32 => Paste::Changes,
-                m if m == cs_paste_mode::Region as i32 => Paste::Region,
-                m if m == cs_paste_mode::Frame as i32 => Paste::Frame,
-                m => return Err(Error::arg("mode", format!("{m} is not a cs_paste_mode"))),
-            };
-            let (pw, ph) = (p.photo_width, p.photo_height);
-            if pw == 0 || ph == 0 {
-                return Err(Error::arg("photo_width, photo_height", format!("{pw}×{ph} has no pixels")));
-            }
-            let subject = if p.face.is_null() {
-                match p.bbox {
-                    [0.0, 0.0, 0.0, 0.0] => Subject::whole(pw, ph),
-                    b => Subject::selection(b, pw, ph)?,
-                }
-            } else {
-                Subject::face(face_arg(p.face)?)?
-            };
             let format = pixel_format(r.format)?;
-            if format == PixelFormat::Rgb8 {
-                return Err(Error::arg("format", "layers carry alpha: ask for RGBA8 or BGRA8"));
-            }
-            // Only the change mask needs the unedited render: one forward less otherwise.
-            let (renders, render_0) = super::editing::render_frames(ctx, latent, r, mode == Paste::Changes)?;
-            let layers = ctx.paste_layers(&renders, render_0.as_ref(), &subject, mode, pw, ph)?;
-            let first = layers.first().ok_or_else(|| Error::arg("strengths", "the list is empty"))?;
-            let (x, y, w, h) = (first.x as i32, first.y as i32, first.width as u32, first.height as u32);
-            let pixels = layers
-                .into_iter()
-                .map(|l| match format {
-                    PixelFormat::Bgra8 => l.rgba.chunks_exact(4).flat_map(|p| [p[2], p[1], p[0], p[3]]).collect(),
-                    _ => l.rgba,
-                })
-                .collect();
-            Ok(cs_images { pixels, width: w, height: h, format, origin: (x, y) })
+            let (mode, subject, pw, ph) = paste_request(paste)?;
+            let layers = if mode == Paste::Warp {
+                let t = make_transfer(ctx, latent, render, paste)?;
+                let super::editing::RenderRequest { strengths, .. } = super::editing::render_request(r)?;
+                strengths.iter().map(|&k| t.layer(k)).collect::<Result<Vec<_>>>()?
+            } else {
+                // Only the change mask needs the unedited render: one forward less otherwise.
+                let (renders, render_0) = super::editing::render_frames(ctx, latent, r, mode == Paste::Changes)?;
+                ctx.paste_layers(&renders, render_0.as_ref(), &subject, mode, pw, ph)?
+            };
+            layer_images(layers, format)
         })
     })
+}
+
+// ───────────────────────────── transfers ─────────────────────────────
+
+/// An edit's displacement on one photo (`cs_transfer_create`): the photo at any strength between
+/// the rendered ones, without rendering again (a host's strength slider).
+pub struct cs_transfer {
+    inner: Transfer,
+}
+
+/// Renders `latent` unedited and at each strength of `render` (at the flow's side only),
+/// estimates the displacements between them and keeps the part of the photo they move
+/// (`paste->photo`, read during the call; `paste->mode` is ignored: this is the warp). Then
+/// `cs_transfer_layer` gives the layer at any strength between the smallest and the largest of
+/// them (and 0), interpolating the two nearest displacements. On success `*out` owns it, freed
+/// with `cs_transfer_free`. `cs_cancel` stops it. Statuses: as `cs_render_layers`.
+#[no_mangle]
+pub unsafe extern "C" fn cs_transfer_create(
+    ctx: *const cs_ctx,
+    latent: *const cs_latent,
+    render: *const cs_render_params,
+    paste: *const cs_paste_params,
+    out: *mut *mut cs_transfer,
+) -> cs_status {
+    guard(|| {
+        hand_out(out, || {
+            let ctx = &ref_arg(ctx, "ctx")?.inner;
+            let latent = &ref_arg(latent, "latent")?.inner;
+            Ok(cs_transfer { inner: make_transfer(ctx, latent, render, paste)? })
+        })
+    })
+}
+
+/// The layer at `strength` (within `cs_transfer_get_range`) in `format` (RGBA8 or BGRA8): the
+/// photo's own pixels moved, opaque where they changed, at the origin `cs_images_get_origin`
+/// gives. A 1000² px face region takes tens of milliseconds on a CPU. On success `*out` owns
+/// one image, freed with `cs_images_free`. Statuses: OK; INVALID_ARGUMENT (NULL, a strength
+/// outside the range, a format without alpha); OUT_OF_MEMORY.
+#[no_mangle]
+pub unsafe extern "C" fn cs_transfer_layer(
+    transfer: *const cs_transfer,
+    strength: f32,
+    format: i32,
+    out: *mut *mut cs_images,
+) -> cs_status {
+    guard(|| {
+        hand_out(out, || {
+            let t = &ref_arg(transfer, "transfer")?.inner;
+            layer_images(vec![t.layer(strength as f64)?], pixel_format(format)?)
+        })
+    })
+}
+
+/// The strengths `cs_transfer_layer` takes: from `*lo` to `*hi` (0 always lies between).
+/// Statuses: OK; INVALID_ARGUMENT (NULL).
+#[no_mangle]
+pub unsafe extern "C" fn cs_transfer_get_range(transfer: *const cs_transfer, lo: *mut f32, hi: *mut f32) -> cs_status {
+    guard(|| {
+        let k = ref_arg(transfer, "transfer")?.inner.strengths();
+        *out_arg(lo, "lo")? = k[0] as f32;
+        *out_arg(hi, "hi")? = k[k.len() - 1] as f32;
+        Ok(())
+    })
+}
+
+/// Of the edited region (the face square or the selection), the fraction where the render at
+/// `strength` was blended in because the displacement could not explain it (new content such
+/// as teeth), in [0, 1]. Statuses: OK; INVALID_ARGUMENT (NULL, a strength outside the range).
+#[no_mangle]
+pub unsafe extern "C" fn cs_transfer_get_blended(
+    transfer: *const cs_transfer,
+    strength: f32,
+    fraction: *mut f32,
+) -> cs_status {
+    guard(|| {
+        let t = &ref_arg(transfer, "transfer")?.inner;
+        *out_arg(fraction, "fraction")? = t.blended_fraction(strength as f64)? as f32;
+        Ok(())
+    })
+}
+
+/// Releases a transfer; NULL is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn cs_transfer_free(transfer: *mut cs_transfer) {
+    free_handle(transfer)
 }
 
 /// Where `images` go in the photo: the top-left pixel of layers from `cs_render_layers`; (0, 0)

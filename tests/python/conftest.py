@@ -137,15 +137,14 @@ def installed(tmp_path_factory):
     return home
 
 
-def assert_unedited_layer(layer, recon):
-    """The k = 0 layer pasted in "changes" mode: nothing changes, so nothing shows (alpha 0
-    everywhere), while its colours are the reconstruction's (resampled the other way round:
-    a few 8-bit levels apart on average)."""
-    layer, recon = bytes(layer), bytes(recon)
-    assert len(layer) == len(recon)
+def assert_unedited_layer(layer, photo):
+    """The k = 0 layer of the default warp paste: nothing moves, so nothing shows (alpha 0
+    everywhere), and its colours are the photo's own pixels under it, exactly."""
+    layer, photo = bytes(layer), bytes(photo)
+    assert len(layer) == len(photo)
     assert set(layer[3::4]) == {0}, "the unedited layer shows"
-    colour = [abs(a - b) for i, (a, b) in enumerate(zip(layer, recon)) if i % 4 != 3]
-    assert sum(colour) / len(colour) <= 3.0
+    colour = [i for i, (a, b) in enumerate(zip(layer, photo)) if i % 4 != 3 and a != b]
+    assert not colour, "the unedited layer differs from the photo at %d values" % len(colour)
 
 
 @pytest.fixture(scope="session")

@@ -112,7 +112,7 @@ def test_device_strings():
 # ───────────────────────────── with the library ──────────────────────
 
 def test_library_facts(cs):
-    assert cs.abi_version() == cs.ABI_VERSION == 1
+    assert cs.abi_version() == cs.ABI_VERSION == 2
     assert cs.version().count(".") == 2
     assert cs.cuda_device_count() >= 0
     assert os.path.samefile(cs.load_library().clipshape_path, LIB)
@@ -565,7 +565,7 @@ def test_faces_are_found_encoded_and_pasted_back(face_ctx, cs, astronaut):
     with pytest.raises(cs.InvalidArgumentError, match="selection"):
         face_ctx.find_face(rgba, w, h, selection=(400, 400, 500, 500))
     latent = face_ctx.encode_face(rgba, w, h, faces[0])
-    layers = face_ctx.render_layers(latent, [], [0.0], (w, h), face=faces[0])
+    layers = face_ctx.render_layers(latent, [], [0.0], (w, h), face=faces[0], photo=rgba)
     (layer,) = layers
     xs = [p[0] for p in faces[0].quad]
     ys = [p[1] for p in faces[0].quad]
@@ -589,10 +589,12 @@ def test_photo_calls_refuse_bad_input(face_ctx, cs, astronaut):
     ks = (ctypes.c_float * 1)(0.0)
     r.strengths, r.n_strengths = ctypes.cast(ks, ctypes.POINTER(ctypes.c_float)), 1
     out = ctypes.POINTER(cs.cs_images)()
+    photo, keep = cs._image_view(rgba, w, h, 0, "RGBA8")
 
     def layers(**fields):
         p = cs._init(L.cs_paste_params_init, cs.cs_paste_params)
         p.photo_width, p.photo_height = w, h
+        p.photo = ctypes.pointer(photo)
         for k, v in fields.items():
             setattr(p, k, v)
         return L.cs_render_layers(face_ctx.ptr, latent.ptr, ctypes.byref(r), ctypes.byref(p),
@@ -618,3 +620,48 @@ def test_photo_calls_refuse_bad_input(face_ctx, cs, astronaut):
     assert "index" in cs.last_error()
     L.cs_faces_free(handle)
     assert L.cs_faces_detect(face_ctx.ptr, None, ctypes.byref(handle)) == cs.STATUS_INVALID_ARGUMENT
+
+
+def test_warp_moves_the_photos_own_pixels_and_slides_between_strengths(face_ctx, cs, astronaut):
+    w, h, rgba = astronaut
+    faces = face_ctx.detect_faces(rgba, w, h)
+    latent = face_ctx.encode_face(rgba, w, h, faces[0])
+    shift = face_ctx.optimize(latent, "face with big nose", steps=2)
+    ks = [-1.0, 0.0, 1.0]
+    layers = face_ctx.render_layers(latent, [(shift, 1.0)], ks, (w, h), face=faces[0], photo=rgba)
+    k0 = layers[1]
+    assert set(k0.data[3::4]) == {0}, "strength 0 moves nothing"
+    for y in (0, k0.height // 2, k0.height - 1):
+        row = rgba[((k0.y + y) * w + k0.x) * 4:((k0.y + y) * w + k0.x + k0.width) * 4]
+        got = k0.data[y * k0.stride:y * k0.stride + k0.width * 4]
+        assert [v for i, v in enumerate(got) if i % 4 != 3] == \
+            [v for i, v in enumerate(row) if i % 4 != 3], "the photo's own pixels"
+    assert max(layers[2].data[3::4]) == 255, "strength 1 changes the photo"
+    with face_ctx.transfer(latent, [(shift, 1.0)], ks, rgba, (w, h), face=faces[0]) as t:
+        assert t.range() == (-1.0, 1.0)
+        one = t.layer(1.0)
+        assert (one.x, one.y, one.width, one.height) == (layers[2].x, layers[2].y,
+                                                         layers[2].width, layers[2].height)
+        assert one.data == layers[2].data, "the slider at a rendered strength is that layer"
+        half = t.layer(0.5)
+        assert half.data not in (one.data, k0.data)
+        assert 0.0 <= t.blended(0.5) <= 1.0
+        with pytest.raises(cs.InvalidArgumentError, match="outside the rendered strengths"):
+            t.layer(2.0)
+        with pytest.raises(cs.InvalidArgumentError, match="alpha"):
+            t.layer(1.0, fmt="RGB8")
+    with pytest.raises(cs.InvalidArgumentError, match="photo="):
+        face_ctx.render_layers(latent, [(shift, 1.0)], ks, (w, h), face=faces[0])
+    L = cs.load_library()
+    r, keep = face_ctx._render_params([(shift, 1.0)], ks, "RGBA8", 0)
+    p, keep_p = face_ctx._paste_params("warp", (w, h), faces[0], None, rgba, "RGBA8", 0)
+    p.photo_width = w // 2
+    out = ctypes.POINTER(cs.cs_images)()
+    assert L.cs_render_layers(face_ctx.ptr, latent.ptr, ctypes.byref(r), ctypes.byref(p),
+                              ctypes.byref(out)) == cs.STATUS_INVALID_ARGUMENT
+    assert "photo_width" in cs.last_error()
+    p.photo_width, p.photo = w, None
+    assert L.cs_render_layers(face_ctx.ptr, latent.ptr, ctypes.byref(r), ctypes.byref(p),
+                              ctypes.byref(out)) == cs.STATUS_INVALID_ARGUMENT
+    assert "needs them" in cs.last_error()
+    del keep, keep_p

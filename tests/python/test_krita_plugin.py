@@ -147,7 +147,7 @@ def test_worker_adds_group_off_the_gui_thread(krita, ctx, model_files, tmp_path)
     for n in layers:
         b = n.bounds()
         assert (b.x(), b.y(), b.width(), b.height()) == (30, 15, 60, 60)
-    assert_unedited_layer(layers[1].pixelData(30, 15, 60, 60), result.recon.data)
+    assert_unedited_layer(layers[1].pixelData(30, 15, 60, 60), node.pixelData(30, 15, 60, 60))
     assert bytes(layers[0].pixelData(30, 15, 60, 60)) == result.layers[2].data
     assert result.layers[0].fmt == "BGRA8"
     # the BGRA recon is the model's view of the BGRA box (same as RGBA, channels swapped)

@@ -36,7 +36,8 @@ ADVANCED = ["align", "layer", "lambda2", "seed", "device", "models-dir", "genera
 STRING_ARGS = ["prompt", "strengths", "layer"]
 MAIN = ["model-set", "prompt", "strengths", "steps", "paste", "saved-edit", "library-dir",
         "save-edit", "fit-to-frame"]
-PASTE = (("changes", "Only where the edit changes the picture"),
+PASTE = (("warp", "Move the picture's own pixels (keeps the person)"),
+         ("changes", "The model's picture, where the edit changes it"),
          ("region", "The whole face or selection, feathered"),
          ("frame", "The model's whole frame, opaque"))
 ADVANCED_LABEL = "Ad_vanced"   # the expander of ADVANCED
@@ -311,7 +312,7 @@ class ClipShape(Gimp.PlugIn):
         proc.add_boolean_argument("save-edit", "Save the lear_nt edit", "Save the learnt edit "
                                   "into the edit library", True, RW)
         proc.add_choice_argument("paste", "Paste _back", "How the results go onto the picture",
-                                 _choice(PASTE), "changes", RW)
+                                 _choice(PASTE), "warp", RW)
         proc.add_choice_argument("align", "_Align", "How the picture is prepared for the model",
                                  _choice(ALIGN), "auto", RW)
         proc.add_boolean_argument("fit-to-frame", "Fit the bo_x to the model's frame",

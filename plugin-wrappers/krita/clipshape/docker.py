@@ -13,7 +13,8 @@ from . import krita_host
 from .worker import DownloadWorker, Runner
 
 DEVICE_ITEMS = (("auto", "Automatic"), ("cpu", "CPU"), ("cuda", "GPU (CUDA)"))
-PASTE_ITEMS = (("changes", "Only where the edit changes the picture"),
+PASTE_ITEMS = (("warp", "Move the picture's own pixels"),
+               ("changes", "The model's picture, where it changes"),
                ("region", "The whole face or selection"), ("frame", "The model's whole frame"))
 ALIGN_ITEMS = (("auto", "Find the face for face models"), ("face", "Find and align a face"),
                ("none", "Use the selection as it is"))

@@ -25,7 +25,7 @@ SETTINGS = {
     "strengths": logic.DEFAULT_STRENGTHS,
     "prompt": "",
     "fit_to_frame": "true",
-    "paste": "changes",
+    "paste": "warp",
     "align": "auto",
     "face_detector_dir": "",
 }
