@@ -42,6 +42,8 @@ pub enum Group {
     Face,
     /// Edit steps with a random config-f generator and ViT-B/32, per variant.
     Edit,
+    /// Moving a photo's pixels by an edit's flow: accuracy per render size, a 4000×3000 photo.
+    Transfer,
 }
 
 impl std::str::FromStr for Group {
@@ -53,7 +55,8 @@ impl std::str::FromStr for Group {
             "models" => Group::Models,
             "face" => Group::Face,
             "edit" => Group::Edit,
-            _ => return Err(format!("`{s}` is not one of tiny, generator, models, face, edit")),
+            "transfer" => Group::Transfer,
+            _ => return Err(format!("`{s}` is not one of tiny, generator, models, face, edit, transfer")),
         })
     }
 }
@@ -413,6 +416,9 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Row>> {
     if let (Some(dir), true) = (golden, opts.wants(Group::Face)) {
         face_rows(dir, &mut t)?;
     }
+    if let (Some(dir), true) = (golden, opts.wants(Group::Transfer)) {
+        transfer_rows(dir, &mut t)?;
+    }
     let full_clip = if opts.full && (opts.wants(Group::Models) || opts.wants(Group::Edit)) {
         let sd = init::clip(&clip::Config::vit_b32(), 0)?;
         Some(Clip::load(&Checkpoint::from_tensors("random ViT-B/32", sd), "", HeadCounts::default(), device)?)
@@ -505,26 +511,35 @@ fn ensure_full_models(fe: &FullEdit) -> Result<(PathBuf, PathBuf)> {
     Ok((e4e_path, clip_path))
 }
 
+/// A whole photo edit as `clipshape edit E4E PHOTO "face with big nose" --align face` runs it by
+/// default, from the full-size random files: load, find and align the face of the golden
+/// astronaut photo, encode, release the encoder, `steps` steps at the flow's side (unless the
+/// variant says otherwise), render 7 strengths there and move the photo's pixels by them.
 fn full_edit_rows(fe: &FullEdit, vocab: &Path, t: &mut Table) -> Result<()> {
     use clipshape::context::{Context, ContextParams};
     use clipshape::edit::encode::ImageView;
+    use clipshape::edit::photo::Subject;
     use clipshape::edit::PixelFormat;
 
+    let golden = t.opts.golden_dir.clone().ok_or_else(|| {
+        clipshape::error::Error::arg("golden", "--full-edit needs the golden face photo and MTCNN weights")
+    })?;
     let (e4e_path, clip_path) = ensure_full_models(fe)?;
     let mut params = ContextParams::new(&e4e_path);
     params.clip = Some(clip_path);
     params.vocab = Some(vocab.to_path_buf());
+    let mtcnn = golden.join("face/mtcnn");
+    params.face_detector = Some(["pnet.pt", "rnet.pt", "onet.pt"].map(|n| mtcnn.join(n)));
     params.device = match t.opts.device {
         Device::Cuda(i) => clipshape::device::DeviceRequest::Cuda(i),
         _ => clipshape::device::DeviceRequest::Cpu,
     };
-    // An FFHQ-sized face: the golden photo's aligned 1024² crop when at hand, else grey.
-    let face = t.opts.golden_dir.as_deref().map(|d| d.join("face/astronaut_face0_aligned1024.png"));
-    let rgb = match face.as_deref().map(image::open) {
-        Some(Ok(img)) => img.to_rgb8(),
-        _ => image::RgbImage::from_pixel(1024, 1024, image::Rgb([128, 128, 128])),
-    };
-    let model = "FFHQ edit from files (e4e + ViT-B/32, random)";
+    let photo_path = golden.join("face/astronaut.png");
+    let photo = image::open(&photo_path)
+        .map_err(|e| clipshape::error::Error::arg("photo", format!("{}: {e}", photo_path.display())))?;
+    let photo = photo.to_rgb8();
+    let view = ImageView::packed(photo.as_raw(), photo.width(), photo.height(), PixelFormat::Rgb8)?;
+    let model = "FFHQ photo edit from files (e4e + ViT-B/32 random, 512² photo)";
     for variant in t.opts.variants.clone() {
         let v = &variant.name;
         // Each phase's own peak (the counter is reset at its start), and the whole edit's.
@@ -541,23 +556,33 @@ fn full_edit_rows(fe: &FullEdit, vocab: &Path, t: &mut Table) -> Result<()> {
         let mut ctx = Context::new(&params)?;
         phase(t, format!("[{v}] load the files"), t0);
         let t1 = Instant::now();
-        let latent = ctx.encode(&ImageView::packed(rgb.as_raw(), rgb.width(), rgb.height(), PixelFormat::Rgb8)?)?;
+        let faces = ctx.detect_faces(&view)?;
+        let subject = Subject::face(faces[face::pick_face(&faces, None, None, "the benchmark photo")?])?;
+        let latent = ctx.encode_subject(&view, &subject)?;
         ctx.release_encoder(); // as `clipshape edit` does
-        phase(t, format!("[{v}] encode"), t1);
+        phase(t, format!("[{v}] find, align and encode the face"), t1);
         let mut op = OptimizeParams::new("face with big nose", ctx.default_layer());
         op.steps = fe.steps;
         op.progress_every = fe.steps;
-        op.synthesis = variant.synthesis;
+        op.synthesis = Synthesis { stop_at: variant.synthesis.stop_at.or(Some(ctx.flow_side())), ..variant.synthesis };
         let t2 = Instant::now();
         let shifts = ctx.optimize(&[&latent], &op, &mut |_| true)?;
         let steps_ms = t2.elapsed().as_secs_f64() * 1e3;
-        phase(t, format!("[{v}] {} steps (setup included)", fe.steps), t2);
+        phase(
+            t,
+            format!("[{v}] {} steps at {} px (setup included)", fe.steps, op.synthesis.stop_at.unwrap_or(1024)),
+            t2,
+        );
         let t3 = Instant::now();
         let ks = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0];
-        let _images = render(&ctx.generator, &latent, &[(&shifts[0], 1.0)], &ks, 1)?;
-        phase(t, format!("[{v}] render 7 strengths"), t3);
+        let tr = ctx.transfer(&view, &subject, &latent, &[(&shifts[0], 1.0)], &ks)?;
+        for &k in &ks {
+            tr.transfer.layer(k)?;
+        }
+        phase(t, format!("[{v}] render 7 strengths at {} px and move the photo", ctx.flow_side()), t3);
         let total = t0.elapsed().as_secs_f64() * 1e3;
-        let op = format!("[{v}] whole edit, {:.1} min ({:.0} ms per step)", total / 60e3, steps_ms / fe.steps as f64);
+        let op =
+            format!("[{v}] whole photo edit, {:.1} min ({:.0} ms per step)", total / 60e3, steps_ms / fe.steps as f64);
         t.push(model, 1, &op, total, Some(whole_peak));
     }
     Ok(())
@@ -579,6 +604,123 @@ fn face_rows(golden: &Path, t: &mut Table) -> Result<()> {
         let i = face::pick_face(&faces, None, None, "the benchmark photo")?;
         let quad = face::FaceQuad::from_landmarks(&faces[i].landmarks)?;
         face::align(&rgb, w, h, &quad, 256)?;
+        Ok(())
+    })
+}
+
+/// The transfer: how close to the truth the fixture case `astronaut_bignose` comes from renders
+/// of 256, 512 and 1024 px (what warp mode's render size rests on), then the flows and layers
+/// of 7 strengths onto a 4000×3000 photo and one layer at a strength between rendered ones
+/// (the live slider), on the CPU where a host's photo is.
+fn transfer_rows(golden: &Path, t: &mut Table) -> Result<()> {
+    let png = |p: &str| -> Option<image::RgbImage> { image::open(golden.join(p)).ok().map(|i| i.to_rgb8()) };
+    let tag = "transfer/astronaut_bignose";
+    let (Some(photo), Some(before), Some(after), Some(truth), Some(moved)) = (
+        png("face/astronaut.png"),
+        png(&format!("{tag}_before.png")),
+        png(&format!("{tag}_after.png")),
+        png(&format!("{tag}_truth.png")),
+        png(&format!("{tag}_moved.png")),
+    ) else {
+        log::warn!("no transfer fixtures: skipping the transfer rows");
+        return Ok(());
+    };
+    let detector = Mtcnn::load_dir(&golden.join("face/mtcnn"), tch::Device::Cpu)?;
+    let quad_of = |rgb: &[u8], w: usize, h: usize| -> Result<face::FaceQuad> {
+        let faces = detector.detect(rgb, w, h)?;
+        let i = face::pick_face(&faces, None, None, "the benchmark photo")?;
+        face::FaceQuad::from_landmarks(&faces[i].landmarks)
+    };
+    // A 1024² frame as a render of `side` px: area-reduced, in [-1, 1].
+    let frame = |img: &image::RgbImage, side: i64| -> Result<Tensor> {
+        let t = Tensor::from_slice(img.as_raw()).f_view([1, 1024, 1024, 3])?.f_permute([0, 3, 1, 2])?;
+        let k = 1024 / side;
+        Ok(t.f_to_kind(Kind::Float)?.f_avg_pool2d([k, k], [k, k], [0, 0], false, true, None::<i64>)? / 127.5 - 1.0)
+    };
+    let (pw, ph) = (photo.width() as usize, photo.height() as usize);
+    let quad = quad_of(photo.as_raw(), pw, ph)?;
+    let inside: Vec<bool> = moved.pixels().map(|p| p.0[0] > 127).collect();
+    let off_truth = |img: &[u8]| -> f64 {
+        let (mut sum, mut n) = (0.0, 0.0);
+        for (i, _) in inside.iter().enumerate().filter(|(_, m)| **m) {
+            for c in 0..3 {
+                sum += (img[i * 3 + c] as f64 - truth.as_raw()[i * 3 + c] as f64).abs();
+                n += 1.0;
+            }
+        }
+        sum / n
+    };
+    let pasted = face::paste(
+        pw,
+        ph,
+        &quad.frame_map(1024),
+        after.as_raw(),
+        None,
+        &face::PasteParams::with_mode(face::AlphaMode::Region),
+    )?;
+    let paste_err = off_truth(&face::composite(photo.as_raw(), pw, ph, &pasted)?);
+    let params = face::TransferParams::default();
+    for side in [256i64, 512, 1024] {
+        let (b, a) = (frame(&before, side)?, frame(&after, side)?);
+        peak::reset();
+        let start = Instant::now();
+        let tr = face::Transfer::new(
+            photo.as_raw(),
+            pw,
+            ph,
+            &quad.frame_map(side as usize),
+            &b,
+            &a,
+            &[1.0],
+            &params,
+            &|| false,
+        )?;
+        let layer = tr.layer(1.0)?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        let err = off_truth(&face::composite(photo.as_raw(), pw, ph, &layer)?);
+        let op = format!("flow + layer from {side}² renders: {err:.2} levels off the truth where it moves (pasting AFTER: {paste_err:.2})");
+        t.push("transfer fixture astronaut_bignose (512² photo)", 1, &op, ms, peak::read_mb());
+    }
+    // Seven strengths of the fixture's field (k = 3 is the fixture's) onto the 4000×3000 photo.
+    let (rgb, w, h) = init::big_face_photo(&photo);
+    let quad = quad_of(&rgb, w, h)?;
+    let side = clipshape::edit::photo::FLOW_SIDE;
+    let b = frame(&before, side)?;
+    let ks = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0];
+    let field = {
+        let path = golden.join(format!("{tag}.json"));
+        let text = std::fs::read_to_string(&path).map_err(|e| clipshape::error::Error::io(&path, e))?;
+        let meta: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| clipshape::error::Error::arg("fixture", format!("{}: {e}", path.display())))?;
+        let (s, sigma) = (meta["strength"].as_f64().unwrap_or(0.3), meta["sigma"].as_f64().unwrap_or(72.0));
+        let c = [meta["center"][0].as_f64().unwrap_or(512.0), meta["center"][1].as_f64().unwrap_or(640.0)];
+        let px = 1024.0 / side as f64;
+        let at = Tensor::f_arange(side, (Kind::Float, tch::Device::Cpu))?.f_add_scalar(0.5)?.f_mul_scalar(px)?;
+        let dx = at.f_sub_scalar(c[0])?.f_view([1, side])?;
+        let dy = at.f_sub_scalar(c[1])?.f_view([side, 1])?;
+        let g = dx
+            .f_square()?
+            .f_add(&dy.f_square()?)?
+            .f_div_scalar(-2.0 * sigma * sigma)?
+            .f_exp()?
+            .f_mul_scalar(-s / 3.0)?;
+        Tensor::f_stack(&[dx.f_mul(&g)?, dy.f_mul(&g)?.f_expand([side, side], false)?], 0)?.f_unsqueeze(0)?
+    };
+    let afters = ks.iter().map(|&k| face::flow::warp(&b, &field.f_mul_scalar(k)?)).collect::<Result<Vec<_>>>()?;
+    let afters = Tensor::f_cat(&afters, 0)?;
+    let map = quad.frame_map(side as usize);
+    let [.., lw, lh] = face::Transfer::new(&rgb, w, h, &map, &b, &afters, &ks, &params, &|| false)?.layer_box();
+    let model = format!("transfer onto 4000x3000 ({lw}x{lh} px face region)");
+    t.time(&model, 7, &format!("flows + 7 layers from {side}² renders"), || {
+        let tr = face::Transfer::new(&rgb, w, h, &map, &b, &afters, &ks, &params, &|| false)?;
+        for &k in &ks {
+            tr.layer(k)?;
+        }
+        Ok(())
+    })?;
+    let tr = face::Transfer::new(&rgb, w, h, &map, &b, &afters, &ks, &params, &|| false)?;
+    t.time(&model, 1, "one layer at k = 1.7 (live strength)", || {
+        tr.layer(1.7)?;
         Ok(())
     })
 }

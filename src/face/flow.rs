@@ -152,16 +152,19 @@ fn refine(
         let b1 = sum_c(gxw.f_mul(&r0)?)?;
         let b2 = sum_c(gyw.f_mul(&r0)?)?;
         let det = j11.f_mul(&j22)?.f_sub(&j12.f_mul(&j12)?)?;
-        // (J + α²I) u = α² ū − b, solved per pixel in closed form.
+        // (J + α²I) u = α² ū − b, solved per pixel in closed form with M = (J + α²I)⁻¹:
+        // u = α²·M·ū − M·b. Written per component as u = P ⊙ ū + Q ⊙ ū_swapped − c, five ops an
+        // iteration (the neighbour mean yields ū and ū_swapped in one convolution).
         let (i11, i12, i22) = (j22.f_div(&det)?, j12.f_neg()?.f_div(&det)?, j11.f_div(&det)?);
+        let p_ = Tensor::f_stack(&[&i11, &i22], 1)?.f_mul_scalar(a2)?;
+        let q_ = Tensor::f_stack(&[&i12, &i12], 1)?.f_mul_scalar(a2)?;
+        let c =
+            Tensor::f_stack(&[i11.f_mul(&b1)?.f_add(&i12.f_mul(&b2)?)?, i12.f_mul(&b1)?.f_add(&i22.f_mul(&b2)?)?], 1)?;
         let mut u = d;
         for _ in 0..p.iterations {
-            let mean = neighbour_mean(&u, &kernel)?;
-            let r1 = mean.f_select(1, 0)?.f_mul_scalar(a2)?.f_sub(&b1)?;
-            let r2 = mean.f_select(1, 1)?.f_mul_scalar(a2)?.f_sub(&b2)?;
-            let ux = i11.f_mul(&r1)?.f_add(&i12.f_mul(&r2)?)?;
-            let uy = i12.f_mul(&r1)?.f_add(&i22.f_mul(&r2)?)?;
-            u = Tensor::f_stack(&[ux, uy], 1)?;
+            let means = neighbour_means(&u, &kernel)?;
+            let (mean, swapped) = (means.f_narrow(1, 0, 2)?, means.f_narrow(1, 2, 2)?);
+            u = mean.f_mul(&p_)?.f_addcmul(&swapped, &q_)?.f_sub(&c)?;
         }
         d = median3(&u)?;
     }
@@ -178,17 +181,23 @@ fn gradients(img: &Tensor) -> Result<(Tensor, Tensor)> {
     Ok((gx, gy))
 }
 
-/// Horn and Schunck's neighbour average (1/6 on the sides, 1/12 on the corners), per flow
-/// component.
+/// Horn and Schunck's neighbour average (1/6 on the sides, 1/12 on the corners) of a flow's
+/// two components, as four output channels: (ū_x, ū_y, ū_y, ū_x).
 fn neighbour_kernel(device: tch::Device) -> Result<Tensor> {
     let (s, c) = (1.0 / 6.0, 1.0 / 12.0);
-    let k = Tensor::from_slice(&[c, s, c, s, 0.0, s, c, s, c]).f_to_kind(Kind::Float)?.f_to_device(device)?;
-    Ok(k.f_view([1, 1, 3, 3])?.f_repeat([2, 1, 1, 1])?)
+    let avg = [c, s, c, s, 0.0, s, c, s, c];
+    let mut k = vec![0.0f32; 4 * 2 * 9];
+    for (out, input) in [(0, 0), (1, 1), (2, 1), (3, 0)] {
+        for (i, v) in avg.iter().enumerate() {
+            k[(out * 2 + input) * 9 + i] = *v as f32;
+        }
+    }
+    Ok(Tensor::from_slice(&k).f_view([4, 2, 3, 3])?.f_to_device(device)?)
 }
 
-fn neighbour_mean(u: &Tensor, kernel: &Tensor) -> Result<Tensor> {
+fn neighbour_means(u: &Tensor, kernel: &Tensor) -> Result<Tensor> {
     let padded = u.f_pad([1, 1, 1, 1], "replicate", None::<f64>)?;
-    Ok(padded.f_conv2d(kernel, None::<&Tensor>, [1, 1], [0, 0], [1, 1], 2)?)
+    Ok(padded.f_conv2d(kernel, None::<&Tensor>, [1, 1], [0, 0], [1, 1], 1)?)
 }
 
 /// The 3×3 median of each flow component, edges replicated.
