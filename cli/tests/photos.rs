@@ -140,8 +140,14 @@ fn in_quad(q: &[[f64; 2]; 4], x: f64, y: f64) -> bool {
 
 #[test]
 fn an_edit_of_a_photo_changes_only_the_face() {
+    for paste in ["warp", "changes"] {
+        edit_changes_only_the_face(paste);
+    }
+}
+
+fn edit_changes_only_the_face(paste: &str) {
     let dir = tmpdir();
-    let out = edit_astronaut(dir.path(), "changes");
+    let out = edit_astronaut(dir.path(), paste);
     let photo = rgb(&golden("face/astronaut.png"));
     let faces: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("faces.json")).unwrap()).unwrap();
@@ -155,7 +161,8 @@ fn an_edit_of_a_photo_changes_only_the_face() {
         let mut changed_inside = 0;
         for (x, y, px) in composite.enumerate_pixels() {
             let d = px.0.iter().zip(photo.get_pixel(x, y).0).map(|(a, b)| (*a as i32 - b as i32).abs()).max().unwrap();
-            let inside = in_quad(&quad, x as f64 + 0.5, y as f64 + 0.5);
+            // The quad's coordinates put pixel (x, y)'s centre at (x, y) (FFHQ's convention).
+            let inside = in_quad(&quad, x as f64, y as f64);
             if !inside {
                 assert!(
                     d <= 1 && layer.get_pixel(x, y).0[3] == 0,
@@ -165,7 +172,9 @@ fn an_edit_of_a_photo_changes_only_the_face() {
                 changed_inside += 1;
             }
             if i == 1 {
-                assert!(d <= 1, "strength 0 leaves the photo as it is: ({x}, {y}) differs by {d}");
+                // Warp moves the photo's own pixels: nothing moves at 0, bit for bit.
+                let most = if paste == "warp" { 0 } else { 1 };
+                assert!(d <= most, "{paste}: strength 0 leaves the photo as it is: ({x}, {y}) differs by {d}");
             }
         }
         if i != 1 {
@@ -256,4 +265,85 @@ fn preserving_a_photo_keeps_what_lies_outside_the_face_or_the_selection() {
     assert_eq!(region_of(&boxed), [0.0, 0.0, 64.0, 64.0]);
     ok_owned(&tiny_edit(&[&sel[..], &common[..], &["--region", "8,8,40,40"]].concat()));
     assert_eq!(region_of(&boxed), [8.0, 8.0, 40.0, 40.0]);
+}
+
+fn transfer_case(tag: &str) -> [PathBuf; 3] {
+    ["before", "after", "truth"].map(|n| golden(&format!("transfer/{tag}_{n}.png")))
+}
+
+#[test]
+fn transfer_moves_the_photos_pixels_as_the_frames_say() {
+    let dir = tmpdir();
+    let [before, after, truth] = transfer_case("astronaut_bignose");
+    let (out, layer) = (dir.path().join("o.png"), dir.path().join("l.png"));
+    let photo_path = golden("face/astronaut.png");
+    let printed = ok(&[
+        "transfer",
+        p(&photo_path),
+        p(&before),
+        p(&after),
+        "--mtcnn",
+        p(&mtcnn()),
+        "--out",
+        p(&out),
+        "--layer-out",
+        p(&layer),
+    ]);
+    assert!(printed.contains("o.png") && printed.contains("l.png"), "{printed}");
+    let (photo, ours, truth) = (rgb(&photo_path), rgb(&out), rgb(&truth));
+    let moved = image::open(golden("transfer/astronaut_bignose_moved.png")).unwrap().to_luma8();
+    let layer = image::open(&layer).unwrap().to_rgba8();
+    let (mut err, mut n) = (0.0, 0.0);
+    for (x, y, m) in moved.enumerate_pixels() {
+        let (a, b) = (ours.get_pixel(x, y).0, photo.get_pixel(x, y).0);
+        if m.0[0] > 127 {
+            err += (0..3).map(|c| (a[c] as f64 - truth.get_pixel(x, y).0[c] as f64).abs()).sum::<f64>();
+            n += 3.0;
+        }
+        // The layer is opaque exactly where the photo changed.
+        assert_eq!(layer.get_pixel(x, y).0[3] == 255, a != b, "({x}, {y})");
+    }
+    assert!(err / n <= 3.0, "{:.2} levels off the truth where it moves", err / n);
+    let changed = ours.pixels().zip(photo.pixels()).filter(|(a, b)| a != b).count();
+    assert!(changed > 1000 && changed < 40_000, "{changed} px changed: the nose, not the photo");
+}
+
+#[test]
+fn transfer_refuses_bad_input_and_writes_nothing() {
+    let dir = tmpdir();
+    let d = dir.path();
+    let [before, after, _] = transfer_case("astronaut_bignose");
+    let photo = golden("face/astronaut.png");
+    let small = d.join("small.png");
+    image::imageops::resize(&rgb(&after), 512, 512, image::imageops::FilterType::Triangle).save(&small).unwrap();
+    let wide = d.join("wide.png");
+    image::RgbImage::from_pixel(300, 200, image::Rgb([9, 9, 9])).save(&wide).unwrap();
+    let grey = d.join("grey.png");
+    image::RgbImage::from_pixel(200, 150, image::Rgb([128, 128, 128])).save(&grey).unwrap();
+    let junk = d.join("junk.png");
+    std::fs::write(&junk, b"not a picture").unwrap();
+    let out = d.join("o.png");
+    let (mtcnn_dir, layer_jpg) = (mtcnn(), d.join("l.jpg"));
+    let m = p(&mtcnn_dir);
+    let (ph, b, a, o) = (p(&photo), p(&before), p(&after), p(&out));
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![ph, b, p(&small), "--mtcnn", m, "--out", o], "must be the same frame"),
+        (vec![ph, p(&wide), p(&wide), "--mtcnn", m, "--out", o], "FFHQ-aligned square"),
+        (vec![ph, b, p(&junk), "--mtcnn", m, "--out", o], "junk.png"),
+        (vec![p(&grey), b, a, "--mtcnn", m, "--out", o], "no face found in"),
+        (vec![ph, b, a, "--mtcnn", m, "--face", "3", "--out", o], "face 3 requested"),
+        (vec![ph, b, a, "--align", "none", "--select", "600,600,700,700", "--out", o], "does not overlap"),
+        (vec![ph, b, a, "--mtcnn", m, "--out", ph], "is an input of this command"),
+        (vec![ph, b, a, "--mtcnn", m, "--out", o, "--layer-out", p(&layer_jpg)], "name a .png file"),
+        (vec![ph, b, a, "--align", "sideways", "--out", o], "--align"),
+    ];
+    let photo_bytes = std::fs::read(&photo).unwrap();
+    for (args, want) in cases {
+        let mut all = vec!["transfer"];
+        all.extend(args);
+        let e = fails(&all);
+        assert!(e.contains(want), "{all:?}: {e}");
+        assert!(!out.exists(), "{all:?} wrote {}", out.display());
+    }
+    assert_eq!(std::fs::read(&photo).unwrap(), photo_bytes, "the photo is never written over");
 }

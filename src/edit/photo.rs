@@ -135,9 +135,11 @@ impl Context {
         photo.validate()?;
         let synthesis = Synthesis { stop_at: Some(self.flow_side()), ..Synthesis::default() };
         let g = &self.generator;
+        // One image a pass on the CPU: a batch of seven 256 px renders of a 1024 px generator
+        // took the whole edit's peak from 2.6 to 3.8 GB for no speed (BENCHMARKS.md).
+        let batch = if self.device.is_cuda() { DEFAULT_MAX_BATCH } else { 1 };
         let render_0 = self.to_frame(&render_with(g, latent, &[], &[0.0], 1, &synthesis)?, None)?;
-        let renders =
-            self.to_frame(&render_with(g, latent, shifts, strengths, DEFAULT_MAX_BATCH, &synthesis)?, None)?;
+        let renders = self.to_frame(&render_with(g, latent, shifts, strengths, batch, &synthesis)?, None)?;
         let (_, _, fh, fw) = renders.size4()?;
         let map = subject.frame_map(fw as usize, fh as usize)?;
         let transfer = Transfer::new(

@@ -44,7 +44,8 @@ pub struct Transfer {
     strengths: Vec<f64>,
     /// (S, 2, h, w) backward flows in frame pixels.
     flows: Tensor,
-    /// (S, 1, h, w) where the render replaces the moved photo, region included, in [0, 1].
+    /// (S, 1, h, w) where the render replaces the moved photo, in [0, 1] (the region's fade is
+    /// applied per layer pixel).
     blend: Tensor,
     /// (S, 3, h, w) the renders in 8-bit levels (float).
     renders: Tensor,
@@ -179,9 +180,8 @@ impl Transfer {
         let mut blended = Vec::with_capacity(order.len());
         for (a, b) in after_u8.iter().zip(&warped_u8) {
             let m = paste::change_mask(a, b, fw as usize, fh as usize, params.mask.threshold, &widths);
-            let start = blend.len();
-            blend.extend(m.iter().zip(&region).map(|(m, r)| m * r));
-            blended.push(blend[start..].iter().map(|&v| v as f64).sum::<f64>() / region_sum);
+            blended.push(m.iter().zip(&region).map(|(&m, &r)| (m * r) as f64).sum::<f64>() / region_sum);
+            blend.extend(m);
         }
         let blend = Tensor::from_slice(&blend).f_view([order.len() as i64, 1, fh, fw])?.f_to_device(device)?;
 
@@ -284,7 +284,8 @@ impl Transfer {
             let norm = Tensor::from_slice(&[2.0 / cw as f32, 2.0 / ch as f32]).f_to_device(self.crop.device())?;
             let src = src.f_mul(&norm)?.f_sub_scalar(1.0)?;
             let moved = self.crop.f_grid_sampler(&src, 2, 1, false)?;
-            let alpha = mix(&self.blend)?.f_grid_sampler(&self.frame_grid, 0, 0, false)?;
+            // The region at the layer pixel itself, so nothing outside the frame is touched.
+            let alpha = mix(&self.blend)?.f_grid_sampler(&self.frame_grid, 0, 1, false)?.f_mul(&self.fade)?;
             let colour = mix(&self.renders)?.f_grid_sampler(&self.frame_grid, 0, 1, false)?;
             let out = moved
                 .f_add(&colour.f_sub(&moved)?.f_mul(&alpha)?)?
