@@ -294,6 +294,10 @@ typedef struct cs_optimize_params {
   float lambda4;
   // With layer "auto": how many of the best-ranked layers the shift moves (0 = 1).
   int32_t auto_layers;
+  // Nonzero: the picture will be moved by a warp transfer (`CS_PASTE_MODE_WARP`, a photo's
+  // default), which needs no more than the flow's side: the loop stops there unless
+  // `optimize_size` says otherwise.
+  int32_t for_warp;
 } cs_optimize_params;
 
 // Download progress: `file` being fetched, bytes done of total; nonzero return cancels

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::models::stylegan2::LayerId;
+use crate::layer::LayerId;
 
 /// Per-domain defaults of the editing method (`[sets.NAME.domain]` in the manifest).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +61,11 @@ impl Frame {
     pub fn scaled(&self, from: u32, to: u32) -> Frame {
         let s = |v: u32| (v as u64 * to as u64 / from.max(1) as u64) as u32;
         Frame { top: s(self.top), left: s(self.left), height: s(self.height), width: s(self.width) }
+    }
+
+    /// The frame of (B, C, S, S) pictures (views, no copy).
+    pub fn crop(&self, images: &tch::Tensor) -> crate::error::Result<tch::Tensor> {
+        Ok(images.f_narrow(2, self.top as i64, self.height as i64)?.f_narrow(3, self.left as i64, self.width as i64)?)
     }
 
     pub fn fits(&self, size: u32) -> bool {

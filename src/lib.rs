@@ -22,10 +22,12 @@ pub mod face;
 pub mod ffi;
 pub mod imageops;
 pub mod io;
+pub mod layer;
 pub mod memory;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod random;
 pub mod store;
 pub mod tokenizer;
 

@@ -76,7 +76,7 @@ fn evaluating_a_learnt_shift_gains_clip_similarity_changes_more_with_strength_an
         region: Some([16.0, 16.0, 48.0, 48.0]),
         max_batch: 8,
     };
-    let rows = eval::evaluate(&ctx, &latents, &[(&shift, 1.0)], &ev, Some(&fid)).unwrap();
+    let rows = ctx.evaluate(&latents, &[(&shift, 1.0)], &ev, Some(&fid)).unwrap();
     eprintln!("{}", eval::table(&rows));
     assert_eq!(rows.iter().map(|r| r.strength).collect::<Vec<_>>(), ev.strengths);
     let at = |k: f64| rows.iter().find(|r| r.strength == k).unwrap();
@@ -114,7 +114,7 @@ fn evaluating_a_learnt_shift_gains_clip_similarity_changes_more_with_strength_an
 
     // At k = 0 against the unedited renders themselves, FID is zero and nothing changes.
     let zero = EvalParams { strengths: vec![0.0], ..ev.clone() };
-    let rows = eval::evaluate(&ctx, &latents, &[(&shift, 1.0)], &zero, Some(&fid)).unwrap();
+    let rows = ctx.evaluate(&latents, &[(&shift, 1.0)], &zero, Some(&fid)).unwrap();
     assert!(rows[0].fid.unwrap() < 1e-6 && rows[0].change_outside == 0.0 && rows[0].clip_gain == 0.0, "{rows:?}");
 
     // A reference set of other pictures: the unedited renders are at a distance from it.
@@ -123,16 +123,16 @@ fn evaluating_a_learnt_shift_gains_clip_similarity_changes_more_with_strength_an
         others.iter().map(|l| clipshape::edit::render(&ctx.generator, l, &[], &[0.0], 1).unwrap().get(0)).collect();
     let reference = Statistics::of(&eval::picture_features(&net, &pictures, 3).unwrap()).unwrap();
     let against = Fid { net: &net, reference: Some(reference) };
-    let rows = eval::evaluate(&ctx, &latents, &[(&shift, 1.0)], &zero, Some(&against)).unwrap();
+    let rows = ctx.evaluate(&latents, &[(&shift, 1.0)], &zero, Some(&against)).unwrap();
     assert!(rows[0].fid.unwrap() > 1e-6, "{rows:?}");
 
-    let e = eval::evaluate(&ctx, &[], &[(&shift, 1.0)], &ev, None).err().unwrap();
+    let e = ctx.evaluate(&[], &[(&shift, 1.0)], &ev, None).err().unwrap();
     assert!(e.to_string().contains("latents"), "{e}");
     let upside_down = EvalParams { region: Some([50.0, 50.0, 10.0, 10.0]), ..ev.clone() };
-    let e = eval::evaluate(&ctx, &latents, &[(&shift, 1.0)], &upside_down, None).err().unwrap();
+    let e = ctx.evaluate(&latents, &[(&shift, 1.0)], &upside_down, None).err().unwrap();
     assert!(e.to_string().contains("region"), "{e}");
     // A strength so large the render overflows: an error, not a row of NaN.
     let absurd = EvalParams { strengths: vec![3.0, 1e300], ..ev.clone() };
-    let e = eval::evaluate(&ctx, &latents, &[(&shift, 1.0)], &absurd, None).err().unwrap();
+    let e = ctx.evaluate(&latents, &[(&shift, 1.0)], &absurd, None).err().unwrap();
     assert!(e.to_string().contains("1e300") && e.to_string().contains("NaN or infinite"), "{e}");
 }

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use clipshape::checkpoint::Checkpoint;
 use clipshape::face::{self, AlphaMode, FaceQuad, Mtcnn, PasteParams};
@@ -241,71 +240,4 @@ fn align_then_paste_back_reproduces_the_astronaut() {
         // Outside the layer the photo is untouched.
         assert_eq!(out[..layer.y * w * 3], rgb[..layer.y * w * 3]);
     }
-}
-
-/// `cargo test --release --test face_golden -- --ignored --nocapture timing`: detection and
-/// alignment (256² and 1024²) of a 4000×3000 photo on 2 threads.
-#[test]
-#[ignore]
-fn timing_4000x3000_on_two_threads() {
-    tch::set_num_threads(2);
-    let m = mtcnn();
-    let (rgb, w, h) = png("astronaut.png");
-    // The astronaut scaled ×5 into a mirrored 4000×3000 canvas: one ~450 px face.
-    let src = image::RgbImage::from_raw(w as u32, h as u32, rgb).expect("rgb");
-    let (photo, bw, bh) = clipshape::models::init::big_face_photo(&src);
-    // Library start-up (libtorch, oneDNN) on a small photo first: what is left in round 0 is
-    // the cost of the big photo's new shapes.
-    let (small, sw, sh) = png("astronaut.png");
-    let t = Instant::now();
-    m.detect(&small, sw, sh).unwrap();
-    eprintln!("warm-up on 512×512: {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
-    let mut best = f64::INFINITY;
-    for round in 0..5 {
-        let cpu0 = cpu_seconds();
-        let t0 = Instant::now();
-        let faces = m.detect(&photo, bw, bh).unwrap();
-        let t1 = Instant::now();
-        let i = face::pick_face(&faces, None, None, "synthetic 4000×3000").unwrap();
-        let q = FaceQuad::from_landmarks(&faces[i].landmarks).unwrap();
-        let a256 = face::align(&photo, bw, bh, &q, 256).unwrap();
-        let a1024 = face::align(&photo, bw, bh, &q, 1024).unwrap();
-        let t2 = Instant::now();
-        let cpu = cpu_seconds() - cpu0;
-        let (d, a) = ((t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64());
-        eprintln!(
-            "round {round}: {} faces, detect {:.0} ms, align 256+1024 {:.0} ms, total {:.0} ms, CPU {:.0} ms (qsize {:.0}, {} + {} bytes)",
-            faces.len(),
-            d * 1e3,
-            a * 1e3,
-            (d + a) * 1e3,
-            cpu * 1e3,
-            q.qsize,
-            a256.len(),
-            a1024.len()
-        );
-        best = best.min(d + a);
-    }
-    eprintln!("best total: {:.0} ms", best * 1e3);
-    // The same face moved to the top edge: the quad leaves the photo, alignment pads.
-    let faces = m.detect(&photo, bw, bh).unwrap();
-    let lm = faces[0].landmarks.map(|p| [p[0], p[1] - faces[0].bbox[1] + 40.0]);
-    let q = FaceQuad::from_landmarks(&lm).unwrap();
-    for n in [256, 1024] {
-        let t = Instant::now();
-        let (_, info) = face::align_with_info(&photo, bw, bh, &q, n).unwrap();
-        eprintln!("padded align {n}²: {:.0} ms ({info:?}, qsize {:.0})", t.elapsed().as_secs_f64() * 1e3, q.qsize);
-    }
-}
-
-/// User + system CPU seconds of this process so far (Linux `/proc/self/stat`; 0 elsewhere).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<f64> = after.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
-    if f.len() < 13 {
-        return 0.0;
-    }
-    // Fields 14 and 15 of stat(5), in clock ticks (100 per second on Linux).
-    (f[11] + f[12]) / 100.0
 }

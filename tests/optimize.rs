@@ -472,3 +472,35 @@ fn prompts_learnt_jointly_change_the_picture_apart_and_still_apply_alone_and_tog
     let e = ctx.optimize(&[&w], &same, &mut |_| true).err().unwrap();
     assert!(e.to_string().contains("prompts 1 and 2 are the same"), "{e}");
 }
+
+#[test]
+fn one_builder_turns_an_edit_request_into_the_optimisation() {
+    use clipshape::context::{EditRequest, Subject};
+    let ctx = common::edit_context();
+    let mut req = EditRequest::new("face with big nose");
+    let p = ctx.optimize_params(&req, None).unwrap();
+    assert_eq!((p.layers.clone(), p.lambda2), (vec![ctx.default_layer()], ctx.default_lambda2()));
+    assert_eq!(p.synthesis.stop_at, None, "the paper's full size unless asked");
+    req.warp = true;
+    assert_eq!(ctx.optimize_params(&req, None).unwrap().synthesis.stop_at, Some(ctx.flow_side()));
+    req.full_size = true;
+    assert_eq!(ctx.optimize_params(&req, None).unwrap().synthesis.stop_at, None);
+    req.optimize_size = Some(32);
+    assert_eq!(ctx.optimize_params(&req, None).unwrap().synthesis.stop_at, Some(32));
+    // A photo's subject is the region the preservation term keeps the rest outside of.
+    let subject = Subject::selection([10.0, 10.0, 30.0, 40.0], 64, 64).unwrap();
+    req.lambda3 = 1.0;
+    let region = ctx.optimize_params(&req, Some(&subject)).unwrap().region;
+    assert_eq!(region, ctx.subject_region(&subject).unwrap());
+    assert!(region.is_some());
+    req.region = Some([1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(ctx.optimize_params(&req, Some(&subject)).unwrap().region, Some([1.0, 2.0, 3.0, 4.0]));
+    req.lambda2 = Some(0.5);
+    req.layer = Some("auto".into());
+    req.auto_layers = 2;
+    let p = ctx.optimize_params(&req, None).unwrap();
+    assert_eq!((p.lambda2, p.auto_layer.map(|a| a.count)), (0.5, Some(2)));
+    req.layer = Some("convs.3".into());
+    let e = ctx.optimize_params(&req, None).unwrap_err().to_string();
+    assert!(e.contains("auto_layers") && e.contains("only with layer \"auto\""), "{e}");
+}

@@ -14,7 +14,7 @@ use clipshape::face::{self, AlphaMode, FaceQuad, FrameMap, PasteParams, Transfer
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
-/// The side renders are made at for a face's transfer (`edit::photo::FLOW_SIDE`).
+/// The side renders are made at for a face's transfer (`context::photo::FLOW_SIDE`).
 const SIDE: i64 = 256;
 
 fn rgb(path: &str) -> (Vec<u8>, usize, usize) {

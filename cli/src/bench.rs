@@ -15,8 +15,9 @@ use clipshape::error::Result;
 use clipshape::face::{self, Mtcnn};
 use clipshape::models::clip::{self, Clip, HeadCounts};
 use clipshape::models::e4e::{self, Encoder4Editing};
-use clipshape::models::init::{self, seeded_normal};
+use clipshape::models::init;
 use clipshape::models::stylegan2::{config_f_channels, Generator, LayerId, Synthesis};
+use clipshape::random::seeded_normal;
 use clipshape::tokenizer::Tokenizer;
 
 pub struct Row {
@@ -516,9 +517,9 @@ fn ensure_full_models(fe: &FullEdit) -> Result<(PathBuf, PathBuf)> {
 /// astronaut photo, encode, release the encoder, `steps` steps at the flow's side (unless the
 /// variant says otherwise), render 7 strengths there and move the photo's pixels by them.
 fn full_edit_rows(fe: &FullEdit, vocab: &Path, t: &mut Table) -> Result<()> {
+    use clipshape::context::photo::Subject;
     use clipshape::context::{Context, ContextParams};
     use clipshape::edit::encode::ImageView;
-    use clipshape::edit::photo::Subject;
     use clipshape::edit::PixelFormat;
 
     let golden = t.opts.golden_dir.clone().ok_or_else(|| {
@@ -588,6 +589,23 @@ fn full_edit_rows(fe: &FullEdit, vocab: &Path, t: &mut Table) -> Result<()> {
     Ok(())
 }
 
+/// The photo the face benchmarks time: `face` (RGB) scaled ×5 to 2560² and mirrored into a
+/// 4000×3000 canvas, so one ≈ 450 px face sits in a photo-sized picture. Packed RGB rows.
+fn big_face_photo(face: &image::RgbImage) -> (Vec<u8>, usize, usize) {
+    let big = image::imageops::resize(face, 2560, 2560, image::imageops::FilterType::Triangle);
+    let (w, h) = (4000usize, 3000usize);
+    let mut rgb = vec![0u8; w * h * 3];
+    for y in 0..h {
+        for x in 0..w {
+            let sx = (x as i64 - 700).rem_euclid(2 * 2560);
+            let sx = if sx >= 2560 { 2 * 2560 - 1 - sx } else { sx } as u32;
+            let sy = (y as u32).min(2 * 2559 - y as u32).min(2559);
+            rgb[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&big.get_pixel(sx, sy).0);
+        }
+    }
+    (rgb, w, h)
+}
+
 /// Finding and aligning the face of a 4000×3000 photo (the astronaut scaled ×5 into a mirrored
 /// canvas: one ≈ 450 px face), with the real MTCNN weights of the golden set; CPU, as on a
 /// user's machine (the detector always runs where the photo is).
@@ -598,7 +616,7 @@ fn face_rows(golden: &Path, t: &mut Table) -> Result<()> {
         return Ok(());
     };
     let detector = Mtcnn::load_dir(&dir.join("mtcnn"), tch::Device::Cpu)?;
-    let (rgb, w, h) = init::big_face_photo(&photo.to_rgb8());
+    let (rgb, w, h) = big_face_photo(&photo.to_rgb8());
     t.time("mtcnn + FFHQ align 4000x3000", 1, "detect + align 256", || {
         let faces = detector.detect(&rgb, w, h)?;
         let i = face::pick_face(&faces, None, None, "the benchmark photo")?;
@@ -682,9 +700,9 @@ fn transfer_rows(golden: &Path, t: &mut Table) -> Result<()> {
         t.push("transfer fixture astronaut_bignose (512² photo)", 1, &op, ms, peak::read_mb());
     }
     // Seven strengths of the fixture's field (k = 3 is the fixture's) onto the 4000×3000 photo.
-    let (rgb, w, h) = init::big_face_photo(&photo);
+    let (rgb, w, h) = big_face_photo(&photo);
     let quad = quad_of(&rgb, w, h)?;
-    let side = clipshape::edit::photo::FLOW_SIDE;
+    let side = clipshape::context::photo::FLOW_SIDE;
     let b = frame(&before, side)?;
     let ks = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0];
     let field = {

@@ -162,7 +162,7 @@ pub fn run(ctx: &Context, args: &EvalArgs, strengths: Vec<f64>) -> Result<String
     };
     let refs: Vec<(&Shift, f64)> = shifts.iter().map(|s| (s, 1.0)).collect();
     let params = EvalParams { prompt, strengths, region, max_batch: clipshape::edit::render::DEFAULT_MAX_BATCH };
-    let rows = eval::evaluate(ctx, &latents, &refs, &params, fid.as_ref())?;
+    let rows = ctx.evaluate(&latents, &refs, &params, fid.as_ref())?;
     if args.json {
         return Ok(serde_json::to_string_pretty(&rows)? + "\n");
     }

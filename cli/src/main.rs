@@ -14,15 +14,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 
-use clipshape::context::{Context, ContextParams};
+use clipshape::context::photo::Paste;
+use clipshape::context::{Context, ContextParams, EditRequest};
 use clipshape::device::DeviceRequest;
 use clipshape::edit::encode::ImageView;
-use clipshape::edit::optimize::{AutoLayer, Method, OptimizeParams, Progress};
-use clipshape::edit::photo::Paste;
+use clipshape::edit::optimize::{Method, Progress};
 use clipshape::edit::render::{image_file_kind, save_image, save_png};
 use clipshape::edit::{self, Latent, PixelFormat, Shift};
 use clipshape::models::clip::HeadCounts;
-use clipshape::models::stylegan2::Synthesis;
 use clipshape::store::ModelStore;
 use files::{load_rgba, OutputDir};
 use models::ModelsCommand;
@@ -165,27 +164,16 @@ impl EditOptions {
         self.region.as_deref().map(parse_region).transpose()
     }
 
-    /// `--layer auto`'s probe, checked before any work.
-    fn auto_layer(&self) -> Result<Option<AutoLayer>> {
-        let auto = clipshape::edit::optimize::is_auto_layer(self.layer.as_deref());
+    /// `--auto-layers`, checked before the models load (the request builder checks it again
+    /// for every caller).
+    fn check_auto_layers(&self) -> Result<()> {
         if self.auto_layers == 0 {
             bail!("--auto-layers: give 1 or more");
         }
-        if self.auto_layers != 1 && !auto {
+        if self.auto_layers != 1 && !clipshape::edit::optimize::is_auto_layer(self.layer.as_deref()) {
             bail!("--auto-layers goes with --layer auto (name the layers with --layer convs.3,convs.5 otherwise)");
         }
-        Ok(auto.then(|| AutoLayer { count: self.auto_layers, ..AutoLayer::default() }))
-    }
-
-    /// How the loop synthesises; `warp_side`: the side a warp-mode photo edit renders at,
-    /// which is all the optimisation needs to reach unless told otherwise.
-    fn synthesis(&self, warp_side: Option<i64>) -> Synthesis {
-        let stop_at = match (self.optimize_size, self.full_size) {
-            (Some(s), _) => Some(s),
-            (None, false) => warp_side,
-            (None, true) => None,
-        };
-        Synthesis { stop_at, bf16_min_channels: self.bf16.then_some(Synthesis::BF16_MIN_CHANNELS) }
+        Ok(())
     }
 }
 
@@ -754,7 +742,7 @@ fn run(cli: &Cli) -> Result<()> {
             } else {
                 vec![OutputDir::prepare(&out.path)?]
             };
-            let auto_layer = opts.auto_layer()?;
+            opts.check_auto_layers()?;
             if !(opts.separate.is_finite() && opts.separate >= 0.0) {
                 bail!("--separate: {} must be a finite number ≥ 0", opts.separate);
             }
@@ -763,13 +751,14 @@ fn run(cli: &Cli) -> Result<()> {
             let (latent, input_rgb, iw, ih) = input_latent(&ctx, job.as_ref(), *seed, *truncation)?;
             // The encoder (1.1 GB for FFHQ) has done its part; the steps need the memory.
             ctx.release_encoder();
-            let params = OptimizeParams {
+            let request = EditRequest {
                 prompts: prompts.clone(),
                 neutral: opts.neutral.clone(),
-                layers: ctx.layer_choice(opts.layer.as_deref())?.0,
+                layer: opts.layer.clone(),
+                auto_layers: opts.auto_layers,
                 method,
                 lambda1: opts.lambda1,
-                lambda2: opts.lambda2.unwrap_or_else(|| ctx.default_lambda2()),
+                lambda2: opts.lambda2,
                 latent_l2: opts.latent_l2,
                 steps: opts.steps,
                 lr: opts.lr,
@@ -778,17 +767,17 @@ fn run(cli: &Cli) -> Result<()> {
                 init_scale: opts.init_scale,
                 truncate: opts.truncate,
                 progress_every: 1,
-                synthesis: opts.synthesis(job.as_ref().filter(|j| j.paste == Paste::Warp).map(|_| ctx.flow_side())),
+                optimize_size: opts.optimize_size,
+                warp: job.as_ref().is_some_and(|j| j.paste == Paste::Warp),
+                full_size: opts.full_size,
+                bf16: opts.bf16,
                 lambda3: opts.preserve,
-                // Of a photo, the face (or the selection) is what the edit may change.
-                region: match (opts.region()?, &job) {
-                    (Some(r), _) => Some(r),
-                    (None, Some(job)) if opts.preserve > 0.0 => ctx.subject_region(&job.subject)?,
-                    (None, _) => None,
-                },
-                auto_layer,
+                region: opts.region()?,
+                // --separate's default is for joint runs (--also) only.
                 lambda4: if prompts.len() > 1 { opts.separate } else { 0.0 },
             };
+            // Of a photo, the face (or the selection) is what the edit may change.
+            let params = ctx.optimize_params(&request, job.as_ref().map(|j| &j.subject))?;
             let bar = progress_bar(params.steps);
             let mut on_step = |p: &Progress| {
                 bar.set_position(p.step as u64);

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
+use clipshape::context::photo::{layer_on_canvas, Paste, Subject};
 use clipshape::context::Context;
 use clipshape::edit::encode::ImageView;
-use clipshape::edit::photo::{layer_on_canvas, Paste, Subject};
 use clipshape::edit::render::{image_file_kind, save_image, save_png, ImageFileKind};
 use clipshape::edit::{Latent, PixelFormat};
 use clipshape::face::{self, Face, FaceQuad, Layer, Mtcnn};
@@ -321,7 +321,7 @@ pub fn transfer_command(a: &TransferArgs, device: tch::Device) -> Result<Vec<Pat
         bail!("{} is {bw}×{bh}: a face's frame is its FFHQ-aligned square", a.before.display());
     }
     // The flow needs no more than the side edits render at (flows of smooth edits are smooth).
-    let side = clipshape::edit::photo::FLOW_SIDE as f64;
+    let side = clipshape::context::photo::FLOW_SIDE as f64;
     let scale = (side / bw.max(bh) as f64).min(1.0);
     let (fw, fh) = (((bw as f64 * scale).round() as i64).max(8), ((bh as f64 * scale).round() as i64).max(8));
     let fit = |t: tch::Tensor| -> Result<tch::Tensor> {

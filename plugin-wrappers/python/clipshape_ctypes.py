@@ -359,6 +359,7 @@ class cs_optimize_params(Structure):
         ("region", c_float * 4),
         ("lambda4", c_float),
         ("auto_layers", c_int32),
+        ("for_warp", c_int32),
     ]
 
 
@@ -1054,10 +1055,27 @@ class Context(_Handle):
         pictures = _pictures(rec) if recon and rec else []
         return latent, (pictures[0] if pictures else None)
 
-    def _optimize_params(self, keep, layer, steps, lambda1, lambda2, lr, strength, seed,
-                         neutral, method, latent_l2, truncate_prompt, progress_every,
-                         optimize_size=0, bf16=False, lambda3=0.0, region=None, lambda4=0.0,
-                         auto_layers=1):
+    # optimize()'s keywords and their defaults (None: the library's, i.e. the model set's).
+    _OPTIMIZE_KEYWORDS = dict(layer=None, steps=100, lambda1=None, lambda2=None, lr=None,
+                              strength=None, seed=0, neutral=None, method="shift",
+                              latent_l2=None, truncate_prompt=False, progress_every=1,
+                              optimize_size=0, bf16=False, lambda3=0.0, region=None, lambda4=0.0,
+                              auto_layers=1, for_warp=False)
+
+    def _optimize_params(self, keep, **request):
+        """cs_optimize_params from optimize()'s keywords (an unknown one is a TypeError)."""
+        unknown = set(request) - set(self._OPTIMIZE_KEYWORDS)
+        if unknown:
+            raise TypeError("unexpected arguments: %s" % ", ".join(sorted(unknown)))
+        r = dict(self._OPTIMIZE_KEYWORDS, **request)
+        layer, neutral, method = r["layer"], r["neutral"], r["method"]
+        lambda1, lambda2, lr, strength, latent_l2 = (r["lambda1"], r["lambda2"], r["lr"],
+                                                     r["strength"], r["latent_l2"])
+        steps, seed, truncate_prompt, progress_every = (r["steps"], r["seed"],
+                                                        r["truncate_prompt"], r["progress_every"])
+        optimize_size, bf16, lambda3, region = (r["optimize_size"], r["bf16"], r["lambda3"],
+                                                r["region"])
+        lambda4, auto_layers = r["lambda4"], r["auto_layers"]
         p = _init(self._lib.cs_optimize_params_init, cs_optimize_params)
 
         def s(value, what):
@@ -1105,6 +1123,7 @@ class Context(_Handle):
         if math.isnan(p.lambda4):
             raise InvalidArgumentError("lambda4 is NaN")
         p.auto_layers = _int(auto_layers, "auto_layers", 1, INT32[1])
+        p.for_warp = 1 if r["for_warp"] else 0
         return p
 
     def _progress_box(self, progress):
@@ -1113,10 +1132,7 @@ class Context(_Handle):
         return _CallbackBox(user if progress is not None else None,
                             cancelled=lambda: self._cancel_requested)
 
-    def optimize(self, latent, prompt, layer=None, steps=100, lambda1=None, lambda2=None,
-                 lr=None, strength=None, seed=0, neutral=None, method="shift", latent_l2=None,
-                 truncate_prompt=False, progress=None, progress_every=1, optimize_size=0,
-                 bf16=False, lambda3=0.0, region=None, auto_layers=1):
+    def optimize(self, latent, prompt, progress=None, **request):
         """Learns a shift moving ``latent``'s picture toward ``prompt`` → Shift.
 
         None keeps the library's default (layer: the model set's; lambda2: the set's).
@@ -1126,17 +1142,21 @@ class Context(_Handle):
         (faster on a CPU; the results are still full size); ``bf16`` runs the generator's wide
         layers in bfloat16 while optimising. ``lambda3`` > 0 adds the preservation term: the
         mean squared change of the picture outside ``region`` ((x1, y1, x2, y2) in generator
-        pixels; None = everywhere).
+        pixels; None = everywhere). ``for_warp`` says the picture will be moved by a warp
+        transfer (Context.transfer): the loop then stops at the flow's side unless
+        ``optimize_size`` says otherwise. Other keywords: ``steps``, ``lambda1``, ``lambda2``,
+        ``lr``, ``strength``, ``seed``, ``neutral``, ``method``, ``latent_l2``,
+        ``truncate_prompt``, ``progress_every`` (see cs_optimize_params).
         ``progress(Progress(step, total, loss, clip_sim))``: return False or raise to stop
         (a raised exception is re-raised here; False raises CancelledError).
         """
         if prompt is None or not str(prompt).strip():
             raise InvalidArgumentError("prompt is empty: describe the edit, e.g. "
                                        "\"face with big nose\"")
+        if "lambda4" in request:
+            raise TypeError("lambda4 separates several prompts: use optimize_batch")
         keep = []
-        p = self._optimize_params(keep, layer, steps, lambda1, lambda2, lr, strength, seed,
-                                  neutral, method, latent_l2, truncate_prompt, progress_every,
-                                  optimize_size, bf16, lambda3, region, 0.0, auto_layers)
+        p = self._optimize_params(keep, **request)
         p.prompt = _cstr(prompt, "prompt")
         keep.append(p.prompt)
         box = self._progress_box(progress)
@@ -1168,17 +1188,7 @@ class Context(_Handle):
                 raise InvalidArgumentError("a prompt is empty")
         progress = kw.pop("progress", None)
         keep = []
-        p = self._optimize_params(keep, kw.pop("layer", None), kw.pop("steps", 100),
-                                  kw.pop("lambda1", None), kw.pop("lambda2", None),
-                                  kw.pop("lr", None), kw.pop("strength", None), kw.pop("seed", 0),
-                                  kw.pop("neutral", None), kw.pop("method", "shift"),
-                                  kw.pop("latent_l2", None), kw.pop("truncate_prompt", False),
-                                  kw.pop("progress_every", 1), kw.pop("optimize_size", 0),
-                                  kw.pop("bf16", False), kw.pop("lambda3", 0.0),
-                                  kw.pop("region", None), kw.pop("lambda4", 0.0),
-                                  kw.pop("auto_layers", 1))
-        if kw:
-            raise TypeError("unexpected arguments: %s" % ", ".join(kw))
+        p = self._optimize_params(keep, **kw)
         box = self._progress_box(progress)
         p.progress = cs_progress_fn(lambda _u, step, total, loss, sim:
                                     box.invoke(step, total, loss, sim))

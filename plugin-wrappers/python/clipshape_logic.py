@@ -507,7 +507,7 @@ def run_edit(ctx, request, source, box, progress=None, selection=None):
 
                 shift = ctx.optimize(latent, prompt, layer=request.layer, steps=request.steps,
                                      lambda2=request.lambda2, seed=request.seed,
-                                     progress=on_step)
+                                     for_warp=request.paste == "warp", progress=on_step)
             with shift:
                 report(_RENDER[0], "Rendering %d strengths" % len(request.strengths))
                 transfer = None

@@ -12,11 +12,13 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::context::Context;
+use crate::domain::Frame;
+use crate::edit::guide::ClipGuide;
 use crate::edit::optimize::{check_region, outside_weight, similarities};
 use crate::edit::{render, Latent, Shift};
 use crate::error::{Error, Result};
 use crate::models::inception::Inception;
+use crate::models::stylegan2::Generator;
 
 #[derive(Debug, Clone)]
 pub struct EvalParams {
@@ -100,7 +102,9 @@ pub struct Fid<'a> {
 /// Renders every latent at every strength with `shifts` (plus k = 0) and measures the rows,
 /// in the order of `params.strengths`.
 pub fn evaluate(
-    ctx: &Context,
+    g: &Generator,
+    guide: &ClipGuide,
+    frame: Frame,
     latents: &[Latent],
     shifts: &[(&Shift, f64)],
     params: &EvalParams,
@@ -116,13 +120,11 @@ pub fn evaluate(
         return Err(Error::arg("prompt", "is empty: give the text the edit was learnt for"));
     }
     check_region(params.region)?;
-    let g = &ctx.generator;
-    let guide = ctx.guide()?;
     let text = guide.text_features(&[params.prompt.as_str()], false)?;
     // Index 0 is the unedited render, then the strengths as given.
     let ks: Vec<f64> = std::iter::once(0.0).chain(params.strengths.iter().copied()).collect();
     // Only the domain's frame is the picture (cars: rows 64..448 of the 512² output).
-    let f = ctx.frame;
+    let f = frame;
     let in_frame = Tensor::f_zeros([1, 1, g.config.size, g.config.size], (Kind::Float, g.device()))?;
     let _ = in_frame
         .f_narrow(2, f.top as i64, f.height as i64)?
@@ -159,7 +161,7 @@ pub fn evaluate(
                 // As 8-bit pictures, like the reference set's files: identical content, FID 0.
                 let pictures = pictures.f_add_scalar(1.0)?.f_mul_scalar(127.5)?.f_round()?;
                 let pictures = pictures.f_div_scalar(127.5)?.f_sub_scalar(1.0)?;
-                let framed = ctx.to_frame(&pictures, None)?;
+                let framed = frame.crop(&pictures)?;
                 let feats = f.net.features(&framed)?.f_to_device(Device::Cpu)?;
                 for (i, p) in pool.iter_mut().enumerate() {
                     p.push(feats.f_narrow(0, i as i64, 1)?);

@@ -9,8 +9,8 @@ use tch::{Device, Tensor};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::io::{check_finite, safetensors_bytes, write_atomic};
-use crate::models::init::seeded_normal;
 use crate::models::stylegan2::Generator;
+use crate::random::seeded_normal;
 
 pub struct Latent {
     /// (n_latent, style_dim), float32, on the generator's device.

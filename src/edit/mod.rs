@@ -5,7 +5,6 @@ pub mod eval;
 pub mod guide;
 pub mod latent;
 pub mod optimize;
-pub mod photo;
 pub mod render;
 pub mod shift;
 

@@ -30,9 +30,10 @@ use crate::edit::guide::{clip_distance, ClipGuide};
 use crate::edit::shift::{target_fingerprint, Part, Target};
 use crate::edit::{Latent, Shift};
 use crate::error::{Error, Result};
+use crate::layer::LayerId;
 use crate::models::clip::normalize;
-use crate::models::init::seeded_normal;
-use crate::models::stylegan2::{Generator, LayerId, Synthesis};
+use crate::models::stylegan2::{Generator, Synthesis};
+use crate::random::seeded_normal;
 
 pub const DEFAULT_LAMBDA1: f64 = 10.0;
 /// Used when neither the caller nor the model set gives one (the method's range is 0.01–0.1).

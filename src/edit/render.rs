@@ -10,7 +10,8 @@ use tch::{Device, Kind, Tensor};
 use crate::edit::shift::Target;
 use crate::edit::{Latent, Shift};
 use crate::error::{Error, Result};
-use crate::models::stylegan2::{Generator, LayerId, Synthesis};
+use crate::layer::LayerId;
+use crate::models::stylegan2::{Generator, Synthesis};
 
 /// Images per forward pass when rendering many strengths; bounds memory at 1024 px.
 pub const DEFAULT_MAX_BATCH: usize = 8;

@@ -20,7 +20,8 @@ use tch::{Device, Kind, Tensor};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::io::{check_finite, safetensors_bytes, write_atomic};
-use crate::models::stylegan2::{Generator, LayerId};
+use crate::layer::LayerId;
+use crate::models::stylegan2::Generator;
 
 /// Name of the W+ target in files and the C ABI.
 pub const WPLUS: &str = "wplus";

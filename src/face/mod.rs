@@ -22,13 +22,14 @@
 //! ```
 
 pub mod align;
+pub mod detect;
 pub mod flow;
 pub mod paste;
 pub mod resample;
 pub mod transfer;
 
-pub use crate::models::mtcnn::{Face, Mtcnn, MIN_FACE_SIZE};
 pub use align::{align, align_with_info, AlignInfo, FaceQuad};
+pub use detect::{Face, Mtcnn, MIN_FACE_SIZE};
 pub use paste::{composite, paste, AlphaMode, Layer, PasteParams};
 pub use transfer::{Transfer, TransferParams};
 

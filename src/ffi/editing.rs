@@ -5,6 +5,7 @@
 use std::ffi::{c_char, CString};
 
 use super::*;
+use crate::context::EditRequest;
 
 // ───────────────────────────── latents ─────────────────────────────
 
@@ -451,6 +452,10 @@ pub struct cs_optimize_params {
     pub lambda4: f32,
     /// With layer "auto": how many of the best-ranked layers the shift moves (0 = 1).
     pub auto_layers: i32,
+    /// Nonzero: the picture will be moved by a warp transfer (`CS_PASTE_MODE_WARP`, a photo's
+    /// default), which needs no more than the flow's side: the loop stops there unless
+    /// `optimize_size` says otherwise.
+    pub for_warp: i32,
 }
 
 /// Fills `*params` with the defaults (100 steps, lr 0.01, λ1 10, the domain's λ2 and layer,
@@ -482,6 +487,7 @@ pub unsafe extern "C" fn cs_optimize_params_init(params: *mut cs_optimize_params
             region: [0.0; 4],
             lambda4: 0.0,
             auto_layers: 0,
+            for_warp: 0,
         };
         Ok(())
     })
@@ -489,16 +495,17 @@ pub unsafe extern "C" fn cs_optimize_params_init(params: *mut cs_optimize_params
 
 unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<String>) -> Result<OptimizeParams> {
     // Callers built against 0.2 pass the struct without `optimize_size` and what follows it;
-    // those built between (the struct ending at `region`) without `lambda4` and `auto_layers`.
+    // later ones end at `region`, at `auto_layers`, or hold every field.
     check_struct_size(p.struct_size, std::mem::offset_of!(cs_optimize_params, optimize_size), "params")?;
-    let has = |field_end: usize| p.struct_size as usize >= field_end;
+    let has = |next_field: usize| p.struct_size as usize >= next_field;
     let (optimize_size, bf16, lambda3, region) = if has(std::mem::offset_of!(cs_optimize_params, lambda4)) {
         (p.optimize_size, p.bf16, p.lambda3, p.region)
     } else {
         (0, 0, 0.0, [0.0; 4])
     };
     let (lambda4, auto_layers) =
-        if has(std::mem::size_of::<cs_optimize_params>()) { (p.lambda4, p.auto_layers) } else { (0.0, 0) };
+        if has(std::mem::offset_of!(cs_optimize_params, for_warp)) { (p.lambda4, p.auto_layers) } else { (0.0, 0) };
+    let for_warp = has(std::mem::size_of::<cs_optimize_params>()) && p.for_warp != 0;
     let method = match p.method {
         m if m == cs_method::Shift as i32 => Method::Shift,
         m if m == cs_method::Latent as i32 => Method::Latent,
@@ -507,23 +514,18 @@ unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<St
     if p.steps < 1 {
         return Err(Error::arg("steps", format!("{} must be at least 1", p.steps)));
     }
-    let name = if p.layer.is_null() { None } else { Some(str_arg(p.layer, "layer")?) };
-    let (layers, auto) = ctx.layer_choice(name)?;
-    if auto_layers < 0 || (auto_layers > 1 && !auto) {
-        return Err(Error::arg(
-            "auto_layers",
-            format!("{auto_layers}: give 0 or more, and more than 1 only with layer \"auto\""),
-        ));
+    if auto_layers < 0 {
+        return Err(Error::arg("auto_layers", format!("{auto_layers}: give 0 or more")));
     }
-    let lambda2 =
-        if p.lambda2.is_sign_negative() && p.lambda2.is_finite() { ctx.default_lambda2() } else { p.lambda2 as f64 };
-    Ok(OptimizeParams {
+    let request = EditRequest {
         prompts,
         neutral: if p.neutral.is_null() { None } else { Some(str_arg(p.neutral, "neutral")?.to_string()) },
-        layers,
+        layer: if p.layer.is_null() { None } else { Some(str_arg(p.layer, "layer")?.to_string()) },
+        auto_layers: auto_layers as usize,
         method,
         lambda1: p.lambda1 as f64,
-        lambda2,
+        // Negative: the model set's.
+        lambda2: (!(p.lambda2.is_sign_negative() && p.lambda2.is_finite())).then_some(p.lambda2 as f64),
         latent_l2: p.latent_l2 as f64,
         steps: p.steps as usize,
         lr: p.lr as f64,
@@ -532,16 +534,15 @@ unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<St
         init_scale: p.init_scale as f64,
         truncate: p.truncate_prompt != 0,
         progress_every: p.progress_every.max(1) as usize,
-        synthesis: Synthesis {
-            stop_at: (optimize_size > 0).then_some(optimize_size as i64),
-            bf16_min_channels: (bf16 != 0).then_some(Synthesis::BF16_MIN_CHANNELS),
-        },
+        optimize_size: (optimize_size > 0).then_some(optimize_size as i64),
+        warp: for_warp,
+        full_size: false,
+        bf16: bf16 != 0,
         lambda3: lambda3 as f64,
         region: (region != [0.0; 4]).then_some(region),
-        auto_layer: auto
-            .then(|| optimize::AutoLayer { count: (auto_layers as usize).max(1), ..optimize::AutoLayer::default() }),
         lambda4: lambda4 as f64,
-    })
+    };
+    ctx.optimize_params(&request, None)
 }
 
 unsafe fn run_optimize(

@@ -17,7 +17,6 @@ use crate::edit::encode::{self, ImageView};
 use crate::edit::optimize::{self, Method, OptimizeParams};
 use crate::edit::{self, Latent, PixelFormat, Shift};
 use crate::error::{Error, Result};
-use crate::models::stylegan2::Synthesis;
 use crate::store::{CallbackProgress, ModelStore};
 
 mod contexts;

@@ -3,7 +3,7 @@
 
 #![allow(clippy::missing_safety_doc)]
 
-use crate::edit::photo::{Paste, Subject};
+use crate::context::photo::{Paste, Subject};
 use crate::face::{Face, Layer, Transfer};
 
 use super::editing::image_arg;

@@ -1,40 +1,13 @@
-//! Seeded random numbers and randomly initialised state dicts in the official key layouts:
-//! the same face for a seed on every device, and full-size models for benchmarks and tests
-//! without a download (the shapes are what matter; the values only need to be sane).
+//! Randomly initialised state dicts in the official key layouts: full-size models for
+//! benchmarks and tests without a download (the shapes are what matter; the values only need
+//! to be sane). No library code uses it.
 
 use tch::{Device, Kind, Tensor};
 
 use crate::error::Result;
 use crate::models::stylegan2::DEFAULT_LR_MLP;
 use crate::models::{clip, e4e};
-
-/// Standard-normal samples that depend only on `seed`, on any device: drawn on the CPU with a
-/// private generator state and moved, so CPU and CUDA users see the same face for a seed.
-pub fn seeded_normal(shape: &[i64], seed: i64, device: Device) -> Result<Tensor> {
-    let t = {
-        let _guard = SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        tch::manual_seed(seed);
-        Tensor::f_randn(shape, (Kind::Float, Device::Cpu))?
-    };
-    Ok(t.f_to_device(device)?)
-}
-
-/// The photo the face benchmarks time: `face` (RGB) scaled ×5 to 2560² and mirrored into a
-/// 4000×3000 canvas, so one ≈ 450 px face sits in a photo-sized picture. Packed RGB rows.
-pub fn big_face_photo(face: &image::RgbImage) -> (Vec<u8>, usize, usize) {
-    let big = image::imageops::resize(face, 2560, 2560, image::imageops::FilterType::Triangle);
-    let (w, h) = (4000usize, 3000usize);
-    let mut rgb = vec![0u8; w * h * 3];
-    for y in 0..h {
-        for x in 0..w {
-            let sx = (x as i64 - 700).rem_euclid(2 * 2560);
-            let sx = if sx >= 2560 { 2 * 2560 - 1 - sx } else { sx } as u32;
-            let sy = (y as u32).min(2 * 2559 - y as u32).min(2559);
-            rgb[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&big.get_pixel(sx, sy).0);
-        }
-    }
-    (rgb, w, h)
-}
+use crate::random::seeded_normal;
 
 /// Random initial weights for benchmark models: every draw gets its own seed derived from one
 /// base seed, so a state dict is reproducible whatever order its tensors are made in.
@@ -56,18 +29,18 @@ impl SeededInit {
     }
 }
 
-/// torch's default CPU generator is process-wide; serialise our use of it.
-static SEED_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// A state dict in rosinality's layout with the reference initialisation (randn weights,
 /// modulation bias 1, `[1,3,3,1]` FIR kernels): benchmarks and tests without a download.
 pub fn stylegan2(style_dim: i64, n_mlp: i64, channels: &[(i64, i64)], seed: i64) -> Result<Vec<(String, Tensor)>> {
+    crate::random::seeded(seed, || stylegan2_draws(style_dim, n_mlp, channels))
+}
+
+/// [`stylegan2`]'s tensors, drawn in order from torch's seeded generator.
+fn stylegan2_draws(style_dim: i64, n_mlp: i64, channels: &[(i64, i64)]) -> Result<Vec<(String, Tensor)>> {
     let opts = (Kind::Float, Device::Cpu);
     let randn = |shape: &[i64]| Tensor::f_randn(shape, opts);
     let k1 = Tensor::from_slice(&[1f32, 3., 3., 1.]);
     let fir = k1.f_outer(&k1)?.f_div_scalar(64.0)?.f_mul_scalar(4.0)?;
-    let _guard = SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    tch::manual_seed(seed);
     let mut sd: Vec<(String, Tensor)> = Vec::new();
     for i in 1..=n_mlp {
         sd.push((format!("style.{i}.weight"), randn(&[style_dim, style_dim])?.f_div_scalar(DEFAULT_LR_MLP)?));

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{io_err, Result, StoreError};
 use super::{BUILTIN_MANIFEST, MANIFEST_SCHEMA, PIN_FILE_NAME};
 use crate::domain::Domain;
-use crate::models::stylegan2::LayerId;
+use crate::layer::LayerId;
 
 /// The parsed `models/manifest.toml`: files by name, sets by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 //! cuts, stalls, redirects and wrong bytes.
 
 use super::*;
-use crate::models::stylegan2::LayerId;
+use crate::layer::LayerId;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

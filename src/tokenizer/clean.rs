@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use regex::Regex;
 use unicode_normalization::UnicodeNormalization;
 
-use super::html::{entity, unescape as html_unescape};
+use super::html::{c1_as_windows_1252, entity, unescape as html_unescape};
 
 /// The reference's cleaning: `whitespace_clean(basic_clean(text)).lower()`, i.e. `ftfy.fix_text`,
 /// `html.unescape` twice, whitespace collapsed to single spaces and stripped, lower-cased.
@@ -131,17 +131,6 @@ fn is_removed_control(c: char) -> bool {
             | '\u{FEFF}'
             | '\u{FFF9}'..='\u{FFFC}'
     )
-}
-
-/// Byte 0x80..=0x9F decoded as (sloppy) Windows-1252; undefined bytes stay the C1 control.
-pub(super) fn c1_as_windows_1252(b: u32) -> char {
-    const TABLE: [char; 32] = [
-        '\u{20AC}', '\u{81}', '\u{201A}', '\u{192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}', '\u{2C6}',
-        '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8D}', '\u{17D}', '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}',
-        '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}', '\u{2DC}', '\u{2122}', '\u{161}', '\u{203A}',
-        '\u{153}', '\u{9D}', '\u{17E}', '\u{178}',
-    ];
-    b.checked_sub(0x80).and_then(|i| TABLE.get(i as usize).copied()).unwrap_or(char::REPLACEMENT_CHARACTER)
 }
 
 fn fix_latin_ligatures(text: &str) -> String {

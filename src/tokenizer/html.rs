@@ -56,7 +56,7 @@ fn numeric_charref(num: u32) -> String {
     match num {
         0x00 => return "\u{FFFD}".into(),
         0x0D => return "\r".into(),
-        0x80..=0x9F => return super::clean::c1_as_windows_1252(num).to_string(),
+        0x80..=0x9F => return c1_as_windows_1252(num).to_string(),
         0xD800..=0xDFFF | 0x11_0000.. => return "\u{FFFD}".into(),
         0x01..=0x08 | 0x0B | 0x0E..=0x1F | 0x7F | 0xFDD0..=0xFDEF => return String::new(),
         _ => {}
@@ -70,6 +70,17 @@ fn numeric_charref(num: u32) -> String {
 /// The value of one named reference (with or without its `;`, as the list spells it).
 pub fn entity(name: &str) -> Option<&'static str> {
     HTML5_ENTITIES.binary_search_by(|(k, _)| (*k).cmp(name)).ok().and_then(|i| HTML5_ENTITIES.get(i)).map(|&(_, v)| v)
+}
+
+/// Byte 0x80..=0x9F decoded as (sloppy) Windows-1252; undefined bytes stay the C1 control.
+pub(super) fn c1_as_windows_1252(b: u32) -> char {
+    const TABLE: [char; 32] = [
+        '\u{20AC}', '\u{81}', '\u{201A}', '\u{192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}', '\u{2C6}',
+        '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8D}', '\u{17D}', '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}',
+        '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}', '\u{2DC}', '\u{2122}', '\u{161}', '\u{203A}',
+        '\u{153}', '\u{9D}', '\u{17E}', '\u{178}',
+    ];
+    b.checked_sub(0x80).and_then(|i| TABLE.get(i as usize).copied()).unwrap_or(char::REPLACEMENT_CHARACTER)
 }
 
 #[cfg(test)]

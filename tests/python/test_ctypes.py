@@ -287,8 +287,7 @@ def test_optimize_params_of_an_older_binding_still_work(ctx, cs):
     latent, _ = ctx.encode(pattern(w, h), w, h, 0, "RGBA8", recon=False)
 
     def run(struct_size):
-        p = ctx._optimize_params([], None, 1, None, None, None, None, 0, None, "shift", None,
-                                 False, 1, optimize_size=48)  # would be refused if read
+        p = ctx._optimize_params([], steps=1, optimize_size=48)  # would be refused if read
         p.prompt = b"a face"
         p.struct_size = struct_size
         out = ctypes.POINTER(cs.cs_shift)()
@@ -312,8 +311,7 @@ def test_optimize_params_ending_at_region_ignore_what_came_after(ctx, cs):
     latent, _ = ctx.encode(pattern(w, h), w, h, 0, "RGBA8", recon=False)
 
     def run(struct_size):
-        p = ctx._optimize_params([], None, 1, None, None, None, None, 0, None, "shift", None,
-                                 False, 1, lambda4=1.0)  # one prompt: refused if read
+        p = ctx._optimize_params([], steps=1, lambda4=1.0)  # one prompt: refused if read
         p.prompt = b"a face"
         p.struct_size = struct_size
         out = ctypes.POINTER(cs.cs_shift)()
@@ -323,6 +321,27 @@ def test_optimize_params_ending_at_region_ignore_what_came_after(ctx, cs):
     assert run(cs.cs_optimize_params.lambda4.offset).meta("lambda4") is None
     with pytest.raises(cs.InvalidArgumentError, match="lambda4"):
         run(ctypes.sizeof(cs.cs_optimize_params))
+
+
+@needs_models
+def test_for_warp_optimises_at_the_flows_side_and_older_structs_ignore_it(ctx, cs):
+    import ctypes
+    w, h = 32, 32
+    latent, _ = ctx.encode(pattern(w, h), w, h, 0, "RGBA8", recon=False)
+
+    def run(struct_size):
+        p = ctx._optimize_params([], steps=1, for_warp=True)
+        p.prompt = b"a face"
+        p.struct_size = struct_size
+        out = ctypes.POINTER(cs.cs_shift)()
+        cs._call(ctx._lib.cs_optimize, ctx.ptr, latent.ptr, ctypes.byref(p), ctypes.byref(out))
+        return cs.Shift(out)
+
+    # The tiny generator is smaller than the flow's side (256): the loop stops at its own 64.
+    assert run(ctypes.sizeof(cs.cs_optimize_params)).meta("optimize_size") == "64"
+    assert run(cs.cs_optimize_params.for_warp.offset).meta("optimize_size") is None
+    with pytest.raises(TypeError, match="unexpected arguments: colour"):
+        ctx.optimize(latent, "a face", steps=1, colour="red")
 
 
 @needs_models

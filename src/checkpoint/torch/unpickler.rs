@@ -6,12 +6,9 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use super::dtype::{DType, TensorRef};
-use super::value::Value;
+use super::value::{Value, MAX_DEPTH};
 use super::{corrupt, io_error, CheckpointError, Result};
 
-/// Nesting deeper than this is rejected: real checkpoints nest a few dozen
-/// levels at most, and recursive walks must not overflow the stack.
-pub(super) const MAX_DEPTH: usize = 512;
 /// Upper bound on the values one pickle may expand to.  Memo references can
 /// share sub-trees, so a small malicious pickle could otherwise expand
 /// exponentially when converted to an owned tree.

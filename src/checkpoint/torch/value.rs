@@ -2,7 +2,10 @@
 //! the walk that turns nested dicts (and TorchScript module states) into dotted tensor names.
 
 use super::dtype::TensorRef;
-use super::unpickler::MAX_DEPTH;
+
+/// Nesting deeper than this is rejected: real checkpoints nest a few dozen
+/// levels at most, and recursive walks must not overflow the stack.
+pub(super) const MAX_DEPTH: usize = 512;
 
 /// A Python object reconstructed from a pickle.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,12 +20,17 @@ use crate::edit::guide::ClipGuide;
 use crate::edit::optimize::{self, OptimizeParams, Progress};
 use crate::edit::{Latent, Shift};
 use crate::error::{Error, Result};
+use crate::face::Mtcnn;
+use crate::layer::LayerId;
 use crate::models::clip::HeadCounts;
 use crate::models::e4e::{self, Encoder4Editing};
-use crate::models::mtcnn::Mtcnn;
-use crate::models::stylegan2::LayerId;
 use crate::models::{self, stylegan2::Generator};
 use crate::store::ModelStore;
+
+pub mod photo;
+pub mod request;
+pub use photo::{layer_on_canvas, Paste, PhotoTransfer, Subject, FLOW_SIDE};
+pub use request::EditRequest;
 
 /// Samples averaged for the mean latent when the file does not carry `latent_avg`
 /// (rosinality's `mean_latent(4096)`), from a fixed seed so truncation is reproducible.
@@ -237,7 +242,7 @@ impl Context {
         self.cancel.store(false, Ordering::SeqCst);
     }
 
-    pub(crate) fn is_cancelled(&self) -> bool {
+    fn is_cancelled(&self) -> bool {
         self.cancel.load(Ordering::SeqCst)
     }
 
@@ -299,7 +304,7 @@ impl Context {
     pub fn to_frame(&self, images: &Tensor, size: Option<(u32, u32)>) -> Result<Tensor> {
         let side = images.size().last().copied().unwrap_or(0) as u32;
         let f = self.frame.scaled(self.generator.config.size as u32, side);
-        let cropped = images.f_narrow(2, f.top as i64, f.height as i64)?.f_narrow(3, f.left as i64, f.width as i64)?;
+        let cropped = f.crop(images)?;
         match size {
             Some((w, h)) if (w, h) != (f.width, f.height) => {
                 if w == 0 || h == 0 || w > encode::MAX_SIDE || h > encode::MAX_SIDE {
@@ -334,6 +339,17 @@ impl Context {
             s.meta.insert("generator_size".into(), self.generator.config.size.to_string());
         }
         Ok(shifts)
+    }
+
+    /// Quality figures of `shifts` per strength over `latents` (see [`crate::edit::eval`]).
+    pub fn evaluate(
+        &self,
+        latents: &[Latent],
+        shifts: &[(&Shift, f64)],
+        params: &crate::edit::eval::EvalParams,
+        fid: Option<&crate::edit::eval::Fid>,
+    ) -> Result<Vec<crate::edit::eval::Row>> {
+        crate::edit::eval::evaluate(&self.generator, self.guide()?, self.frame, latents, shifts, params, fid)
     }
 
     /// Cosine similarity between a picture (official CLIP preprocessing) and a text.

@@ -11,7 +11,7 @@
 
 use tch::Tensor;
 
-use crate::context::Context;
+use super::Context;
 use crate::edit::encode::ImageView;
 use crate::edit::render::{render_with, DEFAULT_MAX_BATCH};
 use crate::edit::{to_rgba8, Latent, PixelFormat, Shift};
