@@ -4,13 +4,19 @@
 //! shift `x` of ONE generator conv weight so that CLIP finds `G_{θ+x}(w)` closer to a prompt,
 //! then render `G_{θ+k·x}(w)` at several strengths `k`.
 //!
-//! Module map:
+//! Module map, from the bottom up (a module imports only from those above it in this list):
+//! - [`error`], [`layer`] (the generator's layer names), [`domain`] (frames, encoder inputs),
+//!   [`random`] (seeded numbers), [`io`] (atomic writes), [`memory`], [`device`], [`imageops`].
 //! - [`checkpoint`]: official `.pt` (zip/legacy pickle, TorchScript) and safetensors readers.
-//! - [`models`]: one file per network (`stylegan2`), VarStore paths = checkpoint keys.
-//! - [`ops`]: upfirdn2d, fused leaky ReLU, PixelNorm.
-//! - [`edit`]: latents, shifts, rendering at strengths.
-//! - [`context`]: the loaded model set on a device, what the C ABI hands out as `cs_ctx`.
-//! - [`ffi`]: the C ABI, the crate's only `unsafe`.
+//! - [`nn`], [`ops`]: layers on the strict loader; upfirdn2d, fused leaky ReLU, PixelNorm.
+//! - [`models`]: one file per network, VarStore paths = checkpoint keys.
+//! - [`tokenizer`]: CLIP's BPE.
+//! - [`store`]: model sets (manifest, downloads, verification).
+//! - [`face`]: detect → align → paste → flow and transfer, on photos.
+//! - [`edit`]: latents, shifts, encode → optimise (loss terms, layer probe) → render, eval.
+//! - [`context`]: the façade: a loaded model set on a device (what the C ABI hands out as
+//!   `cs_ctx`), its photo path and the one builder of an edit's parameters.
+//! - [`ffi`]: the C ABI, the crate's only `unsafe`; it and the CLI call [`context`].
 
 pub mod checkpoint;
 pub mod context;

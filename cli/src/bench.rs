@@ -3,6 +3,8 @@
 //! reports the median of `iters`.
 
 use std::path::{Path, PathBuf};
+
+use clap::Args;
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
@@ -775,4 +777,118 @@ pub fn golden_dir() -> PathBuf {
     std::env::var_os("CLIPSHAPE_GOLDEN")
         .map(Into::into)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/golden"))
+}
+
+#[derive(Args, Clone)]
+pub struct BenchArgs {
+    /// Batch sizes, comma-separated
+    #[arg(long, default_value = "1,8")]
+    pub batches: String,
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    /// Sides of the randomly initialised config-f generators, comma-separated (e.g. 256,1024)
+    #[arg(long, default_value = "256")]
+    pub random_size: String,
+    /// Also time full-size ViT-B/32 and IR-SE50 (random weights) and edit steps
+    #[arg(long)]
+    pub full: bool,
+    /// Only these row groups: tiny, generator, models, face, edit (comma-separated)
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Ways of running the edit step, compared in one run: fp32 (the parity path), bf16,
+    /// sizeN (optimise at N px), combined with + (e.g. fp32,size256+bf16)
+    #[arg(long, default_value = "fp32")]
+    pub variants: String,
+    /// Directory of the tiny golden models (default: tests/fixtures/golden in a checkout)
+    #[arg(long)]
+    pub golden: Option<PathBuf>,
+    /// Also run the reference PyTorch loop's edit step (benches/reference_loop.py, run by
+    /// $CLIPSHAPE_PYTHON or python3 with torch) at each size and batch, and print the
+    /// speed-up of each variant over it
+    #[arg(long)]
+    pub reference: bool,
+    /// Also time a complete FFHQ edit (load, encode, steps, render 7) per variant, from
+    /// full-size random files in the official formats, made in DIR when missing (1.5 GB)
+    #[arg(long, value_name = "DIR")]
+    pub full_edit: Option<PathBuf>,
+    /// Optimisation steps of --full-edit
+    #[arg(long, default_value_t = 100)]
+    pub full_edit_steps: usize,
+}
+
+pub fn bench(cli: &crate::Cli, args: &BenchArgs) -> anyhow::Result<()> {
+    use crate::{device, emit, parse_list};
+    use anyhow::{anyhow, bail};
+    let BenchArgs { batches, iters, random_size, full, only, variants, golden, reference, full_edit, full_edit_steps } =
+        args;
+    let batches = parse_list(batches, "--batches")?.into_iter().map(|b| b as i64).collect::<Vec<_>>();
+    if batches.iter().any(|&b| b < 1) {
+        bail!("--batches: every batch size must be at least 1");
+    }
+    let random_sizes = parse_list(random_size, "--random-size")?.into_iter().map(|s| s as i64).collect::<Vec<_>>();
+    if let Some(s) = random_sizes.iter().find(|&&s| s < 8 || !(s as u64).is_power_of_two()) {
+        bail!("--random-size: {s} is not a power of two ≥ 8");
+    }
+    let parse_each = |list: &str, flag: &str| -> anyhow::Result<Vec<String>> {
+        let items: Vec<String> = list.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect();
+        if items.is_empty() {
+            bail!("{flag}: give at least one value");
+        }
+        Ok(items)
+    };
+    let only = match only {
+        Some(list) => Some(
+            parse_each(list, "--only")?
+                .iter()
+                .map(|g| g.parse::<Group>().map_err(|e| anyhow!("--only: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        ),
+        None => None,
+    };
+    let variants = parse_each(variants, "--variants")?
+        .iter()
+        .map(|v| v.parse::<Variant>().map_err(|e| anyhow!("--variants: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let python = std::env::var("CLIPSHAPE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let benches = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches");
+    let reference = reference.then(|| Reference {
+        python: python.clone(),
+        script: std::env::var_os("CLIPSHAPE_REFERENCE_SCRIPT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| benches.join("reference_loop.py")),
+    });
+    if *full_edit_steps == 0 {
+        bail!("--full-edit-steps must be at least 1");
+    }
+    let full_edit = full_edit.as_ref().map(|dir| FullEdit {
+        dir: dir.clone(),
+        steps: *full_edit_steps,
+        python: python.clone(),
+        script: benches.join("make_full_models.py"),
+    });
+    if reference.is_some() && !*full {
+        bail!("--reference compares edit steps, which need --full (ViT-B/32)");
+    }
+    let device = device(cli)?.resolve()?;
+    clipshape::device::set_threads(cli.threads)?;
+    let opts = BenchOptions {
+        device,
+        iters: *iters,
+        batches,
+        golden_dir: Some(golden.clone().unwrap_or_else(golden_dir)),
+        random_sizes,
+        full: *full,
+        only,
+        variants,
+        reference,
+        full_edit,
+    };
+    let rows = run(&opts)?;
+    let mut table = table(&rows);
+    if opts.reference.is_some() {
+        table += "\n";
+        table += &ratios(&rows, &opts.random_sizes);
+    }
+    emit(&table);
+    Ok(())
 }

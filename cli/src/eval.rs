@@ -125,7 +125,7 @@ pub fn run(ctx: &Context, args: &EvalArgs, strengths: Vec<f64>) -> Result<String
         .region
         .as_deref()
         .or(shifts[0].meta.get("region").map(String::as_str))
-        .map(crate::parse_region)
+        .map(crate::edit::parse_region)
         .transpose()?;
     let latents = match (&args.latents, &args.seeds) {
         (Some(_), Some(_)) => bail!("give --seeds or --latents, not both"),
@@ -187,4 +187,26 @@ pub fn strengths(args: &EvalArgs) -> Result<Vec<f64>> {
         bail!("--strengths: at most {} values", clipshape::edit::render::MAX_STRENGTHS - 1);
     }
     Ok(s)
+}
+
+#[derive(Args, Clone)]
+pub struct EvalCommand {
+    /// The model set or e4e checkpoint (default: the one recorded in the first shift file)
+    #[arg(long)]
+    pub model: Option<String>,
+    #[command(flatten)]
+    pub files: crate::ClipFiles,
+    #[command(flatten)]
+    pub args: EvalArgs,
+}
+
+pub fn eval(cli: &crate::Cli, args: &EvalCommand) -> Result<()> {
+    use crate::edit::shift_model;
+    use crate::{emit, model_context};
+    let EvalCommand { model, files, args } = args;
+    let strengths = strengths(args)?;
+    let model = shift_model(model, &args.shifts[0])?;
+    let ctx = model_context(cli, &model, files, true, None)?;
+    emit(&run(&ctx, args, strengths)?);
+    Ok(())
 }

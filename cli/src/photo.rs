@@ -15,6 +15,7 @@ use clipshape::face::{self, Face, FaceQuad, Layer, Mtcnn};
 use clipshape::store::ModelStore;
 
 use crate::files::{load_rgba, OutputDir};
+use crate::{device, emit};
 
 /// The MTCNN files in the model store (fetched with the `ffhq` set).
 pub const STORE_FILES: [&str; 3] = ["mtcnn_pnet.pt", "mtcnn_rnet.pt", "mtcnn_onet.pt"];
@@ -240,7 +241,7 @@ pub fn align_command(
 }
 
 /// What `clipshape transfer` is given.
-pub struct TransferArgs<'a> {
+pub struct TransferJob<'a> {
     pub photo: &'a Path,
     pub before: &'a Path,
     pub after: &'a Path,
@@ -255,7 +256,7 @@ pub struct TransferArgs<'a> {
 /// `clipshape transfer PHOTO BEFORE AFTER --out OUT.png`: the photo's own pixels moved by the
 /// displacement from BEFORE to AFTER. Everything is checked and computed before anything is
 /// written, and no input is ever written over.
-pub fn transfer_command(a: &TransferArgs, device: tch::Device) -> Result<Vec<PathBuf>> {
+pub fn transfer_command(a: &TransferJob, device: tch::Device) -> Result<Vec<PathBuf>> {
     let mut outputs = vec![a.out];
     outputs.extend(a.layer_out);
     if let Some(l) = a.layer_out {
@@ -363,4 +364,94 @@ fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(x), Ok(y)) => x == y,
         _ => false,
     }
+}
+
+#[derive(Args, Clone)]
+pub struct FacesArgs {
+    pub photo: PathBuf,
+    /// Print JSON: [{"box", "score", "landmarks", "quad"}]
+    #[arg(long)]
+    pub json: bool,
+    /// Directory holding MTCNN's pnet.pt, rnet.pt, onet.pt (default: the model store's)
+    #[arg(long)]
+    pub mtcnn: Option<PathBuf>,
+}
+
+pub fn faces(cli: &crate::Cli, args: &FacesArgs) -> Result<()> {
+    let FacesArgs { photo, json, mtcnn } = args;
+    emit(&faces_command(photo, mtcnn.as_deref(), *json, device(cli)?.resolve()?)?);
+    Ok(())
+}
+
+#[derive(Args, Clone)]
+pub struct AlignArgs {
+    pub photo: PathBuf,
+    /// The face, by its index in `clipshape faces` (default: inside --select, else the largest)
+    #[arg(long)]
+    pub face: Option<usize>,
+    /// Where the face is: x1,y1,x2,y2 in photo pixels
+    #[arg(long, allow_hyphen_values = true)]
+    pub select: Option<String>,
+    /// Side of the aligned square (256: e4e's input; 1024: the FFHQ generator's frame)
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    #[arg(long)]
+    pub mtcnn: Option<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn align(cli: &crate::Cli, args: &AlignArgs) -> Result<()> {
+    let AlignArgs { photo, face, select, size, mtcnn, out } = args;
+    image_file_kind(out)?;
+    let dev = device(cli)?.resolve()?;
+    align_command(photo, mtcnn.as_deref(), *face, select.as_deref(), *size, out, dev)?;
+    emit(&format!("{}\n", out.display()));
+    Ok(())
+}
+
+#[derive(Args, Clone)]
+pub struct TransferArgs {
+    pub photo: PathBuf,
+    /// The frame unedited: for a face, its FFHQ-aligned square (any size, e.g. `clipshape align
+    /// --size 1024`); for a selection, the box as `edit` maps it (the frame stretched onto it)
+    pub before: PathBuf,
+    /// The same frame edited (the same size)
+    pub after: PathBuf,
+    /// face (find the face and align it as FFHQ) or none (the selection, else the whole photo)
+    #[arg(long, default_value = "face")]
+    pub align: String,
+    /// The face, by its index in `clipshape faces` (default: inside --select, else the largest)
+    #[arg(long)]
+    pub face: Option<usize>,
+    /// x1,y1,x2,y2 in photo pixels: the box (--align none), or where the face is
+    #[arg(long, allow_hyphen_values = true)]
+    pub select: Option<String>,
+    #[arg(long)]
+    pub mtcnn: Option<PathBuf>,
+    /// Also write the change alone: a photo-sized RGBA layer, opaque where pixels moved
+    #[arg(long)]
+    pub layer_out: Option<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn transfer(cli: &crate::Cli, args: &TransferArgs) -> Result<()> {
+    let TransferArgs { photo, before, after, align, face, select, mtcnn, layer_out, out } = args;
+    let dev = device(cli)?.resolve()?;
+    let args = TransferJob {
+        photo,
+        before,
+        after,
+        align,
+        face: *face,
+        select: select.as_deref(),
+        mtcnn: mtcnn.as_deref(),
+        layer_out: layer_out.as_deref(),
+        out,
+    };
+    for p in transfer_command(&args, dev)? {
+        emit(&format!("{}\n", p.display()));
+    }
+    Ok(())
 }

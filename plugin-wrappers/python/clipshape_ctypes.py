@@ -63,7 +63,7 @@ DEVICE_AUTO = 0
 DEVICE_CPU = 1
 DEVICE_CUDA = 2
 
-# cs_method (src/ffi.rs; not yet emitted into the header by cbindgen).
+# cs_method (include/clipshape.h).
 METHODS = {"shift": 0, "latent": 1}
 # cs_paste_mode: how layers go back onto the photo ("warp", the default, moves its own pixels).
 PASTE_MODES = {"warp": 3, "changes": 0, "region": 1, "frame": 2}

@@ -22,7 +22,9 @@ try:  # inside a package (Krita) or next to the plug-in (GIMP)
 except ImportError:  # pragma: no cover - exercised by the GIMP layout
     import clipshape_ctypes as cs
 
-KNOWN_SETS = ("ffhq", "car", "horse")  # the manifest's domain sets (the ABI cannot list them yet)
+# The domain sets a dialog offers before the library is loaded (registering a GIMP procedure
+# happens without it); cs.models_list_sets() lists what the manifest holds.
+KNOWN_SETS = ("ffhq", "car", "horse")
 DEFAULT_SET = "ffhq"
 DEFAULT_STRENGTHS = "-3,-1.5,0,1.5,3"
 DEFAULT_STEPS = 100

@@ -14,7 +14,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::domain::Frame;
 use crate::edit::guide::ClipGuide;
-use crate::edit::optimize::{check_region, outside_weight, similarities};
+use crate::edit::loss::{outside_weight, similarities};
+use crate::edit::optimize::check_region;
 use crate::edit::{render, Latent, Shift};
 use crate::error::{Error, Result};
 use crate::models::inception::Inception;

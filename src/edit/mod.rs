@@ -4,7 +4,10 @@ pub mod encode;
 pub mod eval;
 pub mod guide;
 pub mod latent;
+pub mod loss;
 pub mod optimize;
+pub mod params;
+pub mod probe;
 pub mod render;
 pub mod shift;
 

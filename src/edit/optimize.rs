@@ -22,213 +22,21 @@
 //! `1 − cos(E_I(G_x) − E_I(G_0), E_T(T) − E_T(N))`, which edits only what differs between the
 //! two texts.
 
-use std::collections::BTreeMap;
-
 use tch::{nn, nn::OptimizerConfig, Kind, Tensor};
 
 use crate::edit::guide::{clip_distance, ClipGuide};
+use crate::edit::loss::{change_outside, outside_weight, separation, similarities, sum_per_sample};
+pub use crate::edit::params::*;
+pub use crate::edit::probe::LayerProbe;
+use crate::edit::probe::{probe_candidates, rank_layers};
 use crate::edit::shift::{target_fingerprint, Part, Target};
+pub use crate::edit::shift::{Method, ShiftMeta};
 use crate::edit::{Latent, Shift};
 use crate::error::{Error, Result};
 use crate::layer::LayerId;
 use crate::models::clip::normalize;
 use crate::models::stylegan2::{Generator, Synthesis};
 use crate::random::seeded_normal;
-
-pub const DEFAULT_LAMBDA1: f64 = 10.0;
-/// Used when neither the caller nor the model set gives one (the method's range is 0.01–0.1).
-pub const DEFAULT_LAMBDA2: f64 = 0.05;
-pub const DEFAULT_STEPS: usize = 100;
-pub const DEFAULT_LR: f64 = 0.01;
-/// StyleCLIP's `l2_lambda` for the latent baseline.
-pub const DEFAULT_LATENT_L2: f64 = 0.008;
-/// A run longer than this is a typo, not a wish.
-pub const MAX_STEPS: usize = 100_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    /// NaviGAN-style weight shift (the paper).
-    Shift,
-    /// StyleCLIP latent optimisation (the baseline).
-    Latent,
-}
-
-#[derive(Debug, Clone)]
-pub struct OptimizeParams {
-    /// One per sample, or one for every latent.
-    pub prompts: Vec<String>,
-    pub neutral: Option<String>,
-    /// Convs whose raw weights are shifted, jointly (usually one); ignored by `Method::Latent`.
-    pub layers: Vec<LayerId>,
-    pub method: Method,
-    pub lambda1: f64,
-    pub lambda2: f64,
-    pub latent_l2: f64,
-    pub steps: usize,
-    pub lr: f64,
-    /// k in θ + k·x while optimising.
-    pub strength: f64,
-    pub seed: i64,
-    /// Std of the random initial shift relative to the weight's std (0 = start at zero).
-    pub init_scale: f64,
-    /// Cut over-long prompts instead of refusing them.
-    pub truncate: bool,
-    /// Read the loss back (a device sync) every this many steps for the progress callback.
-    pub progress_every: usize,
-    /// How the generator runs inside the loop (lower resolution, bf16). The similarities
-    /// reported before and after are always of full-resolution fp32 renders.
-    pub synthesis: Synthesis,
-    /// Weight λ3 of the preservation term (0 = the paper's loss): the mean squared change of
-    /// the image outside `region`.
-    pub lambda3: f64,
-    /// The region the edit may change, [x1, y1, x2, y2] in pixels of the generator's output
-    /// (soft-edged); None = the whole picture is preserved (λ3 then weighs every change).
-    pub region: Option<[f32; 4]>,
-    /// Choose `layers` by a short probe of each candidate first (`--layer auto`).
-    pub auto_layer: Option<AutoLayer>,
-    /// Weight λ4 of the separation term (several prompts for one picture, learnt jointly): the
-    /// squared cosine between each pair of prompts' image changes joins the loss.
-    pub lambda4: f64,
-}
-
-/// `--layer auto`: every `convs.N` whose side is in `min_res..=max_res` (default 8–64 px, the
-/// layers that shape a picture) is optimised for `probe_steps` steps; the `count` with the
-/// largest CLIP gain per unit of cost win and are learnt jointly, cost being the mean squared
-/// change outside `region` when one is given, else ‖x‖ / ‖W‖ (the shift relative to the weight
-/// it moves).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AutoLayer {
-    pub min_res: i64,
-    pub max_res: i64,
-    pub probe_steps: usize,
-    /// How many of the best-ranked layers the shift moves (`--auto-layers`).
-    pub count: usize,
-}
-
-impl Default for AutoLayer {
-    fn default() -> Self {
-        AutoLayer { min_res: 8, max_res: 64, probe_steps: 10, count: 1 }
-    }
-}
-
-/// One candidate of a layer probe.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayerProbe {
-    pub layer: LayerId,
-    /// Mean CLIP similarity gain over the batch after the probe's steps.
-    pub gain: f64,
-    pub cost: f64,
-    /// gain / cost, the ranking key.
-    pub score: f64,
-}
-
-impl OptimizeParams {
-    pub fn new(prompt: &str, layer: LayerId) -> Self {
-        OptimizeParams {
-            prompts: vec![prompt.to_string()],
-            neutral: None,
-            layers: vec![layer],
-            method: Method::Shift,
-            lambda1: DEFAULT_LAMBDA1,
-            lambda2: DEFAULT_LAMBDA2,
-            latent_l2: DEFAULT_LATENT_L2,
-            steps: DEFAULT_STEPS,
-            lr: DEFAULT_LR,
-            strength: 1.0,
-            seed: 0,
-            init_scale: 0.0,
-            truncate: false,
-            progress_every: 1,
-            synthesis: Synthesis::default(),
-            lambda3: 0.0,
-            region: None,
-            auto_layer: None,
-            lambda4: 0.0,
-        }
-    }
-
-    fn validate(&self) -> Result<()> {
-        let finite_nonneg = |name: &'static str, v: f64| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(())
-            } else {
-                Err(Error::arg(name, format!("{v} must be a finite number ≥ 0")))
-            }
-        };
-        finite_nonneg("lambda1", self.lambda1)?;
-        finite_nonneg("lambda2", self.lambda2)?;
-        finite_nonneg("latent_l2", self.latent_l2)?;
-        finite_nonneg("init_scale", self.init_scale)?;
-        finite_nonneg("lambda3", self.lambda3)?;
-        finite_nonneg("lambda4", self.lambda4)?;
-        if self.method == Method::Shift {
-            if self.layers.is_empty() {
-                return Err(Error::arg("layer", "no layer given"));
-            }
-            if let Some(twice) = self.layers.iter().enumerate().find(|(i, l)| self.layers[..*i].contains(l)) {
-                return Err(Error::arg("layer", format!("`{}` is named twice", twice.1)));
-            }
-        }
-        check_region(self.region)?;
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::arg("lr", format!("{} must be a finite number > 0", self.lr)));
-        }
-        if !(self.strength.is_finite() && self.strength != 0.0) {
-            return Err(Error::arg("strength", format!("{} must be a finite, nonzero number", self.strength)));
-        }
-        if self.steps == 0 || self.steps > MAX_STEPS {
-            return Err(Error::arg("steps", format!("{} is not in 1..={MAX_STEPS}", self.steps)));
-        }
-        if self.prompts.is_empty() {
-            return Err(Error::arg("prompt", "no prompt given"));
-        }
-        if self.neutral.as_deref().is_some_and(|n| n.trim().is_empty()) {
-            return Err(Error::arg("neutral", "is empty; leave it out for the plain (non-directional) loss"));
-        }
-        Ok(())
-    }
-}
-
-/// A region is a box x1 < x2, y1 < y2 of finite numbers (or none).
-pub fn check_region(region: Option<[f32; 4]>) -> Result<()> {
-    match region {
-        Some(r) if !(r.iter().all(|v| v.is_finite()) && r[0] < r[2] && r[1] < r[3]) => {
-            Err(Error::arg("region", format!("{r:?} is not a box x1 < x2, y1 < y2")))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Whether a layer argument asks for the probe (`--layer auto`).
-pub fn is_auto_layer(name: Option<&str>) -> bool {
-    name.map(str::trim) == Some("auto")
-}
-
-/// The layers a `--layer convs.3,convs.5` list names, each checked against `g`, none twice.
-pub fn parse_layers(g: &Generator, names: &str) -> Result<Vec<LayerId>> {
-    Target::resolve_list(g, names)?
-        .into_iter()
-        .map(|t| match t {
-            Target::Layer(l) => Ok(l),
-            Target::WPlus => Err(Error::arg(
-                "layer",
-                format!(
-                    "`{names}`: `{}` is not a layer (the latent method optimises W+ by itself)",
-                    crate::edit::shift::WPLUS
-                ),
-            )),
-        })
-        .collect()
-}
-
-/// What the progress callback sees. `loss` and `clip_sim` are means over the batch.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Progress {
-    pub step: usize,
-    pub total: usize,
-    pub loss: f32,
-    pub clip_sim: f32,
-}
 
 /// What stays fixed during the loop: computed once, before the first step.
 struct Setup {
@@ -398,63 +206,6 @@ impl Setup {
     }
 }
 
-/// 1 − M for a `side`² synthesis of `g`: M is 1 inside `region` (generator pixels, scaled to
-/// `side`), 0 outside, with linear edges 1/16 of the side wide; no region = M is 0 everywhere.
-/// Shape (1, 1, side, side).
-pub(crate) fn outside_weight(g: &Generator, region: Option<[f32; 4]>, side: i64) -> Result<Tensor> {
-    let device = g.device();
-    let Some(r) = region else {
-        return Ok(Tensor::f_ones([1, 1, side, side], (Kind::Float, device))?);
-    };
-    let scale = side as f64 / g.config.size as f64;
-    let feather = (side as f64 / 16.0).max(1.0);
-    let axis = |lo: f32, hi: f32| -> Result<Tensor> {
-        let c = Tensor::f_arange(side, (Kind::Float, device))?.f_add_scalar(0.5)?;
-        let up = c.f_sub_scalar(lo as f64 * scale)?.f_div_scalar(feather)?.f_add_scalar(0.5)?.f_clamp(0.0, 1.0)?;
-        let down =
-            c.f_neg()?.f_add_scalar(hi as f64 * scale)?.f_div_scalar(feather)?.f_add_scalar(0.5)?.f_clamp(0.0, 1.0)?;
-        Ok(up.f_mul(&down)?)
-    };
-    let (x, y) = (axis(r[0], r[2])?, axis(r[1], r[3])?);
-    let inside = y.f_view([side, 1])?.f_mul(&x.f_view([1, side])?)?.f_view([1, 1, side, side])?;
-    Ok(inside.f_neg()?.f_add_scalar(1.0)?)
-}
-
-/// The preservation term per sample: Σ (ΔG ⊙ (1 − M))² / (C · Σ(1 − M)), the mean squared change
-/// where the edit should leave the picture alone.
-pub(crate) fn change_outside(img: &Tensor, unedited: &Tensor, keep: &Tensor) -> Result<Tensor> {
-    let change = sum_per_sample(&img.f_sub(unedited)?.f_square()?.f_mul(keep)?)?;
-    let area = keep.f_sum(Kind::Float)?.f_mul_scalar(img.size()[1] as f64)?.f_clamp_min(1e-8)?;
-    Ok(change.f_div(&area)?)
-}
-
-/// The cosines between the samples' image changes ΔG_i = img_i − unedited_i, a (B, B) matrix
-/// (1 on the diagonal where a change exists; 0 where one has not moved yet).
-pub(crate) fn change_cosines(img: &Tensor, unedited: &Tensor) -> Result<Tensor> {
-    let d = img.f_sub(unedited)?.f_flatten(1, -1)?;
-    // The epsilon keeps the gradient finite at the start, where every change is zero.
-    let n = d.f_square()?.f_sum_dim_intlist([1i64].as_slice(), true, None::<Kind>)?.f_add_scalar(1e-12)?.f_sqrt()?;
-    let unit = d.f_div(&n)?;
-    Ok(unit.f_matmul(&unit.f_transpose(0, 1)?)?)
-}
-
-/// The separation term: Σ_{i<j} cos²(ΔG_i, ΔG_j), zero when every pair of changes is orthogonal.
-fn separation(img: &Tensor, unedited: &Tensor) -> Result<Tensor> {
-    let c = change_cosines(img, unedited)?;
-    let b = c.size()[0];
-    let off = Tensor::f_ones([b, b], (Kind::Float, img.device()))?.f_triu(1)?;
-    Ok(c.f_square()?.f_mul(&off)?.f_sum(Kind::Float)?)
-}
-
-fn sum_per_sample(t: &Tensor) -> Result<Tensor> {
-    Ok(t.f_flatten(1, -1)?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)
-}
-
-/// Cosine similarity per sample, as f64.
-pub(crate) fn similarities(features: &Tensor, text: &Tensor) -> Result<Vec<f64>> {
-    Ok(Vec::<f64>::try_from(clip_distance(features, text)?.f_neg()?.f_add_scalar(1.0)?.f_to_kind(Kind::Double)?)?)
-}
-
 /// Learns one shift per sample. `cancelled` is polled every step (no device sync);
 /// `progress` returning false cancels too. Cancelling returns `Error::Cancelled` and no shift.
 /// With `auto_layer` the layers are chosen by [`probe_layers`] first, and the ranking is stored
@@ -490,29 +241,6 @@ pub fn optimize(
     Ok(shifts)
 }
 
-/// The `convs.N` a probe tries: those working at `auto.min_res..=auto.max_res` px (and at most
-/// at the loop's side); never empty.
-fn probe_candidates(g: &Generator, params: &OptimizeParams, auto: &AutoLayer) -> Result<Vec<LayerId>> {
-    if auto.probe_steps == 0 || auto.min_res > auto.max_res {
-        return Err(Error::arg("auto_layer", format!("{auto:?}: give probe steps ≥ 1 and min_res ≤ max_res")));
-    }
-    let stop = g.output_size(params.synthesis.stop_at)?;
-    let candidates: Vec<LayerId> = g
-        .layers()
-        .into_iter()
-        .map(|l| l.id)
-        .filter(|id| matches!(id, LayerId::Convs(_)))
-        .filter(|id| (auto.min_res..=auto.max_res.min(stop)).contains(&id.resolution()))
-        .collect();
-    if candidates.is_empty() {
-        return Err(Error::arg(
-            "auto_layer",
-            format!("no convs.N of this {} px generator works at {}–{} px", g.config.size, auto.min_res, auto.max_res),
-        ));
-    }
-    Ok(candidates)
-}
-
 /// The candidates of `auto`, each optimised alone for `auto.probe_steps` steps with `params`
 /// otherwise, ranked best first (ties: forward order). Deterministic for a seed.
 pub fn probe_layers(
@@ -523,52 +251,8 @@ pub fn probe_layers(
     auto: &AutoLayer,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Vec<LayerProbe>> {
-    let candidates = probe_candidates(g, params, auto)?;
-    // With a region the cost is the preservation term of the probe's shift: the unedited images
-    // and 1 − M are the same for every candidate.
-    let outside = match params.region {
-        Some(_) => {
-            let w0 = Tensor::f_stack(&latents.iter().map(|l| l.wplus.shallow_clone()).collect::<Vec<_>>(), 0)?;
-            let unedited = tch::no_grad(|| g.synthesis_with(&w0, &[], &params.synthesis))?;
-            let keep = outside_weight(g, params.region, unedited.size()[2])?;
-            Some((w0, unedited, keep))
-        }
-        None => None,
-    };
-    let mut ranking = Vec::with_capacity(candidates.len());
-    for layer in candidates {
-        let probe = OptimizeParams {
-            layers: vec![layer],
-            steps: auto.probe_steps,
-            progress_every: auto.probe_steps,
-            auto_layer: None,
-            ..params.clone()
-        };
-        let shifts = optimize_fixed(g, guide, latents, &probe, cancelled, &mut |_| true)?;
-        let meta = |s: &Shift, k: &str| s.meta.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        let gain = shifts.iter().map(|s| meta(s, "clip_sim_after") - meta(s, "clip_sim_before")).sum::<f64>()
-            / shifts.len() as f64;
-        let x = Tensor::f_cat(&shifts.iter().map(|s| s.parts[0].x.shallow_clone()).collect::<Vec<_>>(), 0)?;
-        let cost = match &outside {
-            Some((w0, unedited, keep)) => tch::no_grad(|| -> Result<f64> {
-                let w = w0.f_expand([x.size()[0], -1, -1], false)?;
-                let unedited = unedited.f_expand([x.size()[0], -1, -1, -1], false)?;
-                let edited = g.synthesis_with(&w, &[(layer, &x.f_mul_scalar(params.strength)?)], &params.synthesis)?;
-                Ok(change_outside(&edited, &unedited, keep)?.f_mean(Kind::Float)?.f_double_value(&[])?)
-            })?,
-            None => {
-                let w = g.layer_weight(layer)?;
-                let per_sample = x.f_norm()?.f_double_value(&[])? / (shifts.len() as f64).sqrt();
-                per_sample / w.f_norm()?.f_double_value(&[])?.max(1e-12)
-            }
-        };
-        let score = gain / cost.max(1e-12);
-        log::debug!("probe {layer}: gain {gain:.5}, cost {cost:.5}, score {score:.5}");
-        ranking.push(LayerProbe { layer, gain, cost, score });
-    }
-    // A stable sort keeps forward order among equal scores.
-    ranking.sort_by(|a, b| b.score.total_cmp(&a.score));
-    Ok(ranking)
+    let learn = |probe: &OptimizeParams| optimize_fixed(g, guide, latents, probe, cancelled, &mut |_| true);
+    rank_layers(g, latents, params, auto, &learn)
 }
 
 fn optimize_fixed(
@@ -738,80 +422,4 @@ fn run_loop(
         }
     }
     Ok(last)
-}
-
-/// How a shift was made, as its file records it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ShiftMeta {
-    pub prompt: String,
-    pub neutral: Option<String>,
-    pub method: Method,
-    pub lambda1: f64,
-    pub lambda2: f64,
-    pub latent_l2: f64,
-    pub steps: usize,
-    pub lr: f64,
-    pub strength: f64,
-    pub seed: i64,
-    pub final_loss: f32,
-    pub clip_sim_before: f64,
-    pub clip_sim_after: f64,
-    pub synthesis: Synthesis,
-    pub lambda3: f64,
-    pub region: Option<[f32; 4]>,
-    pub lambda4: f64,
-    /// The other prompts learnt jointly with this one (with λ4 > 0).
-    pub joint_with: Vec<String>,
-}
-
-impl ShiftMeta {
-    /// The file's string metadata, with the targets (`layer`: `convs.3` or `convs.3,convs.5`) and
-    /// their fingerprints in the same order.
-    pub fn to_map(&self, layer: &str, fingerprint: &str) -> BTreeMap<String, String> {
-        let method = match self.method {
-            Method::Shift => "shift",
-            Method::Latent => "latent",
-        };
-        let mut meta: BTreeMap<String, String> = [
-            ("layer", layer.to_string()),
-            ("layer_sha256", fingerprint.to_string()),
-            ("prompt", self.prompt.clone()),
-            ("method", method.to_string()),
-            ("lambda1", self.lambda1.to_string()),
-            ("lambda2", self.lambda2.to_string()),
-            ("latent_l2", self.latent_l2.to_string()),
-            ("steps", self.steps.to_string()),
-            ("lr", self.lr.to_string()),
-            ("strength", self.strength.to_string()),
-            ("seed", self.seed.to_string()),
-            ("final_loss", self.final_loss.to_string()),
-            ("clip_sim_before", format!("{:.6}", self.clip_sim_before)),
-            ("clip_sim_after", format!("{:.6}", self.clip_sim_after)),
-            ("library_version", crate::VERSION.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        if let Some(n) = &self.neutral {
-            meta.insert("neutral".into(), n.clone());
-        }
-        if let Some(s) = self.synthesis.stop_at {
-            meta.insert("optimize_size".into(), s.to_string());
-        }
-        if let Some(c) = self.synthesis.bf16_min_channels {
-            meta.insert("bf16_min_channels".into(), c.to_string());
-        }
-        if self.lambda3 > 0.0 {
-            meta.insert("lambda3".into(), self.lambda3.to_string());
-            if let Some(r) = self.region {
-                meta.insert("region".into(), format!("{},{},{},{}", r[0], r[1], r[2], r[3]));
-            }
-        }
-        if self.lambda4 > 0.0 {
-            meta.insert("lambda4".into(), self.lambda4.to_string());
-            // A JSON list: prompts may hold commas.
-            meta.insert("joint_with".into(), serde_json::to_string(&self.joint_with).unwrap_or_default());
-        }
-        meta
-    }
 }

@@ -21,7 +21,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::io::{check_finite, safetensors_bytes, write_atomic};
 use crate::layer::LayerId;
-use crate::models::stylegan2::Generator;
+use crate::models::stylegan2::{Generator, Synthesis};
 
 /// Name of the W+ target in files and the C ABI.
 pub const WPLUS: &str = "wplus";
@@ -267,5 +267,90 @@ impl Shift {
         let tensors: Vec<(&str, &Tensor)> =
             names.iter().map(String::as_str).zip(self.parts.iter().map(|p| &p.x)).collect();
         write_atomic(path, &safetensors_bytes(&tensors, &meta)?)
+    }
+}
+
+/// How a shift was learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// NaviGAN-style weight shift (the paper).
+    Shift,
+    /// StyleCLIP latent optimisation (the baseline).
+    Latent,
+}
+
+/// How a shift was made, as its file records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShiftMeta {
+    pub prompt: String,
+    pub neutral: Option<String>,
+    pub method: Method,
+    pub lambda1: f64,
+    pub lambda2: f64,
+    pub latent_l2: f64,
+    pub steps: usize,
+    pub lr: f64,
+    pub strength: f64,
+    pub seed: i64,
+    pub final_loss: f32,
+    pub clip_sim_before: f64,
+    pub clip_sim_after: f64,
+    pub synthesis: Synthesis,
+    pub lambda3: f64,
+    pub region: Option<[f32; 4]>,
+    pub lambda4: f64,
+    /// The other prompts learnt jointly with this one (with λ4 > 0).
+    pub joint_with: Vec<String>,
+}
+
+impl ShiftMeta {
+    /// The file's string metadata, with the targets (`layer`: `convs.3` or `convs.3,convs.5`) and
+    /// their fingerprints in the same order.
+    pub fn to_map(&self, layer: &str, fingerprint: &str) -> BTreeMap<String, String> {
+        let method = match self.method {
+            Method::Shift => "shift",
+            Method::Latent => "latent",
+        };
+        let mut meta: BTreeMap<String, String> = [
+            ("layer", layer.to_string()),
+            ("layer_sha256", fingerprint.to_string()),
+            ("prompt", self.prompt.clone()),
+            ("method", method.to_string()),
+            ("lambda1", self.lambda1.to_string()),
+            ("lambda2", self.lambda2.to_string()),
+            ("latent_l2", self.latent_l2.to_string()),
+            ("steps", self.steps.to_string()),
+            ("lr", self.lr.to_string()),
+            ("strength", self.strength.to_string()),
+            ("seed", self.seed.to_string()),
+            ("final_loss", self.final_loss.to_string()),
+            ("clip_sim_before", format!("{:.6}", self.clip_sim_before)),
+            ("clip_sim_after", format!("{:.6}", self.clip_sim_after)),
+            ("library_version", crate::VERSION.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Some(n) = &self.neutral {
+            meta.insert("neutral".into(), n.clone());
+        }
+        if let Some(s) = self.synthesis.stop_at {
+            meta.insert("optimize_size".into(), s.to_string());
+        }
+        if let Some(c) = self.synthesis.bf16_min_channels {
+            meta.insert("bf16_min_channels".into(), c.to_string());
+        }
+        if self.lambda3 > 0.0 {
+            meta.insert("lambda3".into(), self.lambda3.to_string());
+            if let Some(r) = self.region {
+                meta.insert("region".into(), format!("{},{},{},{}", r[0], r[1], r[2], r[3]));
+            }
+        }
+        if self.lambda4 > 0.0 {
+            meta.insert("lambda4".into(), self.lambda4.to_string());
+            // A JSON list: prompts may hold commas.
+            meta.insert("joint_with".into(), serde_json::to_string(&self.joint_with).unwrap_or_default());
+        }
+        meta
     }
 }
