@@ -256,9 +256,9 @@ mod tests {
         let moved = truth.square().sum_dim_intlist(1, false, Kind::Float).sqrt().gt(0.5);
         let mean = epe.masked_select(&moved).mean(Kind::Float).double_value(&[]);
         assert!(mean < 0.25, "mean end-point error where the picture moves: {mean:.3} px");
-        // Identical pictures: no motion at all.
+        // Identical pictures: no motion (beyond the sampling grid's float rounding).
         let still = estimate(&before, &before, &FlowParams::default(), &|| false).unwrap();
-        assert_eq!(still.abs().max().double_value(&[]), 0.0);
+        assert!(still.abs().max().double_value(&[]) < 1e-4);
     }
 
     #[test]
