@@ -403,8 +403,15 @@ enum cs_status cs_context_create(const struct cs_context_params *params, struct 
 void cs_context_free(struct cs_ctx *ctx);
 
 // Asks the operation running on `ctx` to stop; callable from any thread while another runs
-// the operation. The operation then returns CANCELLED. Statuses: OK; INVALID_ARGUMENT (NULL).
+// the operation. Every long call (detect, encode, optimise, render, layers, transfer) checks
+// it and then returns CANCELLED. Sent while nothing runs, it stays pending and the next long
+// call returns CANCELLED at once (a host's Cancel between two calls of a job stops the job);
+// a call returning CANCELLED consumes it. Statuses: OK; INVALID_ARGUMENT (NULL).
 enum cs_status cs_cancel(const struct cs_ctx *ctx);
+
+// Drops a pending cancel: a host starting a new job, whose user pressed Cancel after the last
+// job's last call had returned. Statuses: OK; INVALID_ARGUMENT (NULL).
+enum cs_status cs_cancel_clear(const struct cs_ctx *ctx);
 
 // Writes the context's domain facts (name, frame, encoder input, defaults) into the caller's
 // `*out`, whose `struct_size` the caller sets (sizeof, or 0 for this header's size; an older,

@@ -12,7 +12,7 @@ use clipshape::edit::optimize::{Method, Progress};
 use clipshape::edit::render::save_png;
 use clipshape::edit::{self, Latent, PixelFormat, Shift};
 
-use crate::files::OutputDir;
+use crate::files::{check_interrupted, interrupted, Folder, OutputDir};
 use crate::photo::{PhotoJob, PhotoOptions};
 use crate::sheet::{strength_label, write_contact_sheet, Tile};
 use crate::{emit, model_context, parse_list, Cli, ClipFiles};
@@ -30,9 +30,10 @@ pub struct EditOutput {
 }
 
 impl EditOutput {
-    /// The strengths, and the output directory made ready before any work.
-    fn prepare(&self) -> Result<(Vec<f64>, OutputDir)> {
-        Ok((parse_list(&self.strengths, "--strengths")?, OutputDir::prepare(&self.out)?))
+    /// The strengths, and the output directory made ready before any work (see
+    /// [`OutputDir::prepare`] for `inputs`).
+    fn prepare(&self, inputs: &[&Path]) -> Result<(Vec<f64>, OutputDir)> {
+        Ok((parse_list(&self.strengths, "--strengths")?, OutputDir::prepare(&self.out, inputs)?))
     }
 }
 
@@ -150,16 +151,12 @@ pub fn rgb_of(images: &tch::Tensor) -> Result<Vec<Vec<u8>>> {
     Ok(edit::to_rgba8(images, PixelFormat::Rgb8)?)
 }
 
-pub fn write_images(images: &tch::Tensor, dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+pub fn write_images(images: &tch::Tensor, out: &Folder) -> Result<()> {
     let (_, _, h, w) = images.size4()?;
-    let mut paths = Vec::new();
     for (i, px) in rgb_of(images)?.iter().enumerate() {
-        let path = dir.join(format!("{i:02}.png"));
-        save_png(&path, px, w as u32, h as u32, PixelFormat::Rgb8)?;
-        paths.push(path);
+        save_png(&out.join(&format!("{i:02}.png")), px, w as u32, h as u32, PixelFormat::Rgb8)?;
     }
-    Ok(paths)
+    Ok(())
 }
 
 /// The picture to edit: a photo (its face or box encoded) or a seed (sampled). Returns the
@@ -196,14 +193,13 @@ fn write_edit(
     strengths: &[f64],
     input: (&[u8], u32, u32),
     job: Option<&PhotoJob>,
-    out: &OutputDir,
+    out: &Folder,
 ) -> Result<()> {
     let refs: Vec<(&Shift, f64)> = shifts.iter().map(|&s| (s, 1.0)).collect();
-    let (images, recon, written) = match job {
+    let (images, recon) = match job {
         Some(job) if job.paste == Paste::Warp => {
             // Renders at the flow's side only: the photo's own pixels are what the user gets.
             let t = ctx.transfer(&job.view()?, &job.subject, latent, &refs, strengths)?;
-            out.clear_previous()?;
             let layers = strengths.iter().map(|&k| t.transfer.layer(k)).collect::<clipshape::Result<Vec<_>>>()?;
             let blended =
                 strengths.iter().map(|&k| t.transfer.blended_fraction(k)).collect::<clipshape::Result<Vec<_>>>()?;
@@ -214,26 +210,19 @@ fn write_edit(
                 100.0 * most,
                 if job.faces.is_some() { "face's square" } else { "selection" }
             );
-            let written = job.write_layers(&layers, out)?;
-            (t.renders, t.render_0, written)
+            job.write_layers(&layers, out)?;
+            (t.renders, t.render_0)
         }
         _ => {
-            let images = ctx.to_frame(
-                &edit::render(&ctx.generator, latent, &refs, strengths, edit::render::DEFAULT_MAX_BATCH)?,
-                None,
-            )?;
-            let recon = ctx.to_frame(&edit::render(&ctx.generator, latent, &[], &[0.0], 1)?, None)?;
-            out.clear_previous()?;
-            let written = match job {
+            let images = ctx.to_frame(&ctx.render(latent, &refs, strengths, edit::render::DEFAULT_MAX_BATCH)?, None)?;
+            let recon = ctx.to_frame(&ctx.render(latent, &[], &[0.0], 1)?, None)?;
+            match job {
                 Some(job) if job.paste != Paste::Frame => job.write(ctx, &images, &recon, out)?,
-                _ => write_images(&images, &out.path)?,
-            };
-            (images, recon, written)
+                _ => write_images(&images, out)?,
+            }
+            (images, recon)
         }
     };
-    for p in written {
-        emit(&format!("{}\n", p.display()));
-    }
     let (_, _, h, w) = images.size4()?;
     let rgb = rgb_of(&images)?;
     let recon_rgb = rgb_of(&recon)?.remove(0);
@@ -244,9 +233,7 @@ fn write_edit(
     for (px, k) in rgb.iter().zip(strengths) {
         tiles.push(Tile { rgb: px, width: w as usize, height: h as usize, label: strength_label(*k) });
     }
-    let sheet = out.join("sheet.png");
-    write_contact_sheet(&sheet, &tiles, (h as usize).min(256))?;
-    emit(&format!("{}\n", sheet.display()));
+    write_contact_sheet(&out.join("sheet.png"), &tiles, (h as usize).min(256))?;
     Ok(())
 }
 
@@ -284,28 +271,25 @@ pub struct EditArgs {
 
 pub fn edit(cli: &Cli, args: &EditArgs) -> Result<()> {
     let EditArgs { model, inputs, seed, truncation, files, opts, photo_opts, output } = args;
-    let (strengths, out) = output.prepare()?;
     let (photo, prompt) = match (inputs.as_slice(), seed) {
         ([prompt], Some(_)) => (None, prompt.clone()),
         ([photo, prompt], None) => (Some(PathBuf::from(photo)), prompt.clone()),
         (_, Some(_)) => bail!("with --seed give only the PROMPT (no photo)"),
         _ => bail!("give PHOTO PROMPT, or PROMPT with --seed N"),
     };
+    let (strengths, out) = output.prepare(&photo.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
     let method = match opts.method.as_str() {
         "shift" => Method::Shift,
         "latent" => Method::Latent,
         m => bail!("--method: `{m}` is not shift or latent"),
     };
     let prompts: Vec<String> = std::iter::once(prompt).chain(opts.also.iter().cloned()).collect();
-    // Several prompts: DIR/1/, DIR/2/, … and DIR/together/, each ready before any work.
+    // Several prompts: DIR/1/, DIR/2/, … and DIR/together/.
     let joint = prompts.len() > 1;
-    let dirs = if joint {
-        let mut d =
-            (1..=prompts.len()).map(|i| OutputDir::prepare(&out.join(&i.to_string()))).collect::<Result<Vec<_>>>()?;
-        d.push(OutputDir::prepare(&out.join("together"))?);
-        d
+    let dirs: Vec<Folder> = if joint {
+        (1..=prompts.len()).map(|i| out.folder(&i.to_string())).chain([out.folder("together")]).collect()
     } else {
-        vec![OutputDir::prepare(&out.path)?]
+        vec![out.root()]
     };
     opts.check_auto_layers()?;
     if !(opts.separate.is_finite() && opts.separate >= 0.0) {
@@ -314,6 +298,7 @@ pub fn edit(cli: &Cli, args: &EditArgs) -> Result<()> {
     let mut ctx = model_context(cli, model, files, true, photo.as_ref().map(|_| photo_opts))?;
     let job = photo.as_deref().map(|p| PhotoJob::prepare(&ctx, p, photo_opts)).transpose()?;
     let (latent, input_rgb, iw, ih) = input_latent(&ctx, job.as_ref(), *seed, *truncation)?;
+    check_interrupted()?;
     // The encoder (1.1 GB for FFHQ) has done its part; the steps need the memory.
     ctx.release_encoder();
     let request = EditRequest {
@@ -347,17 +332,11 @@ pub fn edit(cli: &Cli, args: &EditArgs) -> Result<()> {
     let mut on_step = |p: &Progress| {
         bar.set_position(p.step as u64);
         bar.set_message(format!("loss {:.4}  clip {:.4}", p.loss, p.clip_sim));
-        true
+        !interrupted()
     };
-    let mut shifts = ctx.optimize(&[&latent], &params, &mut on_step)?;
+    let shifts = ctx.optimize(&[&latent], &params, &mut on_step);
     bar.finish_and_clear();
-    // What an earlier run with another number of prompts wrote here goes, so DIR never
-    // mixes two runs: its top-level pictures before a joint run, DIR/N and DIR/together
-    // beyond this run's.
-    if joint {
-        out.clear_previous()?;
-    }
-    out.clear_joint_runs(if joint { prompts.len() } else { 0 })?;
+    let mut shifts = shifts?;
     for s in &mut shifts {
         if let Some(p) = &photo {
             s.meta.insert("source".into(), p.display().to_string());
@@ -366,10 +345,8 @@ pub fn edit(cli: &Cli, args: &EditArgs) -> Result<()> {
     let input = (input_rgb.as_slice(), iw, ih);
     for (shift, dir) in shifts.iter().zip(&dirs) {
         write_edit(&ctx, &latent, &[shift], &strengths, input, job.as_ref(), dir)?;
-        let shift_path = dir.join("shift.safetensors");
-        shift.save(&shift_path)?;
+        shift.save(&dir.join("shift.safetensors"))?;
         latent.save(&dir.join("latent.safetensors"))?;
-        emit(&format!("{}\n", shift_path.display()));
         eprintln!(
             "\"{}\" on {}: CLIP similarity {} → {}",
             shift.meta.get("prompt").map(String::as_str).unwrap_or("?"),
@@ -381,6 +358,15 @@ pub fn edit(cli: &Cli, args: &EditArgs) -> Result<()> {
     if let (true, Some(together)) = (shifts.len() > 1, dirs.get(shifts.len())) {
         let all: Vec<&Shift> = shifts.iter().collect();
         write_edit(&ctx, &latent, &all, &strengths, input, job.as_ref(), together)?;
+    }
+    finish(out)
+}
+
+/// Swaps a finished run's files into its folder, unless Ctrl-C came first, and lists them.
+pub fn finish(out: OutputDir) -> Result<()> {
+    check_interrupted()?;
+    for p in out.commit()? {
+        emit(&format!("{}\n", p.display()));
     }
     Ok(())
 }
@@ -408,7 +394,9 @@ pub struct ApplyArgs {
 
 pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
     let ApplyArgs { shift, photo, model, with, seed, truncation, photo_opts, output } = args;
-    let (strengths, out) = output.prepare()?;
+    let inputs: Vec<&Path> =
+        std::iter::once(shift.as_path()).chain(with.iter().map(PathBuf::as_path)).chain(photo.as_deref()).collect();
+    let (strengths, out) = output.prepare(&inputs)?;
     let model = shift_model(model, shift)?;
     let ctx = model_context(cli, &model, &ClipFiles::default(), false, photo.as_ref().map(|_| photo_opts))?;
     let shifts = std::iter::once(shift)
@@ -418,6 +406,6 @@ pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
     let job = photo.as_deref().map(|p| PhotoJob::prepare(&ctx, p, photo_opts)).transpose()?;
     let (latent, input_rgb, iw, ih) = input_latent(&ctx, job.as_ref(), *seed, *truncation)?;
     let refs: Vec<&Shift> = shifts.iter().collect();
-    write_edit(&ctx, &latent, &refs, &strengths, (&input_rgb, iw, ih), job.as_ref(), &out)?;
-    Ok(())
+    write_edit(&ctx, &latent, &refs, &strengths, (&input_rgb, iw, ih), job.as_ref(), &out.root())?;
+    finish(out)
 }

@@ -104,17 +104,16 @@ pub struct RenderArgs {
 pub fn render(cli: &Cli, args: &RenderArgs) -> Result<()> {
     let RenderArgs { generator, latent, shift, strengths, out } = args;
     let strengths = parse_list(strengths, "--strengths")?;
-    let out = OutputDir::prepare(out)?;
+    let inputs: Vec<&std::path::Path> =
+        [generator.as_path(), latent.as_path()].into_iter().chain(shift.iter().map(PathBuf::as_path)).collect();
+    let out = OutputDir::prepare(out, &inputs)?;
     let ctx = generator_context(cli, generator)?;
     let latent = Latent::load(&ctx.generator, latent)?;
     let shifts = shift.iter().map(|p| Shift::load(&ctx.generator, p)).collect::<clipshape::Result<Vec<_>>>()?;
     let refs: Vec<(&Shift, f64)> = shifts.iter().map(|s| (s, 1.0)).collect();
-    let images = edit::render(&ctx.generator, &latent, &refs, &strengths, edit::render::DEFAULT_MAX_BATCH)?;
-    out.clear_previous()?;
-    for p in write_images(&images, &out.path)? {
-        emit(&format!("{}\n", p.display()));
-    }
-    Ok(())
+    let images = ctx.render(&latent, &refs, &strengths, edit::render::DEFAULT_MAX_BATCH)?;
+    write_images(&images, &out.root())?;
+    crate::edit::finish(out)
 }
 
 #[derive(Args, Clone)]

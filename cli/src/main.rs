@@ -132,7 +132,9 @@ fn device(cli: &Cli) -> Result<DeviceRequest> {
 
 fn generator_context(cli: &Cli, generator: &Path) -> Result<Context> {
     let params = ContextParams { device: device(cli)?, threads: cli.threads, ..ContextParams::new(generator) };
-    Ok(Context::new(&params)?)
+    let ctx = Context::new(&params)?;
+    files::cancel_context_on_interrupt(&ctx);
+    Ok(ctx)
 }
 
 /// The vocab: given, else the model store's copy.
@@ -188,7 +190,9 @@ fn model_context(
     }
     params.device = device(cli)?;
     params.threads = cli.threads;
-    Ok(Context::new(&params)?)
+    let ctx = Context::new(&params)?;
+    files::cancel_context_on_interrupt(&ctx);
+    Ok(ctx)
 }
 
 fn run(cli: &Cli) -> Result<()> {
@@ -215,8 +219,14 @@ fn run(cli: &Cli) -> Result<()> {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("CLIPSHAPE_LOG", "warn")).init();
     let cli = Cli::parse();
-    files::remove_temps_on_interrupt();
+    files::cancel_on_interrupt();
     if let Err(e) = run(&cli) {
+        let cancelled = matches!(e.downcast_ref::<clipshape::Error>(), Some(clipshape::Error::Cancelled));
+        if cancelled || files::interrupted() {
+            files::remove_in_flight();
+            eprintln!("cancelled");
+            std::process::exit(130);
+        }
         eprintln!("error: {}", report(&e));
         std::process::exit(1);
     }

@@ -14,7 +14,7 @@ use clipshape::edit::{Latent, PixelFormat};
 use clipshape::face::{self, Face, FaceQuad, Layer, Mtcnn};
 use clipshape::store::ModelStore;
 
-use crate::files::{load_rgba, OutputDir};
+use crate::files::{load_rgba, Folder};
 use crate::{device, emit};
 
 /// The MTCNN files in the model store (fetched with the `ffhq` set).
@@ -138,43 +138,31 @@ impl PhotoJob {
         ctx: &Context,
         renders: &tch::Tensor,
         render_0: &tch::Tensor,
-        out: &OutputDir,
-    ) -> Result<Vec<PathBuf>> {
+        out: &Folder,
+    ) -> Result<()> {
         let layers = ctx.paste_layers(renders, Some(render_0), &self.subject, self.paste, self.width, self.height)?;
         self.write_layers(&layers, out)
     }
 
     /// [`PhotoJob::write`] of layers already made (a transfer's).
-    pub fn write_layers(&self, layers: &[Layer], out: &OutputDir) -> Result<Vec<PathBuf>> {
+    pub fn write_layers(&self, layers: &[Layer], out: &Folder) -> Result<()> {
         let rgb = self.view()?.rgb8_composited();
         let (w, h) = (self.width as usize, self.height as usize);
-        let mut written = Vec::new();
         for (i, layer) in layers.iter().enumerate() {
             let composite = face::composite(&rgb, w, h, layer)?;
-            let path = out.join(&format!("{i:02}.png"));
-            save_png(&path, &composite, self.width, self.height, PixelFormat::Rgb8)?;
-            written.push(path);
-            let path = out.join(&format!("layer-{i:02}.png"));
-            save_png(
-                &path,
-                &layer_on_canvas(layer, self.width, self.height),
-                self.width,
-                self.height,
-                PixelFormat::Rgba8,
-            )?;
-            written.push(path);
+            save_png(&out.join(&format!("{i:02}.png")), &composite, self.width, self.height, PixelFormat::Rgb8)?;
+            let canvas = layer_on_canvas(layer, self.width, self.height);
+            save_png(&out.join(&format!("layer-{i:02}.png")), &canvas, self.width, self.height, PixelFormat::Rgba8)?;
         }
         if let Some((faces, i)) = &self.faces {
-            let path = out.join("faces.json");
             let json = serde_json::json!({
                 "photo": self.path.display().to_string(),
                 "used": i,
                 "faces": faces.iter().map(face_json).collect::<Result<Vec<_>>>()?,
             });
-            clipshape::io::write_atomic(&path, format!("{json:#}\n").as_bytes())?;
-            written.push(path);
+            clipshape::io::write_atomic(&out.join("faces.json"), format!("{json:#}\n").as_bytes())?;
         }
-        Ok(written)
+        Ok(())
     }
 }
 

@@ -122,7 +122,8 @@ fn a_second_render_leaves_no_images_of_the_first() {
     let mut names: Vec<String> =
         std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
-    assert_eq!(names, ["00.png", "01.png", "notes.txt"]);
+    // The record of what the run wrote, its two pictures, and the user's file.
+    assert_eq!(names, [".clipshape.json", "00.png", "01.png", "notes.txt"]);
 }
 
 #[cfg(unix)]
@@ -232,8 +233,8 @@ fn a_killed_edit_leaves_only_complete_files() {
         for entry in std::fs::read_dir(&out).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            if name.starts_with(clipshape::io::TEMP_PREFIX) {
-                continue; // a write cut short, under its temporary name only
+            if name.starts_with(clipshape::io::TEMP_PREFIX) || name == ".clipshape.json" {
+                continue; // a write cut short, under its temporary name (or staging folder) only
             }
             assert!(complete(&path), "killed after {at:?}: {} is not a complete file", path.display());
         }
@@ -243,7 +244,8 @@ fn a_killed_edit_leaves_only_complete_files() {
     for entry in std::fs::read_dir(&out).unwrap() {
         let path = entry.unwrap().path();
         if path.file_name().unwrap().to_string_lossy().starts_with(clipshape::io::TEMP_PREFIX) {
-            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            // A file, or a run's staging folder.
+            let f = std::fs::File::open(&path).unwrap();
             f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(120)).unwrap();
             leftovers += 1;
         }

@@ -374,6 +374,7 @@ _SIGNATURES = {
     "cs_context_create": (_S, [POINTER(cs_context_params), POINTER(POINTER(cs_ctx))]),
     "cs_context_free": (None, [POINTER(cs_ctx)]),
     "cs_cancel": (_S, [POINTER(cs_ctx)]),
+    "cs_cancel_clear": (_S, [POINTER(cs_ctx)]),
     "cs_set_log": (_S, [c_int32, cs_log_fn, c_void_p]),
     "cs_context_get_domain": (_S, [POINTER(cs_ctx), POINTER(cs_domain_info)]),
     "cs_generator_get_info": (_S, [POINTER(cs_ctx), POINTER(cs_generator_info)]),
@@ -1047,7 +1048,7 @@ class Context(_Handle):
         out = POINTER(cs_latent)()
         rec = POINTER(cs_images)()
         with self._op_lock:
-            self._check_job_cancel()
+            self._begin_op()
             _call(self._lib.cs_encode, self.ptr, ctypes.byref(img), ctypes.byref(out),
                   ctypes.byref(rec) if recon else None)
         del keep
@@ -1219,7 +1220,7 @@ class Context(_Handle):
                 raise InvalidArgumentError("target size %r has no pixels" % (tuple(target),))
         out = POINTER(cs_images)()
         with self._op_lock:
-            self._check_job_cancel()
+            self._begin_op()
             _call(self._lib.cs_render, self.ptr, latent.ptr, ctypes.byref(p), ctypes.byref(out))
         del keep
         return _pictures(out)
@@ -1259,6 +1260,7 @@ class Context(_Handle):
         img, keep = _image_view(pixels, width, height, stride, fmt)
         out = POINTER(cs_faces)()
         with self._op_lock:
+            self._begin_op()
             _call(self._lib.cs_faces_detect, self.ptr, ctypes.byref(img), ctypes.byref(out))
         del keep
         try:
@@ -1282,7 +1284,7 @@ class Context(_Handle):
         f = face._struct()
         out = POINTER(cs_latent)()
         with self._op_lock:
-            self._check_job_cancel()
+            self._begin_op()
             _call(self._lib.cs_encode_face, self.ptr, ctypes.byref(img), ctypes.byref(f),
                   ctypes.byref(out))
         del keep
@@ -1320,7 +1322,7 @@ class Context(_Handle):
         p, keep_p = self._paste_params(mode, photo_size, face, box, photo, fmt, stride)
         out = POINTER(cs_images)()
         with self._op_lock:
-            self._check_job_cancel()
+            self._begin_op()
             _call(self._lib.cs_render_layers, self.ptr, latent.ptr, ctypes.byref(r),
                   ctypes.byref(p), ctypes.byref(out))
         del keep, keep_p
@@ -1335,7 +1337,7 @@ class Context(_Handle):
         p, keep_p = self._paste_params("warp", photo_size, face, box, photo, fmt, stride)
         out = POINTER(cs_transfer)()
         with self._op_lock:
-            self._check_job_cancel()
+            self._begin_op()
             _call(self._lib.cs_transfer_create, self.ptr, latent.ptr, ctypes.byref(r),
                   ctypes.byref(p), ctypes.byref(out))
         del keep, keep_p
@@ -1359,10 +1361,18 @@ class Context(_Handle):
     # — cancellation bookkeeping —
 
     def _begin_op(self):
+        """Before a long call: in a job, a cancel so far stops it; outside one, the call starts
+        fresh (an old cancel, here or pending in the library, is dropped)."""
         if self._in_job:
             self._check_job_cancel()
         else:
             self._cancel_requested = False
+            self._clear_library_cancel()
+
+    def _clear_library_cancel(self):
+        with self._ptr_lock:
+            if self._ptr:
+                self._lib.cs_cancel_clear(self._ptr)
 
     def _check_job_cancel(self):
         if self._in_job and self._cancel_requested:
@@ -1408,6 +1418,7 @@ class _Job:
     def __enter__(self):
         if not self.ctx._in_job:
             self.ctx._cancel_requested = False
+            self.ctx._clear_library_cancel()
         self.ctx._in_job += 1
         return self.ctx
 
@@ -1415,6 +1426,7 @@ class _Job:
         self.ctx._in_job -= 1
         if not self.ctx._in_job:
             self.ctx._cancel_requested = False
+            self.ctx._clear_library_cancel()
 
 
 __all__ = [

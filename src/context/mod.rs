@@ -228,22 +228,33 @@ impl Context {
         Ok(self.computed_mean.get_or_init(|| m))
     }
 
-    /// Asks the running operation to stop at its next step; safe from any thread.
+    /// Asks the running operation to stop at its next check; safe from any thread. With nothing
+    /// running, the next long operation (detect, encode, optimise, render, transfer) stops at
+    /// once: a cancel is pending until an operation returns [`Error::Cancelled`] for it, or
+    /// [`Context::clear_cancel`] drops it.
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// Drops a pending cancel (a host starting a new job after a late Cancel).
+    pub fn clear_cancel(&self) {
+        self.cancel.store(false, Ordering::SeqCst);
+    }
+
+    /// Runs a long operation with the cancel flag as its `cancelled` check: refused at once
+    /// when a cancel is pending, and the cancel consumed when the operation returns for it.
+    pub(crate) fn cancellable<T>(&self, f: impl FnOnce(&dyn Fn() -> bool) -> Result<T>) -> Result<T> {
+        let cancelled = || self.cancel.load(Ordering::SeqCst);
+        let result = if cancelled() { Err(Error::Cancelled) } else { f(&cancelled) };
+        if matches!(result, Err(Error::Cancelled)) {
+            self.clear_cancel();
+        }
+        result
     }
 
     /// A handle another thread can keep to cancel this context's running operation.
     pub fn cancel_handle(&self) -> CancelHandle {
         CancelHandle(self.cancel.clone())
-    }
-
-    pub(crate) fn reset_cancel(&self) {
-        self.cancel.store(false, Ordering::SeqCst);
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.cancel.load(Ordering::SeqCst)
     }
 
     pub fn encoder(&self) -> Result<&Encoder> {
@@ -289,13 +300,37 @@ impl Context {
     /// input (whose aspect is the frame's).
     pub fn encode(&self, view: &ImageView) -> Result<Latent> {
         let enc = self.encoder()?;
-        let wplus = encode::invert(
-            &enc.net,
-            enc.latent_avg.as_ref(),
-            view,
-            (enc.input_size.height as i64, enc.input_size.width as i64),
-        )?;
-        Latent::new(&self.generator, wplus.f_squeeze_dim(0)?)
+        self.cancellable(|cancelled| {
+            let size = (enc.input_size.height as i64, enc.input_size.width as i64);
+            let wplus = encode::invert(&enc.net, enc.latent_avg.as_ref(), view, size)?;
+            // One forward pass: a cancel during it stops the job here.
+            if cancelled() {
+                return Err(Error::Cancelled);
+            }
+            Latent::new(&self.generator, wplus.f_squeeze_dim(0)?)
+        })
+    }
+
+    /// Renders `latent` at `strengths` with `shifts` (see [`crate::edit::render`]), at the
+    /// generator's full size; cancellable between batches.
+    pub fn render(
+        &self,
+        latent: &Latent,
+        shifts: &[(&Shift, f64)],
+        strengths: &[f64],
+        max_batch: usize,
+    ) -> Result<Tensor> {
+        self.cancellable(|cancelled| {
+            crate::edit::render::render_with(
+                &self.generator,
+                latent,
+                shifts,
+                strengths,
+                max_batch,
+                &crate::models::stylegan2::Synthesis::default(),
+                cancelled,
+            )
+        })
     }
 
     /// Crops (B, 3, S, S) generator output to the frame and, when `size` (w, h) is given,
@@ -324,13 +359,10 @@ impl Context {
         params: &OptimizeParams,
         progress: &mut dyn FnMut(&Progress) -> bool,
     ) -> Result<Vec<Shift>> {
-        // Each call starts uncancelled: a cancel pressed while nothing ran must not kill the next
-        // edit. Hosts that group calls into one cancellable job track that themselves (the
-        // Python binding's `job()`).
-        self.reset_cancel();
         let guide = self.guide()?;
-        let mut shifts =
-            optimize::optimize(&self.generator, guide, latents, params, &|| self.is_cancelled(), progress)?;
+        let mut shifts = self.cancellable(|cancelled| {
+            optimize::optimize(&self.generator, guide, latents, params, cancelled, progress)
+        })?;
         for s in &mut shifts {
             s.meta.insert("model".into(), self.model_id.clone());
             if let Some(h) = &self.model_sha256 {

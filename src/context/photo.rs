@@ -138,22 +138,25 @@ impl Context {
         // One image a pass on the CPU: a batch of seven 256 px renders of a 1024 px generator
         // took the whole edit's peak from 2.6 to 3.8 GB for no speed (BENCHMARKS.md).
         let batch = if self.device.is_cuda() { DEFAULT_MAX_BATCH } else { 1 };
-        let render_0 = self.to_frame(&render_with(g, latent, &[], &[0.0], 1, &synthesis)?, None)?;
-        let renders = self.to_frame(&render_with(g, latent, shifts, strengths, batch, &synthesis)?, None)?;
-        let (_, _, fh, fw) = renders.size4()?;
-        let map = subject.frame_map(fw as usize, fh as usize)?;
-        let transfer = Transfer::new(
-            &photo.rgb8_composited(),
-            photo.width as usize,
-            photo.height as usize,
-            &map,
-            &render_0,
-            &renders,
-            strengths,
-            &TransferParams::default(),
-            &|| self.is_cancelled(),
-        )?;
-        Ok(PhotoTransfer { transfer, renders, render_0 })
+        self.cancellable(|cancelled| {
+            let render_0 = self.to_frame(&render_with(g, latent, &[], &[0.0], 1, &synthesis, cancelled)?, None)?;
+            let renders =
+                self.to_frame(&render_with(g, latent, shifts, strengths, batch, &synthesis, cancelled)?, None)?;
+            let (_, _, fh, fw) = renders.size4()?;
+            let map = subject.frame_map(fw as usize, fh as usize)?;
+            let transfer = Transfer::new(
+                &photo.rgb8_composited(),
+                photo.width as usize,
+                photo.height as usize,
+                &map,
+                &render_0,
+                &renders,
+                strengths,
+                &TransferParams::default(),
+                cancelled,
+            )?;
+            Ok(PhotoTransfer { transfer, renders, render_0 })
+        })
     }
 
     /// Every face MTCNN finds in the picture, by descending score.
@@ -166,7 +169,10 @@ impl Context {
             )
         })?;
         photo.validate()?;
-        detector.detect(&photo.rgb8_composited(), photo.width as usize, photo.height as usize)
+        let rgb = photo.rgb8_composited();
+        self.cancellable(|cancelled| {
+            detector.detect_cancellable(&rgb, photo.width as usize, photo.height as usize, cancelled)
+        })
     }
 
     /// The region M of the preservation term for an edit of `subject`, in pixels of the

@@ -28,10 +28,11 @@ pub fn render(
     strengths: &[f64],
     max_batch: usize,
 ) -> Result<Tensor> {
-    render_with(g, latent, shifts, strengths, max_batch, &Synthesis::default())
+    render_with(g, latent, shifts, strengths, max_batch, &Synthesis::default(), &|| false)
 }
 
-/// [`render`] computed as `synthesis` says (e.g. stopped at a smaller side).
+/// [`render`] computed as `synthesis` says (e.g. stopped at a smaller side), asking
+/// `cancelled` before each batch.
 pub fn render_with(
     g: &Generator,
     latent: &Latent,
@@ -39,6 +40,7 @@ pub fn render_with(
     strengths: &[f64],
     max_batch: usize,
     synthesis: &Synthesis,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<Tensor> {
     if strengths.is_empty() {
         return Err(Error::arg("strengths", "the list is empty; give at least one strength (0 = unedited)"));
@@ -78,6 +80,9 @@ pub fn render_with(
     let _heap = (device == tch::Device::Cpu).then(crate::memory::HeapReuse::new);
     tch::no_grad(|| -> Result<()> {
         for chunk in strengths.chunks(max_batch) {
+            if cancelled() {
+                return Err(Error::Cancelled);
+            }
             let b = chunk.len() as i64;
             let k = Tensor::from_slice(chunk).f_to_kind(Kind::Float)?.f_to_device(device)?;
             let mut w = latent.wplus.f_unsqueeze(0)?.f_expand([b, -1, -1], false)?;

@@ -115,6 +115,19 @@ impl Mtcnn {
     /// picks the largest). A photo whose shorter side is under 20 px has no pyramid level,
     /// hence no faces.
     pub fn detect(&self, rgb: &[u8], width: usize, height: usize) -> Result<Vec<Face>> {
+        self.detect_cancellable(rgb, width, height, &|| false)
+    }
+
+    /// [`Mtcnn::detect`], asking `cancelled` between PNet batches and stages (a 12 MP photo
+    /// takes about a second).
+    pub fn detect_cancellable(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<Face>> {
+        let check = || if cancelled() { Err(Error::Cancelled) } else { Ok(()) };
         if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
             return Err(Error::arg(
                 "width/height",
@@ -132,9 +145,11 @@ impl Mtcnn {
         let t0 = Instant::now();
         let sums = Sums::new(Rgb { data: rgb, w: width, h: height });
         log::debug!("mtcnn window sums: {:.0} ms", t0.elapsed().as_secs_f64() * 1e3);
-        let cands = self.stage1(&sums)?;
+        let cands = self.stage1(&sums, cancelled)?;
+        check()?;
         let (n1, t1) = (cands.len(), Instant::now());
         let cands = self.stage2(&sums, cands)?;
+        check()?;
         let (n2, t2) = (cands.len(), Instant::now());
         let mut faces = self.stage3(&sums, cands)?;
         faces.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -158,7 +173,7 @@ impl Mtcnn {
     /// whole-level activations are hundreds of MB), and every call has the same shape, so
     /// oneDNN builds its conv kernels once (each new shape costs a 10–50 ms JIT, ~0.5 s for a
     /// pyramid of shapes). Level pixels are made per tile, channels-last.
-    fn stage1(&self, sums: &Sums) -> Result<Vec<Cand>> {
+    fn stage1(&self, sums: &Sums, cancelled: &dyn Fn() -> bool) -> Result<Vec<Cand>> {
         let (w, h) = (sums.w(), sums.h());
         let (th, tw) = PNET_TILE;
         let (ih, iw) = (2 * th + 10, 2 * tw + 10);
@@ -192,6 +207,9 @@ impl Mtcnn {
         let mut data = vec![0f32; PNET_BATCH * per];
         let mut resize_s = 0.0;
         for batch in jobs.chunks(PNET_BATCH) {
+            if cancelled() {
+                return Err(Error::Cancelled);
+            }
             let t = Instant::now();
             data.iter_mut().for_each(|v| *v = 0.0);
             // Unused batch slots stay zero and count as whole tiles; their outputs are ignored.

@@ -109,11 +109,24 @@ pub unsafe extern "C" fn cs_context_free(ctx: *mut cs_ctx) {
 }
 
 /// Asks the operation running on `ctx` to stop; callable from any thread while another runs
-/// the operation. The operation then returns CANCELLED. Statuses: OK; INVALID_ARGUMENT (NULL).
+/// the operation. Every long call (detect, encode, optimise, render, layers, transfer) checks
+/// it and then returns CANCELLED. Sent while nothing runs, it stays pending and the next long
+/// call returns CANCELLED at once (a host's Cancel between two calls of a job stops the job);
+/// a call returning CANCELLED consumes it. Statuses: OK; INVALID_ARGUMENT (NULL).
 #[no_mangle]
 pub unsafe extern "C" fn cs_cancel(ctx: *const cs_ctx) -> cs_status {
     guard(|| {
         ref_arg(ctx, "ctx")?.inner.cancel();
+        Ok(())
+    })
+}
+
+/// Drops a pending cancel: a host starting a new job, whose user pressed Cancel after the last
+/// job's last call had returned. Statuses: OK; INVALID_ARGUMENT (NULL).
+#[no_mangle]
+pub unsafe extern "C" fn cs_cancel_clear(ctx: *const cs_ctx) -> cs_status {
+    guard(|| {
+        ref_arg(ctx, "ctx")?.inner.clear_cancel();
         Ok(())
     })
 }

@@ -259,7 +259,7 @@ pub(super) unsafe fn render_images(ctx: &cs_ctx, latent: &cs_latent, p: &cs_rend
         (0, 0) => None,
         (w, h) => Some((w, h)),
     };
-    let images = edit::render(&ctx.generator, latent, &shifts, &strengths, max_batch)?;
+    let images = ctx.render(latent, &shifts, &strengths, max_batch)?;
     images_handle(&ctx.to_frame(&images, target)?, format)
 }
 
@@ -271,9 +271,9 @@ pub(super) unsafe fn render_frames(
     unedited: bool,
 ) -> Result<(tch::Tensor, Option<tch::Tensor>)> {
     let RenderRequest { shifts, strengths, max_batch } = render_request(p)?;
-    let images = edit::render(&ctx.generator, latent, &shifts, &strengths, max_batch)?;
+    let images = ctx.render(latent, &shifts, &strengths, max_batch)?;
     let render_0 = match unedited {
-        true => Some(ctx.to_frame(&edit::render(&ctx.generator, latent, &[], &[0.0], 1)?, None)?),
+        true => Some(ctx.to_frame(&ctx.render(latent, &[], &[0.0], 1)?, None)?),
         false => None,
     };
     Ok((ctx.to_frame(&images, None)?, render_0))
@@ -373,7 +373,7 @@ pub unsafe extern "C" fn cs_encode(
             let view = image_arg(image, "image")?;
             let latent = ctx.encode(&view)?;
             if !recon_out.is_null() {
-                let images = edit::render(&ctx.generator, &latent, &[], &[0.0], 1)?;
+                let images = ctx.render(&latent, &[], &[0.0], 1)?;
                 let recon = images_handle(&ctx.to_frame(&images, Some((view.width, view.height)))?, view.format)?;
                 *recon_out = Box::into_raw(Box::new(recon));
             }

@@ -242,7 +242,6 @@ unsafe fn make_transfer(
     }
     let super::editing::RenderRequest { shifts, strengths, .. } =
         super::editing::render_request(ref_arg(render, "render")?)?;
-    ctx.reset_cancel();
     Ok(ctx.transfer(&photo, &subject, latent, &shifts, &strengths)?.transfer)
 }
 
