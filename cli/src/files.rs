@@ -273,9 +273,7 @@ fn written(path: &Path, rel: &str) -> Result<Written> {
 /// Whether the file at `path` is a plain file still as `w` records it.
 fn unchanged(path: &Path, w: &Written) -> bool {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_file() && m.len() == w.size => {
-            std::fs::read(path).is_ok_and(|b| sha256_hex(&b) == w.sha256)
-        }
+        Ok(m) if m.is_file() && m.len() == w.size => std::fs::read(path).is_ok_and(|b| sha256_hex(&b) == w.sha256),
         _ => false,
     }
 }
@@ -303,7 +301,11 @@ fn remove_stale_stages(dir: &Path) {
         let name = name.to_string_lossy();
         let old = entry.metadata().and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default() >= STALE_AFTER);
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir && name.starts_with(clipshape::io::TEMP_PREFIX) && name.ends_with(STAGE_SUFFIX) && old.unwrap_or(false) {
+        if is_dir
+            && name.starts_with(clipshape::io::TEMP_PREFIX)
+            && name.ends_with(STAGE_SUFFIX)
+            && old.unwrap_or(false)
+        {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

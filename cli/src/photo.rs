@@ -133,13 +133,7 @@ impl PhotoJob {
 
     /// `NN.png` (the photo with the edit pasted) and `layer-NN.png` (the layer alone, photo-sized
     /// RGBA) per render, and `faces.json` when a face was used.
-    pub fn write(
-        &self,
-        ctx: &Context,
-        renders: &tch::Tensor,
-        render_0: &tch::Tensor,
-        out: &Folder,
-    ) -> Result<()> {
+    pub fn write(&self, ctx: &Context, renders: &tch::Tensor, render_0: &tch::Tensor, out: &Folder) -> Result<()> {
         let layers = ctx.paste_layers(renders, Some(render_0), &self.subject, self.paste, self.width, self.height)?;
         self.write_layers(&layers, out)
     }

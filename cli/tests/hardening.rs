@@ -258,3 +258,180 @@ fn a_killed_edit_leaves_only_complete_files() {
         .count();
     assert_eq!(left, 0, "{leftovers} stale temporary files, {left} left after the next run");
 }
+
+/// Ctrl-C at twenty points of a real edit: never a crash, always "cancelled" and 130, and
+/// nothing half-written left in the output folder.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_cancels_an_edit_cleanly_wherever_it_lands() {
+    let dir = tmpdir();
+    let photo = golden("face/astronaut.png");
+    let mtcnn = golden("face/mtcnn");
+    let args = |out: &Path| {
+        tiny_edit(&[
+            p(&photo),
+            "face with big nose",
+            "--align",
+            "face",
+            "--mtcnn",
+            p(&mtcnn),
+            "--steps",
+            "40",
+            "--device",
+            "cpu",
+            "--out",
+            p(out),
+        ])
+    };
+    // The program runs once its output folder exists (before that the loader is still mapping
+    // libtorch and SIGINT's default action applies): how long it runs from there.
+    let wait_for = |out: &Path| {
+        let t = std::time::Instant::now();
+        while !out.exists() && t.elapsed() < std::time::Duration::from_secs(20) {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    };
+    let whole_out = dir.path().join("whole");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_clipshape")).args(args(&whole_out)).spawn().unwrap();
+    wait_for(&whole_out);
+    let t0 = std::time::Instant::now();
+    assert!(first.wait().unwrap().success());
+    let whole = t0.elapsed();
+    for i in 0..20u32 {
+        let out = dir.path().join(format!("cut{i}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_clipshape"))
+            .args(args(&out))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // From the model load into the last steps: 0 % … 57 % of a run (runs vary by a third).
+        wait_for(&out);
+        std::thread::sleep(whole * (3 * i) / 100);
+        unsafe_free_sigint(child.id());
+        let done = child.wait_with_output().unwrap();
+        let e = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(130), "interrupt {i}: {:?}, stderr: {e}", done.status);
+        assert!(e.contains("cancelled"), "interrupt {i}: {e}");
+        if out.exists() {
+            for entry in std::fs::read_dir(&out).unwrap() {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                assert!(!name.ends_with(".part") && !name.ends_with(".stage"), "interrupt {i}: {name} left behind");
+            }
+        }
+    }
+}
+
+/// SIGINT to a child, through the `kill` program (the tests hold no `unsafe`).
+fn unsafe_free_sigint(pid: u32) {
+    let status = Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_run_never_removes_or_writes_over_the_users_files_or_its_inputs() {
+    let dir = tmpdir();
+    let album = dir.path().join("album");
+    std::fs::create_dir(&album).unwrap();
+    let photo = std::fs::read(golden("face/astronaut.png")).unwrap();
+    let names = ["01.png", "02.png", "03.png", "04.png", "05.png", "2024.png", "sheet.png"];
+    for n in names {
+        std::fs::write(album.join(n), &photo).unwrap();
+    }
+    let before: Vec<Vec<u8>> = names.iter().map(|n| std::fs::read(album.join(n)).unwrap()).collect();
+    let mtcnn = golden("face/mtcnn");
+    let edit = |input: &Path, out: &Path| {
+        let args = tiny_edit(&[
+            p(input),
+            "big nose",
+            "--align",
+            "face",
+            "--mtcnn",
+            p(&mtcnn),
+            "--steps",
+            "2",
+            "--strengths=0",
+            "--device",
+            "cpu",
+            "--out",
+            p(out),
+        ]);
+        Command::new(env!("CARGO_BIN_EXE_clipshape")).args(args).output().unwrap()
+    };
+    // `cd album && clipshape edit … 05.png … --out .`
+    let done = edit(&album.join("05.png"), &album);
+    assert!(!done.status.success());
+    let e = String::from_utf8_lossy(&done.stderr);
+    assert!(e.contains("its input") && e.contains("05.png"), "{e}");
+    let after: Vec<Vec<u8>> = names.iter().map(|n| std::fs::read(album.join(n)).unwrap()).collect();
+    assert!(before == after, "every photo of the album is as it was");
+    let mut left: Vec<String> =
+        std::fs::read_dir(&album).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    left.sort();
+    assert_eq!(left, ["01.png", "02.png", "03.png", "04.png", "05.png", "2024.png", "sheet.png"]);
+
+    // A folder of our results, then each command pointed at its own inputs there.
+    let ee = dir.path().join("ee");
+    assert!(edit(&golden("face/astronaut.png"), &ee).status.success());
+    let shift = ee.join("shift.safetensors");
+    let latent = ee.join("latent.safetensors");
+    let (shift_bytes, latent_bytes) = (std::fs::read(&shift).unwrap(), std::fs::read(&latent).unwrap());
+    let e = fails(&["apply", p(&shift), p(&golden("face/astronaut.png")), "--mtcnn", p(&mtcnn), "--out", p(&ee)]);
+    assert!(e.contains("its input") && e.contains("shift.safetensors"), "{e}");
+    let e = fails(&[
+        "render",
+        p(&golden("e4e.pt")),
+        "--latent",
+        p(&latent),
+        "--shift",
+        p(&shift),
+        "--strengths=0,1",
+        "--out",
+        p(&ee),
+    ]);
+    assert!(e.contains("its input"), "{e}");
+    assert_eq!(std::fs::read(&shift).unwrap(), shift_bytes);
+    assert_eq!(std::fs::read(&latent).unwrap(), latent_bytes);
+    let dd = dir.path().join("dd");
+    std::fs::create_dir(&dd).unwrap();
+    std::fs::write(dd.join("00.png"), &photo).unwrap();
+    let done = edit(&dd.join("00.png"), &dd);
+    assert!(!done.status.success() && String::from_utf8_lossy(&done.stderr).contains("its input"));
+    assert_eq!(std::fs::read(dd.join("00.png")).unwrap(), photo);
+}
+
+/// A second edit that runs out of disk (a 3 MB tmpfs in a private mount namespace) fails and
+/// leaves the first edit's results whole.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_leaves_the_earlier_results_whole() {
+    let dir = tmpdir();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let exe = env!("CARGO_BIN_EXE_clipshape");
+    let out = mnt.join("out");
+    let run = |extra: &str| {
+        let args: Vec<String> =
+            tiny_edit(&["face", "--seed", "1", "--steps", "2", "--device", "cpu", "--out", p(&out)])
+                .into_iter()
+                .map(|a| format!("'{a}'"))
+                .collect();
+        format!("{exe} {} {extra}", args.join(" "))
+    };
+    // First a whole edit, then one that needs more room than is left (256 strengths).
+    let many: Vec<String> = (0..256).map(|k| format!("{}", k as f64 / 100.0)).collect();
+    let script = format!(
+        "mount -t tmpfs -o size=3m tmpfs '{m}' && {first} >/dev/null 2>&1 && \
+         cp -r '{m}/out' '{m}/../before' && ({second} >/dev/null 2>&1; echo second=$?) && \
+         diff -r '{m}/../before' '{m}/out' && echo same && ls -a '{m}/out'",
+        m = mnt.display(),
+        first = run(""),
+        second = run(&format!("--strengths={}", many.join(","))),
+    );
+    let done = Command::new("unshare").args(["-rm", "sh", "-c", &script]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{stdout}{}", String::from_utf8_lossy(&done.stderr));
+    assert!(stdout.contains("second=1"), "the second edit fails: {stdout}");
+    assert!(stdout.contains("same"), "the first edit's results are whole: {stdout}");
+    assert!(!stdout.contains(".stage") && !stdout.contains(".part"), "nothing of the failed run is left: {stdout}");
+}

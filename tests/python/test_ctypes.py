@@ -684,3 +684,45 @@ def test_warp_moves_the_photos_own_pixels_and_slides_between_strengths(face_ctx,
                               ctypes.byref(out)) == cs.STATUS_INVALID_ARGUMENT
     assert "needs them" in cs.last_error()
     del keep, keep_p
+
+
+def test_every_long_call_honours_a_cancel_and_an_idle_cancel_is_not_lost(face_ctx, cs, astronaut):
+    L = cs.load_library()
+    w, h, rgba = astronaut
+    faces = face_ctx.detect_faces(rgba, w, h)
+    latent = face_ctx.encode_face(rgba, w, h, faces[0])
+    img, keep = cs._image_view(rgba, w, h, 0, "RGBA8")
+    r, keep_r = face_ctx._render_params([], [0.0, 1.0], "RGBA8", 0)
+    p, keep_p = face_ctx._paste_params("warp", (w, h), faces[0], None, rgba, "RGBA8", 0)
+    images = ctypes.POINTER(cs.cs_images)()
+    calls = {
+        "cs_faces_detect": lambda: L.cs_faces_detect(face_ctx.ptr, ctypes.byref(img),
+                                                     ctypes.byref(ctypes.POINTER(cs.cs_faces)())),
+        "cs_encode_face": lambda: L.cs_encode_face(face_ctx.ptr, ctypes.byref(img),
+                                                   ctypes.byref(faces[0]._struct()),
+                                                   ctypes.byref(ctypes.POINTER(cs.cs_latent)())),
+        "cs_render": lambda: L.cs_render(face_ctx.ptr, latent.ptr, ctypes.byref(r), ctypes.byref(images)),
+        "cs_render_layers": lambda: L.cs_render_layers(face_ctx.ptr, latent.ptr, ctypes.byref(r),
+                                                       ctypes.byref(p), ctypes.byref(images)),
+        "cs_transfer_create": lambda: L.cs_transfer_create(face_ctx.ptr, latent.ptr, ctypes.byref(r),
+                                                           ctypes.byref(p),
+                                                           ctypes.byref(ctypes.POINTER(cs.cs_transfer)())),
+    }
+    for name, call in calls.items():
+        # Sent while nothing runs: the next long call stops at once, and the cancel is spent.
+        assert L.cs_cancel(face_ctx.ptr) == cs.STATUS_OK
+        assert call() == cs.STATUS_CANCELLED, name
+        assert call() == cs.STATUS_OK, name
+    assert L.cs_cancel(face_ctx.ptr) == cs.STATUS_OK
+    assert L.cs_cancel_clear(face_ctx.ptr) == cs.STATUS_OK
+    assert calls["cs_render"]() == cs.STATUS_OK, "a cleared cancel stops nothing"
+    # While it runs: 256 strengths one at a time stop long before the end.
+    many, keep_m = face_ctx._render_params([], [k / 100 for k in range(256)], "RGBA8", 1)
+    timer = threading.Timer(0.05, lambda: L.cs_cancel(face_ctx.ptr))
+    t0 = time.time()
+    timer.start()
+    status = L.cs_render(face_ctx.ptr, latent.ptr, ctypes.byref(many), ctypes.byref(images))
+    timer.join()
+    full = time.time() - t0
+    assert status == cs.STATUS_CANCELLED, "the render ran to its end in %.2f s" % full
+    del keep, keep_r, keep_p, keep_m
