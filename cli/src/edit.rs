@@ -53,9 +53,9 @@ pub struct EditOptions {
     #[arg(long = "also", value_name = "PROMPT")]
     pub also: Vec<String>,
     /// Weight λ4 of the term keeping the prompts' image changes apart (with --also; 0 = learn
-    /// them independently)
-    #[arg(long, default_value_t = 0.3)]
-    pub separate: f64,
+    /// them independently; default 0.3)
+    #[arg(long)]
+    pub separate: Option<f64>,
     /// Optimisation steps
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
@@ -129,6 +129,9 @@ impl EditOptions {
         Ok(())
     }
 }
+
+/// λ4 of a joint edit (`--also`) unless `--separate` says otherwise.
+const DEFAULT_SEPARATE: f64 = 0.3;
 
 /// `--region x1,y1,x2,y2`.
 pub fn parse_region(text: &str) -> Result<[f32; 4]> {
@@ -292,8 +295,14 @@ pub fn edit(cli: &Cli, args: &EditArgs) -> Result<()> {
         vec![out.root()]
     };
     opts.check_auto_layers()?;
-    if !(opts.separate.is_finite() && opts.separate >= 0.0) {
-        bail!("--separate: {} must be a finite number ≥ 0", opts.separate);
+    let separate = match (opts.separate, joint) {
+        (Some(_), false) => bail!("--separate keeps several prompts apart: it goes with --also"),
+        (Some(s), true) if !(s.is_finite() && s >= 0.0) => bail!("--separate: {s} must be a finite number ≥ 0"),
+        (s, _) => s.unwrap_or(DEFAULT_SEPARATE),
+    };
+    if opts.region.is_some() && opts.preserve == 0.0 && !clipshape::edit::optimize::is_auto_layer(opts.layer.as_deref())
+    {
+        bail!("--region is what --preserve λ3 keeps the rest outside of (or what --layer auto measures): give one of them");
     }
     let mut ctx = model_context(cli, model, files, true, photo.as_ref().map(|_| photo_opts))?;
     let job = photo.as_deref().map(|p| PhotoJob::prepare(&ctx, p, photo_opts)).transpose()?;
@@ -323,8 +332,7 @@ pub fn edit(cli: &Cli, args: &EditArgs) -> Result<()> {
         bf16: opts.bf16,
         lambda3: opts.preserve,
         region: opts.region()?,
-        // --separate's default is for joint runs (--also) only.
-        lambda4: if prompts.len() > 1 { opts.separate } else { 0.0 },
+        lambda4: if joint { separate } else { 0.0 },
     };
     // Of a photo, the face (or the selection) is what the edit may change.
     let params = ctx.optimize_params(&request, job.as_ref().map(|j| &j.subject))?;

@@ -94,7 +94,9 @@ fn latents_in(dir: &Path, ctx: &Context) -> Result<Vec<Latent>> {
 fn picture(path: &Path) -> Result<tch::Tensor> {
     let (rgba, w, h) = load_rgba(path)?;
     let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
-    Ok(to_encoder_input(&view, h as i64, w as i64, tch::Device::Cpu)?.f_squeeze_dim(0)?)
+    let input = to_encoder_input(&view, h as i64, w as i64, tch::Device::Cpu)
+        .with_context(|| format!("--reference picture {}", path.display()))?;
+    Ok(input.f_squeeze_dim(0)?)
 }
 
 /// Pictures read and passed through Inception per batch, never all held at once.
@@ -173,7 +175,7 @@ pub fn run(ctx: &Context, args: &EvalArgs, strengths: Vec<f64>) -> Result<String
     };
     Ok(format!(
         "\"{}\" over {} pictures; M = {}; {against}\n\n{}",
-        params.prompt,
+        params.prompt.escape_debug(),
         latents.len(),
         region.map(|r| format!("{},{},{},{}", r[0], r[1], r[2], r[3])).unwrap_or_else(|| "none".into()),
         eval::table(&rows)

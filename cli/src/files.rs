@@ -1,6 +1,6 @@
-//! The CLI's files: pictures read once, their size checked from the header before decoding, output directories
-//! prepared before any work and cleared of an earlier run's numbered results just before the new
-//! ones are written, and temporary files removed on Ctrl-C.
+//! The CLI's files: pictures read once (their size checked from the header before decoding,
+//! their EXIF orientation applied, a truncated JPEG refused), output folders a run assembles
+//! aside and swaps in whole, and what Ctrl-C does.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,23 +8,46 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use clipshape::edit::encode::{MAX_PIXELS, MAX_SIDE};
 
-/// Decodes a picture (format from its bytes, not its name) to RGBA8. The header's dimensions
-/// are checked first, so a tiny file that claims 20000² pixels costs nothing.
+/// Decodes a picture (format from its bytes, not its name) to RGBA8, upright as its EXIF
+/// orientation says (a phone's JPEG is often stored sideways). The header's dimensions are
+/// checked first, so a tiny file that claims 20000² pixels costs nothing.
 pub fn load_rgba(path: &Path) -> Result<(Vec<u8>, u32, u32)> {
+    use image::ImageDecoder as _;
     let reading = || format!("reading {}", path.display());
     let reader = image::ImageReader::open(path).with_context(reading)?.with_guessed_format().with_context(reading)?;
     if reader.format().is_none() {
         bail!("{}: not a PNG or JPEG picture", path.display());
     }
-    let decoder = reader.into_decoder().with_context(reading)?;
-    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg_end(path)?;
+    }
+    let mut decoder = reader.into_decoder().with_context(reading)?;
+    let (w, h) = decoder.dimensions();
     if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > MAX_PIXELS {
         bail!("{}: {w}×{h} px exceeds the limit ({MAX_SIDE} px a side, {MAX_PIXELS} px in all)", path.display());
     }
-    let img =
-        image::DynamicImage::from_decoder(decoder).with_context(|| format!("decoding {}", path.display()))?.to_rgba8();
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).with_context(|| format!("decoding {}", path.display()))?;
+    img.apply_orientation(orientation);
+    let img = img.to_rgba8();
     let (w, h) = img.dimensions();
     Ok((img.into_raw(), w, h))
+}
+
+/// A JPEG ends with its end-of-image marker (FF D9), possibly followed by a little padding;
+/// a file cut short does not, and a decoder would fill the missing rows with grey.
+fn check_jpeg_end(path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let tail = len.min(1024);
+    f.seek(SeekFrom::Start(len - tail)).with_context(|| format!("reading {}", path.display()))?;
+    let mut end = Vec::with_capacity(tail as usize);
+    f.read_to_end(&mut end).with_context(|| format!("reading {}", path.display()))?;
+    if !end.windows(2).any(|w| w == [0xFF, 0xD9]) {
+        bail!("{}: the JPEG ends early (no end-of-image marker): the file is truncated", path.display());
+    }
+    Ok(())
 }
 
 /// Temporary files younger than this may belong to a run still writing into the directory.
@@ -67,6 +90,9 @@ impl OutputDir {
     /// lies where the run would remove or replace it.
     pub fn prepare(path: &Path, inputs: &[&Path]) -> Result<OutputDir> {
         if let Ok(m) = std::fs::symlink_metadata(path) {
+            if m.file_type().is_symlink() && !path.exists() {
+                bail!("--out {}: a link to a place that does not exist", path.display());
+            }
             if !(m.is_dir() || (m.file_type().is_symlink() && path.is_dir())) {
                 bail!("--out {}: exists and is not a directory", path.display());
             }

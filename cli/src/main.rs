@@ -165,6 +165,8 @@ fn model_context(
 ) -> Result<Context> {
     let mut params = if Path::new(model).is_file() {
         ContextParams::new(model)
+    } else if Path::new(model).exists() {
+        bail!("{model}: not a regular file (a folder, device or pipe): MODEL is a model file or a model-set name");
     } else if model.contains('/') || model.contains('.') {
         bail!("{model}: no such file (MODEL is a model file or a model-set name such as ffhq, car, horse)");
     } else {

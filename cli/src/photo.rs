@@ -140,11 +140,19 @@ impl PhotoJob {
 
     /// [`PhotoJob::write`] of layers already made (a transfer's).
     pub fn write_layers(&self, layers: &[Layer], out: &Folder) -> Result<()> {
-        let rgb = self.view()?.rgb8_composited();
         let (w, h) = (self.width as usize, self.height as usize);
+        // A photo with transparency keeps it: its composites are RGBA with its own alpha.
+        let alpha = self.rgba.chunks_exact(4).any(|p| p[3] != 255);
+        let rgb = self.view()?.rgb8_composited();
         for (i, layer) in layers.iter().enumerate() {
-            let composite = face::composite(&rgb, w, h, layer)?;
-            save_png(&out.join(&format!("{i:02}.png")), &composite, self.width, self.height, PixelFormat::Rgb8)?;
+            let path = out.join(&format!("{i:02}.png"));
+            if alpha {
+                let composite = face::composite_rgba(&self.rgba, w, h, layer)?;
+                save_png(&path, &composite, self.width, self.height, PixelFormat::Rgba8)?;
+            } else {
+                let composite = face::composite(&rgb, w, h, layer)?;
+                save_png(&path, &composite, self.width, self.height, PixelFormat::Rgb8)?;
+            }
             let canvas = layer_on_canvas(layer, self.width, self.height);
             save_png(&out.join(&format!("layer-{i:02}.png")), &canvas, self.width, self.height, PixelFormat::Rgba8)?;
         }

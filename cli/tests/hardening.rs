@@ -435,3 +435,140 @@ fn a_full_disk_leaves_the_earlier_results_whole() {
     assert!(stdout.contains("same"), "the first edit's results are whole: {stdout}");
     assert!(!stdout.contains(".stage") && !stdout.contains(".part"), "nothing of the failed run is left: {stdout}");
 }
+
+/// A JPEG of `img` with an EXIF orientation tag (an APP1 segment right after SOI).
+fn jpeg_with_orientation(img: &image::RgbImage, orientation: u16) -> Vec<u8> {
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95).encode_image(img).unwrap();
+    let mut tiff = b"II*\0".to_vec();
+    tiff.extend(8u32.to_le_bytes());
+    tiff.extend(1u16.to_le_bytes());
+    tiff.extend(0x0112u16.to_le_bytes()); // Orientation
+    tiff.extend(3u16.to_le_bytes()); // SHORT
+    tiff.extend(1u32.to_le_bytes());
+    tiff.extend(orientation.to_le_bytes());
+    tiff.extend([0, 0]);
+    tiff.extend(0u32.to_le_bytes());
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend(tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend([0xFF, 0xE1]);
+    out.extend(((app1.len() + 2) as u16).to_be_bytes());
+    out.extend(app1);
+    out.extend(&jpeg[2..]);
+    out
+}
+
+#[test]
+fn photos_are_read_upright_whole_and_with_their_transparency() {
+    let dir = tmpdir();
+    let photo = image::open(golden("face/astronaut.png")).unwrap().to_rgb8();
+    let mtcnn = golden("face/mtcnn");
+    // Stored sideways, tagged "rotate 90° clockwise to show": the face is found upright.
+    let sideways = dir.path().join("sideways.jpg");
+    std::fs::write(&sideways, jpeg_with_orientation(&image::imageops::rotate270(&photo), 6)).unwrap();
+    let out = ok(&["faces", p(&sideways), "--json", "--mtcnn", p(&mtcnn)]);
+    let faces: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(faces.as_array().unwrap().len(), 1, "{out}");
+    let aligned = dir.path().join("a.png");
+    ok(&["align", p(&sideways), "--mtcnn", p(&mtcnn), "--out", p(&aligned)]);
+    assert_eq!(image::open(&aligned).unwrap().to_rgb8().dimensions(), (256, 256));
+    // Cut short: refused, not decoded with a grey lower part.
+    let whole = jpeg_with_orientation(&photo, 1);
+    let cut = dir.path().join("cut.jpg");
+    std::fs::write(&cut, &whole[..whole.len() * 6 / 10]).unwrap();
+    let e = fails(&["faces", p(&cut), "--mtcnn", p(&mtcnn)]);
+    assert!(e.contains("cut.jpg") && e.contains("truncated"), "{e}");
+    // Transparent corners stay transparent, and strength 0 is the photo exactly.
+    let mut rgba = image::DynamicImage::ImageRgb8(photo).to_rgba8();
+    for (x, y, px) in rgba.enumerate_pixels_mut() {
+        if x < 100 && y < 100 {
+            px.0 = [x as u8, y as u8, 7, 0];
+        }
+    }
+    let clear = dir.path().join("clear.png");
+    rgba.save(&clear).unwrap();
+    let out = dir.path().join("edit");
+    ok_owned(&tiny_edit(&[
+        p(&clear),
+        "big nose",
+        "--align",
+        "face",
+        "--mtcnn",
+        p(&mtcnn),
+        "--steps",
+        "2",
+        "--strengths=0,1",
+        "--out",
+        p(&out),
+    ]));
+    let zero = image::open(out.join("00.png")).unwrap();
+    assert!(zero.color().has_alpha(), "the composite keeps the photo's transparency");
+    assert!(zero.to_rgba8() == rgba, "strength 0 is the photo, transparency and all");
+    let one = image::open(out.join("01.png")).unwrap().to_rgba8();
+    assert_eq!(one.get_pixel(10, 10).0[3], 0, "still transparent at strength 1");
+}
+
+#[test]
+fn requests_that_cannot_mean_anything_are_named() {
+    let dir = tmpdir();
+    let d = dir.path();
+    let seed_edit = |extra: &[&str]| {
+        let mut a = vec!["face", "--seed", "1", "--steps", "1", "--strengths=0", "--out"];
+        let out = d.join("o");
+        let out = out.to_str().unwrap().to_string();
+        a.push(&out);
+        a.extend(extra);
+        let args = tiny_edit(&a);
+        let done =
+            Command::new(env!("CARGO_BIN_EXE_clipshape")).args(&args).arg("--device").arg("cpu").output().unwrap();
+        assert!(!done.status.success(), "{extra:?} should fail");
+        String::from_utf8_lossy(&done.stderr).into_owned()
+    };
+    for (extra, want) in [
+        (vec!["--also", "Big  Nose", "--also", "big nose"], "are the same"),
+        (vec!["--region", "0,0,10,10"], "--region is what --preserve"),
+        (vec!["--separate", "0.5"], "--separate keeps several prompts apart"),
+        (vec!["--optimize-size", "128"], "more than this generator's 64 px"),
+        (vec!["--init-scale", "1e30"], "init_scale"),
+        (vec!["--preserve", "1", "--region", "100,100,200,200"], "lies outside the generator's 64×64 output"),
+    ] {
+        let e = seed_edit(&extra);
+        assert!(e.contains(want), "{extra:?}: {e}");
+    }
+    assert!(!d.join("o").join("1").exists(), "a refused joint edit leaves no folders");
+
+    // A latent far outside any W+ code is refused by name, by render and by eval.
+    let w = tch::Tensor::full([10, 64], 1e30, (tch::Kind::Float, tch::Device::Cpu));
+    let lat_dir = d.join("lat");
+    std::fs::create_dir(&lat_dir).unwrap();
+    let big = lat_dir.join("big.safetensors");
+    tch::Tensor::write_safetensors(&[("wplus", &w)], &big).unwrap();
+    let e =
+        fails(&["render", p(&golden("stylegan2.pt")), "--latent", p(&big), "--strengths=0", "--out", p(&d.join("r"))]);
+    assert!(e.contains("big.safetensors") && e.contains("W+ codes lie within"), "{e}");
+    assert!(!d.join("r").join("00.png").exists());
+
+    // A prompt holding terminal escapes is printed escaped by eval.
+    let edited = d.join("esc");
+    ok_owned(&tiny_edit(&["\u{1b}[2Jboom", "--seed", "1", "--steps", "1", "--strengths=0", "--out", p(&edited)]));
+    let shift = edited.join("shift.safetensors");
+    let mut args = vec!["eval".to_string(), p(&shift).to_string(), "--strengths=1".into()];
+    args.extend(["--model".to_string(), p(&golden("e4e.pt")).to_string()]);
+    args.extend(clip_args());
+    let out = ok_owned(&[args.clone(), vec!["--seeds".into(), "0-1".into()]].concat());
+    assert!(!out.contains('\u{1b}') && out.contains("\\u{1b}[2Jboom"), "{out}");
+    let e = fails_owned(&[args.clone(), vec!["--latents".into(), p(&lat_dir).into()]].concat());
+    assert!(e.contains("big.safetensors"), "{e}");
+
+    // Paths that are no model file, and an output folder that is a dangling link.
+    let e = fails(&["edit", "/dev/zero", "face", "--seed", "1", "--out", p(&d.join("z"))]);
+    assert!(e.contains("/dev/zero") && e.contains("not a regular file"), "{e}");
+    #[cfg(unix)]
+    {
+        let link = d.join("dangling");
+        std::os::unix::fs::symlink(d.join("nowhere"), &link).unwrap();
+        let e = fails(&["render", p(&golden("stylegan2.pt")), "--latent", p(&big), "--out", p(&link)]);
+        assert!(e.contains("a link to a place that does not exist"), "{e}");
+    }
+}

@@ -730,6 +730,11 @@ def _image_view(pixels, width, height, stride, fmt):
     if stride < width * bpp:
         raise InvalidArgumentError("stride %d is less than width %d × %d bytes per pixel"
                                    % (stride, width, bpp))
+    if not isinstance(pixels, bytes):
+        raw = memoryview(pixels)
+        if raw.itemsize != 1:
+            raise InvalidArgumentError("pixels are %d-byte %r items: give 8-bit values (bytes, "
+                                       "bytearray, a uint8 array)" % (raw.itemsize, raw.format))
     view = memoryview(pixels).cast("B") if not isinstance(pixels, bytes) else None
     size = len(pixels) if view is None else view.nbytes
     need = stride * (height - 1) + width * bpp

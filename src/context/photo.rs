@@ -52,6 +52,9 @@ impl Subject {
         if !b.iter().all(|v| v.is_finite()) {
             return Err(Error::arg("selection", format!("{b:?} is not finite")));
         }
+        if !(b[2] > b[0] && b[3] > b[1]) {
+            return Err(Error::arg("selection", format!("{b:?} is not a box x1 < x2, y1 < y2")));
+        }
         let x1 = b[0].floor().max(0.0);
         let y1 = b[1].floor().max(0.0);
         let x2 = b[2].ceil().min(width as f32);

@@ -7,6 +7,9 @@ use crate::edit::optimize::{self, AutoLayer, Method, OptimizeParams};
 use crate::error::{Error, Result};
 use crate::models::stylegan2::Synthesis;
 
+/// The largest random start (`init_scale`, in units of the weight's std) a request may ask for.
+pub const MAX_INIT_SCALE: f64 = 10.0;
+
 /// An edit as asked for; `None` and zero mean "the model set's default".
 #[derive(Debug, Clone)]
 pub struct EditRequest {
@@ -85,6 +88,33 @@ impl Context {
                 format!(
                     "{}: more than 1 only with layer \"auto\" (name the layers otherwise, e.g. convs.3,convs.5)",
                     req.auto_layers
+                ),
+            ));
+        }
+        let size = self.generator.config.size;
+        if let Some(s) = req.optimize_size {
+            if s > size {
+                return Err(Error::arg(
+                    "optimize_size",
+                    format!("{s} px is more than this generator's {size} px output: give at most {size}"),
+                ));
+            }
+        }
+        if let Some(r) = req.region {
+            let (lo, hi) = (0.0, size as f32);
+            if r.iter().all(|v| v.is_finite()) && (r[2] <= lo || r[3] <= lo || r[0] >= hi || r[1] >= hi) {
+                return Err(Error::arg(
+                    "region",
+                    format!("{r:?} lies outside the generator's {size}×{size} output (its pixels are the region's)"),
+                ));
+            }
+        }
+        if !(req.init_scale.is_finite() && req.init_scale <= MAX_INIT_SCALE) {
+            return Err(Error::arg(
+                "init_scale",
+                format!(
+                    "{}: the random start is that many times the weight's spread; give at most {MAX_INIT_SCALE}",
+                    req.init_scale
                 ),
             ));
         }

@@ -17,6 +17,9 @@ pub struct Latent {
     pub wplus: Tensor,
 }
 
+/// The largest |value| a latent may hold.
+pub const MAX_ABS: f64 = 1e4;
+
 impl Latent {
     /// Checks shape and values against the generator it will be rendered with.
     pub fn new(g: &Generator, wplus: Tensor) -> Result<Latent> {
@@ -28,6 +31,15 @@ impl Latent {
             ));
         }
         check_finite("latent", &wplus)?;
+        // A W+ code lies within a few units of the model's mean; values this far out render
+        // finite-looking garbage that turns into NaN further on (CLIP, FID).
+        let largest = wplus.f_abs()?.f_max()?.f_double_value(&[])?;
+        if largest > MAX_ABS {
+            return Err(Error::arg(
+                "latent",
+                format!("holds values up to {largest:e}; W+ codes lie within ±{MAX_ABS:e} (a few units of the model's mean)"),
+            ));
+        }
         Ok(Latent { wplus: wplus.f_to_kind(tch::Kind::Float)?.f_to_device(g.device())? })
     }
 

@@ -88,7 +88,10 @@ impl Setup {
         if params.lambda4 > 0.0 {
             if let Some((i, j)) = (0..params.prompts.len())
                 .flat_map(|i| (i + 1..params.prompts.len()).map(move |j| (i, j)))
-                .find(|&(i, j)| params.prompts[i].trim() == params.prompts[j].trim())
+                // CLIP reads them after its own cleaning ("Big  Nose" is "big nose").
+                .find(|&(i, j)| {
+                    crate::tokenizer::clean_text(&params.prompts[i]) == crate::tokenizer::clean_text(&params.prompts[j])
+                })
             {
                 return Err(Error::arg(
                     "prompts",

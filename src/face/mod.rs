@@ -30,7 +30,7 @@ pub mod transfer;
 
 pub use align::{align, align_with_info, AlignInfo, FaceQuad};
 pub use detect::{Face, Mtcnn, MIN_FACE_SIZE};
-pub use paste::{composite, paste, AlphaMode, Layer, PasteParams};
+pub use paste::{composite, composite_rgba, paste, AlphaMode, Layer, PasteParams};
 pub use transfer::{Transfer, TransferParams};
 
 use crate::error::{Error, Result};
@@ -162,6 +162,9 @@ pub fn pick_face(faces: &[Face], selection: Option<[f32; 4]>, index: Option<usiz
         scores.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &s)| if s > best.1 { (i, s) } else { best })
     };
     match selection {
+        Some(sel) if !(sel.iter().all(|v| v.is_finite()) && sel[2] > sel[0] && sel[3] > sel[1]) => {
+            Err(Error::arg("selection", format!("{sel:?} is not a box x1 < x2, y1 < y2 of finite numbers")))
+        }
         Some(sel) => {
             let overlaps: Vec<f32> = faces
                 .iter()

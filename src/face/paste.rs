@@ -210,10 +210,24 @@ pub fn paste(
 
 /// The photo with `layer` blended over it (straight alpha, rounded): packed RGB8, photo-sized.
 pub fn composite(photo: &[u8], width: usize, height: usize, layer: &Layer) -> Result<Vec<u8>> {
-    if photo.len() != width * height * 3 {
+    composite_channels(photo, 3, width, height, layer)
+}
+
+/// [`composite`] of a packed RGBA8 photo: its own alpha is kept (the layer changes colours
+/// only), so a transparent photo stays transparent where it was.
+pub fn composite_rgba(photo: &[u8], width: usize, height: usize, layer: &Layer) -> Result<Vec<u8>> {
+    composite_channels(photo, 4, width, height, layer)
+}
+
+fn composite_channels(photo: &[u8], n: usize, width: usize, height: usize, layer: &Layer) -> Result<Vec<u8>> {
+    if photo.len() != width * height * n {
         return Err(Error::arg(
             "photo",
-            format!("{} bytes for a {width}×{height} RGB8 photo, expected {}", photo.len(), width * height * 3),
+            format!(
+                "{} bytes for a {width}×{height} photo of {n} channels, expected {}",
+                photo.len(),
+                width * height * n
+            ),
         ));
     }
     if layer.x + layer.width > width
@@ -237,7 +251,8 @@ pub fn composite(photo: &[u8], width: usize, height: usize, layer: &Layer) -> Re
         for x in 0..layer.width {
             let l = &layer.rgba[(y * layer.width + x) * 4..(y * layer.width + x) * 4 + 4];
             let a = l[3] as u32;
-            let p = &mut out[((layer.y + y) * width + layer.x + x) * 3..((layer.y + y) * width + layer.x + x) * 3 + 3];
+            let at = ((layer.y + y) * width + layer.x + x) * n;
+            let p = &mut out[at..at + 3];
             for c in 0..3 {
                 p[c] = ((l[c] as u32 * a + p[c] as u32 * (255 - a) + 127) / 255) as u8;
             }

@@ -726,3 +726,24 @@ def test_every_long_call_honours_a_cancel_and_an_idle_cancel_is_not_lost(face_ct
     full = time.time() - t0
     assert status == cs.STATUS_CANCELLED, "the render ran to its end in %.2f s" % full
     del keep, keep_r, keep_p, keep_m
+
+
+def test_photo_inputs_that_mean_nothing_are_named(face_ctx, cs, astronaut):
+    import array
+    L = cs.load_library()
+    w, h, rgba = astronaut
+    with pytest.raises(cs.InvalidArgumentError, match="8-bit"):
+        face_ctx.detect_faces(array.array("f", [0.5] * (w * h * 4)), w, h)
+    img, keep = cs._image_view(rgba, w, h, 0, "RGBA8")
+    faces = ctypes.POINTER(cs.cs_faces)()
+    assert L.cs_faces_detect(face_ctx.ptr, ctypes.byref(img), ctypes.byref(faces)) == cs.STATUS_OK
+    index = ctypes.c_size_t(99)
+    nan = (ctypes.c_float * 4)(float("nan"), 0, 10, 10)
+    assert L.cs_faces_pick(faces, nan, ctypes.byref(index)) == cs.STATUS_INVALID_ARGUMENT
+    assert "not a box" in cs.last_error() and index.value == 99
+    L.cs_faces_free(faces)
+    latent = face_ctx.encode(rgba, w, h, recon=False)[0]
+    for box in ((100, 100, 100, 200), (200, 100, 100, 200)):
+        with pytest.raises(cs.InvalidArgumentError, match="not a box"):
+            face_ctx.render_layers(latent, [], [0.0], (w, h), box=box, photo=rgba)
+    del keep
