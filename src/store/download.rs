@@ -4,6 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::mpsc;
 
 use sha2::{Digest, Sha256};
 
@@ -228,22 +229,30 @@ impl ModelStore {
             f
         };
         let mut have = resumed_from;
-        let mut body = response.into_body().into_reader();
-        let mut buf = vec![0u8; CHUNK];
+        let chunks = read_in_background(response.into_body().into_reader());
         loop {
             if progress.cancelled() {
                 out.sync_all().map_err(io_err("write", &part))?;
                 return Err(StoreError::Cancelled { file: file.to_string() });
             }
-            let n = match body.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
+            let buf = match chunks.recv_timeout(TICK) {
+                Ok(Ok(b)) if b.is_empty() => break,
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
                     out.sync_all().map_err(io_err("write", &part))?;
                     return Err(transfer(have, e.to_string()));
                 }
+                // A silent socket: the host still hears from us (and may stop) every tick.
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    progress.advance(0);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    out.sync_all().map_err(io_err("write", &part))?;
+                    return Err(transfer(have, "the download stopped".into()));
+                }
             };
+            let n = buf.len();
             if have + n as u64 > entry.size {
                 drop(out);
                 remove_if_exists(&part)?;
@@ -254,7 +263,7 @@ impl ModelStore {
                     got: have + n as u64,
                 });
             }
-            let chunk = buf.get(..n).unwrap_or_default();
+            let chunk = buf.as_slice();
             out.write_all(chunk).map_err(io_err("write", &part))?;
             hasher.update(chunk);
             have += n as u64;
@@ -431,4 +440,32 @@ pub(super) fn hash_file(path: &Path, label: &str, progress: &mut dyn Progress) -
     progress.finish(label);
     r?;
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// How often a download waiting for bytes reports progress (and so hears a cancel).
+const TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Reads `body` on its own thread, chunk by chunk (an empty chunk = the end): a socket that
+/// stalls blocks that thread, never the download's loop, which keeps reporting and can be
+/// cancelled. The thread ends at the body's end, its error, or when the loop is gone.
+fn read_in_background(mut body: impl Read + Send + 'static) -> mpsc::Receiver<io::Result<Vec<u8>>> {
+    let (tx, rx) = mpsc::sync_channel(4);
+    std::thread::spawn(move || loop {
+        let mut buf = vec![0u8; CHUNK];
+        match body.read(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                let end = n == 0;
+                if tx.send(Ok(buf)).is_err() || end {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    });
+    rx
 }

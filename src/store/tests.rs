@@ -769,3 +769,16 @@ fn a_garbage_partial_file_is_blamed_and_discarded_not_the_source() {
     let ranges: Vec<Option<String>> = f.server.requests().into_iter().map(|(_, r)| r).collect();
     assert_eq!(ranges, [Some("bytes=1000-".to_string()), None], "resumed once, then from the start");
 }
+
+#[test]
+fn a_cancel_is_heard_within_a_second_while_the_socket_is_silent() {
+    let f = fx(None, true);
+    // Each chunk comes after 5 s of silence; the read timeout is a minute.
+    f.server.with(|b| b.chunk_delay = Duration::from_secs(5));
+    let store = f.store.clone().with_options(StoreOptions { read_timeout: Duration::from_secs(60), ..options() });
+    let t0 = Instant::now();
+    let mut p = CallbackProgress::new(|_: &str, _: u64, _: u64| t0.elapsed() < Duration::from_millis(300));
+    let err = store.fetch_file("w.bin", &mut p).expect_err("cancelled");
+    assert!(matches!(err, StoreError::Cancelled { .. }), "{err:?}");
+    assert!(t0.elapsed() < Duration::from_secs(1), "cancelled after {:?}", t0.elapsed());
+}
