@@ -118,6 +118,23 @@ impl FrameMap {
         b
     }
 
+    /// The whole photo pixels the frame covers, clipped to a `width` × `height` photo: [x0, y0,
+    /// x1, y1) (what a layer of this frame spans); an error when it covers none.
+    pub fn photo_box(&self, width: usize, height: usize) -> Result<[usize; 4]> {
+        let fp = self.footprint();
+        let x0 = fp[0].floor().max(0.0) as usize;
+        let y0 = fp[1].floor().max(0.0) as usize;
+        let x1 = (fp[2].ceil().max(0.0) as usize).min(width);
+        let y1 = (fp[3].ceil().max(0.0) as usize).min(height);
+        if x1 <= x0 || y1 <= y0 {
+            return Err(Error::arg(
+                "map",
+                format!("the frame's footprint {fp:?} lies outside the {width}×{height} photo"),
+            ));
+        }
+        Ok([x0, y0, x1, y1])
+    }
+
     /// Singular values (largest, smallest) of the map's linear part: photo pixels per frame
     /// pixel along the most and the least stretched directions.
     pub fn singular_values(&self) -> (f64, f64) {

@@ -156,17 +156,7 @@ pub fn paste(
     params.validate()?;
     check_frame("frame", frame, map)?;
     let inv = map.to_frame_affine().ok_or_else(|| Error::arg("map", format!("{:?} is singular", map.affine)))?;
-    let fp = map.footprint();
-    let x0 = fp[0].floor().max(0.0) as usize;
-    let y0 = fp[1].floor().max(0.0) as usize;
-    let x1 = (fp[2].ceil().max(0.0) as usize).min(photo_width);
-    let y1 = (fp[3].ceil().max(0.0) as usize).min(photo_height);
-    if x1 <= x0 || y1 <= y0 {
-        return Err(Error::arg(
-            "map",
-            format!("the frame's footprint {fp:?} lies outside the {photo_width}×{photo_height} photo"),
-        ));
-    }
+    let [x0, y0, x1, y1] = map.photo_box(photo_width, photo_height)?;
     let (fw, fh) = (map.frame_width, map.frame_height);
     let widths = params.widths(map);
     let changes = match params.mode {

@@ -186,17 +186,7 @@ impl Transfer {
         let blend = Tensor::from_slice(&blend).f_view([order.len() as i64, 1, fh, fw])?.f_to_device(device)?;
 
         // The layer's box, and the photo around it with room for the largest displacement.
-        let fp = map.footprint();
-        let lx0 = fp[0].floor().max(0.0) as usize;
-        let ly0 = fp[1].floor().max(0.0) as usize;
-        let lx1 = (fp[2].ceil().max(0.0) as usize).min(photo_width);
-        let ly1 = (fp[3].ceil().max(0.0) as usize).min(photo_height);
-        if lx1 <= lx0 || ly1 <= ly0 {
-            return Err(Error::arg(
-                "map",
-                format!("the frame's footprint {fp:?} lies outside the {photo_width}×{photo_height} photo"),
-            ));
-        }
+        let [lx0, ly0, lx1, ly1] = map.photo_box(photo_width, photo_height)?;
         let largest = flows.f_abs()?.f_max()?.double_value(&[]);
         let margin = (largest * map.singular_values().0 * std::f64::consts::SQRT_2).ceil() as usize + 3;
         let (cx0, cy0) = (lx0.saturating_sub(margin), ly0.saturating_sub(margin));
