@@ -128,6 +128,9 @@ fn evaluating_a_learnt_shift_gains_clip_similarity_changes_more_with_strength_an
 
     let e = ctx.evaluate(&[], &[(&shift, 1.0)], &ev, None).err().unwrap();
     assert!(e.to_string().contains("latents"), "{e}");
+    let whole = EvalParams { region: Some([0.0, 0.0, 64.0, 64.0]), ..ev.clone() };
+    let e = ctx.evaluate(&latents, &[(&shift, 1.0)], &whole, None).err().unwrap();
+    assert!(e.to_string().contains("holds the whole frame"), "{e}");
     let upside_down = EvalParams { region: Some([50.0, 50.0, 10.0, 10.0]), ..ev.clone() };
     let e = ctx.evaluate(&latents, &[(&shift, 1.0)], &upside_down, None).err().unwrap();
     assert!(e.to_string().contains("region"), "{e}");

@@ -121,6 +121,17 @@ pub fn evaluate(
         return Err(Error::arg("prompt", "is empty: give the text the edit was learnt for"));
     }
     check_region(params.region)?;
+    if let Some(r) = params.region {
+        // The change outside M is a mean over what lies outside: a region holding the whole
+        // frame leaves only its own soft edge, a figure of nothing.
+        let (x2, y2) = ((frame.left + frame.width) as f32, (frame.top + frame.height) as f32);
+        if r[0] <= frame.left as f32 && r[1] <= frame.top as f32 && r[2] >= x2 && r[3] >= y2 {
+            return Err(Error::arg(
+                "region",
+                format!("{r:?} holds the whole frame: nothing lies outside it to measure (leave --region out to count every change)"),
+            ));
+        }
+    }
     let text = guide.text_features(&[params.prompt.as_str()], false)?;
     // Index 0 is the unedited render, then the strengths as given.
     let ks: Vec<f64> = std::iter::once(0.0).chain(params.strengths.iter().copied()).collect();
