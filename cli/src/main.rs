@@ -186,8 +186,8 @@ fn model_context(
     }
     if let Some(p) = photo {
         // A given detector wins; a bare model file asked to align faces uses the store's.
-        if p.mtcnn.is_some() || (params.face_detector.is_none() && p.align == "face") {
-            params.face_detector = Some(photo::detector_files(p.mtcnn.as_deref())?);
+        if p.subject.mtcnn.is_some() || (params.face_detector.is_none() && p.align == "face") {
+            params.face_detector = Some(photo::detector_files(p.subject.mtcnn.as_deref())?);
         }
     }
     params.device = device(cli)?;

@@ -32,6 +32,16 @@ pub struct PhotoOptions {
     /// frame as is)
     #[arg(long, default_value = "warp")]
     pub paste: String,
+    #[command(flatten)]
+    pub subject: SubjectOptions,
+}
+
+/// Every face found in a photo, and the index of the one edited.
+pub type FacesFound = (Vec<Face>, usize);
+
+/// Which part of a photo is edited: a detected face, or a selection (`edit`, `apply`, `transfer`).
+#[derive(Args, Clone, Debug)]
+pub struct SubjectOptions {
     /// The face to edit, by its index in `clipshape faces` (default: the face inside --select,
     /// else the largest)
     #[arg(long)]
@@ -42,6 +52,35 @@ pub struct PhotoOptions {
     /// Directory holding MTCNN's pnet.pt, rnet.pt, onet.pt (default: the model store's)
     #[arg(long)]
     pub mtcnn: Option<PathBuf>,
+}
+
+impl SubjectOptions {
+    /// The subject of a `width` × `height` photo: with `align_face`, the face `detect` finds
+    /// there (the one inside the selection, `--face N`, else the largest) with every face found;
+    /// else the selection, or the whole photo.
+    pub fn choose(
+        &self,
+        photo: &Path,
+        width: u32,
+        height: u32,
+        align_face: bool,
+        detect: impl FnOnce() -> Result<Vec<Face>>,
+    ) -> Result<(Subject, Option<FacesFound>)> {
+        let selection = self.select.as_deref().map(parse_selection).transpose()?;
+        if align_face {
+            let faces = detect()?;
+            let i = face::pick_face(&faces, selection, self.face, &photo.display().to_string())?;
+            return Ok((Subject::face(faces[i])?, Some((faces, i))));
+        }
+        if self.face.is_some() {
+            bail!("--face picks a detected face: it needs --align face (or a face model set)");
+        }
+        let subject = match selection {
+            Some(s) => Subject::selection(s, width, height)?,
+            None => Subject::whole(width, height),
+        };
+        Ok((subject, None))
+    }
 }
 
 /// The three detector files: from `--mtcnn DIR` (facenet-pytorch's names or the store's), else
@@ -82,7 +121,7 @@ pub struct PhotoJob {
     pub subject: Subject,
     pub paste: Paste,
     /// All faces found (face alignment only) and the index of the one edited.
-    pub faces: Option<(Vec<Face>, usize)>,
+    pub faces: Option<FacesFound>,
 }
 
 impl PhotoJob {
@@ -94,7 +133,6 @@ impl PhotoJob {
     pub fn prepare(ctx: &Context, path: &Path, opts: &PhotoOptions) -> Result<PhotoJob> {
         let paste = Paste::parse(&opts.paste)?;
         let (rgba, width, height) = load_rgba(path)?;
-        let selection = opts.select.as_deref().map(parse_selection).transpose()?;
         let face_domain = ctx.domain.as_ref().is_some_and(|d| d.align == clipshape::domain::Align::Ffhq);
         let align_face = match opts.align.as_str() {
             "auto" => face_domain,
@@ -102,29 +140,9 @@ impl PhotoJob {
             "none" => false,
             other => bail!("--align: `{other}` is not auto, face or none"),
         };
-        let mut job = PhotoJob {
-            path: path.to_path_buf(),
-            rgba,
-            width,
-            height,
-            subject: Subject::whole(width, height),
-            paste,
-            faces: None,
-        };
-        if align_face {
-            let faces = ctx.detect_faces(&job.view()?)?;
-            let i = face::pick_face(&faces, selection, opts.face, &path.display().to_string())?;
-            job.subject = Subject::face(faces[i])?;
-            job.faces = Some((faces, i));
-        } else {
-            if opts.face.is_some() {
-                bail!("--face picks a detected face: it needs --align face (or a face model set)");
-            }
-            if let Some(s) = selection {
-                job.subject = Subject::selection(s, width, height)?;
-            }
-        }
-        Ok(job)
+        let view = ImageView::packed(&rgba, width, height, PixelFormat::Rgba8)?;
+        let (subject, faces) = opts.subject.choose(path, width, height, align_face, || Ok(ctx.detect_faces(&view)?))?;
+        Ok(PhotoJob { path: path.to_path_buf(), rgba, width, height, subject, paste, faces })
     }
 
     pub fn encode(&self, ctx: &Context) -> Result<Latent> {
@@ -230,65 +248,41 @@ pub fn align_command(
     Ok(())
 }
 
-/// What `clipshape transfer` is given.
-pub struct TransferJob<'a> {
-    pub photo: &'a Path,
-    pub before: &'a Path,
-    pub after: &'a Path,
-    pub align: &'a str,
-    pub face: Option<usize>,
-    pub select: Option<&'a str>,
-    pub mtcnn: Option<&'a Path>,
-    pub layer_out: Option<&'a Path>,
-    pub out: &'a Path,
-}
-
 /// `clipshape transfer PHOTO BEFORE AFTER --out OUT.png`: the photo's own pixels moved by the
 /// displacement from BEFORE to AFTER. Everything is checked and computed before anything is
 /// written, and no input is ever written over.
-pub fn transfer_command(a: &TransferJob, device: tch::Device) -> Result<Vec<PathBuf>> {
-    let mut outputs = vec![a.out];
-    outputs.extend(a.layer_out);
-    if let Some(l) = a.layer_out {
+pub fn transfer_command(a: &TransferArgs, device: tch::Device) -> Result<Vec<PathBuf>> {
+    let mut outputs = vec![a.out.as_path()];
+    outputs.extend(a.layer_out.as_deref());
+    if let Some(l) = &a.layer_out {
         if image_file_kind(l)? != ImageFileKind::Png {
             bail!("--layer-out {}: a layer has transparency: name a .png file", l.display());
         }
     }
     for o in &outputs {
         image_file_kind(o)?;
-        for input in [a.photo, a.before, a.after] {
+        for input in [&a.photo, &a.before, &a.after] {
             if same_file(o, input) {
                 bail!("{} is an input of this command: choose another output", o.display());
             }
         }
     }
-    if a.layer_out.is_some_and(|l| same_file(l, a.out)) {
+    if a.layer_out.as_ref().is_some_and(|l| same_file(l, &a.out)) {
         bail!("--layer-out and --out name the same file");
     }
-    let (rgba, w, h) = load_rgba(a.photo)?;
+    let (rgba, w, h) = load_rgba(&a.photo)?;
     let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
     view.validate()?;
     let rgb = view.rgb8_composited();
-    let selection = a.select.map(parse_selection).transpose()?;
-    let subject = match a.align {
-        "face" => {
-            let [p, r, o] = detector_files(a.mtcnn)?;
-            let detector = Mtcnn::load(&p, &r, &o, device)?;
-            let faces = detector.detect(&rgb, w as usize, h as usize)?;
-            let i = face::pick_face(&faces, selection, a.face, &a.photo.display().to_string())?;
-            Subject::face(faces[i])?
-        }
-        "none" => {
-            if a.face.is_some() {
-                bail!("--face picks a detected face: it needs --align face");
-            }
-            match selection {
-                Some(s) => Subject::selection(s, w, h)?,
-                None => Subject::whole(w, h),
-            }
-        }
+    let align_face = match a.align.as_str() {
+        "face" => true,
+        "none" => false,
         other => bail!("--align: `{other}` is not face or none"),
     };
+    let (subject, _) = a.subject.choose(&a.photo, w, h, align_face, || {
+        let [p, r, o] = detector_files(a.subject.mtcnn.as_deref())?;
+        Ok(Mtcnn::load(&p, &r, &o, device)?.detect(&rgb, w as usize, h as usize)?)
+    })?;
     let frame = |path: &Path| -> Result<(tch::Tensor, u32, u32)> {
         let (px, fw, fh) = load_rgba(path)?;
         let rgb = ImageView::packed(&px, fw, fh, PixelFormat::Rgba8)?.rgb8_composited();
@@ -299,8 +293,8 @@ pub fn transfer_command(a: &TransferJob, device: tch::Device) -> Result<Vec<Path
             .to_device(device);
         Ok((t / 127.5 - 1.0, fw, fh))
     };
-    let (before, bw, bh) = frame(a.before)?;
-    let (after, aw, ah) = frame(a.after)?;
+    let (before, bw, bh) = frame(&a.before)?;
+    let (after, aw, ah) = frame(&a.after)?;
     if (aw, ah) != (bw, bh) {
         bail!(
             "{} is {aw}×{ah} and {} is {bw}×{bh}: they must be the same frame",
@@ -341,8 +335,8 @@ pub fn transfer_command(a: &TransferJob, device: tch::Device) -> Result<Vec<Path
         if matches!(subject, Subject::Face { .. }) { "face's square" } else { "selection" }
     );
     let composite = face::composite(&rgb, w as usize, h as usize, &layer)?;
-    save_image(a.out, &composite, w, h, PixelFormat::Rgb8)?;
-    if let Some(l) = a.layer_out {
+    save_image(&a.out, &composite, w, h, PixelFormat::Rgb8)?;
+    if let Some(l) = &a.layer_out {
         save_png(l, &layer_on_canvas(&layer, w, h), w, h, PixelFormat::Rgba8)?;
     }
     Ok(outputs.into_iter().map(Path::to_path_buf).collect())
@@ -411,14 +405,8 @@ pub struct TransferArgs {
     /// face (find the face and align it as FFHQ) or none (the selection, else the whole photo)
     #[arg(long, default_value = "face")]
     pub align: String,
-    /// The face, by its index in `clipshape faces` (default: inside --select, else the largest)
-    #[arg(long)]
-    pub face: Option<usize>,
-    /// x1,y1,x2,y2 in photo pixels: the box (--align none), or where the face is
-    #[arg(long, allow_hyphen_values = true)]
-    pub select: Option<String>,
-    #[arg(long)]
-    pub mtcnn: Option<PathBuf>,
+    #[command(flatten)]
+    pub subject: SubjectOptions,
     /// Also write the change alone: a photo-sized RGBA layer, opaque where pixels moved
     #[arg(long)]
     pub layer_out: Option<PathBuf>,
@@ -427,20 +415,8 @@ pub struct TransferArgs {
 }
 
 pub fn transfer(cli: &crate::Cli, args: &TransferArgs) -> Result<()> {
-    let TransferArgs { photo, before, after, align, face, select, mtcnn, layer_out, out } = args;
     let dev = device(cli)?.resolve()?;
-    let args = TransferJob {
-        photo,
-        before,
-        after,
-        align,
-        face: *face,
-        select: select.as_deref(),
-        mtcnn: mtcnn.as_deref(),
-        layer_out: layer_out.as_deref(),
-        out,
-    };
-    for p in transfer_command(&args, dev)? {
+    for p in transfer_command(args, dev)? {
         emit(&format!("{}\n", p.display()));
     }
     Ok(())

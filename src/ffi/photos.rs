@@ -194,9 +194,17 @@ pub unsafe extern "C" fn cs_paste_params_init(params: *mut cs_paste_params) -> c
     })
 }
 
-/// What a paste request says: the mode, where the edited picture sits in the photo, and the
-/// photo's size.
-unsafe fn paste_request(p: *const cs_paste_params) -> Result<(Paste, Subject, u32, u32)> {
+/// What a paste request says: the mode, where the edited picture sits in the photo, the
+/// photo's size, and the photo itself when given.
+struct PasteRequest<'a> {
+    mode: Paste,
+    subject: Subject,
+    width: u32,
+    height: u32,
+    photo: Option<ImageView<'a>>,
+}
+
+unsafe fn paste_request<'a>(p: *const cs_paste_params) -> Result<PasteRequest<'a>> {
     let p = ref_arg(p, "paste")?;
     check_struct_size(p.struct_size, std::mem::size_of::<cs_paste_params>(), "paste")?;
     let mode = match p.mode {
@@ -206,43 +214,41 @@ unsafe fn paste_request(p: *const cs_paste_params) -> Result<(Paste, Subject, u3
         m if m == cs_paste_mode::Warp as i32 => Paste::Warp,
         m => return Err(Error::arg("mode", format!("{m} is not a cs_paste_mode"))),
     };
-    let (pw, ph) = (p.photo_width, p.photo_height);
-    if pw == 0 || ph == 0 {
-        return Err(Error::arg("photo_width, photo_height", format!("{pw}×{ph} has no pixels")));
+    let (width, height) = (p.photo_width, p.photo_height);
+    if width == 0 || height == 0 {
+        return Err(Error::arg("photo_width, photo_height", format!("{width}×{height} has no pixels")));
     }
     let subject = if p.face.is_null() {
         match p.bbox {
-            [0.0, 0.0, 0.0, 0.0] => Subject::whole(pw, ph),
-            b => Subject::selection(b, pw, ph)?,
+            [0.0, 0.0, 0.0, 0.0] => Subject::whole(width, height),
+            b => Subject::selection(b, width, height)?,
         }
     } else {
         Subject::face(face_arg(p.face)?)?
     };
-    Ok((mode, subject, pw, ph))
+    // Read by the warp alone; the other modes ignore it.
+    let photo = if p.photo.is_null() || mode != Paste::Warp { None } else { Some(image_arg(p.photo, "photo")?) };
+    Ok(PasteRequest { mode, subject, width, height, photo })
 }
 
-/// The edit's transfer onto the photo a warp-mode paste request names.
-unsafe fn make_transfer(
+/// The edit's transfer onto the photo a paste request holds.
+fn make_transfer(
     ctx: &crate::context::Context,
     latent: &crate::edit::Latent,
-    render: *const cs_render_params,
-    paste: *const cs_paste_params,
+    render: &super::editing::RenderRequest,
+    paste: &PasteRequest,
 ) -> Result<Transfer> {
-    let (_, subject, pw, ph) = paste_request(paste)?;
-    let p = ref_arg(paste, "paste")?;
-    if p.photo.is_null() {
-        return Err(Error::arg("photo", "is NULL: CS_PASTE_MODE_WARP moves the photo's own pixels, so it needs them"));
-    }
-    let photo = image_arg(p.photo, "photo")?;
+    let photo = paste.photo.as_ref().ok_or_else(|| {
+        Error::arg("photo", "is NULL: CS_PASTE_MODE_WARP moves the photo's own pixels, so it needs them")
+    })?;
+    let (pw, ph) = (paste.width, paste.height);
     if (photo.width, photo.height) != (pw, ph) {
         return Err(Error::arg(
             "photo",
             format!("is {}×{}, photo_width × photo_height say {pw}×{ph}", photo.width, photo.height),
         ));
     }
-    let super::editing::RenderRequest { shifts, strengths, .. } =
-        super::editing::render_request(ref_arg(render, "render")?)?;
-    Ok(ctx.transfer(&photo, &subject, latent, &shifts, &strengths)?.transfer)
+    Ok(ctx.transfer(photo, &paste.subject, latent, &render.shifts, &render.strengths)?.transfer)
 }
 
 /// Layers as images with their origin, in `format` (RGBA8 or BGRA8).
@@ -285,15 +291,16 @@ pub unsafe extern "C" fn cs_render_layers(
             let latent = &ref_arg(latent, "latent")?.inner;
             let r = ref_arg(render, "render")?;
             let format = pixel_format(r.format)?;
-            let (mode, subject, pw, ph) = paste_request(paste)?;
-            let layers = if mode == Paste::Warp {
-                let t = make_transfer(ctx, latent, render, paste)?;
-                let super::editing::RenderRequest { strengths, .. } = super::editing::render_request(r)?;
-                strengths.iter().map(|&k| t.layer(k)).collect::<Result<Vec<_>>>()?
+            let paste = paste_request(paste)?;
+            let layers = if paste.mode == Paste::Warp {
+                let request = super::editing::render_request(r)?;
+                let t = make_transfer(ctx, latent, &request, &paste)?;
+                request.strengths.iter().map(|&k| t.layer(k)).collect::<Result<Vec<_>>>()?
             } else {
                 // Only the change mask needs the unedited render: one forward less otherwise.
-                let (renders, render_0) = super::editing::render_frames(ctx, latent, r, mode == Paste::Changes)?;
-                ctx.paste_layers(&renders, render_0.as_ref(), &subject, mode, pw, ph)?
+                let with_0 = paste.mode == Paste::Changes;
+                let (renders, render_0) = super::editing::render_frames(ctx, latent, r, with_0)?;
+                ctx.paste_layers(&renders, render_0.as_ref(), &paste.subject, paste.mode, paste.width, paste.height)?
             };
             layer_images(layers, format)
         })
@@ -326,7 +333,8 @@ pub unsafe extern "C" fn cs_transfer_create(
         hand_out(out, || {
             let ctx = &ref_arg(ctx, "ctx")?.inner;
             let latent = &ref_arg(latent, "latent")?.inner;
-            Ok(cs_transfer { inner: make_transfer(ctx, latent, render, paste)? })
+            let request = super::editing::render_request(ref_arg(render, "render")?)?;
+            Ok(cs_transfer { inner: make_transfer(ctx, latent, &request, &paste_request(paste)?)? })
         })
     })
 }
