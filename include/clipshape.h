@@ -241,6 +241,9 @@ typedef int32_t (*cs_progress_fn)(void *user,
                                   float loss,
                                   float clip_sim);
 
+// A host's "picture while it learns" (see `cs_optimize_params.preview`).
+typedef int32_t (*cs_preview_fn)(void *user, int32_t step, const struct cs_image *picture);
+
 typedef struct cs_optimize_params {
   uint32_t struct_size;
   // What the edit should look like, e.g. "face with big nose". Required.
@@ -290,7 +293,8 @@ typedef struct cs_optimize_params {
   float region[4];
   // Weight λ4 of the separation term for several prompts on one latent (`cs_optimize_batch`):
   // the squared cosine between each pair of prompts' image changes joins the loss, so each
-  // shift can be applied alone or with the others (0 = the prompts are learnt independently).
+  // shift can be applied alone or with the others (0 = the prompts are learnt independently;
+  // negative = the library's default, 0.3).
   float lambda4;
   // With layer "auto": how many of the best-ranked layers the shift moves (0 = 1).
   int32_t auto_layers;
@@ -298,6 +302,12 @@ typedef struct cs_optimize_params {
   // default), which needs no more than the flow's side: the loop stops there unless
   // `optimize_size` says otherwise.
   int32_t for_warp;
+  // With `preview`: the picture as it is now at step 1 and every this many steps (0 = never).
+  int32_t preview_every;
+  // `preview(progress_user, step, picture)`: the frame of the generator's output at the
+  // loop's side (`CS_PIXEL_FORMAT_RGBA8`, opaque), valid during the call only; a nonzero
+  // return stops the optimisation (CANCELLED), as the progress callback's.
+  cs_preview_fn preview;
 } cs_optimize_params;
 
 // Download progress: `file` being fetched, bytes done of total; nonzero return cancels
@@ -599,6 +609,24 @@ enum cs_status cs_models_check(const char *models_dir,
 // INVALID_ARGUMENT (NULL `needed`); MODEL_FORMAT (bad manifest).
 enum cs_status cs_models_list_sets(const char *models_dir, char *buf, size_t cap, size_t *needed);
 
+// The store's folder (`models_dir` NULL = the default: `$CLIPSHAPE_MODELS`, else the user's
+// data folder), written as `cs_models_list_sets` writes text. Statuses: OK; INVALID_ARGUMENT
+// (NULL `needed`; no home folder to put the default store in).
+enum cs_status cs_models_dir(const char *models_dir, char *buf, size_t cap, size_t *needed);
+
+// Registers a model file the user already has as a file of `set` (as `clipshape models add`):
+// its name, else its size, says which manifest file it is; its size and SHA-256 are checked, and
+// it is copied into the store (the user's file is left as it is). The stored path is written as
+// `cs_models_list_sets` writes text (`buf` may be NULL with `cap` 0). Statuses: OK;
+// INVALID_ARGUMENT (unknown set, a file that is none of the set's); INTEGRITY (wrong size or
+// hash); IO.
+enum cs_status cs_models_add(const char *models_dir,
+                             const char *set,
+                             const char *path,
+                             char *buf,
+                             size_t cap,
+                             size_t *needed);
+
 // Downloads the missing files of `set` (resuming partial ones, verifying sizes and hashes) into
 // the store (`models_dir` NULL = default). `progress(user, file, done, total)` is called from
 // this thread; `file` is valid during the call only; a nonzero return stops the download (the partial
@@ -722,6 +750,15 @@ void cs_transfer_free(struct cs_transfer *transfer);
 // Where `images` go in the photo: the top-left pixel of layers from `cs_render_layers`; (0, 0)
 // for other images. Statuses: OK; INVALID_ARGUMENT (NULL).
 enum cs_status cs_images_get_origin(const struct cs_images *images, int32_t *x, int32_t *y);
+
+// The region of a photo's subject (the face `paste->face`, else the box `paste->bbox`, else the
+// whole photo) in pixels of the generator's output, {x1, y1, x2, y2}: the
+// `cs_optimize_params.region` that keeps the rest of the picture (with `lambda3` > 0).
+// `paste->mode` and `paste->photo` are not read. Statuses: OK; INVALID_ARGUMENT (NULL, a bad
+// face or box, a subject that covers no pixel of the frame).
+enum cs_status cs_subject_region(const struct cs_ctx *ctx,
+                                 const struct cs_paste_params *paste,
+                                 float (*out)[4]);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -241,3 +241,37 @@ fn align_then_paste_back_reproduces_the_astronaut() {
         assert_eq!(out[..layer.y * w * 3], rgb[..layer.y * w * 3]);
     }
 }
+
+/// A face e4e checkpoint given as a bare file is a face model (its `opts.dataset_type` is
+/// `ffhq_encode`): found and aligned like the `ffhq` set, with that set's editing defaults; a
+/// bare generator says nothing of its domain. MTCNN's folder is found under either naming.
+#[test]
+fn a_face_e4e_file_is_a_face_model() {
+    use clipshape::context::{Context, ContextParams};
+    use clipshape::device::DeviceRequest;
+    use clipshape::domain::{Align, Frame};
+    let ffhq = clipshape::store::Manifest::builtin().unwrap().set("ffhq").unwrap().domain.clone().unwrap();
+    let ctx =
+        Context::new(&ContextParams { device: DeviceRequest::Cpu, ..ContextParams::new(common::golden("e4e.pt")) })
+            .unwrap();
+    let d = ctx.domain.as_ref().expect("a face e4e file has a domain");
+    assert_eq!((d.name.as_str(), d.align, d.generator_size), ("face", Align::Ffhq, 64));
+    assert_eq!((d.default_layer, d.default_lambda2), (ffhq.default_layer, ffhq.default_lambda2));
+    assert_eq!(ctx.frame, Frame::square(64));
+    let generator = Context::new(&ContextParams {
+        device: DeviceRequest::Cpu,
+        ..ContextParams::new(common::golden("stylegan2.pt"))
+    })
+    .unwrap();
+    assert!(generator.domain.is_none());
+
+    let dir = common::golden_dir().join("face/mtcnn");
+    assert_eq!(face::detector_files_in(&dir), Some(["pnet.pt", "rnet.pt", "onet.pt"].map(|n| dir.join(n))));
+    let store = tempfile::tempdir().unwrap();
+    for n in ["pnet", "rnet", "onet"] {
+        std::fs::copy(dir.join(format!("{n}.pt")), store.path().join(format!("mtcnn_{n}.pt"))).unwrap();
+    }
+    assert!(face::detector_files_in(store.path()).is_some());
+    std::fs::remove_file(store.path().join("mtcnn_onet.pt")).unwrap();
+    assert_eq!(face::detector_files_in(store.path()), None);
+}

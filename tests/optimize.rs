@@ -28,7 +28,7 @@ fn params(prompt: &str, steps: usize) -> OptimizeParams {
 fn run(ctx: &Context, latents: &[&Latent], p: &OptimizeParams) -> (Vec<Shift>, Vec<Progress>) {
     let mut seen = Vec::new();
     let shifts = ctx.optimize(latents, p, &mut |pr| {
-        seen.push(*pr);
+        seen.push(pr.clone());
         true
     });
     (shifts.unwrap(), seen)
@@ -503,4 +503,25 @@ fn one_builder_turns_an_edit_request_into_the_optimisation() {
     req.layer = Some("convs.3".into());
     let e = ctx.optimize_params(&req, None).unwrap_err().to_string();
     assert!(e.contains("auto_layers") && e.contains("only with layer \"auto\""), "{e}");
+}
+
+/// A picture while it learns: the step's own render (no extra pass) at step 1 and every
+/// `preview_every` steps, nothing between; it changes as the shift is learnt.
+#[test]
+fn previews_are_the_steps_own_pictures() {
+    let ctx = ctx();
+    let w = latent(&ctx, 3);
+    let p = OptimizeParams { preview_every: 2, ..params("a round face", 5) };
+    let (_, seen) = run(&ctx, &[&w], &p);
+    let with: Vec<usize> = seen.iter().filter(|s| s.picture.is_some()).map(|s| s.step).collect();
+    assert_eq!(with, [1, 2, 4]);
+    let size = ctx.generator.config.size;
+    let first = seen[0].picture.as_ref().unwrap();
+    let last = seen[3].picture.as_ref().unwrap();
+    assert_eq!(first.size(), [1, 3, size, size]);
+    assert!(!first.requires_grad(), "a preview holds no graph");
+    let change = (first - last).abs().max().double_value(&[]);
+    assert!(change > 1e-4, "the picture did not change: {change}");
+    let (_, none) = run(&ctx, &[&w], &params("a round face", 3));
+    assert!(none.iter().all(|s| s.picture.is_none()));
 }

@@ -130,9 +130,6 @@ impl EditOptions {
     }
 }
 
-/// λ4 of a joint edit (`--also`) unless `--separate` says otherwise.
-const DEFAULT_SEPARATE: f64 = 0.3;
-
 /// `--region x1,y1,x2,y2`.
 pub fn parse_region(text: &str) -> Result<[f32; 4]> {
     match parse_list(text, "--region")?.as_slice() {
@@ -298,7 +295,7 @@ pub fn edit(cli: &Cli, args: &EditArgs) -> Result<()> {
     let separate = match (opts.separate, joint) {
         (Some(_), false) => bail!("--separate keeps several prompts apart: it goes with --also"),
         (Some(s), true) if !(s.is_finite() && s >= 0.0) => bail!("--separate: {s} must be a finite number ≥ 0"),
-        (s, _) => s.unwrap_or(DEFAULT_SEPARATE),
+        (s, _) => s.unwrap_or(clipshape::edit::optimize::DEFAULT_LAMBDA4),
     };
     if opts.region.is_some() && opts.preserve == 0.0 && !clipshape::edit::optimize::is_auto_layer(opts.layer.as_deref())
     {
@@ -333,6 +330,7 @@ pub fn edit(cli: &Cli, args: &EditArgs) -> Result<()> {
         lambda3: opts.preserve,
         region: opts.region()?,
         lambda4: if joint { separate } else { 0.0 },
+        preview_every: 0,
     };
     // Of a photo, the face (or the selection) is what the edit may change.
     let params = ctx.optimize_params(&request, job.as_ref().map(|j| &j.subject))?;

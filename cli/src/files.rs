@@ -82,6 +82,10 @@ pub struct OutputDir {
     pub path: PathBuf,
     staging: PathBuf,
     written: std::cell::RefCell<Vec<String>>,
+    /// The folder did not exist before this run: a run that ends without committing removes
+    /// it again when it is still empty (no trace of a failed run, nothing of anyone else's).
+    created: bool,
+    committed: std::cell::Cell<bool>,
 }
 
 impl OutputDir {
@@ -97,6 +101,7 @@ impl OutputDir {
                 bail!("--out {}: exists and is not a directory", path.display());
             }
         }
+        let created = std::fs::symlink_metadata(path).is_err();
         std::fs::create_dir_all(path).with_context(|| format!("--out {}: cannot create it", path.display()))?;
         clipshape::io::remove_stale_temps(path, STALE_AFTER)?;
         remove_stale_stages(path);
@@ -128,7 +133,13 @@ impl OutputDir {
             .with_context(|| format!("--out {}: cannot write there", path.display()))?
             .keep();
         register_stage(&staging);
-        Ok(OutputDir { path: path.to_path_buf(), staging, written: Default::default() })
+        Ok(OutputDir {
+            path: path.to_path_buf(),
+            staging,
+            written: Default::default(),
+            created,
+            committed: Default::default(),
+        })
     }
 
     /// Where the run writes the file `name` (relative, `/`-separated: `1/00.png` for a joint
@@ -194,6 +205,7 @@ impl OutputDir {
                 }
             }
         }
+        self.committed.set(true);
         Ok(record.files.iter().map(|w| self.path.join(&w.path)).collect())
     }
 }
@@ -237,6 +249,10 @@ impl Drop for OutputDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.staging);
         unregister_stage(&self.staging);
+        if self.created && !self.committed.get() {
+            // remove_dir removes an empty folder only.
+            let _ = std::fs::remove_dir(&self.path);
+        }
     }
 }
 

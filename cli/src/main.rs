@@ -188,6 +188,10 @@ fn model_context(
         // A given detector wins; a bare model file asked to align faces uses the store's.
         if p.subject.mtcnn.is_some() || (params.face_detector.is_none() && p.align == "face") {
             params.face_detector = Some(photo::detector_files(p.subject.mtcnn.as_deref())?);
+        } else if params.face_detector.is_none() && p.align == "auto" {
+            // A face e4e file aligns faces too (its checkpoint says it is one): the store's
+            // detector when it is there; without it, finding the face says what to give.
+            params.face_detector = photo::detector_files(None).ok();
         }
     }
     params.device = device(cli)?;

@@ -17,9 +17,6 @@ use clipshape::store::ModelStore;
 use crate::files::{load_rgba, Folder};
 use crate::{device, emit};
 
-/// The MTCNN files in the model store (fetched with the `ffhq` set).
-pub const STORE_FILES: [&str; 3] = ["mtcnn_pnet.pt", "mtcnn_rnet.pt", "mtcnn_onet.pt"];
-
 #[derive(Args, Clone, Debug)]
 pub struct PhotoOptions {
     /// How the photo is prepared: face (find the face, align it as FFHQ), none (the selection or
@@ -86,12 +83,7 @@ impl SubjectOptions {
 /// The three detector files: from `--mtcnn DIR` (facenet-pytorch's names or the store's), else
 /// the model store's.
 pub fn detector_files(dir: Option<&Path>) -> Result<[PathBuf; 3]> {
-    let pick = |d: &Path| -> Option<[PathBuf; 3]> {
-        [["pnet.pt", "rnet.pt", "onet.pt"], STORE_FILES]
-            .into_iter()
-            .map(|names| names.map(|n| d.join(n)))
-            .find(|files| files.iter().all(|f| f.is_file()))
-    };
+    let pick = clipshape::face::detector_files_in;
     if let Some(d) = dir {
         return pick(d).with_context(|| format!("--mtcnn {}: no pnet.pt, rnet.pt and onet.pt there", d.display()));
     }
@@ -141,7 +133,15 @@ impl PhotoJob {
             other => bail!("--align: `{other}` is not auto, face or none"),
         };
         let view = ImageView::packed(&rgba, width, height, PixelFormat::Rgba8)?;
-        let (subject, faces) = opts.subject.choose(path, width, height, align_face, || Ok(ctx.detect_faces(&view)?))?;
+        let (subject, faces) = opts.subject.choose(path, width, height, align_face, || {
+            if ctx.detector.is_none() {
+                bail!(
+                    "no face detector: give MTCNN's folder with --mtcnn DIR, fetch the `ffhq` set \
+                     (`clipshape models fetch ffhq`), or --align none to use the photo as it is"
+                );
+            }
+            Ok(ctx.detect_faces(&view)?)
+        })?;
         Ok(PhotoJob { path: path.to_path_buf(), rgba, width, height, subject, paste, faces })
     }
 

@@ -185,6 +185,16 @@ fn edit_and_apply_follow_the_contract() {
             .collect();
     args.extend(clip_args());
     args.extend(["--out".into(), p(&out2).into()]);
+    // A face e4e file is a face model: it looks for a face, and says what it needs to find one
+    // (this store has no detector; `picture.png` is no face anyway).
+    let e = fails_owned(&args);
+    assert!(e.contains("no face detector") && e.contains("--mtcnn DIR") && e.contains("--align none"), "{e}");
+    assert!(!out2.exists(), "a failed edit left {}", out2.display());
+    // A folder the user made stays, empty as it was.
+    std::fs::create_dir(&out2).unwrap();
+    fails_owned(&args);
+    assert!(std::fs::read_dir(&out2).unwrap().next().is_none(), "the user's folder was written into");
+    args.extend(["--align".into(), "none".into()]);
     ok_owned(&args);
     assert!(out2.join("00.png").exists() && out2.join("sheet.png").exists());
     let applied = dir.path().join("applied");

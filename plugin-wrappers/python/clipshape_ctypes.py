@@ -332,6 +332,7 @@ def _nullable(fn_type):
 cs_progress_fn = _nullable(CFUNCTYPE(c_int32, c_void_p, c_int32, c_int32, c_float, c_float))
 cs_fetch_progress_fn = _nullable(CFUNCTYPE(c_int32, c_void_p, c_char_p, c_uint64, c_uint64))
 cs_log_fn = _nullable(CFUNCTYPE(None, c_void_p, c_int32, c_char_p))
+cs_preview_fn = _nullable(CFUNCTYPE(c_int32, c_void_p, c_int32, POINTER(cs_image)))
 
 
 class cs_optimize_params(Structure):
@@ -360,6 +361,8 @@ class cs_optimize_params(Structure):
         ("lambda4", c_float),
         ("auto_layers", c_int32),
         ("for_warp", c_int32),
+        ("preview_every", c_int32),
+        ("preview", cs_preview_fn),
     ]
 
 
@@ -414,6 +417,10 @@ _SIGNATURES = {
     "cs_models_check": (_S, [c_char_p, c_char_p]),
     "cs_models_list_sets": (_S, [c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
     "cs_models_fetch": (_S, [c_char_p, c_char_p, cs_fetch_progress_fn, c_void_p]),
+    "cs_subject_region": (_S, [POINTER(cs_ctx), POINTER(cs_paste_params), POINTER(c_float * 4)]),
+    "cs_models_dir": (_S, [c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "cs_models_add": (_S, [c_char_p, c_char_p, c_char_p, c_char_p, c_size_t,
+                           POINTER(c_size_t)]),
     "cs_faces_detect": (_S, [POINTER(cs_ctx), POINTER(cs_image), POINTER(POINTER(cs_faces))]),
     "cs_faces_count": (c_size_t, [POINTER(cs_faces)]),
     "cs_faces_get": (_S, [POINTER(cs_faces), c_size_t, POINTER(cs_face)]),
@@ -641,6 +648,41 @@ def models_missing(set_name, models_dir=None):
     except FileIOError as e:
         return e.message
     return None
+
+
+def _text_out(fn, *args):
+    """A library call that writes text into a caller's buffer (buf, cap, needed): asks once
+    with a guess and again with the size the text needs."""
+    cap = 1024
+    while True:
+        buf = ctypes.create_string_buffer(cap)
+        needed = c_size_t(0)
+        _call(fn, *args, buf, cap, ctypes.byref(needed))
+        if needed.value <= cap:
+            return buf.value.decode("utf-8", "replace")
+        cap = needed.value
+
+
+def models_dir(models_dir=None):
+    """The model store's folder (None = the default: $CLIPSHAPE_MODELS, else the user's data
+    folder)."""
+    L = load_library()
+    return _text_out(L.cs_models_dir, _cstr(models_dir, "models_dir") if models_dir else None)
+
+
+def models_add(set_name, path, models_dir=None):
+    """Registers a model file the user already has as a file of ``set_name`` (its name or size
+    says which; its size and SHA-256 are checked) by copying it into the store; the user's file
+    is left as it is → the stored file's path."""
+    L = load_library()
+    d = _cstr(models_dir, "models_dir") if models_dir else None
+    # One call (it copies and hashes gigabytes): a buffer no path exceeds (PATH_MAX + NUL).
+    cap = 4097
+    buf = ctypes.create_string_buffer(cap)
+    needed = c_size_t(0)
+    _call(L.cs_models_add, d, _cstr(set_name, "set_name"), _cstr(path, "path"), buf, cap,
+          ctypes.byref(needed))
+    return buf.value.decode("utf-8", "replace")
 
 
 def models_fetch(set_name, models_dir=None, progress=None):
@@ -1125,7 +1167,8 @@ class Context(_Handle):
             if len(box) != 4:
                 raise InvalidArgumentError("region must be (x1, y1, x2, y2), got %r" % (region,))
             p.region = (c_float * 4)(*box)
-        p.lambda4 = float(lambda4 or 0.0)
+        # "default": the library's λ4 for prompts learnt jointly (sent as a negative value).
+        p.lambda4 = -1.0 if lambda4 == "default" else float(lambda4 or 0.0)
         if math.isnan(p.lambda4):
             raise InvalidArgumentError("lambda4 is NaN")
         p.auto_layers = _int(auto_layers, "auto_layers", 1, INT32[1])
@@ -1137,6 +1180,31 @@ class Context(_Handle):
             return progress(Progress(step, total, loss, clip_sim))
         return _CallbackBox(user if progress is not None else None,
                             cancelled=lambda: self._cancel_requested)
+
+    def _callbacks(self, p, progress, preview, preview_every):
+        """Puts the progress (and preview) trampolines into ``p`` → the boxes to re-raise from.
+        ``preview(step, Picture)`` gets the picture as it is (the frame, RGBA8) at step 1 and
+        every ``preview_every`` steps (default 10)."""
+        box = self._progress_box(progress)
+        p.progress = cs_progress_fn(lambda _u, step, total, loss, sim:
+                                    box.invoke(step, total, loss, sim))
+        boxes = [box]
+        if preview is not None:
+            def picture(step, image):
+                im = image.contents
+                data = ctypes.string_at(im.data, im.stride * im.height)
+                name = next(k for k, v in PIXEL_FORMATS.items() if v == im.format)
+                return preview(step, Picture(data, im.width, im.height, im.stride, name))
+            pbox = _CallbackBox(picture, cancelled=lambda: self._cancel_requested)
+            p.preview = cs_preview_fn(lambda _u, step, image: pbox.invoke(step, image))
+            p.preview_every = _int(preview_every or 10, "preview_every", 1, INT32[1])
+            boxes.append(pbox)
+        return boxes
+
+    @staticmethod
+    def _reraise(boxes):
+        for b in boxes:
+            b.reraise()
 
     def optimize(self, latent, prompt, progress=None, **request):
         """Learns a shift moving ``latent``'s picture toward ``prompt`` → Shift.
@@ -1155,19 +1223,21 @@ class Context(_Handle):
         ``truncate_prompt``, ``progress_every`` (see cs_optimize_params).
         ``progress(Progress(step, total, loss, clip_sim))``: return False or raise to stop
         (a raised exception is re-raised here; False raises CancelledError).
+        ``preview(step, Picture)`` (with ``preview_every``, default 10): the picture as it is
+        now (the domain's frame at the loop's side, RGBA8) at step 1 and every that many
+        steps, from what the step rendered anyway; returning False stops as progress's.
         """
         if prompt is None or not str(prompt).strip():
             raise InvalidArgumentError("prompt is empty: describe the edit, e.g. "
                                        "\"face with big nose\"")
         if "lambda4" in request:
             raise TypeError("lambda4 separates several prompts: use optimize_batch")
+        preview, preview_every = request.pop("preview", None), request.pop("preview_every", 0)
         keep = []
         p = self._optimize_params(keep, **request)
         p.prompt = _cstr(prompt, "prompt")
         keep.append(p.prompt)
-        box = self._progress_box(progress)
-        p.progress = cs_progress_fn(lambda _u, step, total, loss, sim:
-                                    box.invoke(step, total, loss, sim))
+        boxes = self._callbacks(p, progress, preview, preview_every)
         out = POINTER(cs_shift)()
         with self._op_lock:
             self._begin_op()
@@ -1175,9 +1245,9 @@ class Context(_Handle):
                 _call(self._lib.cs_optimize, self.ptr, latent.ptr, ctypes.byref(p),
                       ctypes.byref(out))
             except CancelledError:
-                box.reraise()
+                self._reraise(boxes)
                 raise
-        box.reraise()  # `p` (and the callback it holds) stayed alive through the C call
+        self._reraise(boxes)  # `p` (and the callbacks it holds) stayed alive through the call
         return Shift(out)
 
     def optimize_batch(self, latents, prompts, **kw):
@@ -1193,11 +1263,10 @@ class Context(_Handle):
             if t is None or not str(t).strip():
                 raise InvalidArgumentError("a prompt is empty")
         progress = kw.pop("progress", None)
+        preview, preview_every = kw.pop("preview", None), kw.pop("preview_every", 0)
         keep = []
         p = self._optimize_params(keep, **kw)
-        box = self._progress_box(progress)
-        p.progress = cs_progress_fn(lambda _u, step, total, loss, sim:
-                                    box.invoke(step, total, loss, sim))
+        boxes = self._callbacks(p, progress, preview, preview_every)
         lat = (POINTER(cs_latent) * len(latents))(*[l.ptr for l in latents])
         raw = [_cstr(t, "prompt") for t in prompts]
         txt = (c_char_p * len(raw))(*raw)
@@ -1209,9 +1278,9 @@ class Context(_Handle):
                 _call(self._lib.cs_optimize_batch, self.ptr, lat, len(latents), txt, len(raw),
                       ctypes.byref(p), out)
             except CancelledError:
-                box.reraise()
+                self._reraise(boxes)
                 raise
-        box.reraise()
+        self._reraise(boxes)
         return [Shift(out[i]) for i in range(n_out) if out[i]]
 
     def render_pictures(self, latent, shifts, strengths, fmt="RGBA8", target=None, max_batch=0):
@@ -1315,6 +1384,17 @@ class Context(_Handle):
         elif mode == "warp":
             raise InvalidArgumentError("the warp paste moves the photo's own pixels: give photo=")
         return p, (f, img, keep)
+
+    def subject_region(self, photo_size, face=None, box=None):
+        """The region of a photo's ``face`` (or ``box`` x1, y1, x2, y2; neither = the whole
+        photo) in pixels of the generator's output → (x1, y1, x2, y2): the ``region`` that
+        optimize's ``lambda3`` keeps the rest of the picture around."""
+        p, keep = self._paste_params("changes", photo_size, face, box, None, "RGBA8", 0)
+        out = (c_float * 4)()
+        with self._op_lock:
+            _call(self._lib.cs_subject_region, self.ptr, ctypes.byref(p), ctypes.byref(out))
+        del keep
+        return tuple(out)
 
     def render_layers(self, latent, shifts, strengths, photo_size, face=None, box=None,
                       mode="warp", fmt="RGBA8", max_batch=0, photo=None, stride=0):
@@ -1442,7 +1522,7 @@ __all__ = [
     "DownloadError", "ModelsMissingError", "DivergedError", "LibraryNotFoundError",
     "ERRORS", "error_for_status", "load_library", "lib", "set_library_path", "library_candidates",
     "last_error", "version", "abi_version", "cuda_device_count", "models_check", "models_missing",
-    "models_fetch", "Picture", "Latent", "Shift", "Context", "Transfer", "GeneratorInfo", "LayerInfo",
+    "models_fetch", "models_dir", "models_add", "Picture", "Latent", "Shift", "Context", "Transfer", "GeneratorInfo", "LayerInfo",
     "Progress", "parse_device",
 ]
 

@@ -93,8 +93,55 @@ def group_name(prompt):
 
 
 def layer_name(prompt, k):
-    """The layer of strength ``k``: "<prompt> k=+1.5"."""
-    return "%s k=%s" % (group_name(prompt), format_strength(k))
+    """The layer of strength ``k``: "k=+1.5 <prompt>" (the strength first, so a narrow Layers
+    panel that cuts the name still shows which strength the layer holds)."""
+    return "k=%s %s" % (format_strength(k), group_name(prompt))
+
+
+# What a user reads next to the strengths (dialog blurb, docker tooltip, status line).
+STRENGTH_HELP = ("k is the edit's strength: 0 is the picture as it is, +1 the learnt edit, +3 three "
+                 "times as strong; negative values go the opposite way")
+
+
+def shown_strength(strengths):
+    """The one strength whose layer is visible after a run: the strongest positive one (what the
+    prompt asked for), else the strength farthest from 0."""
+    ks = list(strengths)
+    positive = [k for k in ks if k > 0]
+    if positive:
+        return max(positive)
+    return max(ks, key=abs) if ks else None
+
+
+def format_duration(seconds):
+    """45 → "45 s", 125 → "2 min 5 s", 3725 → "1 h 2 min" (for "about … left")."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return "%d s" % s
+    if s < 3600:
+        return "%d min %d s" % (s // 60, s % 60) if s % 60 else "%d min" % (s // 60)
+    return "%d h %d min" % (s // 3600, (s % 3600) // 60)
+
+
+class Eta:
+    """Time left of a loop from the pace of its steps so far (the first step, which warms caches
+    and loads kernels, is left out of the pace)."""
+
+    def __init__(self, clock=None):
+        import time
+        self._clock = clock or time.monotonic
+        self._first = None      # (step, time) of the first step seen
+
+    def left(self, step, total):
+        """Seconds left after ``step`` of ``total``, or None while unknown."""
+        now = self._clock()
+        if self._first is None:
+            self._first = (step, now)
+            return None
+        s0, t0 = self._first
+        if step <= s0:
+            return None
+        return (now - t0) / (step - s0) * max(0, total - step)
 
 
 def edit_file_name(prompt, when=None):
@@ -317,10 +364,10 @@ class ModelChoice:
         return self.set_name or os.path.basename(self.generator or "?")
 
     def missing_files(self):
-        """The library's message about missing files of the set, or None."""
+        """What is missing of the set and what to do in a plug-in (missing_set_text), or None."""
         if not self.set_name:
             return None
-        return cs.models_missing(self.set_name, self.models_dir)
+        return missing_set_text(self.set_name, self.models_dir)
 
     def open(self):
         """Loads a Context; a missing model set becomes a RequestError saying what to fetch."""
@@ -355,11 +402,16 @@ class EditRequest:
     paste: str = "warp"
     # "auto": find and align the face for face models; "face"; "none" (the selection as is).
     align: str = "auto"
+    face: Optional[int] = None        # which face (1 = the most certain); None: the selection's
+    also: Optional[str] = None        # a second prompt learnt jointly with the first
+    optimize_size: Optional[int] = None   # learn at this side (px); None: the library's choice
+    keep_rest: bool = False           # keep the picture around the face / selection (λ3)
 
     @classmethod
     def from_values(cls, prompt="", strengths=DEFAULT_STRENGTHS, steps=DEFAULT_STEPS, layer="",
                     lambda2=-1.0, seed=0, saved_edit="", library_dir="", save_edit=True,
-                    fit_to_frame=True, paste="warp", align="auto"):
+                    fit_to_frame=True, paste="warp", align="auto", face=0, also="",
+                    optimize_size=0, keep_rest=False):
         """From a dialog's raw values (strings, sentinels: empty = default, λ2 < 0 = default)."""
         saved = (saved_edit or "").strip() or None
         if saved:
@@ -383,10 +435,32 @@ class EditRequest:
         align = (align or "auto").strip().lower()
         if align not in ("auto", "face", "none"):
             raise RequestError("align: %r is not auto, face or none" % align)
+        try:
+            face = int(face or 0)
+        except (TypeError, ValueError):
+            raise RequestError("face: %r is not a whole number (0 = the selection's or the "
+                               "largest)" % (face,)) from None
+        if face < 0:
+            raise RequestError("face: %d; give 1 for the first face found, 0 for the "
+                               "selection's or the largest" % face)
+        also = " ".join((also or "").split()) or None
+        if also and saved:
+            raise RequestError("second prompt: a saved edit is applied as it is; leave the "
+                               "second prompt empty")
+        try:
+            optimize_size = int(optimize_size or 0)
+        except (TypeError, ValueError):
+            raise RequestError("learning size: %r is not a whole number of pixels"
+                               % (optimize_size,)) from None
+        if optimize_size and not 16 <= optimize_size <= 4096:
+            raise RequestError("learning size: %d px; give 0 (automatic) or 16..4096"
+                               % optimize_size)
         return cls(prompt=prompt, strengths=parse_strengths(strengths), steps=steps,
                    layer=(layer or "").strip() or None, lambda2=lam, seed=int(seed or 0),
                    saved_edit=saved, library_dir=lib_dir, save_edit=bool(save_edit),
-                   fit_to_frame=bool(fit_to_frame), paste=paste, align=align)
+                   fit_to_frame=bool(fit_to_frame), paste=paste, align=align,
+                   face=face or None, also=also, optimize_size=optimize_size or None,
+                   keep_rest=bool(keep_rest) and not saved)
 
 
 @dataclass
@@ -399,6 +473,7 @@ class LayerResult:
     height: int
     data: bytes
     fmt: str
+    visible: bool = True   # one layer of a run is shown (shown_strength), the others hidden
 
 
 @dataclass
@@ -414,9 +489,42 @@ class EditResult:
     face: Optional[object] = None      # cs.Face: the face edited, when one was found
     # cs.Transfer (warp paste): the picture at any strength between the rendered ones.
     transfer: Optional[object] = None
+    origin: tuple = (0, 0)             # canvas position of the transfer's photo pixels
+    faces: Optional[list] = None       # every face found (cs.Face), ``face`` among them
+
+    def strength_range(self):
+        """(lowest, highest) strength a live preview can show, or None without a transfer."""
+        return self.transfer.range() if self.transfer is not None else None
+
+    def layer_at(self, strength):
+        """The picture's own pixels moved to any ``strength`` within strength_range() → a
+        LayerResult on the canvas (the strength slider's preview; "Keep" inserts it)."""
+        if self.transfer is None:
+            raise RequestError("this result has no strength slider (paste mode is not \"warp\")")
+        pic = self.transfer.layer(strength)
+        return LayerResult(layer_name(self.prompt, strength), float(strength),
+                           self.origin[0] + pic.x, self.origin[1] + pic.y, pic.width,
+                           pic.height, _packed(pic), pic.format)
+
+    def face_text(self):
+        """"face 1 of 2 at 181,62 87×110" of the edited face, or "" without one."""
+        if self.face is None:
+            return ""
+        faces = self.faces or [self.face]
+        n = next((i for i, f in enumerate(faces) if f is self.face), 0) + 1
+        x1, y1, x2, y2 = (int(round(v)) for v in self.face.box)
+        return "face %d of %d at %d,%d %d×%d" % (n, len(faces), self.origin[0] + x1,
+                                                self.origin[1] + y1, x2 - x1, y2 - y1)
 
     def summary(self):
-        parts = ["%d layers in group \"%s\"" % (len(self.layers), self.group_name)]
+        parts = ["%d layer%s in group \"%s\"" % (len(self.layers), "" if len(self.layers) == 1 else "s",
+                                               self.group_name)]
+        shown = [l for l in self.layers if l.visible]
+        if shown and len(self.layers) > 1:
+            parts.append("showing k=%s (%s)" % (format_strength(shown[0].strength),
+                                                "k = the edit's strength"))
+        if self.face is not None:
+            parts.append("edited " + self.face_text())
         if self.clip_sim_before is not None and self.clip_sim_after is not None:
             parts.append("CLIP similarity %.3f → %.3f" % (self.clip_sim_before,
                                                          self.clip_sim_after))
@@ -458,31 +566,38 @@ def aligns_faces(ctx, request):
     return request.align == "face"
 
 
-def run_edit(ctx, request, source, box, progress=None, selection=None):
+# λ3 of "keep the rest": on the tiny test models it more than halves the change outside the
+# region and keeps more than half the CLIP gain (README, "Keeping the rest of the picture").
+KEEP_REST_LAMBDA3 = 1.0
+# Steps between two pictures while learning: one every few seconds on a CPU.
+PREVIEW_EVERY = 10
+
+
+def run_edit(ctx, request, source, box, progress=None, selection=None, preview=None):
     """find the face or take ``box`` → encode → optimise (or load the saved edit) → render, and
     map the renders back onto the picture as layers with alpha (``request.paste``).
 
-    For a face, the whole of ``source.bounds`` is read and the face inside ``selection`` (or the
-    largest) is edited; otherwise ``box`` of ``source``. ``progress(fraction, text)`` is called
-    from this thread. Raises cs.CancelledError after ``ctx.cancel()`` (from any thread),
-    RequestError/cs.ClipShapeError on bad input. Writes nothing but the learnt edit (atomically,
-    by the library) into ``request.library_dir``.
+    For a face, the whole of ``source.bounds`` is read and the face inside ``selection`` (or
+    ``request.face``, or the largest) is edited; otherwise ``box`` of ``source``.
+    ``progress(fraction, text)`` is called from this thread, and ``preview(picture)`` with the
+    picture as it is (a cs.Picture of the model's frame, RGBA8) every PREVIEW_EVERY steps. Raises cs.CancelledError after
+    ``ctx.cancel()`` (from any thread), RequestError/cs.ClipShapeError on bad input. Writes
+    nothing but the learnt edit (atomically, by the library) into ``request.library_dir``.
+
+    The layers come top first: descending strength, the shown_strength() one visible. A
+    strength of 0 adds no layer where it would be empty (warp and changes pastes: nothing moves
+    at k = 0).
     """
     report = _monotonic(progress)
     fmt = source.fmt
     box = Box.of(box)
     with ctx.job():
-        face = None
+        face, faces = None, None
         bounds = Box.of(source.bounds)
         if aligns_faces(ctx, request):
             report(_ENCODE[0], "Finding the face")
             pixels = source.read(bounds)
-            sel = None
-            if selection is not None:
-                s = Box.of(selection).translated(-bounds.x, -bounds.y)
-                sel = (s.x, s.y, s.right, s.bottom)
-            faces, index = ctx.find_face(pixels, bounds.width, bounds.height, 0, fmt, sel)
-            face = faces[index]
+            faces, face = _find_face(ctx, request, pixels, bounds, selection, fmt)
             box = bounds
             report(_ENCODE[0], "Inverting the face (e4e)")
             latent, recon = ctx.encode_face(pixels, bounds.width, bounds.height, face, 0, fmt), None
@@ -493,62 +608,136 @@ def run_edit(ctx, request, source, box, progress=None, selection=None):
             latent, recon = ctx.encode(pixels, box.width, box.height, 0, fmt)
         with latent:
             ctx.check_cancelled()
-            if request.saved_edit:
-                report(_OPTIMIZE[0], "Loading %s" % os.path.basename(request.saved_edit))
-                shift = ctx.load_shift(request.saved_edit)
-                prompt = (request.prompt or shift.meta("prompt")
-                          or os.path.splitext(os.path.basename(request.saved_edit))[0])
-            else:
-                prompt = request.prompt
-                lo, hi = _OPTIMIZE
-
-                def on_step(p):
-                    report(lo + (hi - lo) * p.step / max(1, p.total),
-                           "Learning \"%s\": step %d/%d, CLIP similarity %.3f"
-                           % (prompt, p.step, p.total, p.clip_sim))
-
-                shift = ctx.optimize(latent, prompt, layer=request.layer, steps=request.steps,
-                                     lambda2=request.lambda2, seed=request.seed,
-                                     for_warp=request.paste == "warp", progress=on_step)
-            with shift:
-                report(_RENDER[0], "Rendering %d strengths" % len(request.strengths))
+            region = _keep_region(ctx, request, face, bounds, box, selection)
+            shifts = _learn(ctx, request, latent, report, preview, region)
+            try:
+                prompt = _shift_prompt(request, shifts[0])
+                weighted = [(sh, 1.0) for sh in shifts]
+                strengths = [k for k in request.strengths
+                             if not (k == 0 and request.paste in ("warp", "changes")
+                                     and len(request.strengths) > 1)]
+                strengths.sort(reverse=True)
+                report(_RENDER[0], "Rendering %d strengths" % len(strengths))
                 transfer = None
                 # The read pixels: the bounds for a face, else the box.
                 photo = (bounds.width, bounds.height) if face is not None else (box.width, box.height)
+                origin = (bounds.x, bounds.y) if face is not None else (box.x, box.y)
                 if request.paste == "warp":
                     report(_RENDER[0], "Moving the picture's own pixels (%d strengths)"
-                           % len(request.strengths))
-                    transfer = ctx.transfer(latent, [(shift, 1.0)], request.strengths, pixels,
-                                            photo, face=face, box=None, fmt=fmt)
-                    pictures = [transfer.layer(k) for k in request.strengths]
-                    origin = (bounds.x, bounds.y) if face is not None else (box.x, box.y)
+                           % len(strengths))
+                    transfer = ctx.transfer(latent, weighted, strengths, pixels, photo,
+                                            face=face, box=None, fmt=fmt)
+                    pictures = [transfer.layer(k) for k in strengths]
                 elif face is None and request.paste == "frame":
                     # The model's frame resized into the box, as it is.
-                    pictures = ctx.render_pictures(latent, [(shift, 1.0)], request.strengths, fmt,
+                    pictures = ctx.render_pictures(latent, weighted, strengths, fmt,
                                                    target=(box.width, box.height))
-                    origin = (box.x, box.y)
                 else:
                     # Layers in the coordinates of the read pixels, placed back on the canvas.
-                    pictures = ctx.render_layers(
-                        latent, [(shift, 1.0)], request.strengths, photo, face=face,
-                        box=None, mode=request.paste, fmt=fmt)
-                    origin = (bounds.x, bounds.y) if face is not None else (box.x, box.y)
+                    pictures = ctx.render_layers(latent, weighted, strengths, photo, face=face,
+                                                 box=None, mode=request.paste, fmt=fmt)
+                shown = shown_strength(strengths)
                 layers = [LayerResult(layer_name(prompt, k), k, origin[0] + pic.x,
                                       origin[1] + pic.y, pic.width, pic.height,
-                                      _packed(pic), fmt)
-                          for k, pic in zip(request.strengths, pictures)]
+                                      _packed(pic), fmt, visible=(k == shown))
+                          for k, pic in zip(strengths, pictures)]
                 result = EditResult(group_name(prompt), prompt, box, layers, recon,
-                                    clip_sim_before=_float_meta(shift, "clip_sim_before"),
-                                    clip_sim_after=_float_meta(shift, "clip_sim_after"),
-                                    face=face, transfer=transfer)
+                                    clip_sim_before=_float_meta(shifts[0], "clip_sim_before"),
+                                    clip_sim_after=_float_meta(shifts[0], "clip_sim_after"),
+                                    face=face, transfer=transfer, origin=origin, faces=faces)
                 ctx.check_cancelled()
                 if not request.saved_edit and request.save_edit and request.library_dir:
                     os.makedirs(request.library_dir, exist_ok=True)
                     path = unique_path(request.library_dir, edit_file_name(prompt))
-                    shift.save(path)
+                    shifts[0].save(path)
                     result.shift_path = path
+            finally:
+                for sh in shifts:
+                    sh.close()
     report(1.0, "Done")
     return result
+
+
+def _find_face(ctx, request, pixels, bounds, selection, fmt):
+    """(every face, the one to edit): ``request.face`` (1 = the most certain), else the one
+    the selection overlaps most, else the largest."""
+    sel = None
+    if selection is not None:
+        s = Box.of(selection).translated(-bounds.x, -bounds.y)
+        sel = (s.x, s.y, s.right, s.bottom)
+    try:
+        faces, index = ctx.find_face(pixels, bounds.width, bounds.height, 0, fmt, sel)
+    except cs.InvalidArgumentError as e:
+        if "no face detector" in e.message:
+            raise RequestError("no face detector: choose the Face detector folder (MTCNN's "
+                               "pnet.pt, rnet.pt, onet.pt), or use the Faces (FFHQ) model set"
+                               ) from None
+        raise
+    if request.face is not None:
+        if request.face > len(faces):
+            raise RequestError("face %d: the picture has %d face%s; choose 1..%d"
+                               % (request.face, len(faces), "" if len(faces) == 1 else "s",
+                                  len(faces)))
+        index = request.face - 1
+    return faces, faces[index]
+
+
+def _keep_region(ctx, request, face, bounds, box, selection):
+    """The region "keep the rest" keeps the picture around (generator pixels), or None."""
+    if not request.keep_rest or request.saved_edit:
+        return None
+    if face is not None:
+        return ctx.subject_region((bounds.width, bounds.height), face=face)
+    inner = Box.of(selection).intersect(box) if selection is not None else None
+    if inner is None or inner.empty or inner == box:
+        raise RequestError("keep the rest: select the part to edit (with nothing selected "
+                           "around it, there is no rest to keep)")
+    # The box is what the model's frame holds, stretched: the selection inside it lands in
+    # the same share of the frame.
+    left, top, fw, fh = ctx.domain().frame
+    sx, sy = fw / box.width, fh / box.height
+    return (left + (inner.x - box.x) * sx, top + (inner.y - box.y) * sy,
+            left + (inner.right - box.x) * sx, top + (inner.bottom - box.y) * sy)
+
+
+def _learn(ctx, request, latent, report, preview=None, region=None):
+    """The shifts of the edit: the saved one, or one learnt (two with a second prompt, learnt
+    jointly so that each can also be applied alone)."""
+    if request.saved_edit:
+        report(_OPTIMIZE[0], "Loading %s" % os.path.basename(request.saved_edit))
+        return [ctx.load_shift(request.saved_edit)]
+    lo, hi = _OPTIMIZE
+    eta = Eta()
+    what = request.prompt + (" + " + request.also if request.also else "")
+
+    def on_step(p):
+        left = eta.left(p.step, p.total)
+        text = "Learning \"%s\": step %d/%d, CLIP similarity %.3f" % (what, p.step, p.total,
+                                                                     p.clip_sim)
+        if left is not None:
+            text += ", about %s left" % format_duration(left)
+        report(lo + (hi - lo) * p.step / max(1, p.total), text)
+
+    options = dict(layer=request.layer, steps=request.steps, lambda2=request.lambda2,
+                   seed=request.seed, for_warp=request.paste == "warp", progress=on_step)
+    if request.optimize_size:
+        options["optimize_size"] = request.optimize_size
+    if preview is not None:
+        options.update(preview=lambda step, picture: preview(picture),
+                       preview_every=PREVIEW_EVERY)
+    if region is not None:
+        options.update(lambda3=KEEP_REST_LAMBDA3, region=region)
+    if request.also:
+        return ctx.optimize_batch([latent], [request.prompt, request.also],
+                                  lambda4="default", **options)
+    return [ctx.optimize(latent, request.prompt, **options)]
+
+
+def _shift_prompt(request, shift):
+    if not request.saved_edit:
+        return request.prompt + (" + " + request.also if request.also else "")
+    return (request.prompt or shift.meta("prompt")
+            or os.path.splitext(os.path.basename(request.saved_edit))[0])
 
 
 def _packed(pic):
@@ -614,7 +803,7 @@ class EditJob:
     def cancelled(self):
         return self._cancelled.is_set()
 
-    def run(self, progress=None):
+    def run(self, progress=None, preview=None):
         report = progress or (lambda fraction, text: None)
         report(0.0, "Loading models (%s)" % self.model.describe())
         ctx = self.contexts.get(self.model)
@@ -629,7 +818,7 @@ class EditJob:
                 if self.cancelled:
                     raise cs.CancelledError("cancelled")
                 return run_edit(ctx, self.request, self.source, box, progress,
-                                selection=self.selection)
+                                selection=self.selection, preview=preview)
         finally:
             self._ctx = None
 
@@ -637,6 +826,24 @@ class EditJob:
 # ───────────────────────────── model downloads ───────────────────────
 
 SET_LABELS = {"ffhq": "Faces (FFHQ)", "car": "Cars", "horse": "Horses"}
+
+
+# Where the library's message turns to the command line (`clipshape models fetch`/`add`): a
+# plug-in says what its own Models section offers instead.
+_CLI_GUIDANCE = ("\nFetch them with `clipshape", "\nDownload the URLs on a machine")
+PLUGIN_GUIDANCE = ("Download the set under Models (its Download button), or choose files you "
+                   "already have there (Use a file I already have…).")
+
+
+def missing_set_text(set_name, models_dir=None):
+    """The files ``set_name`` still lacks (names, sizes, URLs, the store folder) and what to do
+    about it in a plug-in, or None when the set is complete."""
+    message = cs.models_missing(set_name, models_dir or None)
+    if not message:
+        return None
+    for marker in _CLI_GUIDANCE:
+        message = message.split(marker)[0]
+    return message.rstrip() + "\n" + PLUGIN_GUIDANCE
 
 
 def format_mb(n_bytes):
@@ -812,6 +1019,27 @@ class ModelDownload:
             t.join(timeout)
             return not t.is_alive()
         return True
+
+
+def add_model_file(set_name, path, models_dir=None):
+    """A model file the user already has, registered as a file of ``set_name`` (copied into the
+    store; theirs is left alone) → the stored path. RequestError says what was wrong."""
+    path = os.path.expanduser((path or "").strip())
+    if not path or not os.path.isfile(path):
+        raise RequestError("model file not found: %s" % (path or "(none chosen)"))
+    try:
+        return cs.models_add(set_name, path, models_dir or None)
+    except cs.ClipShapeError as e:
+        raise RequestError("%s is not a file of %s: %s" % (
+            os.path.basename(path), SET_LABELS.get(set_name, set_name), e.message)) from None
+
+
+def store_dir(models_dir=None):
+    """The model store's folder as the user should read it, or "" when the library cannot say."""
+    try:
+        return cs.models_dir(models_dir or None)
+    except cs.ClipShapeError:
+        return ""
 
 
 def error_text(exc):

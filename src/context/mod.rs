@@ -163,8 +163,16 @@ impl Context {
             None if e4e::detect_prefix(&gen_ck).is_ok() => Some(gen_ck),
             None => None,
         };
+        let size = generator.config.size as u32;
+        // Bare files say what they are: e4e records the dataset it was trained on, so a face
+        // checkpoint given as a file is edited as a face (found, aligned), like the `ffhq` set.
+        let domain = match (&params.domain, &encoder_ck) {
+            (Some(d), _) => Some(d.clone()),
+            (None, Some(ck)) => domain_of_checkpoint(ck, size)?,
+            (None, None) => None,
+        };
         let encoder = match encoder_ck {
-            Some(ck) => Some(load_encoder(&ck, &generator, params.domain.as_ref(), device)?),
+            Some(ck) => Some(load_encoder(&ck, &generator, domain.as_ref(), device)?),
             None => None,
         };
 
@@ -180,8 +188,7 @@ impl Context {
             None => None,
         };
 
-        let size = generator.config.size as u32;
-        let frame = match &params.domain {
+        let frame = match &domain {
             Some(d) if d.generator_size != size => {
                 return Err(Error::Mismatch(format!(
                     "the `{}` domain expects a {} px generator, {} is {size} px",
@@ -207,7 +214,7 @@ impl Context {
             guide,
             detector,
             frame,
-            domain: params.domain.clone(),
+            domain,
             model_id,
             model_sha256: params.model_sha256.clone(),
             stored_mean: loaded.mean_latent,
@@ -388,6 +395,26 @@ impl Context {
     pub fn clip_score(&self, view: &ImageView, texts: &[&str]) -> Result<Vec<f32>> {
         self.guide()?.score(view, texts)
     }
+}
+
+/// The domain of an e4e checkpoint from the dataset it was trained on (`opts.dataset_type`:
+/// `ffhq_encode`, `cars_encode`, `horse_encode`): the built-in model set's frame, alignment and
+/// editing defaults, the frame scaled to a `size` px generator. None for a file without `opts`
+/// or a dataset no model set covers.
+pub fn domain_of_checkpoint(ck: &Checkpoint, size: u32) -> Result<Option<Domain>> {
+    let Some(dataset) = e4e::opts_dataset_type(ck) else { return Ok(None) };
+    let set = match dataset.split('_').next().unwrap_or_default() {
+        "ffhq" | "celeba" | "celebs" => "ffhq",
+        "cars" => "car",
+        "horse" | "horses" => "horse",
+        _ => return Ok(None),
+    };
+    let Some(mut d) = crate::store::Manifest::builtin()?.set(set)?.domain.clone() else { return Ok(None) };
+    if d.generator_size != size {
+        d.frame = d.frame.scaled(d.generator_size, size);
+        d.generator_size = size;
+    }
+    Ok(Some(d))
 }
 
 fn load_encoder(ck: &Checkpoint, g: &Generator, domain: Option<&Domain>, device: Device) -> Result<Encoder> {

@@ -167,8 +167,8 @@ impl Context {
         let detector = self.detector.as_ref().ok_or_else(|| {
             Error::arg(
                 "face detector",
-                "this context has no face detector: use the `ffhq` model set, or give the MTCNN files \
-                 (pnet.pt, rnet.pt, onet.pt; --mtcnn DIR)",
+                "this context has no face detector: use the `ffhq` model set, or give the folder of \
+                 MTCNN's files (pnet.pt, rnet.pt, onet.pt)",
             )
         })?;
         photo.validate()?;

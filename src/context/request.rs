@@ -45,6 +45,8 @@ pub struct EditRequest {
     /// The region the edit may change (generator pixels); None: of a photo, its subject's.
     pub region: Option<[f32; 4]>,
     pub lambda4: f64,
+    /// The current picture to the progress callback every this many steps; 0 = never.
+    pub preview_every: usize,
 }
 
 impl EditRequest {
@@ -72,6 +74,7 @@ impl EditRequest {
             lambda3: 0.0,
             region: None,
             lambda4: 0.0,
+            preview_every: 0,
         }
     }
 }
@@ -148,6 +151,7 @@ impl Context {
             region,
             auto_layer: auto.then(|| AutoLayer { count: req.auto_layers.max(1), ..AutoLayer::default() }),
             lambda4: req.lambda4,
+            preview_every: req.preview_every,
         })
     }
 }

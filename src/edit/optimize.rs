@@ -388,7 +388,7 @@ fn run_loop(
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<Progress> {
     let mut opt = nn::Adam::default().build(vs, params.lr)?;
-    let mut last = Progress { step: 0, total: params.steps, loss: f32::NAN, clip_sim: f32::NAN };
+    let mut last = Progress { step: 0, total: params.steps, loss: f32::NAN, clip_sim: f32::NAN, picture: None };
     let batch = setup.batch() as f64;
     for step in 1..=params.steps {
         if cancelled() {
@@ -408,7 +408,8 @@ fn run_loop(
         total.f_backward()?;
         opt.step();
 
-        if step % params.progress_every.max(1) == 0 || step == params.steps {
+        let preview = params.preview_every > 0 && (step == 1 || step % params.preview_every == 0);
+        if preview || step % params.progress_every.max(1) == 0 || step == params.steps {
             let l = (total.f_double_value(&[])? / batch) as f32;
             if !l.is_finite() {
                 return Err(Error::Diverged(format!(
@@ -418,7 +419,11 @@ fn run_loop(
             }
             let sim =
                 tch::no_grad(|| clip_distance(&features, &setup.text))?.f_mean(Kind::Float)?.f_double_value(&[])?;
-            last = Progress { step, total: params.steps, loss: l, clip_sim: (1.0 - sim) as f32 };
+            let picture = match preview {
+                true => Some(img.f_narrow(0, 0, 1)?.f_detach()?),
+                false => None,
+            };
+            last = Progress { step, total: params.steps, loss: l, clip_sim: (1.0 - sim) as f32, picture };
             if !progress(&last) {
                 return Err(Error::Cancelled);
             }

@@ -15,6 +15,9 @@ pub const DEFAULT_STEPS: usize = 100;
 pub const DEFAULT_LR: f64 = 0.01;
 /// StyleCLIP's `l2_lambda` for the latent baseline.
 pub const DEFAULT_LATENT_L2: f64 = 0.008;
+/// λ4 of prompts learnt jointly on one picture: enough to keep their changes apart without
+/// weakening either (the CLI's `--also`, a plug-in's second prompt).
+pub const DEFAULT_LAMBDA4: f64 = 0.3;
 /// A run longer than this is a typo, not a wish.
 pub const MAX_STEPS: usize = 100_000;
 
@@ -54,6 +57,9 @@ pub struct OptimizeParams {
     /// Weight λ4 of the separation term (several prompts for one picture, learnt jointly): the
     /// squared cosine between each pair of prompts' image changes joins the loss.
     pub lambda4: f64,
+    /// Hand the current picture to the progress callback at step 1 and every this many steps
+    /// (a host's "picture while it learns"); 0 = never.
+    pub preview_every: usize,
 }
 
 impl OptimizeParams {
@@ -78,6 +84,7 @@ impl OptimizeParams {
             region: None,
             auto_layer: None,
             lambda4: 0.0,
+            preview_every: 0,
         }
     }
 
@@ -156,12 +163,22 @@ pub fn parse_layers(g: &Generator, names: &str) -> Result<Vec<LayerId>> {
 }
 
 /// What the progress callback sees. `loss` and `clip_sim` are means over the batch.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug)]
 pub struct Progress {
     pub step: usize,
     pub total: usize,
     pub loss: f32,
     pub clip_sim: f32,
+    /// With `preview_every`: the picture as it is now, (1, 3, S, S) in [-1, 1], the first
+    /// sample's whole output at the loop's side (what CLIP saw this step; no extra render).
+    pub picture: Option<tch::Tensor>,
+}
+
+impl Clone for Progress {
+    /// The picture is shared, not copied (a tensor's shallow clone).
+    fn clone(&self) -> Self {
+        Progress { picture: self.picture.as_ref().map(tch::Tensor::shallow_clone), ..*self }
+    }
 }
 
 /// `--layer auto`: every `convs.N` whose side is in `min_res..=max_res` (default 8–64 px, the

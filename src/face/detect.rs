@@ -16,7 +16,7 @@
 //! face`).
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
@@ -91,6 +91,16 @@ struct Rgb<'a> {
     h: usize,
 }
 
+/// The names MTCNN's three files (P-, R-, O-Net) go by: facenet-pytorch's, and the model
+/// store's (fetched with the `ffhq` set).
+pub const FILE_NAMES: [[&str; 3]; 2] =
+    [["pnet.pt", "rnet.pt", "onet.pt"], ["mtcnn_pnet.pt", "mtcnn_rnet.pt", "mtcnn_onet.pt"]];
+
+/// MTCNN's three files in `dir` under either naming of [`FILE_NAMES`], when all three are there.
+pub fn files_in(dir: &Path) -> Option<[PathBuf; 3]> {
+    FILE_NAMES.into_iter().map(|names| names.map(|n| dir.join(n))).find(|files| files.iter().all(|f| f.is_file()))
+}
+
 impl Mtcnn {
     pub fn load(pnet: &Path, rnet: &Path, onet: &Path, device: Device) -> Result<Mtcnn> {
         Ok(Mtcnn {
@@ -103,7 +113,8 @@ impl Mtcnn {
 
     /// `dir/pnet.pt`, `dir/rnet.pt`, `dir/onet.pt` (facenet-pytorch's file names).
     pub fn load_dir(dir: &Path, device: Device) -> Result<Mtcnn> {
-        Self::load(&dir.join("pnet.pt"), &dir.join("rnet.pt"), &dir.join("onet.pt"), device)
+        let [p, r, o] = files_in(dir).unwrap_or_else(|| FILE_NAMES[0].map(|n| dir.join(n)));
+        Self::load(&p, &r, &o, device)
     }
 
     pub fn device(&self) -> Device {

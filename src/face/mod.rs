@@ -29,7 +29,7 @@ pub mod resample;
 pub mod transfer;
 
 pub use align::{align, align_with_info, AlignInfo, FaceQuad};
-pub use detect::{Face, Mtcnn, MIN_FACE_SIZE};
+pub use detect::{files_in as detector_files_in, Face, Mtcnn, MIN_FACE_SIZE};
 pub use paste::{composite, composite_rgba, paste, AlphaMode, Layer, PasteParams};
 pub use transfer::{Transfer, TransferParams};
 

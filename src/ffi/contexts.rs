@@ -94,7 +94,16 @@ unsafe fn context_params(p: &cs_context_params) -> Result<ContextParams> {
     }
     params.clip_heads.text = (p.clip_text_heads > 0).then_some(p.clip_text_heads as i64);
     if let Some(dir) = opt_path(face_dir, "face_detector_dir")? {
-        params.face_detector = Some(["pnet.pt", "rnet.pt", "onet.pt"].map(|f| dir.join(f)));
+        params.face_detector = Some(crate::face::detector_files_in(&dir).ok_or_else(|| {
+            Error::arg(
+                "face_detector_dir",
+                format!("{}: MTCNN's pnet.pt, rnet.pt and onet.pt are not all there", dir.display()),
+            )
+        })?);
+    } else if params.face_detector.is_none() {
+        // Model files given one by one still find faces with the store's detector when the
+        // `ffhq` set brought it (a face e4e file is edited as a face).
+        params.face_detector = model_store(p.models_dir).ok().and_then(|s| crate::face::detector_files_in(s.root()));
     }
     params.device = device;
     params.threads = p.n_threads as usize;

@@ -448,7 +448,8 @@ pub struct cs_optimize_params {
     pub region: [f32; 4],
     /// Weight λ4 of the separation term for several prompts on one latent (`cs_optimize_batch`):
     /// the squared cosine between each pair of prompts' image changes joins the loss, so each
-    /// shift can be applied alone or with the others (0 = the prompts are learnt independently).
+    /// shift can be applied alone or with the others (0 = the prompts are learnt independently;
+    /// negative = the library's default, 0.3).
     pub lambda4: f32,
     /// With layer "auto": how many of the best-ranked layers the shift moves (0 = 1).
     pub auto_layers: i32,
@@ -456,7 +457,17 @@ pub struct cs_optimize_params {
     /// default), which needs no more than the flow's side: the loop stops there unless
     /// `optimize_size` says otherwise.
     pub for_warp: i32,
+    /// With `preview`: the picture as it is now at step 1 and every this many steps (0 = never).
+    pub preview_every: i32,
+    /// `preview(progress_user, step, picture)`: the frame of the generator's output at the
+    /// loop's side (`CS_PIXEL_FORMAT_RGBA8`, opaque), valid during the call only; a nonzero
+    /// return stops the optimisation (CANCELLED), as the progress callback's.
+    pub preview: cs_preview_fn,
 }
+
+/// A host's "picture while it learns" (see `cs_optimize_params.preview`).
+pub type cs_preview_fn =
+    Option<unsafe extern "C" fn(user: *mut std::ffi::c_void, step: i32, picture: *const cs_image) -> i32>;
 
 /// Fills `*params` with the defaults (100 steps, lr 0.01, λ1 10, the domain's λ2 and layer,
 /// strength 1). The struct is the caller's. Statuses: OK; INVALID_ARGUMENT (NULL).
@@ -488,6 +499,8 @@ pub unsafe extern "C" fn cs_optimize_params_init(params: *mut cs_optimize_params
             lambda4: 0.0,
             auto_layers: 0,
             for_warp: 0,
+            preview_every: 0,
+            preview: None,
         };
         Ok(())
     })
@@ -505,7 +518,14 @@ unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<St
     };
     let (lambda4, auto_layers) =
         if has(std::mem::offset_of!(cs_optimize_params, for_warp)) { (p.lambda4, p.auto_layers) } else { (0.0, 0) };
-    let for_warp = has(std::mem::size_of::<cs_optimize_params>()) && p.for_warp != 0;
+    let for_warp = has(std::mem::offset_of!(cs_optimize_params, preview_every)) && p.for_warp != 0;
+    let preview_every = match has(std::mem::size_of::<cs_optimize_params>()) && p.preview.is_some() {
+        true if p.preview_every < 0 => {
+            return Err(Error::arg("preview_every", format!("{}: give 0 or more", p.preview_every)))
+        }
+        true => p.preview_every as usize,
+        false => 0,
+    };
     let method = match p.method {
         m if m == cs_method::Shift as i32 => Method::Shift,
         m if m == cs_method::Latent as i32 => Method::Latent,
@@ -540,7 +560,8 @@ unsafe fn optimize_params(ctx: &Context, p: &cs_optimize_params, prompts: Vec<St
         bf16: bf16 != 0,
         lambda3: lambda3 as f64,
         region: (region != [0.0; 4]).then_some(region),
-        lambda4: lambda4 as f64,
+        lambda4: if lambda4 < 0.0 { optimize::DEFAULT_LAMBDA4 } else { lambda4 as f64 },
+        preview_every,
     };
     ctx.optimize_params(&request, None)
 }
@@ -552,14 +573,51 @@ unsafe fn run_optimize(
     p: &cs_optimize_params,
 ) -> Result<Vec<Shift>> {
     let (callback, user) = (p.progress, p.progress_user);
+    let preview = if params.preview_every > 0 { p.preview } else { None };
+    let mut failed = None;
     let mut progress = |pr: &optimize::Progress| -> bool {
+        if let (Some(f), Some(picture)) = (preview, &pr.picture) {
+            match preview_image(ctx, picture) {
+                // SAFETY: the host promised a valid function pointer for the call's duration;
+                // the image's bytes outlive the call.
+                Ok((pixels, w, h)) => {
+                    let image = cs_image {
+                        data: pixels.as_ptr(),
+                        width: w,
+                        height: h,
+                        stride: w * 4,
+                        format: cs_pixel_format::Rgba8 as i32,
+                    };
+                    if unsafe { f(user, pr.step as i32, &image) } != 0 {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+        }
         match callback {
             // SAFETY: the host promised a valid function pointer for the call's duration.
             Some(f) => unsafe { f(user, pr.step as i32, pr.total as i32, pr.loss, pr.clip_sim) == 0 },
             None => true,
         }
     };
-    ctx.optimize(latents, params, &mut progress)
+    let result = ctx.optimize(latents, params, &mut progress);
+    match failed {
+        Some(e) => Err(e),
+        None => result,
+    }
+}
+
+/// The frame of a loop's picture (its side may be under the generator's) as RGBA8 rows.
+fn preview_image(ctx: &Context, picture: &tch::Tensor) -> Result<(Vec<u8>, u32, u32)> {
+    let (_, _, side, _) = picture.size4()?;
+    let frame = ctx.frame.scaled(ctx.generator.config.size as u32, side as u32);
+    let framed = frame.crop(picture)?;
+    let mut pixels = edit::to_rgba8(&framed, PixelFormat::Rgba8)?;
+    Ok((pixels.pop().unwrap_or_default(), frame.width, frame.height))
 }
 
 /// Learns a shift that moves `latent`'s picture toward `params->prompt`. On success `*out` owns

@@ -56,17 +56,62 @@ pub unsafe extern "C" fn cs_models_list_sets(
             let Some(domain) = &entry.domain else { continue };
             text += &format!("{}\t{}\t{}\n", status.set, status.complete as i32, domain.prompts.join("|"));
         }
-        let bytes = text.replace('\0', " ").into_bytes();
-        *out_arg(needed, "needed")? = bytes.len() + 1;
-        if cap > 0 {
-            if buf.is_null() {
-                return Err(Error::arg("buf", "is NULL but cap is not 0"));
-            }
-            let n = bytes.len().min(cap - 1);
-            std::ptr::copy_nonoverlapping(bytes.as_ptr() as *const c_char, buf, n);
-            *buf.add(n) = 0;
+        write_text(&text, buf, cap, needed)
+    })
+}
+
+/// `text` into the caller's `buf` of `cap` bytes (cut, NUL-terminated); `*needed` receives the
+/// size the whole text needs, so the caller can ask again with a larger buffer.
+unsafe fn write_text(text: &str, buf: *mut c_char, cap: usize, needed: *mut usize) -> Result<()> {
+    let bytes = text.replace('\0', " ").into_bytes();
+    *out_arg(needed, "needed")? = bytes.len() + 1;
+    if cap > 0 {
+        if buf.is_null() {
+            return Err(Error::arg("buf", "is NULL but cap is not 0"));
         }
-        Ok(())
+        let n = bytes.len().min(cap - 1);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr() as *const c_char, buf, n);
+        *buf.add(n) = 0;
+    }
+    Ok(())
+}
+
+/// The store's folder (`models_dir` NULL = the default: `$CLIPSHAPE_MODELS`, else the user's
+/// data folder), written as `cs_models_list_sets` writes text. Statuses: OK; INVALID_ARGUMENT
+/// (NULL `needed`; no home folder to put the default store in).
+#[no_mangle]
+pub unsafe extern "C" fn cs_models_dir(
+    models_dir: *const c_char,
+    buf: *mut c_char,
+    cap: usize,
+    needed: *mut usize,
+) -> cs_status {
+    guard(|| {
+        let store = model_store(models_dir)?;
+        write_text(&store.root().display().to_string(), buf, cap, needed)
+    })
+}
+
+/// Registers a model file the user already has as a file of `set` (as `clipshape models add`):
+/// its name, else its size, says which manifest file it is; its size and SHA-256 are checked, and
+/// it is copied into the store (the user's file is left as it is). The stored path is written as
+/// `cs_models_list_sets` writes text (`buf` may be NULL with `cap` 0). Statuses: OK;
+/// INVALID_ARGUMENT (unknown set, a file that is none of the set's); INTEGRITY (wrong size or
+/// hash); IO.
+#[no_mangle]
+pub unsafe extern "C" fn cs_models_add(
+    models_dir: *const c_char,
+    set: *const c_char,
+    path: *const c_char,
+    buf: *mut c_char,
+    cap: usize,
+    needed: *mut usize,
+) -> cs_status {
+    guard(|| {
+        let store = model_store(models_dir)?;
+        let src = PathBuf::from(str_arg(path, "path")?);
+        let added = store.add(str_arg(set, "set")?, None, &src, false)?;
+        write_text(&added.path.display().to_string(), buf, cap, needed)
     })
 }
 

@@ -404,3 +404,25 @@ pub unsafe extern "C" fn cs_images_get_origin(images: *const cs_images, x: *mut 
         Ok(())
     })
 }
+
+/// The region of a photo's subject (the face `paste->face`, else the box `paste->bbox`, else the
+/// whole photo) in pixels of the generator's output, {x1, y1, x2, y2}: the
+/// `cs_optimize_params.region` that keeps the rest of the picture (with `lambda3` > 0).
+/// `paste->mode` and `paste->photo` are not read. Statuses: OK; INVALID_ARGUMENT (NULL, a bad
+/// face or box, a subject that covers no pixel of the frame).
+#[no_mangle]
+pub unsafe extern "C" fn cs_subject_region(
+    ctx: *const cs_ctx,
+    paste: *const cs_paste_params,
+    out: *mut [f32; 4],
+) -> cs_status {
+    guard(|| {
+        let ctx = &ref_arg(ctx, "ctx")?.inner;
+        let request = paste_request(paste)?;
+        let region = ctx.subject_region(&request.subject)?.ok_or_else(|| {
+            Error::arg("paste", "the face or box covers no pixel of the model's frame: nothing to keep around it")
+        })?;
+        *out_arg(out, "out")? = region;
+        Ok(())
+    })
+}

@@ -60,6 +60,23 @@ static int32_t on_progress(void *user, int32_t step, int32_t total, float loss, 
     return 0;
 }
 
+/* The picture while it learns: checks each one the library hands over and counts them. */
+struct preview_log {
+    int calls, last_step, bad;
+};
+
+static int32_t on_preview(void *user, int32_t step, const cs_image *picture) {
+    struct preview_log *log = user;
+    log->calls++;
+    log->last_step = step;
+    if (!picture || picture->format != CS_PIXEL_FORMAT_RGBA8 || picture->stride != picture->width * 4 || picture->width == 0)
+        log->bad++;
+    else
+        for (uint32_t i = 3; i < picture->stride * picture->height; i += 4)
+            if (picture->data[i] != 255) log->bad++;
+    return 0;
+}
+
 /* The whole edit through the ABI: encode a picture, optimise a shift, score, render at a box. */
 static void edit_checks(const char *e4e, const char *clip, const char *vocab, const char *tmp) {
     cs_context_params p;
@@ -121,6 +138,22 @@ static void edit_checks(const char *e4e, const char *clip, const char *vocab, co
     const char *prompt = cs_shift_get_meta(shift, "prompt");
     CHECK(prompt && strcmp(prompt, "face with big nose") == 0, "prompt recorded");
     CHECK(cs_shift_get_meta(shift, "clip_sim_after") != NULL && cs_shift_get_meta(shift, "no such key") == NULL, "meta");
+
+    /* Pictures while it learns: step 1, then every preview_every steps (progress_user is theirs too). */
+    struct preview_log plog = {0, 0, 0};
+    cs_optimize_params pp;
+    cs_optimize_params_init(&pp);
+    pp.prompt = "face with big nose";
+    pp.steps = 7;
+    pp.preview = on_preview;
+    pp.preview_every = 3;
+    pp.progress_user = &plog;
+    cs_shift *previewed = NULL;
+    CHECK(cs_optimize(ctx, latent, &pp, &previewed) == CS_STATUS_OK, "optimize with previews");
+    CHECK(plog.calls == 3 && plog.last_step == 6 && plog.bad == 0, "previews: %d calls, last step %d, %d bad", plog.calls, plog.last_step, plog.bad);
+    cs_shift_free(previewed);
+    pp.preview_every = -1;
+    CHECK(cs_optimize(ctx, latent, &pp, &previewed) == CS_STATUS_INVALID_ARGUMENT && strstr(cs_last_error(), "preview_every"), "negative preview_every");
 
     /* Cancel from another thread stops within a step and returns no shift. */
     struct progress_log log2 = {ctx, 0, 0, 3, 0, 0};

@@ -8,6 +8,7 @@ PyQt5 is absent) are fakes installed into sys.modules (see fake_gimp.py, fake_kr
 """
 
 import os
+import tempfile
 import struct
 import subprocess
 import sys
@@ -26,6 +27,9 @@ os.environ["CLIPSHAPE_LIB"] = LIB  # the shared module (every copy of it) loads 
 # libtorch on one thread: its default (one per core) swings 10× slower when another job shares
 # the CPUs (OpenMP spin-waiting); the tiny models do not need more.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# An empty model store unless a test makes one: what a user's store holds (a face detector,
+# a set) must not change what a test sees.
+os.environ["CLIPSHAPE_MODELS"] = tempfile.mkdtemp(prefix="clipshape-test-store-")
 for path in (SHARED, HERE):
     if path not in sys.path:
         sys.path.insert(0, path)

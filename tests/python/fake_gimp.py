@@ -4,6 +4,7 @@ plug-in uses, recording what it does: arguments, layers, undo groups, progress, 
 ``install(monkeypatch)`` puts the fake ``gi`` package into sys.modules."""
 
 import enum
+import html
 import types
 
 
@@ -211,9 +212,21 @@ class Buffer:
 class Item:
     def __init__(self, image, name):
         self.image, self.name, self.parent = image, name, None
+        self.visible = True
 
     def get_name(self):
         return self.name
+
+    def set_name(self, name):
+        self.image.log("set_name", self)
+        self.name = name
+
+    def get_visible(self):
+        return self.visible
+
+    def set_visible(self, visible):
+        self.image.log("set_visible", self)
+        self.visible = bool(visible)
 
     def get_parent(self):
         return self.parent
@@ -289,10 +302,24 @@ class Image:
         self.selection = None      # (x, y, w, h) or None
         self.undo_depth = 0
         self.undo_groups = 0
-        self.ops = []              # (op, undo_depth)
+        self.undo_frozen = 0
+        self.ops = []              # (op, item name, undo_depth, undo frozen)
 
     def log(self, op, item):
-        self.ops.append((op, item.name, self.undo_depth))
+        self.ops.append((op, item.name, self.undo_depth, self.undo_frozen))
+
+    def undo_freeze(self):
+        self.undo_frozen += 1
+        return True
+
+    def undo_thaw(self):
+        assert self.undo_frozen > 0
+        self.undo_frozen -= 1
+        return True
+
+    def undoable_ops(self):
+        """The changes the undo history records: (op, name, undo depth) made while not frozen."""
+        return [(op, name, depth) for op, name, depth, frozen in self.ops if not frozen]
 
     def get_width(self):
         return self.width
@@ -327,15 +354,180 @@ class Image:
     def get_item_position(self, item):
         return self._siblings(item.parent).index(item)
 
+    def remove_layer(self, layer):
+        self.log("remove_layer", layer)
+        self._siblings(layer.parent).remove(layer)
+        layer.parent = None
+        return True
+
     def add_layer(self, layer, offsets=(0, 0)):
         layer.offsets = offsets
         self.insert_layer(layer, None, 0)
         self.ops.clear()
 
 
+class Widget:
+    """A GTK widget: ``set_x(v)`` stores property x, ``get_x()`` reads it, any other method is
+    recorded in ``calls``; children, signal handlers and visibility as GTK has them."""
+
+    def __init__(self, *args, **props):
+        self.__dict__["props"] = dict(props)
+        self.__dict__["children"] = []
+        self.__dict__["handlers"] = {}
+        self.__dict__["calls"] = []
+        self.props.setdefault("visible", False)
+
+    def __getattr__(self, name):
+        if name.startswith("set_"):
+            def setter(*args):
+                self.props[name[4:]] = args[0] if len(args) == 1 else args
+            return setter
+        if name.startswith("get_"):
+            return lambda *args: self.props.get(name[4:])
+
+        def call(*args, **kwargs):
+            self.calls.append((name, args))
+        return call
+
+    def connect(self, signal, handler, *data):
+        self.handlers.setdefault(signal, []).append(handler)
+
+    def emit(self, signal):
+        for handler in self.handlers.get(signal, []):
+            handler(self)
+
+    def pack_start(self, child, *args):
+        self.children.append(child)
+
+    add = pack_start
+
+    def get_children(self):
+        return list(self.children)
+
+    def show(self):
+        self.props["visible"] = True
+
+    def hide(self):
+        self.props["visible"] = False
+
+    def show_all(self):
+        if not self.props.get("no_show_all"):
+            self.props["visible"] = True
+            for child in self.children:
+                child.show_all()
+
+    def text(self):
+        """What a label shows (markup without its tags)."""
+        import re
+        markup = self.props.get("markup")
+        if markup is not None and self.props.get("text") is None:
+            return html.unescape(re.sub(r"<[^>]*>", "", markup))
+        return self.props.get("text") or self.props.get("label") or ""
+
+
+class Entry(Widget):
+    pass
+
+
+class FileChooser(Widget):
+    """Gtk.FileChooser (and its button): the filters added, the one chosen."""
+
+    def add_filter(self, file_filter):
+        self.props.setdefault("filters", []).append(file_filter)
+
+
+class FileFilter(Widget):
+    def add_pattern(self, pattern):
+        self.props.setdefault("patterns", []).append(pattern)
+
+
+class Scale(Widget):
+    @classmethod
+    def new_with_range(cls, orientation, lo, hi, step):
+        return cls(orientation=orientation, range=(lo, hi), step=step, value=lo)
+
+    def set_value(self, value):
+        lo, hi = self.props["range"]
+        value = min(hi, max(lo, value))
+        changed = value != self.props.get("value")
+        self.props["value"] = value
+        if changed:
+            self.emit("value-changed")
+
+    def add_mark(self, value, position, markup):
+        self.props.setdefault("marks", []).append((value, markup))
+
+
+class FileChooserDialog(FileChooser):
+    def run(self):
+        path = state.chosen_files.pop(0) if state.chosen_files else None
+        self.props["filename"] = path
+        return ResponseType.ACCEPT if path else ResponseType.CANCEL
+
+    def add_buttons(self, *args):
+        pass
+
+    def destroy(self):
+        pass
+
+
+class ResponseType(Enum):
+    NONE = -1
+    ACCEPT = -3
+    OK = -5
+    CANCEL = -6
+    CLOSE = -7
+
+
+class Dialog(Widget):
+    """GimpUi.Dialog: ``run()`` answers the next of ``state.answers[role]`` (default Close)."""
+
+    def __init__(self, **props):
+        super().__init__(**props)
+        self.buttons = {}
+        self.area = Widget()
+        self.destroyed = False
+        state.gimp_dialogs.append(self)
+
+    def add_button(self, label, response):
+        button = Widget(label=label)
+        self.buttons[response] = button
+        return button
+
+    def get_content_area(self):
+        return self.area
+
+    def show_all(self):
+        super().show_all()
+        self.area.show_all()
+
+    def run(self):
+        answers = state.answers.get(self.props.get("role"), [])
+        for before in state.before_answer.get(self.props.get("role"), []):
+            before(self)
+        return answers.pop(0) if answers else ResponseType.CLOSE
+
+    def response(self, answer):
+        self.calls.append(("response", (answer,)))
+
+    def destroy(self):
+        self.destroyed = True
+
+    def labels(self):
+        """Every label's text in the dialog's content, in order."""
+        out, todo = [], list(self.area.children)
+        while todo:
+            w = todo.pop(0)
+            todo[:0] = w.children
+            if isinstance(w, Widget) and ("text" in w.props or "markup" in w.props):
+                out.append(w)
+        return out
+
+
 class ProcedureDialog:
-    """GimpUi.ProcedureDialog: records what the plug-in puts into it. ``run()`` answers
-    ``state.dialog_answer`` (False = Cancel)."""
+    """GimpUi.ProcedureDialog: records what the plug-in puts into it. ``run()`` puts
+    ``state.typed`` into the config (the user's typing) and answers ``state.dialog_answer``
+    (False = Cancel; a list: one answer per run, then Cancel)."""
 
     def __init__(self, procedure, config, title):
         self.procedure, self.config, self.title = procedure, config, title
@@ -343,25 +535,54 @@ class ProcedureDialog:
         self.values_at_build = dict(config.values)
         self.labels = {}        # label id → (text, with_mnemonic)
         self.containers = {}    # container id → property names / ids
+        self.widgets = {}       # property → the widget GIMP made for it
+        self.container_widgets = {}
         self.filled = None
         self.destroyed = False
+        self.runs = 0
+        self.area = Widget()
         state.dialogs.append(self)
 
     @classmethod
     def new(cls, procedure, config, title):
         return cls(procedure, config, title)
 
+    def get_widget(self, name, widget_type):
+        assert self.filled is None, "get_widget after fill() gets a widget nobody shows"
+        if name not in self.widgets:
+            kind = self.procedure.arguments[name]["kind"]
+            widget = Widget()
+            if kind == "string":       # GimpLabelEntry: a label and an entry
+                widget.children[:] = [Widget(), Entry()]
+            elif kind == "file":       # GimpFileChooser: a label and a chooser button
+                widget.children[:] = [Widget(), FileChooser()]
+            self.widgets[name] = widget
+        return self.widgets[name]
+
+    def get_content_area(self):
+        return self.area
+
+    def _container(self, container_id, contents):
+        self.containers[container_id] = contents
+        widget = self.container_widgets[container_id] = Widget()
+        return widget
+
     def fill_box(self, container_id, properties):
-        self.containers[container_id] = list(properties)
+        return self._container(container_id, list(properties))
 
     def get_label(self, label_id, text, is_markup, with_mnemonic):
         self.labels[label_id] = (text, with_mnemonic)
+        return Widget(text=text)
 
     def fill_expander(self, container_id, title_id, invert_title, contents_id):
-        self.containers[container_id] = [title_id, contents_id]
+        return self._container(container_id, [title_id, contents_id])
 
     def fill(self, properties):
         self.filled = list(properties)
+
+    def message(self):
+        """The text of the labels the plug-in put into the dialog, shown ones only."""
+        return " ".join(w.text() for w in self.area.children if w.props.get("visible"))
 
     def shown_properties(self):
         """Every property the dialog shows, through its containers."""
@@ -375,6 +596,15 @@ class ProcedureDialog:
         return out
 
     def run(self):
+        self.runs += 1
+        for name, value in state.typed.items():     # what the user types before answering
+            self.config.set_property(name, value)
+        state.typed = {}
+        for action in state.while_open:             # what else the user does in it
+            action(self)
+        state.while_open = []
+        if isinstance(state.dialog_answer, list):
+            return state.dialog_answer.pop(0) if state.dialog_answer else False
         return state.dialog_answer
 
     def destroy(self):
@@ -391,6 +621,14 @@ class State:
         self.flushes = 0
         self.dialogs = []          # ProcedureDialog objects, in order
         self.dialog_answer = False
+        self.typed = {}            # property → value the user types into the next dialog
+        self.while_open = []       # callable(ProcedureDialog): the user's clicks in the next one
+        self.gimp_dialogs = []     # GimpUi.Dialog objects, in order
+        self.answers = {}          # GimpUi.Dialog role → its run()s' answers
+        self.before_answer = {}    # role → [callable(dialog)] run before each answer
+        self.chosen_files = []     # what the next file chooser dialogs answer
+        self.timeouts = []         # GLib.timeout_add's (ms, callable), not run by themselves
+        self.directory = None      # Gimp.directory(): the user's GIMP profile folder
 
 
 state = State()
@@ -426,22 +664,43 @@ def build():
         progress_end=lambda: True,
         displays_flush=lambda: setattr(state, "flushes", state.flushes + 1),
         message=lambda text: state.messages.append(text) or True,
+        directory=lambda: state.directory,
         main=lambda gtype, argv: 0,
     )
     Gegl = _module("gi.repository.Gegl", Rectangle=Rectangle, AbyssPolicy=AbyssPolicy)
-    GLib = _module("gi.repository.GLib", Error=GError)
-    GObject = _module("gi.repository.GObject",
+
+    def timeout_add(ms, callback, *data):
+        state.timeouts.append((ms, callback))
+        return len(state.timeouts)
+
+    GLib = _module("gi.repository.GLib", Error=GError, timeout_add=timeout_add,
+                   idle_add=lambda callback, *data: timeout_add(0, lambda: callback(*data)),
+                   source_remove=lambda source: True,
+                   markup_escape_text=lambda text, length=-1: html.escape(text, quote=False))
+    GObject = _module("gi.repository.GObject", TYPE_NONE=object(),
                       ParamFlags=types.SimpleNamespace(READWRITE=3))
     Gio = _module("gi.repository.Gio", File=File)
-    GimpUi = _module("gi.repository.GimpUi", ProcedureDialog=ProcedureDialog,
+    GimpUi = _module("gi.repository.GimpUi", ProcedureDialog=ProcedureDialog, Dialog=Dialog,
                      init=lambda name: None)
+    names = types.SimpleNamespace
+    Gtk = _module("gi.repository.Gtk", Widget=Widget, Label=Widget, Box=Widget,
+                  ComboBoxText=Widget, ScrolledWindow=Widget, ProgressBar=Widget,
+                  Entry=Entry, FileChooser=FileChooser, FileFilter=FileFilter, Scale=Scale,
+                  FileChooserDialog=FileChooserDialog, ResponseType=ResponseType,
+                  Orientation=names(HORIZONTAL=0, VERTICAL=1),
+                  PolicyType=names(ALWAYS=0, AUTOMATIC=1, NEVER=2),
+                  FileChooserAction=names(OPEN=0, SAVE=1, SELECT_FOLDER=2),
+                  Align=names(FILL=0, START=1, END=2, CENTER=3),
+                  PositionType=names(LEFT=0, RIGHT=1, TOP=2, BOTTOM=3))
+    Pango = _module("gi.repository.Pango", WrapMode=names(WORD=0, CHAR=1, WORD_CHAR=2))
     repository = _module("gi.repository", Gimp=Gimp, Gegl=Gegl, GLib=GLib, GObject=GObject,
-                         Gio=Gio, GimpUi=GimpUi)
+                         Gio=Gio, GimpUi=GimpUi, Gtk=Gtk, Pango=Pango)
     gi = _module("gi", repository=repository, require_version=lambda name, version: None)
     return {"gi": gi, "gi.repository": repository, "gi.repository.Gimp": Gimp,
             "gi.repository.Gegl": Gegl, "gi.repository.GLib": GLib,
             "gi.repository.GObject": GObject, "gi.repository.Gio": Gio,
-            "gi.repository.GimpUi": GimpUi}
+            "gi.repository.GimpUi": GimpUi, "gi.repository.Gtk": Gtk,
+            "gi.repository.Pango": Pango}
 
 
 def install(monkeypatch):

@@ -4,7 +4,9 @@ placeholders, enough to import the docker module but not to build it). CLIPSHAPE
 the fake even when PyQt5 is installed.
 
 Documents hold BGRA8 paint layers; nodes keep Krita's order (childNodes() bottom to top;
-addChildNode(child, above) puts child right above ``above``, at the bottom when None)."""
+addChildNode(child, above) puts child right above ``above``, at the bottom when None). As in
+Krita, each addChildNode / remove is one undo step of the document that made the PARENT node
+(``Document.undo_steps``), whether or not that node is in the document's tree."""
 
 import os
 import sys
@@ -88,6 +90,13 @@ class QCoreApplication:
         pass
 
 
+class QTimer:
+    @staticmethod
+    def singleShot(msecs, fn):
+        """Runs ``fn`` at once (the fake has no event loop to queue it to)."""
+        fn()
+
+
 class _Placeholder:
     def __init__(self, *a, **k):
         raise RuntimeError("fake PyQt5 widgets cannot be built; install PyQt5 for docker tests")
@@ -96,12 +105,16 @@ class _Placeholder:
 def fake_pyqt5_modules():
     core = types.ModuleType("PyQt5.QtCore")
     core.QObject, core.QThread, core.pyqtSignal = QObject, QThread, pyqtSignal
-    core.QCoreApplication = QCoreApplication
+    core.QCoreApplication, core.QTimer = QCoreApplication, QTimer
+    # The rest of QtCore (Qt, QSize, …) and QtGui: names to import, nothing to build.
+    core.__getattr__ = lambda name: type(name, (_Placeholder,), {})
+    gui = types.ModuleType("PyQt5.QtGui")
+    gui.__getattr__ = lambda name: type(name, (_Placeholder,), {})
     widgets = types.ModuleType("PyQt5.QtWidgets")
     widgets.__getattr__ = lambda name: type(name, (_Placeholder,), {})
     pkg = types.ModuleType("PyQt5")
-    pkg.QtCore, pkg.QtWidgets = core, widgets
-    return {"PyQt5": pkg, "PyQt5.QtCore": core, "PyQt5.QtWidgets": widgets}
+    pkg.QtCore, pkg.QtGui, pkg.QtWidgets = core, gui, widgets
+    return {"PyQt5": pkg, "PyQt5.QtCore": core, "PyQt5.QtGui": gui, "PyQt5.QtWidgets": widgets}
 
 
 # ───────────────────────────── fake Krita ─────────────────────────
@@ -130,12 +143,31 @@ class Node:
         self.parent = None
         self.pixels = bytearray(doc._w * doc._h * 4) if kind == "paintlayer" else None
         self.written = None   # (x, y, w, h) of the last setPixelData
+        self._visible = True
 
     def name(self):
         return self._name
 
+    def setName(self, name):
+        self._name = name
+
     def type(self):
         return self.kind
+
+    def visible(self):
+        return self._visible
+
+    def setVisible(self, visible):
+        self._visible = bool(visible)
+
+    def remove(self):
+        assert not self.doc.closed, "a node of a closed document"
+        if self.parent is None:
+            return False
+        self.parent.children.remove(self)
+        self.parent = None
+        self.doc.undo_steps += 1
+        return True
 
     def colorModel(self):
         return self.doc.color_model
@@ -150,10 +182,20 @@ class Node:
         return self.parent
 
     def addChildNode(self, child, above):
+        assert not self.doc.closed, "a node of a closed document"
+        assert child.doc._w == self.doc._w and child.doc._h == self.doc._h
         i = 0 if above is None else self.children.index(above) + 1
         self.children.insert(i, child)
         child.parent = self
+        self.doc.undo_steps += 1
+        child._adopt(self.doc)
         return True
+
+    def _adopt(self, doc):
+        """A subtree added to another document's tree belongs to that document."""
+        self.doc = doc
+        for c in self.children:
+            c._adopt(doc)
 
     def bounds(self):
         if self.written is None:
@@ -199,7 +241,16 @@ class Document:
         self._selection = None
         self._active = None
         self.refreshes = 0
+        self.undo_steps = 0
+        self.closed = False
         self.gui_thread = gui_thread or threading.current_thread()
+
+    def close(self):
+        self.closed = True
+        app = Krita.instance()
+        if self in app.documents:
+            app.documents.remove(self)
+        return True
 
     def width(self):
         return self._w
@@ -243,6 +294,7 @@ class Krita:
         self.extensions = []
         self.docker_factories = []
         self.active_document = None
+        self.documents = []     # what createDocument made and close() did not close
 
     @classmethod
     def instance(cls):
@@ -261,6 +313,11 @@ class Krita:
 
     def addDockWidgetFactory(self, factory):
         self.docker_factories.append(factory)
+
+    def createDocument(self, w, h, name, model, depth, profile, resolution):
+        doc = Document(w, h)
+        self.documents.append(doc)
+        return doc
 
     def activeDocument(self):
         return self.active_document

@@ -747,3 +747,30 @@ def test_photo_inputs_that_mean_nothing_are_named(face_ctx, cs, astronaut):
         with pytest.raises(cs.InvalidArgumentError, match="not a box"):
             face_ctx.render_layers(latent, [], [0.0], (w, h), box=box, photo=rgba)
     del keep
+
+
+@needs_models
+def test_preview_pictures_while_learning(cs, ctx, picture):
+    """A picture while it learns: at step 1 and every ``preview_every`` steps, the frame as the
+    step rendered it, opaque RGBA; False from the callback stops the run like Cancel."""
+    w, h, rgba = picture
+    latent, _ = ctx.encode(rgba, w, h, 0, "RGBA8")
+    seen = []
+
+    def preview(step, pic):
+        seen.append((step, pic.width, pic.height, pic.format, pic.data))
+
+    with latent:
+        shift = ctx.optimize(latent, "a round face", steps=5, optimize_size=32,
+                             preview=preview, preview_every=2)
+        shift.close()
+        assert [s[0] for s in seen] == [1, 2, 4]
+        assert all((pw, ph, fmt) == (32, 32, "RGBA8") for _, pw, ph, fmt, _ in seen)
+        assert all(len(d) == 32 * 32 * 4 and set(d[3::4]) == {255} for *_, d in seen)
+        assert seen[0][4] != seen[-1][4]        # the picture changes as the shift is learnt
+        with pytest.raises(cs.CancelledError):
+            ctx.optimize(latent, "a round face", steps=50, optimize_size=32,
+                         preview=lambda step, pic: step < 3, preview_every=1)
+        with pytest.raises(ZeroDivisionError):
+            ctx.optimize(latent, "a round face", steps=5, optimize_size=32,
+                         preview=lambda step, pic: 1 / 0)

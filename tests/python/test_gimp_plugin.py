@@ -16,8 +16,11 @@ PROMPT = "face with big nose"
 
 
 @pytest.fixture
-def gimp(monkeypatch, installed):
+def gimp(monkeypatch, installed, tmp_path):
     Gimp = fake_gimp.install(monkeypatch)
+    fake_gimp.state.directory = str(tmp_path / "gimp-profile")
+    # The default folders the dialog shows live in this test's data folder.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     plugin_dir = installed / ".config" / "GIMP" / "3.0" / "plug-ins" / "clipshape"
     path = plugin_dir / "clipshape.py"
     assert os.access(path, os.X_OK), "plug-in is not executable"
@@ -43,13 +46,14 @@ def make_image(picture, selection=(100, 40, 90, 70), offsets=(0, 0)):
     return image, layer
 
 
-def run(gimp, image, drawables, model_files, tmp_path, **values):
+def run(gimp, image, drawables, model_files, tmp_path, mode=None, **values):
     Gimp, module = gimp
     plugin = module.ClipShape()
     assert plugin.do_query_procedures() == ["plug-in-clipshape", "plug-in-clipshape-models"]
     proc = plugin.do_create_procedure("plug-in-clipshape")
     config = proc.create_config()
-    settings = {"model-set": "files", "device": "cpu",
+    # Files on a synthetic picture: the selection as it is (a face model looks for a face).
+    settings = {"model-set": "files", "device": "cpu", "align": "none",
                 "generator-file": fake_gimp.File(model_files["generator"]),
                 "clip-file": fake_gimp.File(model_files["clip"]),
                 "vocab-file": fake_gimp.File(model_files["vocab"]),
@@ -58,7 +62,18 @@ def run(gimp, image, drawables, model_files, tmp_path, **values):
     settings.update(values)
     for k, v in settings.items():
         config.set_property(k, v)
-    return proc.run_func(proc, Gimp.RunMode.NONINTERACTIVE, image, drawables, config, None)
+    if mode is None:
+        mode = Gimp.RunMode.NONINTERACTIVE
+    return proc.run_func(proc, mode, image, drawables, config,
+                         None)
+
+
+def name(k):
+    return "k=%s %s" % (k, PROMPT)
+
+
+def visible(group):
+    return [c.get_name() for c in group.get_children() if c.get_visible()]
 
 
 def test_procedure_registration(gimp):
@@ -68,9 +83,17 @@ def test_procedure_registration(gimp):
     assert proc.image_types == "RGB*"
     args = proc.arguments
     for name in ("model-set", "prompt", "strengths", "steps", "saved-edit", "library-dir",
-                 "layer", "device", "models-dir", "generator-file", "clip-file", "vocab-file"):
+                 "layer", "device", "models-dir", "generator-file", "clip-file", "vocab-file",
+                 "face", "also", "optimize-size"):
         assert name in args
     assert args["strengths"]["default"] == "-3,-1.5,0,1.5,3"
+    # What k means is said where the strengths are typed.
+    assert module.logic.STRENGTH_HELP in args["strengths"]["blurb"]
+    assert "auto" in args["layer"]["blurb"] and "convs.3" in args["layer"]["blurb"]
+    # λ2's default is an empty field, not a "-1.00" that means "default".
+    assert args["lambda2"]["kind"] == "string" and args["lambda2"]["default"] == ""
+    assert (args["face"]["default"], args["optimize-size"]["default"], args["also"]["default"]) \
+        == (0, 0, "")
     assert args["steps"]["default"] == 100 and args["model-set"]["default"] == "ffhq"
     assert args["model-set"]["choice"].items == ["ffhq", "car", "horse", "files"]
     assert args["saved-edit"]["action"] == fake_gimp.FileChooserAction.OPEN
@@ -97,8 +120,9 @@ def dialog_of(gimp, config=None):
     Gimp, module = gimp
     proc = module.ClipShape().do_create_procedure("plug-in-clipshape")
     config = config or proc.create_config()
-    assert module.show_dialog(proc, config) is False    # the fake answers Cancel
-    (dialog,) = fake_gimp.state.dialogs
+    n = len(fake_gimp.state.dialogs)
+    assert module.show_dialog(proc, config) is None     # the fake answers Cancel
+    (dialog,) = fake_gimp.state.dialogs[n:]
     assert dialog.destroyed
     return proc, dialog
 
@@ -162,24 +186,24 @@ def test_noninteractive_run_adds_one_group_in_one_undo_step(gimp, ctx, picture, 
     group, photo = image.get_layers()
     assert photo is layer and group.is_group() and group.get_name() == PROMPT
     children = group.get_children()
-    assert [c.get_name() for c in children] == [PROMPT + " k=-1.5", PROMPT + " k=0",
-                                                PROMPT + " k=+1.5"]
-    # Selection (100,40) 90×70 grown to the square frame and centred: (100, 30) 90×90, which
-    # lies inside the layer (offset 7,5).
+    # The strongest on top, the strength first in the name; k=0 of the default paste (the
+    # picture's own pixels, unmoved) would be an empty layer: not added.
+    assert [c.get_name() for c in children] == [name("+1.5"), name("-1.5")]
+    # One result shown: the strongest positive strength, what the prompt asked for.
+    assert visible(group) == [name("+1.5")] and group.get_visible()
+    # Warp layers are placed where the picture's pixels moved, within the selection's box
+    # grown to the square frame and centred: (100, 30) 90×90 (the layer is offset 7,5).
     for c in children:
-        assert c.get_offsets() == (True, 100, 30)
-        assert (c.get_width(), c.get_height()) == (90, 90)
-        assert c.buffer.flushed == 1 and c.updated == [(0, 0, 90, 90)]
-    # k=0 is exactly the pixels under the box, and shows nothing.
-    box_pixels = layer.buffer.get(fake_gimp.Rectangle(100 - 7, 30 - 5, 90, 90), 1.0,
-                                  "R'G'B'A u8", None)
-    assert_unedited_layer(children[1].buffer.data, box_pixels)
-    # The other strengths show (alpha > 0) where they change the picture.
+        _, x, y = c.get_offsets()
+        assert 100 <= x and 30 <= y and x + c.get_width() <= 190 and y + c.get_height() <= 120
+        assert c.buffer.flushed == 1 and c.updated == [(0, 0, c.get_width(), c.get_height())]
+    # Both strengths show (alpha > 0) where they move the picture, each its own way.
     assert max(bytes(children[0].buffer.data)[3::4]) > 0
-    assert bytes(children[0].buffer.data) != bytes(children[2].buffer.data)
+    assert max(bytes(children[1].buffer.data)[3::4]) > 0
+    assert bytes(children[0].buffer.data) != bytes(children[1].buffer.data)
     # One undo group around every change.
     assert image.undo_groups == 1 and image.undo_depth == 0
-    assert image.ops and all(depth == 1 for _, _, depth in image.ops)
+    assert image.ops and all(depth == 1 for _, _, depth, _ in image.ops)
     # Progress went forward to the end; the learnt edit is in the library.
     assert fake_gimp.state.progress[-1] == 1.0
     assert fake_gimp.state.progress == sorted(fake_gimp.state.progress)
@@ -187,6 +211,23 @@ def test_noninteractive_run_adds_one_group_in_one_undo_step(gimp, ctx, picture, 
     saved = os.listdir(tmp_path / "edits")
     assert len(saved) == 1 and saved[0].startswith("face-with-big-nose-")
     assert fake_gimp.state.flushes == 1 and fake_gimp.state.messages == []
+
+
+@pytest.mark.parametrize("paste", ["changes", "region", "frame"])
+def test_other_pastes_keep_order_and_show_one(gimp, picture, model_files, tmp_path, paste):
+    """k=0 of "changes" would be empty too; "region" and "frame" show the model's picture at
+    k=0, a layer worth having (hidden)."""
+    Gimp, module = gimp
+    image, layer = make_image(picture)
+    status, error = run(gimp, image, [layer], model_files, tmp_path, paste=paste,
+                        strengths="0,-3,1.5,3")
+    assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
+    group = image.get_layers()[0]
+    expected = ["+3", "+1.5"] + ([] if paste == "changes" else ["0"]) + ["-3"]
+    assert [c.get_name() for c in group.get_children()] == [name(k) for k in expected]
+    assert visible(group) == [name("+3")]
+    for c in group.get_children():
+        assert c.get_offsets() == (True, 100, 30) and (c.width, c.height) == (90, 90)
 
 
 def test_whole_layer_without_selection_and_no_fit(gimp, picture, model_files, tmp_path):
@@ -197,7 +238,7 @@ def test_whole_layer_without_selection_and_no_fit(gimp, picture, model_files, tm
                                                                        "strengths": "2"})
     assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
     (only,) = image.get_layers()[0].get_children()
-    assert only.get_name() == PROMPT + " k=+2"
+    assert only.get_name() == name("+2") and only.get_visible()
     assert only.get_offsets() == (True, 0, 0) and (only.width, only.height) == (301, 200)
     assert not (tmp_path / "edits").exists()
 
@@ -212,8 +253,8 @@ def test_apply_saved_edit(gimp, picture, model_files, tmp_path):
     assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
     first, second, photo = image.get_layers()
     assert second.get_name() == PROMPT            # the newest group sits right above the photo
-    assert [c.get_name() for c in second.get_children()] == [PROMPT + " k=+1.5"]
-    assert second.get_children()[0].buffer.data == first.get_children()[2].buffer.data
+    assert [c.get_name() for c in second.get_children()] == [name("+1.5")]
+    assert second.get_children()[0].buffer.data == first.get_children()[0].buffer.data
     assert len(os.listdir(tmp_path / "edits")) == 1
 
 
@@ -259,25 +300,26 @@ def test_selection_outside_layer_and_several_drawables(gimp, picture, model_file
 
 
 def test_a_face_photo_needs_no_selection(gimp, astronaut, model_files, tmp_path):
+    """A face model given as files, its face detector given, Align left at its default: the
+    face is found and edited (not the whole photo replaced by the model's frame)."""
     Gimp, module = gimp
     from conftest import golden, reference_face
     image, layer = make_image(astronaut, selection=None, offsets=(3, 4))
-    status, error = run(gimp, image, [layer], model_files, tmp_path, align="face",
+    status, error = run(gimp, image, [layer], model_files, tmp_path, align="auto",
                         **{"face-detector-dir": fake_gimp.File(golden("face/mtcnn"))})
     assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
     group, photo = image.get_layers()
     children = group.get_children()
-    assert len(children) == 3
-    # Layers sit on the face, in image coordinates (the photo layer is at 3, 4).
+    assert [c.get_name() for c in children] == [name("+1.5"), name("-1.5")]
+    # Layers sit on the face, in image coordinates (the photo layer is at 3, 4): the moved
+    # pixels overlap the face and stay inside the photo.
     x1, y1, x2, y2 = reference_face()["box"]
     for c in children:
         _, x, y = c.get_offsets()
-        assert x <= x1 + 3 and y <= y1 + 4, (x, y)
-        assert x + c.get_width() >= x2 + 3 and y + c.get_height() >= y2 + 4
-        assert x + c.get_width() <= 512 + 3 and y + c.get_height() <= 512 + 4
-    # Strength 0 shows nothing; the others show inside the layer only.
-    assert set(bytes(children[1].buffer.data)[3::4]) == {0}
-    assert max(bytes(children[0].buffer.data)[3::4]) > 0
+        assert x < x2 + 3 and y < y2 + 4 and x + c.get_width() > x1 + 3
+        assert y + c.get_height() > y1 + 4
+        assert x >= 3 and y >= 4 and x + c.get_width() <= 512 + 3 and y + c.get_height() <= 512 + 4
+        assert max(bytes(c.buffer.data)[3::4]) > 0
     assert image.undo_groups == 1
 
 
@@ -304,7 +346,7 @@ def test_models_procedure_downloads_the_set_with_progress(gimp, picture, model_f
         "model-set": "ffhq", "generator-file": None, "clip-file": None, "vocab-file": None,
         "align": "none"})
     assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
-    assert len(image.get_layers()[0].get_children()) == 3
+    assert len(image.get_layers()[0].get_children()) == 2     # -1.5 and +1.5: no k=0
 
 
 def test_models_procedure_reports_a_failed_download(gimp, tiny_mirror, monkeypatch):
@@ -321,14 +363,14 @@ def test_models_procedure_reports_a_failed_download(gimp, tiny_mirror, monkeypat
 
 def test_interactive_run_offers_the_download_of_a_missing_set(gimp, picture, tiny_mirror,
                                                               monkeypatch, tmp_path):
-    """OK in the dialog with a set whose files are missing opens the models dialog; closing
-    it without the set cancels the run; once the dialog has downloaded it, the edit runs."""
+    """OK in the dialog with a set whose files are missing opens the models dialog over it;
+    closing that without the set goes back to the dialog, values kept, saying what to do;
+    once the models dialog has downloaded the set, the edit runs."""
     Gimp, module = gimp
-    fake_gimp.state.dialog_answer = True
     calls = []
 
-    def models_dialog(set_name, models_dir, continue_when_done=False):
-        calls.append((set_name, models_dir, continue_when_done))
+    def models_dialog(set_name, models_dir, continue_when_done=False, parent=None):
+        calls.append((set_name, models_dir, continue_when_done, parent))
         if len(calls) == 1:
             return False
         return module.logic.ModelDownload(set_name, models_dir).run().state == "done"
@@ -340,12 +382,299 @@ def test_interactive_run_offers_the_download_of_a_missing_set(gimp, picture, tin
     for k, v in {"device": "cpu", "prompt": PROMPT, "steps": 2, "strengths": "1", "align": "none",
                  "library-dir": fake_gimp.File(str(tmp_path / "edits"))}.items():
         config.set_property(k, v)
+    fake_gimp.state.dialog_answer = [True, False]       # OK, then Cancel
     status, _ = proc.run_func(proc, Gimp.RunMode.INTERACTIVE, image, [layer], config, None)
-    assert status == Gimp.PDBStatusType.CANCEL and calls == [("ffhq", None, True)]
+    (dialog,) = fake_gimp.state.dialogs
+    assert status == Gimp.PDBStatusType.CANCEL and calls == [("ffhq", None, True, dialog)]
+    assert dialog.runs == 2 and "Faces (FFHQ) is not downloaded yet" in dialog.message()
     assert image.get_layers() == [layer]
+    fake_gimp.state.dialog_answer = [True]
     status, error = proc.run_func(proc, Gimp.RunMode.INTERACTIVE, image, [layer], config, None)
     assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
     assert len(calls) == 2 and len(image.get_layers()) == 2
     # Complete now: no models dialog.
+    fake_gimp.state.dialog_answer = [True]
     status, _ = proc.run_func(proc, Gimp.RunMode.INTERACTIVE, image, [layer], config, None)
     assert status == Gimp.PDBStatusType.SUCCESS and len(calls) == 2
+    # No message box after a success: the layers (and the Strength dialog) are the answer.
+    assert fake_gimp.state.messages == []
+
+
+# ───────────────────────── the dialog as a person uses it ─────────────────────────
+
+def interactive(gimp, image, layer, model_files, tmp_path, answers, **typed):
+    """An interactive run where the user types ``typed`` into the dialog and answers
+    ``answers`` (True = OK) → (status, error, the ProcedureDialog)."""
+    Gimp, module = gimp
+    fake_gimp.state.dialog_answer = list(answers)
+    fake_gimp.state.typed = typed
+    n = len(fake_gimp.state.dialogs)
+    status, error = run(gimp, image, [layer], model_files, tmp_path,
+                        mode=Gimp.RunMode.INTERACTIVE)
+    return status, error, fake_gimp.state.dialogs[n]
+
+
+def test_the_dialog_keeps_what_was_typed_after_cancel_and_error(gimp, picture, model_files,
+                                                                 tmp_path):
+    """GIMP keeps last values only after a success: the plug-in's own copy brings back what
+    was typed before a Cancel, and an error keeps the dialog open with every value."""
+    Gimp, module = gimp
+    image, layer = make_image(picture)
+    status, _, dialog = interactive(gimp, image, layer, model_files, tmp_path, [False],
+                                    prompt="a wide smile", strengths="0.5,2.5", lambda2="0.1")
+    assert status == Gimp.PDBStatusType.CANCEL and image.get_layers() == [layer]
+    saved = os.listdir(fake_gimp.state.directory)
+    assert saved == ["clipshape-dialog.json"], "written atomically, no temporary file left"
+    # The next dialog opens on a fresh config (GIMP's last values: the defaults here).
+    proc, dialog = dialog_of(gimp)
+    assert dialog.values_at_build["prompt"] == "a wide smile"
+    assert dialog.values_at_build["strengths"] == "0.5,2.5"
+    assert dialog.values_at_build["lambda2"] == "0.1"
+    assert dialog.values_at_build["generator-file"].get_path() == model_files["generator"]
+
+    # OK with a bad value: the message is shown IN the dialog, which runs again.
+    status, _, dialog = interactive(gimp, image, layer, model_files, tmp_path, [True, False],
+                                    prompt="  ", strengths="1,big")
+    assert status == Gimp.PDBStatusType.CANCEL and dialog.runs == 2 and dialog.destroyed
+    assert "prompt is empty" in dialog.message()
+    (label,) = [w for w in dialog.area.children if w.props.get("visible")]
+    assert "<span foreground=" in label.props["markup"] and label.props["wrap"]
+    assert image.get_layers() == [layer] and image.undo_groups == 0
+    proc, dialog = dialog_of(gimp)
+    assert dialog.values_at_build["strengths"] == "1,big"
+
+
+@pytest.mark.parametrize("values,expected", [
+    ({"lambda2": "strong"}, "λ2: 'strong' is not a number"),
+    ({"lambda2": "-1"}, "λ2: -1 is not within 0..10"),
+    ({"optimize-size": 8}, "Learning side: 8 px"),
+    ({"saved-edit": fake_gimp.File("/no/edit.safetensors"), "also": "a beard"},
+     "saved edit not found"),
+    ({"generator-file": fake_gimp.File("/no/e4e.pt")}, "e4e / generator file not found"),
+])
+def test_errors_are_shown_in_the_dialog_with_its_field_names(gimp, picture, model_files,
+                                                             tmp_path, values, expected):
+    Gimp, module = gimp
+    image, layer = make_image(picture)
+    status, _, dialog = interactive(gimp, image, layer, model_files, tmp_path, [True, False],
+                                    **values)
+    assert status == Gimp.PDBStatusType.CANCEL and dialog.runs == 2
+    assert expected in dialog.message(), dialog.message()
+    assert "--" not in dialog.message()
+
+
+def test_library_messages_speak_of_the_dialogs_not_the_command_line(gimp, tiny_mirror,
+                                                                    picture, model_files,
+                                                                    tmp_path):
+    Gimp, module = gimp
+    words = module.gimp_words
+    assert "--mtcnn" not in words("give the MTCNN files (pnet.pt; --mtcnn DIR)")
+    assert "Face detector folder" in words("give the MTCNN files (pnet.pt; --mtcnn DIR)")
+    # The library's message about a missing set, run non-interactively: the commands it
+    # advises are the Models dialog's buttons, its files and folder are all still there.
+    image, layer = make_image(picture)
+    status, error = run(gimp, image, [layer], model_files, tmp_path, **{
+        "model-set": "ffhq", "generator-file": None, "clip-file": None, "vocab-file": None})
+    assert status == Gimp.PDBStatusType.EXECUTION_ERROR
+    text = error.message
+    assert "clipshape models" not in text and "CLIPSHAPE_MODELS to" not in text, text
+    assert "Download in Filters › Generic › CLIPShape Models…" in text
+    assert "Use a file I already have…" in text
+    assert "tiny_e4e.pt" in text and str(tiny_mirror[1]) in text
+
+
+def test_dialog_layout_fits_a_laptop_screen_and_explains_its_fields(gimp, tmp_path):
+    """Advanced sits beside the main fields (stacked it was 810 px tall); the layer shows an
+    example, λ2 what empty means, file choosers their file types, folders the folder used."""
+    Gimp, module = gimp
+    (tmp_path / "data" / "clipshape" / "edits").mkdir(parents=True)
+    proc, dialog = dialog_of(gimp)
+    assert dialog.filled == ["columns"]
+    assert dialog.containers["columns"] == ["main-box", "advanced"]
+    assert dialog.container_widgets["columns"].props["orientation"] == 0   # HORIZONTAL
+    assert dialog.containers["main-box"] == module.MAIN
+    assert dialog.containers["advanced-box"] == module.ADVANCED
+    layer_entry = dialog.widgets["layer"].children[1]
+    assert "convs.3" in layer_entry.props["placeholder_text"]
+    assert "auto" in layer_entry.props["placeholder_text"]
+    assert "default" in dialog.widgets["lambda2"].children[1].props["placeholder_text"]
+    patterns = {n: dialog.widgets[n].children[1].props["filters"][0].props["patterns"]
+                for n in ("saved-edit", "generator-file", "clip-file", "vocab-file")}
+    assert patterns == {"saved-edit": ["*.safetensors"],
+                        "generator-file": ["*.pt", "*.pth", "*.safetensors"],
+                        "clip-file": ["*.pt"], "vocab-file": ["*.txt.gz"]}
+    for n in patterns:   # the chooser can still show every file
+        assert dialog.widgets[n].children[1].props["filters"][1].props["patterns"] == ["*"]
+    assert (dialog.values_at_build["library-dir"].get_path()
+            == str(tmp_path / "data" / "clipshape" / "edits"))
+
+
+def test_strength_slider_previews_live_and_keeps_a_layer(gimp, picture, model_files, tmp_path):
+    """After an interactive warp run, the Strength dialog's slider shows the photo moved to
+    any strength in a preview layer; Keep adds it to the group as the shown result (one undo
+    step), Close removes the preview; the preview itself leaves nothing in the undo history."""
+    Gimp, module = gimp
+    image, layer = make_image(picture)
+    seen = {}
+
+    def move_slider(dialog):
+        if "scale" not in seen:
+            (scale,) = [w for w in dialog.area.children if "range" in w.props]
+            seen["scale"], seen["range"] = scale, scale.props["range"]
+            group = image.get_layers()[0]
+            seen["at_open"] = [(c.get_name(), c.get_visible()) for c in group.get_children()]
+            scale.set_value(0.8)   # GLib's timeout would show it; Keep shows the value first
+
+    fake_gimp.state.answers["clipshape-strength"] = [module.RESPONSE_KEEP,
+                                                     fake_gimp.ResponseType.CLOSE]
+    fake_gimp.state.before_answer["clipshape-strength"] = [move_slider]
+    status, error, _ = interactive(gimp, image, layer, model_files, tmp_path, [True],
+                                   strengths="-1.5,1.5")
+    assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
+    (strength,) = fake_gimp.state.gimp_dialogs
+    assert strength.destroyed
+    lo, hi = seen["range"]
+    assert lo <= -1.5 and hi >= 1.5
+    # When it opened: the preview on top at the shown strength, the results hidden under it.
+    assert seen["at_open"] == [("preview " + name("+1.5"), True), (name("+1.5"), False),
+                               (name("-1.5"), False)]
+    group = image.get_layers()[0]
+    assert [c.get_name() for c in group.get_children()] == [name("+1.5"), name("+0.8"),
+                                                            name("-1.5")]
+    assert visible(group) == [name("+0.8")]
+    kept = group.get_children()[1]
+    assert bytes(kept.buffer.data) != bytes(group.get_children()[0].buffer.data)
+    assert max(bytes(kept.buffer.data)[3::4]) > 0
+    # Two undo steps: the run's group and the kept layer; the preview is not in the history.
+    assert image.undo_groups == 2 and image.undo_depth == 0 and image.undo_frozen == 0
+    undoable = image.undoable_ops()
+    assert all(depth == 1 for _, _, depth in undoable)
+    assert not [op for op in undoable if "preview" in op[1]]
+    assert ("insert_layer", name("+0.8"), 1) in undoable
+    texts = " ".join(w.text() for w in strength.labels())
+    assert "Kept " + name("+0.8") in texts and "k is the edit's strength" in texts
+
+
+def test_strength_preview_follows_the_slider(gimp, picture, model_files, tmp_path):
+    Gimp, module = gimp
+    image, layer = make_image(picture)
+    fake_gimp.state.answers["clipshape-strength"] = [fake_gimp.ResponseType.CLOSE]
+    status, error = run(gimp, image, [layer], model_files, tmp_path, strengths="-1.5,1.5")
+    assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
+    # Non-interactive: no Strength dialog; the result is reproduced for the class alone.
+    assert fake_gimp.state.gimp_dialogs == []
+    source = module.GimpLayerSource(image, layer)
+    model, request = module.requests_from_config(_config(gimp, model_files, tmp_path))
+    job = module.logic.EditJob(model, request, source, source.selection(image))
+    result = job.run()
+    job.contexts.close()
+    group = module.insert_result(image, layer, result)
+    preview = module.StrengthPreview(image, group, result)
+    a = preview.show(0.5)
+    b = preview.show(1.2)
+    children = group.get_children()
+    assert children[0] is preview.layer and children[0].get_name() == "preview " + name("+1.2")
+    assert bytes(preview.layer.buffer.data[:len(b.data)]) == b.data and a.data != b.data
+    assert [c.get_visible() for c in children] == [True, False, False]
+    # Keeping a strength that has a layer already shows that layer, no duplicate.
+    preview.show(-1.5)
+    assert preview.keep() is group.get_children()[2]
+    preview.close()
+    assert [c.get_name() for c in group.get_children()] == [name("+1.5"), name("-1.5")]
+    assert visible(group) == [name("-1.5")]
+    assert image.undo_frozen == 0 and not [o for o in image.undoable_ops() if "preview" in o[1]]
+
+
+def _config(gimp, model_files, tmp_path, **values):
+    Gimp, module = gimp
+    proc = module.ClipShape().do_create_procedure("plug-in-clipshape")
+    config = proc.create_config()
+    settings = {"model-set": "files", "device": "cpu", "align": "none", "prompt": PROMPT,
+                "generator-file": fake_gimp.File(model_files["generator"]),
+                "clip-file": fake_gimp.File(model_files["clip"]),
+                "vocab-file": fake_gimp.File(model_files["vocab"]),
+                "library-dir": fake_gimp.File(str(tmp_path / "edits")),
+                "strengths": "-1.5,1.5", "steps": 2, "save-edit": False}
+    settings.update(values)
+    for k, v in settings.items():
+        config.set_property(k, v)
+    return config
+
+
+# ───────────────────────── CLIPShape Models… ─────────────────────────
+
+def test_models_dialog_shows_the_store_and_adds_a_file_the_user_has(gimp, tiny_mirror,
+                                                                    model_files, tmp_path):
+    Gimp, module = gimp
+    server, store = tiny_mirror
+    status = module.ModelsStatus("ffhq")
+    assert status.missing and not status.complete and status.store == str(store)
+    assert status.download_label.startswith("_Download Faces (FFHQ) (")
+    assert "Use a file I already have" in status.hint and "Tiny e4e" in status.licences
+    assert "Cars" in module.ModelsStatus("car").error     # not in this store's manifest
+
+    # "Use a file I already have…": a file that is not one of the set, then the e4e file.
+    junk = tmp_path / "notes.pt"
+    junk.write_bytes(b"not a model")
+    fake_gimp.state.chosen_files = [str(junk), model_files["generator"]]
+    fake_gimp.state.answers["clipshape-models"] = [module.RESPONSE_ADD, module.RESPONSE_ADD]
+    texts = []
+    fake_gimp.state.before_answer["clipshape-models"] = [
+        lambda d: texts.append(" ".join(w.text() for w in d.labels()
+                                        if w.props.get("visible")))]
+    assert module.models_dialog("ffhq") is False      # Close: still incomplete
+    (dialog,) = fake_gimp.state.gimp_dialogs
+    assert dialog.destroyed
+    assert "Model store: %s" % store in texts[0]
+    assert "notes.pt is not a file of Faces (FFHQ)" in texts[1]
+    assert "Added e4e.pt as a file of Faces (FFHQ)" in texts[2]
+    assert os.path.isfile(model_files["generator"]) and os.path.isfile(junk)   # theirs stay
+    assert "tiny_e4e.pt" in os.listdir(store)
+    # The file chooser offered model files first.
+    assert module.MODEL_FILE_FILTER[1] == ["*.pt", "*.pth", "*.safetensors", "*.txt.gz"]
+
+
+def test_download_progress_says_it_is_connecting_and_keeps_failures_short(gimp):
+    Gimp, module = gimp
+    status = module.logic.DownloadStatus("running", 0, 1000, None, "")
+    assert module.download_text(status) == "Connecting to the download server…"
+    failed = module.logic.DownloadStatus("failed", 0, 1000, None, "", "x" * 2000)
+    assert len(module.download_text(failed)) < 40
+
+
+def test_strength_dialog_names_the_edited_face_and_only_follows_a_warp(gimp, astronaut,
+                                                                       picture, model_files,
+                                                                       tmp_path):
+    Gimp, module = gimp
+    from conftest import golden
+    image, layer = make_image(astronaut, selection=None)
+    status, error, _ = interactive(gimp, image, layer, model_files, tmp_path, [True],
+                                   align="auto", strengths="0,2",
+                                   **{"face-detector-dir": fake_gimp.File(golden("face/mtcnn"))})
+    assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
+    (strength,) = fake_gimp.state.gimp_dialogs
+    texts = " ".join(w.text() for w in strength.labels())
+    assert "edited face 1 of 1 at " in texts and "showing" not in texts.split(";")[0]
+    assert [c.get_name() for c in image.get_layers()[0].get_children()] == [name("+2")]
+    # The model's picture (no transfer of the photo's pixels): no slider, no dialog.
+    image, layer = make_image(picture)
+    status, error, _ = interactive(gimp, image, layer, model_files, tmp_path, [True],
+                                   align="none", paste="region", **{"face-detector-dir": None})
+    assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
+    assert len(fake_gimp.state.gimp_dialogs) == 1
+
+
+def test_a_successful_run_and_the_advanced_expander_are_remembered(gimp, picture, model_files,
+                                                                   tmp_path):
+    """Scripts' successful runs become GIMP's last values; the plug-in's copy follows, so
+    the dialog never opens on values older than GIMP's. Advanced stays open once opened."""
+    Gimp, module = gimp
+    image, layer = make_image(picture)
+    fake_gimp.state.while_open = [     # the user opens Advanced, then Cancel
+        lambda d: d.container_widgets["advanced"].set_expanded(True)]
+    proc, dialog = dialog_of(gimp)
+    assert run(gimp, image, [layer], model_files, tmp_path, prompt="a long chin",
+               strengths="2")[0] == Gimp.PDBStatusType.SUCCESS
+    proc, dialog = dialog_of(gimp)
+    assert dialog.values_at_build["prompt"] == "a long chin"
+    assert dialog.container_widgets["advanced"].props["expanded"] is True

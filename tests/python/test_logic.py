@@ -28,8 +28,9 @@ def test_format_strength_and_layer_names(logic):
              -1.125: "-1.125", 2.00001: "+2", 10: "+10"}
     for k, text in cases.items():
         assert logic.format_strength(k) == text
-    assert logic.layer_name("face with big nose", 1.5) == "face with big nose k=+1.5"
-    assert logic.layer_name("  a   round face ", 0) == "a round face k=0"
+    # The strength first: a narrow Layers panel cuts the end of a name.
+    assert logic.layer_name("face with big nose", 1.5) == "k=+1.5 face with big nose"
+    assert logic.layer_name("  a   round face ", 0) == "k=0 a round face"
     assert logic.group_name(" a  round face") == "a round face"
     assert logic.format_strengths([-3, 0, 1.5]) == "-3,0,1.5"
 
@@ -157,6 +158,9 @@ def test_missing_model_set_is_a_request_error(logic, cs, tmp_path):
         m.open()
     assert "horse" in str(e.value) and "e4e_horse_encode.pt" in str(e.value)
     assert "e4e_horse_encode.pt" in logic.error_text(e.value)
+    # A plug-in's guidance, not the command line's (#22 item 9).
+    assert "clipshape models" not in str(e.value) and "--link" not in str(e.value)
+    assert str(e.value).endswith(logic.PLUGIN_GUIDANCE) and str(tmp_path) in str(e.value)
 
 
 def test_error_text(logic, cs):
@@ -176,19 +180,28 @@ def test_run_edit_layers_and_saved_shift(logic, ctx, picture, tmp_path):
     src = logic.BufferSource(rgba, (0, 0, w, h), "RGBA8")
     box = logic.edit_box(src.bounds, (100, 40, 90, 70), ctx.frame_size(), True)
     assert box == logic.Box(100, 30, 90, 90)
+    # The picture is no face: the selection as it is, pasted where the edit changes it.
     req = logic.EditRequest.from_values(prompt="face with big nose", strengths="-1.5,0,1.5",
-                                        steps=3, library_dir=str(tmp_path / "lib"))
+                                        steps=3, library_dir=str(tmp_path / "lib"),
+                                        align="none", paste="changes")
     seen = []
     result = logic.run_edit(ctx, req, src, box, lambda f, t: seen.append((f, t)))
     assert result.group_name == "face with big nose"
-    assert [l.name for l in result.layers] == ["face with big nose k=-1.5",
-                                               "face with big nose k=0",
-                                               "face with big nose k=+1.5"]
+    # Top first, descending; k=0 would be an empty layer here, so there is none; one shown.
+    assert [l.name for l in result.layers] == ["k=+1.5 face with big nose",
+                                               "k=-1.5 face with big nose"]
+    assert [l.visible for l in result.layers] == [True, False]
     assert all((l.x, l.y, l.width, l.height, len(l.data)) == (100, 30, 90, 90, 90 * 90 * 4)
                for l in result.layers)
-    assert_unedited_layer(result.layers[1].data,
-                          logic.crop_pixels(rgba, w, h, 4, logic.Box(100, 30, 90, 90), w * 4))
-    assert result.layers[0].data != result.layers[2].data
+    assert result.layers[0].data != result.layers[1].data
+    assert "showing k=+1.5" in result.summary()
+
+    # The region paste keeps k=0: it is the model's picture of the box, not nothing.
+    region = logic.EditRequest.from_values(prompt="face with big nose", strengths="0,1.5",
+                                           steps=2, save_edit=False, align="none",
+                                           paste="region")
+    kept = logic.run_edit(ctx, region, src, box)
+    assert [l.strength for l in kept.layers] == [1.5, 0.0]
     assert os.listdir(tmp_path / "lib") == [os.path.basename(result.shift_path)]
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -197,12 +210,13 @@ def test_run_edit_layers_and_saved_shift(logic, ctx, picture, tmp_path):
 
     # The saved edit renders the same pixels without optimising, named after its prompt.
     again = logic.EditRequest.from_values(saved_edit=result.shift_path, strengths="1.5",
-                                          library_dir=str(tmp_path / "lib"))
+                                          library_dir=str(tmp_path / "lib"), align="none",
+                                          paste="changes")
     seen.clear()
     applied = logic.run_edit(ctx, again, src, box, lambda f, t: seen.append(t))
     assert applied.group_name == "face with big nose" and applied.shift_path is None
-    assert applied.layers[0].name == "face with big nose k=+1.5"
-    assert applied.layers[0].data == result.layers[2].data
+    assert applied.layers[0].name == "k=+1.5 face with big nose"
+    assert applied.layers[0].data == result.layers[0].data
     assert not any("step" in t for t in seen)
     assert len(os.listdir(tmp_path / "lib")) == 1
 
@@ -213,7 +227,7 @@ def test_edit_job_cancel_from_another_thread(logic, cs, model_files, picture, tm
     src = logic.BufferSource(rgba, (0, 0, w, h), "RGBA8")
     model = logic.ModelChoice(set_name=None, device="cpu", **model_files).normalized()
     req = logic.EditRequest.from_values(prompt="a round face", steps=5000,
-                                        library_dir=str(tmp_path))
+                                        library_dir=str(tmp_path), align="none")
     job = logic.EditJob(model, req, src, (10, 10, 64, 64))
     fired = threading.Event()
 
@@ -246,3 +260,114 @@ def test_context_cache_reuses_and_replaces(logic, model_files):
     assert b is not a and a.closed and not b.closed
     cache.close()
     assert b.closed and cache.current() is None
+
+
+@needs_models
+def test_face_model_given_as_files_edits_the_face(logic, cs, model_files, astronaut, tmp_path):
+    """A face e4e checkpoint given as a file (no model set) is a face model: with Align left
+    at its default the face is found by the given detector, aligned and edited, and only its
+    surroundings move (#22 item 1). Without a detector the error names the field to fill."""
+    w, h, rgba = astronaut
+    src = logic.BufferSource(rgba, (0, 0, w, h), "RGBA8")
+    model = logic.ModelChoice(set_name="files", device="cpu", n_threads=1,
+                              face_detector_dir=os.path.join(os.path.dirname(
+                                  model_files["generator"]), "face", "mtcnn"),
+                              **model_files).normalized()
+    req = logic.EditRequest.from_values(prompt="a round face", strengths="2", steps=2,
+                                        save_edit=False)
+    job = logic.EditJob(model, req, src)
+    result = job.run()
+    assert job.contexts.current().domain().name == "face"
+    assert result.face is not None and result.face_text().startswith("face 1 of 1 at ")
+    (layer,) = result.layers
+    x1, y1, x2, y2 = result.face.box
+    # The face's region, not the whole photo replaced by the generator's frame.
+    assert layer.width < w and layer.x <= x1 and layer.x + layer.width >= x2
+    job.contexts.close()
+
+    bare = logic.ModelChoice(set_name="files", device="cpu", n_threads=1,
+                             **model_files).normalized()
+    job = logic.EditJob(bare, req, src)
+    with pytest.raises(logic.RequestError, match="Face detector folder"):
+        job.run()
+    job.contexts.close()
+
+
+def test_eta_and_durations(logic):
+    assert [logic.format_duration(s) for s in (0, 45, 60, 125, 3725)] == \
+        ["0 s", "45 s", "1 min", "2 min 5 s", "1 h 2 min"]
+    clock = iter([10.0, 12.0, 14.0]).__next__
+    eta = logic.Eta(clock)
+    assert eta.left(1, 11) is None          # the first step sets the pace's start
+    assert eta.left(2, 11) == pytest.approx(2.0 * 9)
+    assert eta.left(3, 11) == pytest.approx(2.0 * 8)
+
+
+def test_shown_strength(logic):
+    assert logic.shown_strength([-3, -1.5, 1.5, 3]) == 3
+    assert logic.shown_strength([-3, -1]) == -3
+    assert logic.shown_strength([0.5]) == 0.5
+
+
+def test_request_method_options(logic):
+    r = logic.EditRequest.from_values(prompt="a", face=2, also=" big   eyes ", optimize_size=128)
+    assert (r.face, r.also, r.optimize_size) == (2, "big eyes", 128)
+    r = logic.EditRequest.from_values(prompt="a")
+    assert (r.face, r.also, r.optimize_size) == (None, None, None)
+    for kw, why in ((dict(face=-1), "face"), (dict(face="x"), "face"),
+                    (dict(optimize_size=8), "learning size"),
+                    (dict(optimize_size="big"), "learning size")):
+        with pytest.raises(logic.RequestError, match=why):
+            logic.EditRequest.from_values(prompt="a", **kw)
+
+
+@needs_models
+def test_second_prompt_learnt_jointly_and_face_choice(logic, ctx, face_ctx, picture, astronaut,
+                                                      tmp_path):
+    w, h, rgba = picture
+    src = logic.BufferSource(rgba, (0, 0, w, h), "RGBA8")
+    req = logic.EditRequest.from_values(prompt="a round face", also="big eyes", strengths="2",
+                                        steps=2, align="none", optimize_size=32,
+                                        library_dir=str(tmp_path))
+    seen, pictures = [], []
+    result = logic.run_edit(ctx, req, src, logic.Box(0, 0, 200, 200),
+                            lambda f, t: seen.append(t), preview=pictures.append)
+    # The picture while it learns: the first step's (steps < PREVIEW_EVERY).
+    assert [(p.width, p.height, p.format) for p in pictures] == [(32, 32, "RGBA8")]
+    assert result.group_name == "a round face + big eyes"
+    assert any('Learning "a round face + big eyes": step 2/2' in t for t in seen)
+    assert len(os.listdir(tmp_path)) == 1
+
+    w, h, rgba = astronaut
+    src = logic.BufferSource(rgba, (0, 0, w, h), "RGBA8")
+    second = logic.EditRequest.from_values(prompt="a round face", steps=1, face=2,
+                                           save_edit=False)
+    with pytest.raises(logic.RequestError, match="the picture has 1 face; choose 1..1"):
+        logic.run_edit(face_ctx, second, src, logic.Box(0, 0, w, h))
+
+
+@needs_models
+def test_keep_the_rest_around_the_selection_and_the_face(logic, ctx, face_ctx, picture,
+                                                         astronaut):
+    """"Keep the rest": λ3 with the selection's (or the face's) region in generator pixels;
+    without a selection around which to keep anything, the error says so."""
+    w, h, rgba = picture
+    src = logic.BufferSource(rgba, (0, 0, w, h), "RGBA8")
+    box = logic.edit_box(src.bounds, (100, 40, 90, 70), ctx.frame_size(), True)
+    req = logic.EditRequest.from_values(prompt="a round face", strengths="2", steps=2,
+                                        align="none", keep_rest=True, save_edit=False)
+    region = logic._keep_region(ctx, req, None, src.bounds, box, logic.Box(100, 40, 90, 70))
+    side = ctx.frame_size()[0]
+    # The 90×70 selection inside the 90×90 box: the full width, 70/90 of the height.
+    assert region[0] == pytest.approx(0, abs=0.5) and region[2] == pytest.approx(side, abs=0.5)
+    assert region[3] - region[1] == pytest.approx(side * 70 / 90, abs=1)
+    result = logic.run_edit(ctx, req, src, box, selection=logic.Box(100, 40, 90, 70))
+    assert len(result.layers) == 1
+    with pytest.raises(logic.RequestError, match="keep the rest: select the part"):
+        logic.run_edit(ctx, req, src, box)
+
+    w, h, rgba = astronaut
+    src = logic.BufferSource(rgba, (0, 0, w, h), "RGBA8")
+    faces, face = logic._find_face(face_ctx, req, rgba, src.bounds, None, "RGBA8")
+    x1, y1, x2, y2 = logic._keep_region(face_ctx, req, face, src.bounds, src.bounds, None)
+    assert 0 <= x1 < x2 <= side and 0 <= y1 < y2 <= side and (x2 - x1) < side

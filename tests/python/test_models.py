@@ -117,3 +117,31 @@ def test_cancel_before_any_byte_and_a_failed_download(logic, store, monkeypatch)
     status = logic.ModelDownload("ffhq").run()
     assert status.state == "failed" and status.text.startswith("Download failed: ")
     assert logic.ModelDownload("nosuchset").run().text.startswith("unknown model set 'nosuchset'")
+
+
+def test_use_files_i_already_have(logic, cs, store, tmp_path):
+    """"Use a file I already have": each file of the set is recognised (by name or size),
+    checked and copied into the store, the user's own file left where and as it was; the set
+    is then complete without a download. A file that is none of the set's is named."""
+    server, root = store
+    assert logic.store_dir() == str(root)
+    sources = {name: os.path.join(GOLDEN, rel) for name, rel in tiny_store.FILES.items()}
+    for name in tiny_store.FFHQ_FILES + tiny_store.CLIP_FILES:
+        src = sources[name]
+        before = os.stat(src)
+        stored = logic.add_model_file("ffhq", src)
+        assert stored == os.path.join(str(root), name)
+        with open(stored, "rb") as a, open(src, "rb") as b:
+            assert a.read() == b.read()
+        after = os.stat(src)
+        assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert logic.model_sets()["ffhq"].complete
+    assert server.requests == []          # nothing was downloaded
+
+    stranger = tmp_path / "holiday.jpg"
+    stranger.write_bytes(b"\xff\xd8 not a model at all")
+    with pytest.raises(logic.RequestError, match="holiday.jpg is not a file of Faces"):
+        logic.add_model_file("ffhq", str(stranger))
+    assert stranger.read_bytes() == b"\xff\xd8 not a model at all"
+    with pytest.raises(logic.RequestError, match="model file not found"):
+        logic.add_model_file("ffhq", str(tmp_path / "nope.pt"))

@@ -13,6 +13,10 @@ pub fn clipshape(args: &[&str]) -> Output {
     if !args.contains(&"--device") {
         cmd.args(["--device", "cpu"]);
     }
+    // What the user's own model store holds (a face detector, a set) must not change a test.
+    if std::env::var_os("CLIPSHAPE_MODELS").is_none() {
+        cmd.env("CLIPSHAPE_MODELS", std::env::temp_dir().join("clipshape-cli-tests-no-store"));
+    }
     cmd.output().expect("run clipshape")
 }
 

@@ -45,7 +45,8 @@ class ClipShapeExtension(Extension):
         try:
             doc, node = krita_host.active_target()
             model = krita_host.model_from_settings(s)
-            request = krita_host.request_from_settings(dict(s, prompt=""), saved_edit=path)
+            request = krita_host.request_from_settings(dict(s, prompt="", also=""),
+                                                       saved_edit=path)
         except Exception as e:
             QMessageBox.warning(parent, "CLIPShape", logic.error_text(e))
             return

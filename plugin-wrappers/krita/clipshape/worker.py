@@ -12,17 +12,20 @@ from . import clipshape_logic as logic
 
 class EditWorker(QThread):
     progressed = pyqtSignal(float, str)
+    previewed = pyqtSignal(object)      # cs.Picture: the picture while it learns (RGBA8)
     succeeded = pyqtSignal(object)      # logic.EditResult
     failed = pyqtSignal(str, bool)      # message, cancelled
 
     def __init__(self, job, parent=None):
         super().__init__(parent)
         self.job = job
+        self.error = None               # the exception of a failed run (its kind matters)
 
     def run(self):
         try:
-            result = self.job.run(self._progress)
+            result = self.job.run(self._progress, self.previewed.emit)
         except Exception as e:  # shown in the docker, never as a traceback
+            self.error = e
             self.failed.emit(logic.error_text(e), self.job.cancelled)
             return
         self.succeeded.emit(result)
@@ -46,19 +49,22 @@ class Runner:
     def busy(self):
         return self.worker is not None
 
-    def start(self, doc, node, model, request, on_progress, on_done, on_error):
+    def start(self, doc, node, model, request, on_progress, on_done, on_error,
+              on_preview=None):
         from . import krita_host
         if self.busy:
             raise logic.RequestError("an edit is already running")
         source, selection = krita_host.read_source(doc, node)
         job = logic.EditJob(model, request, source, selection, self.contexts)
         worker = EditWorker(job)
+        self.group = self.error = None
 
         def succeeded(result):
             try:
                 try:
-                    krita_host.insert_result(doc, node, result)
+                    self.group = krita_host.insert_result(doc, node, result)
                 except Exception as e:
+                    self.error = e
                     on_error(logic.error_text(e), False)
                     return
                 on_done(result)
@@ -66,12 +72,15 @@ class Runner:
                 self.worker = None
 
         def failed(message, cancelled):
+            self.error = worker.error
             try:
                 on_error(message, cancelled)
             finally:
                 self.worker = None
 
         worker.progressed.connect(on_progress)
+        if on_preview is not None:
+            worker.previewed.connect(on_preview)
         worker.succeeded.connect(succeeded)
         worker.failed.connect(failed)
         self.worker = worker
@@ -115,3 +124,23 @@ class DownloadWorker(QThread):
 
     def cancel(self):
         self.download.cancel()
+
+
+class AddFileWorker(QThread):
+    """Registers a model file the user already has (clipshape_logic.add_model_file) off the GUI
+    thread: the library copies and hashes it, which takes seconds for a generator of a GB.
+    ``ended`` carries (the stored path, "") or ("", the user's message)."""
+
+    ended = pyqtSignal(str, str)
+
+    def __init__(self, set_name, path, models_dir=None, parent=None):
+        super().__init__(parent)
+        self.set_name, self.path, self.models_dir = set_name, path, models_dir
+
+    def run(self):
+        try:
+            stored = logic.add_model_file(self.set_name, self.path, self.models_dir)
+        except Exception as e:  # shown in the docker, never as a traceback
+            self.ended.emit("", logic.error_text(e))
+            return
+        self.ended.emit(str(stored), "")

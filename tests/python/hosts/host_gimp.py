@@ -62,8 +62,11 @@ def run_plugin(image, layer, **values):
 
 
 def models():
+    # Files of a face model on a synthetic pattern: the selection as it is (Align's default
+    # would look for a face).
     return {
         "model-set": "files",
+        "align": "none",
         "generator-file": os.path.join(MODELS, "e4e.pt"),
         "clip-file": os.path.join(MODELS, "clip_jit.pt"),
         "vocab-file": os.path.join(MODELS, "bpe_simple_vocab_16e6.txt.gz"),
@@ -90,24 +93,37 @@ def main():
     check(group.is_group(), "the first layer is not a group")
     children = group.get_children()
     names = [c.get_name() for c in children]
-    expected = [PROMPT + " k=-1.5", PROMPT + " k=0", PROMPT + " k=+1.5"]
+    # Strongest on top, strength first in the name; the default paste moves the picture's own
+    # pixels, which k=0 leaves where they are: no (empty) layer for it.
+    expected = ["k=+1.5 " + PROMPT, "k=-1.5 " + PROMPT]
     check(names == expected, "layer names %r != %r" % (names, expected))
-    # The 60×50 selection grown to the tiny model's square frame, centred: (30, 15) 60×60.
+    shown = [c.get_name() for c in children if c.get_visible()]
+    check(shown == ["k=+1.5 " + PROMPT], "visible layers %r (only k=+1.5 should be)" % shown)
+    # Inside the 60×50 selection grown to the tiny model's square frame: (30, 15) 60×60.
     for c in children:
         _, x, y = c.get_offsets()
-        check((x, y, c.get_width(), c.get_height()) == (30, 15, 60, 60),
+        check(x >= 30 and y >= 15 and x + c.get_width() <= 90 and y + c.get_height() <= 75,
               "%s at %d,%d %dx%d" % (c.get_name(), x, y, c.get_width(), c.get_height()))
-    data = [bytes(c.get_buffer().get(Gegl.Rectangle.new(0, 0, 60, 60), 1.0, FMT,
-                                     Gegl.AbyssPolicy.CLAMP)) for c in children]
-    check(all(len(d) == 60 * 60 * 4 for d in data), "pixel sizes")
-    check(data[0] != data[2], "k=-1.5 and k=+1.5 render the same pixels")
-    # Pasted where the edit changes the picture: k=0 changes nothing, so nothing of it shows.
-    check(data[1][3::4] == b"\x00" * 3600, "the k=0 layer shows")
-    check(max(data[0][3::4]) > 0 and max(data[2][3::4]) > 0, "the edited layers show nothing")
+    data = [bytes(c.get_buffer().get(Gegl.Rectangle.new(0, 0, c.get_width(), c.get_height()),
+                                     1.0, FMT, Gegl.AbyssPolicy.CLAMP)) for c in children]
+    check(data[0] != data[1], "k=-1.5 and k=+1.5 render the same pixels")
+    check(max(data[0][3::4]) > 0 and max(data[1][3::4]) > 0, "the edited layers show nothing")
     saved = sorted(os.listdir(LIBRARY))
     check(len(saved) == 1 and saved[0].startswith("face-with-big-nose-"),
           "edit library holds %r" % saved)
-    say("layers", names, "box 30,15 60x60; saved", saved[0])
+    say("layers", names, "shown", shown, "; saved", saved[0])
+
+    # The model's picture over the box: k=0 is a layer worth having, hidden; +3 shown on top.
+    # (Strengths of their own: GIMP makes layer names unique in an image, adding " #1".)
+    status, message = run_plugin(image, layer, prompt=PROMPT, strengths="0,-3,1,3", steps=3,
+                                 paste="region", **dict(models(), **{"save-edit": False}))
+    check(status == Gimp.PDBStatusType.SUCCESS, "region paste failed: %s %s" % (status, message))
+    region = image.get_layers()[1]          # a new group goes right above the photo
+    names = [(c.get_name(), c.get_visible()) for c in region.get_children()]
+    expected = [("k=%s %s" % (k, PROMPT), k == "+3") for k in ("+3", "+1", "0", "-3")]
+    check(names == expected, "region layers %r != %r" % (names, expected))
+    say("region paste layers (name, visible):", names)
+    image.remove_layer(region)
 
     # Apply the saved edit: no optimisation, group named after the stored prompt.
     t0 = time.time()
@@ -118,7 +134,7 @@ def main():
     check(len(top) == 3 and top[1].get_name().startswith(PROMPT)  # GIMP adds " #1"
           and top[2].get_name() == "photo",
           "top-level layers %r" % [l.get_name() for l in top])
-    check([c.get_name() for c in top[1].get_children()] == [PROMPT + " k=+2"],
+    check([c.get_name() for c in top[1].get_children()] == ["k=+2 " + PROMPT],
           "saved-edit layers %r" % [c.get_name() for c in top[1].get_children()])
     check(len(os.listdir(LIBRARY)) == 1, "applying a saved edit wrote a new file")
     say("saved edit applied in %.1f s:" % (time.time() - t0), top[1].get_name(), [c.get_name() for c in top[1].get_children()])
@@ -152,31 +168,36 @@ def main():
 
 
 def face_photo():
-    """A real photo, no selection: the face is found, and the layers sit on it with alpha."""
+    """A real photo, no selection, a face model given as files with its face detector and
+    Align left at its default: the face is found and edited, the layers sit on it with alpha
+    (not the photo replaced by the model's frame)."""
     photo = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(
         os.path.join(MODELS, "astronaut.png")))
     layer = photo.get_layers()[0]
     if not layer.has_alpha():
         layer.add_alpha()
     t0 = time.time()
+    values = dict(models(), **{"face-detector-dir": os.path.join(MODELS, "mtcnn")})
+    del values["align"]                       # the default: "auto"
     status, message = run_plugin(photo, layer, prompt=PROMPT, strengths="0,3", steps=3,
-                                 align="face", **{"face-detector-dir": os.path.join(MODELS, "mtcnn")},
-                                 **models())
+                                 **values)
     check(status == Gimp.PDBStatusType.SUCCESS, "face edit failed: %s %s" % (status, message))
     group = photo.get_layers()[0]
     children = group.get_children()
-    check(len(children) == 2, "face edit layers %r" % [c.get_name() for c in children])
-    # facenet-pytorch finds the astronaut's face at (181, 62)-(268, 172); its FFHQ square is
-    # larger and tilted, and inside the 512×512 photo.
+    check([c.get_name() for c in children] == ["k=+3 " + PROMPT],
+          "face edit layers %r" % [c.get_name() for c in children])
+    # facenet-pytorch finds the astronaut's face at (181, 62)-(268, 172): the moved pixels
+    # overlap it and stay inside the 512×512 photo (the whole frame would be 0,0 512×512).
     for c in children:
         _, x, y = c.get_offsets()
         w, h = c.get_width(), c.get_height()
-        check(x <= 181 and y <= 62 and x + w >= 268 and y + h >= 172 and x >= 0 and y >= 0
-              and x + w <= 512 and y + h <= 512, "%s at %d,%d %dx%d" % (c.get_name(), x, y, w, h))
-    k0, k3 = [bytes(c.get_buffer().get(Gegl.Rectangle.new(0, 0, c.get_width(), c.get_height()),
-                                       1.0, FMT, Gegl.AbyssPolicy.CLAMP)) for c in children]
-    check(set(k0[3::4]) == {0}, "the k=0 layer of the face shows")
+        check(x < 268 and y < 172 and x + w > 181 and y + h > 62 and x >= 0 and y >= 0
+              and x + w <= 512 and y + h <= 512 and (w, h) != (512, 512),
+              "%s at %d,%d %dx%d" % (c.get_name(), x, y, w, h))
+    (k3,) = [bytes(c.get_buffer().get(Gegl.Rectangle.new(0, 0, c.get_width(), c.get_height()),
+                                      1.0, FMT, Gegl.AbyssPolicy.CLAMP)) for c in children]
     check(max(k3[3::4]) > 0, "the k=3 layer of the face shows nothing")
+    check(set(k3[3::4]) != {255}, "the k=3 layer is opaque everywhere: the frame, not the face")
     say("face edit in %.1f s: layers at" % (time.time() - t0),
         [c.get_offsets()[1:] for c in children])
     photo.delete()
