@@ -352,7 +352,8 @@ run_gui_gimp() {
         -b "exec(open('$STAGE_IN_ROOT/tests/gui_gimp.py').read())" --quit >"$log" 2>&1 || rc=$?
     problems=$(gui_log_problems "$log"; grep -h 'does not fit' "$log"
                check_shot gimp-models; check_shot gimp-models-done; check_shot gimp-dialog
-               check_shot gimp-dialog-error; check_shot gimp-strength; check_shot gimp-strength-kept)
+               check_shot gimp-dialog-error; check_shot gimp-learning; check_shot gimp-strength
+               check_shot gimp-strength-kept)
     report_gui "GIMP GUI" "$log" "$rc" "$t0" "$problems"
 }
 

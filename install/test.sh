@@ -11,6 +11,13 @@ if ! python -c 'import pytest' 2>/dev/null; then
     clipshape_step "installing pytest into $CLIPSHAPE_VENV"
     python -m pip install --quiet --progress-bar off pytest
 fi
+# PyQt5 runs the Krita docker's real widgets offscreen in the fake-host tests; without it (no
+# wheel for this platform) that one test skips itself.
+if ! python -c 'import PyQt5.QtWidgets' 2>/dev/null; then
+    clipshape_step "installing PyQt5 into $CLIPSHAPE_VENV (the Krita docker's widgets, offscreen)"
+    python -m pip install --quiet --progress-bar off PyQt5 \
+        || clipshape_step "PyQt5 could not be installed: the docker's widget test will be skipped"
+fi
 
 # The Python and host tests load target/release/libclipshape.so, which only `cargo build`
 # refreshes (`cargo test` rebuilds the copy in target/release/deps).

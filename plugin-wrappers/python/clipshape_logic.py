@@ -114,8 +114,11 @@ def shown_strength(strengths):
 
 
 def format_duration(seconds):
-    """45 → "45 s", 125 → "2 min 5 s", 3725 → "1 h 2 min" (for "about … left")."""
-    s = max(0, int(round(seconds)))
+    """0.3 → "under 1 s", 45 → "45 s", 125 → "2 min 5 s", 3725 → "1 h 2 min" (for "about …
+    left")."""
+    if seconds < 1:
+        return "under 1 s"
+    s = int(round(seconds))
     if s < 60:
         return "%d s" % s
     if s < 3600:

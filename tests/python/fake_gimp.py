@@ -441,6 +441,21 @@ class FileFilter(Widget):
         self.props.setdefault("patterns", []).append(pattern)
 
 
+class Pixbuf:
+    """GdkPixbuf.Pixbuf: its bytes and size (scaling keeps the bytes, changes the size)."""
+
+    def __init__(self, data, width, height, stride):
+        self.data, self.width, self.height, self.stride = data, width, height, stride
+
+    @classmethod
+    def new_from_bytes(cls, data, colorspace, has_alpha, bits, width, height, stride):
+        assert has_alpha and bits == 8 and len(data) >= stride * height
+        return cls(bytes(data), width, height, stride)
+
+    def scale_simple(self, width, height, interp):
+        return Pixbuf(self.data, width, height, self.stride)
+
+
 class Scale(Widget):
     @classmethod
     def new_with_range(cls, orientation, lo, hi, step):
@@ -509,6 +524,8 @@ class Dialog(Widget):
 
     def response(self, answer):
         self.calls.append(("response", (answer,)))
+        for handler in self.handlers.get("response", []):
+            handler(self, answer)
 
     def destroy(self):
         self.destroyed = True
@@ -676,6 +693,7 @@ def build():
     GLib = _module("gi.repository.GLib", Error=GError, timeout_add=timeout_add,
                    idle_add=lambda callback, *data: timeout_add(0, lambda: callback(*data)),
                    source_remove=lambda source: True,
+                   Bytes=types.SimpleNamespace(new=bytes),
                    markup_escape_text=lambda text, length=-1: html.escape(text, quote=False))
     GObject = _module("gi.repository.GObject", TYPE_NONE=object(),
                       ParamFlags=types.SimpleNamespace(READWRITE=3))
@@ -683,7 +701,12 @@ def build():
     GimpUi = _module("gi.repository.GimpUi", ProcedureDialog=ProcedureDialog, Dialog=Dialog,
                      init=lambda name: None)
     names = types.SimpleNamespace
-    Gtk = _module("gi.repository.Gtk", Widget=Widget, Label=Widget, Box=Widget,
+    # A run pumps GTK's events itself (the learning window): none are ever pending here.
+    GdkPixbuf = _module("gi.repository.GdkPixbuf", Pixbuf=Pixbuf,
+                        Colorspace=types.SimpleNamespace(RGB=0),
+                        InterpType=types.SimpleNamespace(BILINEAR=2))
+    Gtk = _module("gi.repository.Gtk", Widget=Widget, Label=Widget, Box=Widget, Image=Widget,
+                  events_pending=lambda: False, main_iteration_do=lambda blocking: True,
                   ComboBoxText=Widget, ScrolledWindow=Widget, ProgressBar=Widget,
                   Entry=Entry, FileChooser=FileChooser, FileFilter=FileFilter, Scale=Scale,
                   FileChooserDialog=FileChooserDialog, ResponseType=ResponseType,
@@ -694,13 +717,13 @@ def build():
                   PositionType=names(LEFT=0, RIGHT=1, TOP=2, BOTTOM=3))
     Pango = _module("gi.repository.Pango", WrapMode=names(WORD=0, CHAR=1, WORD_CHAR=2))
     repository = _module("gi.repository", Gimp=Gimp, Gegl=Gegl, GLib=GLib, GObject=GObject,
-                         Gio=Gio, GimpUi=GimpUi, Gtk=Gtk, Pango=Pango)
+                         Gio=Gio, GimpUi=GimpUi, Gtk=Gtk, Pango=Pango, GdkPixbuf=GdkPixbuf)
     gi = _module("gi", repository=repository, require_version=lambda name, version: None)
     return {"gi": gi, "gi.repository": repository, "gi.repository.Gimp": Gimp,
             "gi.repository.Gegl": Gegl, "gi.repository.GLib": GLib,
             "gi.repository.GObject": GObject, "gi.repository.Gio": Gio,
             "gi.repository.GimpUi": GimpUi, "gi.repository.Gtk": Gtk,
-            "gi.repository.Pango": Pango}
+            "gi.repository.Pango": Pango, "gi.repository.GdkPixbuf": GdkPixbuf}
 
 
 def install(monkeypatch):

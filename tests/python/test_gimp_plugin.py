@@ -531,7 +531,7 @@ def test_strength_slider_previews_live_and_keeps_a_layer(gimp, picture, model_fi
     status, error, _ = interactive(gimp, image, layer, model_files, tmp_path, [True],
                                    strengths="-1.5,1.5")
     assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
-    (strength,) = fake_gimp.state.gimp_dialogs
+    (strength,) = dialogs("clipshape-strength")
     assert strength.destroyed
     lo, hi = seen["range"]
     assert lo <= -1.5 and hi >= 1.5
@@ -553,6 +553,10 @@ def test_strength_slider_previews_live_and_keeps_a_layer(gimp, picture, model_fi
     assert ("insert_layer", name("+0.8"), 1) in undoable
     texts = " ".join(w.text() for w in strength.labels())
     assert "Kept " + name("+0.8") in texts and "k is the edit's strength" in texts
+
+
+def dialogs(role):
+    return [d for d in fake_gimp.state.gimp_dialogs if d.props.get("role") == role]
 
 
 def test_strength_preview_follows_the_slider(gimp, picture, model_files, tmp_path):
@@ -652,7 +656,7 @@ def test_strength_dialog_names_the_edited_face_and_only_follows_a_warp(gimp, ast
                                    align="auto", strengths="0,2",
                                    **{"face-detector-dir": fake_gimp.File(golden("face/mtcnn"))})
     assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
-    (strength,) = fake_gimp.state.gimp_dialogs
+    (strength,) = dialogs("clipshape-strength")
     texts = " ".join(w.text() for w in strength.labels())
     assert "edited face 1 of 1 at " in texts and "showing" not in texts.split(";")[0]
     assert [c.get_name() for c in image.get_layers()[0].get_children()] == [name("+2")]
@@ -661,7 +665,7 @@ def test_strength_dialog_names_the_edited_face_and_only_follows_a_warp(gimp, ast
     status, error, _ = interactive(gimp, image, layer, model_files, tmp_path, [True],
                                    align="none", paste="region", **{"face-detector-dir": None})
     assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
-    assert len(fake_gimp.state.gimp_dialogs) == 1
+    assert len(dialogs("clipshape-strength")) == 1
 
 
 def test_a_successful_run_and_the_advanced_expander_are_remembered(gimp, picture, model_files,
@@ -678,3 +682,42 @@ def test_a_successful_run_and_the_advanced_expander_are_remembered(gimp, picture
     proc, dialog = dialog_of(gimp)
     assert dialog.values_at_build["prompt"] == "a long chin"
     assert dialog.container_widgets["advanced"].props["expanded"] is True
+
+
+def test_the_learning_window_shows_the_picture_and_cancels(gimp, picture, model_files, tmp_path):
+    """An interactive run opens a small window while it learns: the picture every few steps
+    (the model's frame, scaled for a laptop's screen), what is done and the time left; its
+    Cancel stops the run with nothing added and the run ends as cancelled."""
+    Gimp, module = gimp
+    image, layer = make_image(picture)
+    status, error, _ = interactive(gimp, image, layer, model_files, tmp_path, [True],
+                                   strengths="-1.5,1.5", steps=12)
+    assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
+    (window,) = dialogs("clipshape-learning")
+    # Gtk.Image.set_from_pixbuf, as the fake records it.
+    (image_widget,) = [w for w in window.area.children if "from_pixbuf" in w.props]
+    pixbuf = image_widget.props["from_pixbuf"]
+    assert max(pixbuf.width, pixbuf.height) == module.LearningWindow.SIDE
+    assert len(pixbuf.data) == 64 * 64 * 4           # the tiny model's frame, RGBA
+    texts = " ".join(w.text() for w in window.labels())
+    assert "Done" in texts or "Learning" in texts or "Moving" in texts
+    assert window.destroyed
+
+    # Cancel while it learns: the progress report after the click stops the run.
+    fake_gimp.state.gimp_dialogs.clear()
+    layers_before = list(image.get_layers())
+    original = module.LearningWindow.progress
+
+    def click_cancel(self, fraction, text):
+        original(self, fraction, text)
+        if "step 2/" in text:
+            self.dialog.response(fake_gimp.ResponseType.CANCEL)
+
+    module.LearningWindow.progress = click_cancel
+    try:
+        status, error, _ = interactive(gimp, image, layer, model_files, tmp_path, [True],
+                                       strengths="1.5", steps=500)
+    finally:
+        module.LearningWindow.progress = original
+    assert status == Gimp.PDBStatusType.CANCEL, error and error.message
+    assert image.get_layers() == layers_before

@@ -114,10 +114,12 @@ def test_settings_round_trip(krita, tmp_path):
     assert krita_host.model_from_settings(s).set_name == "car"
     r = krita_host.request_from_settings(dict(s, prompt="a long car", fit_to_frame="false"))
     assert r.steps == 7 and not r.fit_to_frame and r.prompt == "a long car"
-    assert (r.face, r.also, r.optimize_size) == (None, None, None)
+    assert (r.face, r.also, r.optimize_size, r.keep_rest) == (None, None, None, False)
     r = krita_host.request_from_settings(dict(s, prompt="a car", face="2", also="red",
-                                              optimize_size="128", layer="auto"))
-    assert (r.face, r.also, r.optimize_size, r.layer) == (2, "red", 128, "auto")
+                                              optimize_size="128", layer="auto",
+                                              keep_rest="true"))
+    assert (r.face, r.also, r.optimize_size, r.layer, r.keep_rest) == (2, "red", 128, "auto",
+                                                                         True)
     with pytest.raises(krita.clipshape_logic.RequestError, match="learning size"):
         krita_host.request_from_settings(dict(s, prompt="a car", optimize_size="8"))
     with pytest.raises(krita.clipshape_logic.RequestError, match="prompt is empty"):
@@ -411,7 +413,10 @@ def test_docker_ui(krita, model_files, tmp_path):
     assert not d.run_button.isEnabled() and d.cancel_button.isEnabled()
     wait(d.runner)
     # k=0 adds no layer in the warp paste
-    assert d.error.text() == "" and "1 layers" in d.status.text(), d.status.text()
+    assert d.error.text() == "" and "1 layer in" in d.status.text(), d.status.text()
+    # the picture while it learnt: shown during the run (step 1's), hidden once it is done
+    assert not d.learning.pixmap().isNull() and not d.learning.isVisibleTo(d)
+    assert max(d.learning.pixmap().width(), d.learning.pixmap().height()) <= 160
     assert d.run_button.isEnabled() and d.progress.value() == 1000
     assert app.readSetting("clipshape", "prompt", "") == PROMPT
     # the strength slider: its range is the transfer's, in 0.1 steps; moving it previews

@@ -294,8 +294,8 @@ def test_face_model_given_as_files_edits_the_face(logic, cs, model_files, astron
 
 
 def test_eta_and_durations(logic):
-    assert [logic.format_duration(s) for s in (0, 45, 60, 125, 3725)] == \
-        ["0 s", "45 s", "1 min", "2 min 5 s", "1 h 2 min"]
+    assert [logic.format_duration(s) for s in (0, 0.4, 45, 60, 125, 3725)] == \
+        ["under 1 s", "under 1 s", "45 s", "1 min", "2 min 5 s", "1 h 2 min"]
     clock = iter([10.0, 12.0, 14.0]).__next__
     eta = logic.Eta(clock)
     assert eta.left(1, 11) is None          # the first step sets the pace's start

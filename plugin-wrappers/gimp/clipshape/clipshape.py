@@ -40,7 +40,8 @@ PIXEL_FORMAT = "R'G'B'A u8"   # = the library's RGBA8
 RW = GObject.ParamFlags.READWRITE
 MODEL_FILES = "files"         # model-set choice: only the files given under Advanced
 DEVICES = (("auto", "Automatic (GPU when present)"), ("cpu", "CPU"), ("cuda", "GPU (CUDA)"))
-METHOD = ["align", "face", "layer", "also", "lambda2", "seed", "optimize-size", "device"]
+METHOD = ["align", "face", "keep-rest", "layer", "also", "lambda2", "seed", "optimize-size",
+          "device"]
 FILES = ["models-dir", "generator-file", "clip-file", "vocab-file", "face-detector-dir"]
 ADVANCED = METHOD + FILES
 STRING_ARGS = ["prompt", "strengths", "layer", "also", "lambda2"]
@@ -199,7 +200,7 @@ def requests_from_config(config):
         lambda2=_lambda2(g("lambda2")), seed=g("seed"), saved_edit=_file_path(g("saved-edit")),
         library_dir=_file_path(g("library-dir")), save_edit=g("save-edit"),
         fit_to_frame=g("fit-to-frame"), paste=g("paste"), align=g("align"), face=g("face"),
-        also=g("also"), optimize_size=g("optimize-size"))
+        also=g("also"), optimize_size=g("optimize-size"), keep_rest=g("keep-rest"))
     return model, request
 
 
@@ -226,13 +227,18 @@ def check_run(config, drawables, dialog=None):
     return model, request
 
 
-def edit_image(image, drawable, model, request, progress=None):
+def edit_image(image, drawable, model, request, progress=None, window=None):
     """Runs the edit on the drawable (its selection) and inserts the layers
-    → (EditResult, the group)."""
+    → (EditResult, the group). ``window`` (a LearningWindow, interactive runs) shows the
+    picture while it learns and cancels the job."""
     source = GimpLayerSource(image, drawable)
     job = logic.EditJob(model, request, source, source.selection(image))
+    preview = None
+    if window is not None:
+        window.job = job
+        preview = window.picture
     try:
-        result = job.run(progress)
+        result = job.run(progress, preview)
     finally:
         job.contexts.close()
     group = insert_result(image, drawable, result)
@@ -331,6 +337,37 @@ def _store_dir(models_dir=None):
 GUI_TEST_SHOT = "CLIPSHAPE_GUI_TEST_SHOT"
 
 
+def shoot_now(dialog, name, pump):
+    """The GUI tier's shot of a window that is not run as a dialog (the learning window):
+    the whole screen, at once, after ``pump()`` has drawn it. Nothing without the variable."""
+    shot_dir = os.environ.get(GUI_TEST_SHOT)
+    if not shot_dir:
+        return
+    import time
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:   # mapped and drawn, with no main loop running
+        pump()
+        time.sleep(0.05)
+    _save_screen(dialog, name, shot_dir)
+
+
+def _save_screen(dialog, name, shot_dir):
+    gi.require_version("Gdk", "3.0")
+    from gi.repository import Gdk
+    root = Gdk.get_default_root_window()
+    sw, sh = root.get_width(), root.get_height()
+    window = dialog.get_window()
+    _, x, y = window.get_origin()
+    w, h = window.get_width(), window.get_height()
+    pixbuf = Gdk.pixbuf_get_from_window(root, 0, 0, sw, sh)
+    pixbuf.savev(os.path.join(shot_dir, name + ".png"), "png", [], [])
+    print("CLIPSHAPE-GUI-TEST shot %s: screen %dx%d, dialog %dx%d at %d,%d"
+          % (name, sw, sh, w, h, x, y), flush=True)
+    if x < 0 or y < 0 or x + w > sw or y + h > sh:
+        print("CLIPSHAPE-GUI-TEST %s: the dialog (%dx%d at %d,%d) does not fit the %dx%d "
+              "screen" % (name, w, h, x, y, sw, sh), flush=True)
+
+
 def gui_test_hook(dialog, name, answer=None, prepare=None):
     """The GUI smoke test's hook (install/host-tests.sh): with CLIPSHAPE_GUI_TEST_SHOT=DIR set,
     once ``dialog`` has been shown (and ``prepare()`` run and drawn), the whole screen is saved
@@ -359,15 +396,7 @@ def gui_test_hook(dialog, name, answer=None, prepare=None):
         pointer = Gdk.Display.get_default().get_default_seat().get_pointer()
         if pointer is not None:
             pointer.warp(root.get_screen(), sw - 1, sh - 1)
-        _, x, y = window.get_origin()
-        w, h = window.get_width(), window.get_height()
-        pixbuf = Gdk.pixbuf_get_from_window(root, 0, 0, sw, sh)
-        pixbuf.savev(os.path.join(shot_dir, name + ".png"), "png", [], [])
-        print("CLIPSHAPE-GUI-TEST shot %s: screen %dx%d, dialog %dx%d at %d,%d"
-              % (name, sw, sh, w, h, x, y), flush=True)
-        if x < 0 or y < 0 or x + w > sw or y + h > sh:
-            print("CLIPSHAPE-GUI-TEST %s: the dialog (%dx%d at %d,%d) does not fit the %dx%d "
-                  "screen" % (name, w, h, x, y, sw, sh), flush=True)
+        _save_screen(dialog, name, shot_dir)
         dialog.response(Gtk.ResponseType.CANCEL if answer is None else answer)
         return False
 
@@ -717,6 +746,76 @@ def show_dialog(procedure, config, check=None):
     return checked
 
 
+# ───────────────────────────── while it learns ─────────────────────────────
+
+class LearningWindow:
+    """A small window while an interactive run works (a CPU edit takes minutes): the picture as
+    the edit is being learnt (every logic.PREVIEW_EVERY steps), what is being done and the time
+    left, and Cancel. The run blocks GIMP's plug-in loop, so each progress report lets GTK
+    handle the window's events (drawing, the Cancel button)."""
+
+    SIDE = 192   # px of the picture: the window stays small on a laptop's screen
+
+    def __init__(self):
+        gi.require_version("GimpUi", "3.0")
+        gi.require_version("Gtk", "3.0")
+        from gi.repository import GimpUi, Gtk, Pango
+        GimpUi.init("clipshape")
+        self.Gtk = Gtk
+        self.job = None
+        self.pictures = 0
+        self.dialog = GimpUi.Dialog(title="CLIPShape: learning", role="clipshape-learning")
+        self.dialog.add_button("_Cancel", Gtk.ResponseType.CANCEL)
+        self.dialog.connect("response", self._response)
+        area = self.dialog.get_content_area()
+        area.set_spacing(8)
+        area.set_border_width(12)
+        self.image = Gtk.Image()
+        self.image.set_size_request(self.SIDE, self.SIDE)
+        self.bar = Gtk.ProgressBar(show_text=False)
+        self.text = _wrapped_label(Gtk, Pango, 40)
+        for widget in (self.image, self.bar, self.text):
+            area.pack_start(widget, False, False, 0)
+        self.dialog.show_all()
+        self.pump()
+
+    def _response(self, _dialog, response):
+        if self.job is not None:
+            self.text.set_text("Cancelling…")
+            self.job.cancel()
+
+    def pump(self):
+        Gtk = self.Gtk
+        while Gtk.events_pending():
+            Gtk.main_iteration_do(False)
+
+    def progress(self, fraction, text):
+        self.bar.set_fraction(min(1.0, max(0.0, fraction)))
+        self.text.set_text(text)
+        self.pump()
+
+    def picture(self, pic):
+        gi.require_version("GdkPixbuf", "2.0")
+        from gi.repository import GdkPixbuf
+        pixbuf = GdkPixbuf.Pixbuf.new_from_bytes(GLib.Bytes.new(pic.data),
+                                                 GdkPixbuf.Colorspace.RGB, True, 8,
+                                                 pic.width, pic.height, pic.stride)
+        scale = self.SIDE / max(pic.width, pic.height)
+        if scale != 1:
+            pixbuf = pixbuf.scale_simple(max(1, round(pic.width * scale)),
+                                         max(1, round(pic.height * scale)),
+                                         GdkPixbuf.InterpType.BILINEAR)
+        self.image.set_from_pixbuf(pixbuf)
+        self.pictures += 1
+        self.pump()
+        if self.pictures == 2:      # the GUI tier's shot: a picture that learning has moved
+            shoot_now(self.dialog, "gimp-learning", self.pump)
+
+    def close(self):
+        self.dialog.destroy()
+        self.pump()
+
+
 # ───────────────────────────── the strength slider ─────────────────────────────
 
 class StrengthPreview:
@@ -949,6 +1048,10 @@ class ClipShape(Gimp.PlugIn):
         proc.add_int_argument("face", "Which face (_1, 2…; 0 = auto)", "Which face to edit: 1 "
                               "is the most certain face found; 0 = the face in the selection, "
                               "else the largest", 0, 100, 0, RW)
+        proc.add_boolean_argument("keep-rest", "Keep the rest as it is (λ_3)", "Learn the "
+                                  "edit so that the picture around the face or selection "
+                                  "changes as little as possible (the preservation term λ3)",
+                                  False, RW)
         proc.add_string_argument("layer", "Generator la_yer", "Layer whose weight is shifted: "
                                  "e.g. convs.3; convs.3,convs.5 learns both together; auto "
                                  "picks by a short probe; empty = the model set's default", "",
@@ -1029,18 +1132,28 @@ class ClipShape(Gimp.PlugIn):
             else:
                 model, request = check_run(config, drawables)
             Gimp.progress_init("CLIPShape")
+            window = LearningWindow() if interactive else None
 
             def progress(fraction, text):
                 Gimp.progress_set_text(text)
                 Gimp.progress_update(min(1.0, max(0.0, fraction)))
+                if window is not None:
+                    window.progress(fraction, text)
 
             # No message box on success: the layers are the answer, the Strength dialog says
             # the rest.
-            result, group = edit_image(image, drawables[0], model, request, progress)
+            try:
+                result, group = edit_image(image, drawables[0], model, request, progress,
+                                           window)
+            finally:
+                if window is not None:
+                    window.close()
             Gimp.progress_end()
             save_dialog_values(config)
         except Exception as e:  # every failure becomes GIMP's error message, no traceback
             Gimp.progress_end()
+            if isinstance(e, logic.cs.CancelledError):
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
             return procedure.new_return_values(
                 Gimp.PDBStatusType.EXECUTION_ERROR,
                 GLib.Error("CLIPShape: " + gimp_words(logic.error_text(e))))

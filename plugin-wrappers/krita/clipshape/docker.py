@@ -382,6 +382,10 @@ class ClipShapeDocker(DockWidget):
         self.layer = _line(s["layer"], "set's default, e.g. convs.3, or auto")
         self.layer.setToolTip("convs.3; convs.3,convs.5 learns both together; auto picks by a "
                               "short probe")
+        self.keep_rest = QCheckBox("Keep the rest as it is")
+        self.keep_rest.setToolTip("Learn the edit so that the picture around the face or the "
+                                  "selection changes as little as possible (λ3)")
+        self.keep_rest.setChecked(str(s["keep_rest"]).lower() == "true")
         self.align = _combo(ALIGN_ITEMS, s["align"])
         self.fit = QCheckBox("Grow to the model's frame")
         self.fit.setToolTip("Grow the selection's box to the aspect of the model's frame "
@@ -390,6 +394,7 @@ class ClipShapeDocker(DockWidget):
         mform.addRow("Face", self.face)
         mform.addRow("Second prompt", self.also)
         mform.addRow("Learning size", self.optimize_size)
+        mform.addRow(self.keep_rest)
         mform.addRow("Generator layer", self.layer)
         mform.addRow("Align", self.align)
         mform.addRow(self.fit)
@@ -453,6 +458,7 @@ class ClipShapeDocker(DockWidget):
             "face": str(self.face.value()),
             "also": self.also.text(),
             "optimize_size": str(self.optimize_size.value()),
+            "keep_rest": "true" if self.keep_rest.isChecked() else "false",
         }
 
     def show_error(self, text, missing_models=False):

@@ -32,6 +32,7 @@ SETTINGS = {
     "face": "0",
     "also": "",
     "optimize_size": "0",
+    "keep_rest": "false",
 }
 
 
@@ -60,7 +61,8 @@ def request_from_settings(s, saved_edit=""):
         saved_edit=saved_edit, library_dir=s["library_dir"],
         fit_to_frame=str(s["fit_to_frame"]).lower() == "true", paste=s["paste"],
         align=s["align"], face=s.get("face") or 0, also=s.get("also") or "",
-        optimize_size=s.get("optimize_size") or 0)
+        optimize_size=s.get("optimize_size") or 0,
+        keep_rest=str(s.get("keep_rest") or "").lower() == "true")
 
 
 def active_target():

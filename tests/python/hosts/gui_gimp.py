@@ -113,12 +113,13 @@ def main():
         raise AssertionError("a bad strength was not kept in the dialog: %s, layers %r" % (
             status.value_nick, [l.get_name() for l in image.get_layers()]))
     # The dialog (OK), the edit, the Strength dialog (Keep, then Close).
-    set_dialog_values(strengths="0,3")
+    # Enough steps for two pictures in the learning window (it is shot at the second).
+    set_dialog_values(strengths="0,3", steps=25)
     status = run(image, layer, Gimp.RunMode.INTERACTIVE)
     say("dialog run ->", status.value_nick)
     if status != Gimp.PDBStatusType.SUCCESS:
         raise AssertionError("the interactive run did not succeed: %s" % status.value_nick)
-    need_shots("gimp-dialog", "gimp-strength", "gimp-strength-kept")
+    need_shots("gimp-dialog", "gimp-learning", "gimp-strength", "gimp-strength-kept")
     group = image.get_layers()[1]    # a new group goes right above the photo
     layers = [(c.get_name(), c.get_visible()) for c in group.get_children()]
     say("layers after Keep and Close", layers)

@@ -214,6 +214,8 @@ class Steps:
         rows = self.undo_rows()
         if rows != self.rows_before + 1:
             raise AssertionError("one run made %d undo steps" % (rows - self.rows_before))
+        if d.learning.pixmap() is None or d.learning.pixmap().isNull():
+            raise AssertionError("no picture was shown while the edit was learnt")
         say("result layers after %.1f s: %s; active %r; 1 undo step; status %r"
             % (time.time() - self.clicked, names, active.name(), d.status.text()))
         # Run again right away: it must edit the photo, not the result.
