@@ -373,7 +373,7 @@ run_gui_krita() {
     printf '[python]\nenable_clipshape=true\nenable_clipshape_gui_test=true\n' >>"$rc_file"
     xvfb_in_root store-krita krita --nosplash >"$log" 2>&1 || rc=$?
     problems=$(gui_log_problems "$log"; check_shot krita-models; check_shot krita-docker
-               check_shot krita-strength)
+               check_shot krita-faces; check_shot krita-strength)
     report_gui "Krita GUI" "$log" "$rc" "$t0" "$problems"
 }
 

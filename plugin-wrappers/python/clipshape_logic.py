@@ -509,6 +509,16 @@ class EditResult:
                            self.origin[0] + pic.x, self.origin[1] + pic.y, pic.width,
                            pic.height, _packed(pic), pic.format)
 
+    def face_choice(self, source):
+        """The edited face as a FaceChoice (its pixels for a thumbnail), or None."""
+        if self.face is None:
+            return None
+        faces = self.faces or [self.face]
+        number = next((i for i, f in enumerate(faces) if f is self.face), 0) + 1
+        choice = face_choices([self.face], source, self.origin)[0]
+        choice.number = number
+        return choice
+
     def face_text(self):
         """"face 1 of 2 at 181,62 87×110" of the edited face, or "" without one."""
         if self.face is None:
@@ -534,6 +544,62 @@ class EditResult:
         if self.shift_path:
             parts.append("edit saved to %s" % self.shift_path)
         return "; ".join(parts)
+
+
+# ───────────────────────────── faces ────────────────────────────
+
+@dataclass
+class FaceChoice:
+    """A face found in the picture, for a host's list: ``number`` as EditRequest.face takes it
+    (1 = the most certain), ``box`` on the canvas, and its pixels (``crop``, the source's
+    format) for a thumbnail."""
+    number: int
+    box: Box
+    score: float
+    crop: bytes
+    fmt: str
+
+    def label(self):
+        return "%d: %d×%d at %d,%d" % (self.number, self.box.width, self.box.height, self.box.x,
+                                       self.box.y)
+
+
+def face_box(face, origin=(0, 0), bounds=None):
+    """A cs.Face's box (x1, y1, x2, y2 in the read pixels) on the canvas, within ``bounds``."""
+    x1, y1, x2, y2 = face.box
+    box = Box(origin[0] + int(math.floor(x1)), origin[1] + int(math.floor(y1)),
+              int(math.ceil(x2 - x1)), int(math.ceil(y2 - y1)))
+    return box.intersect(Box.of(bounds)) if bounds is not None else box
+
+
+def face_choices(faces, source, origin):
+    """FaceChoice of each face (as find_face listed them) with the pixels of its box."""
+    out = []
+    for i, f in enumerate(faces):
+        box = face_box(f, origin, source.bounds)
+        crop = source.read(box) if not box.empty else b""
+        out.append(FaceChoice(i + 1, box, float(f.score), crop, source.fmt))
+    return out
+
+
+def find_faces(model, source, contexts=None):
+    """Every face in the layer → [FaceChoice] (a host's "Find faces"; detection only, no
+    learning). RequestError when the models cannot find faces."""
+    contexts = contexts or ContextCache()
+    ctx = contexts.get(model)
+    bounds = Box.of(source.bounds)
+    pixels = source.read(bounds)
+    with ctx.job():
+        try:
+            faces, _ = ctx.find_face(pixels, bounds.width, bounds.height, 0, source.fmt,
+                                     pick=False)
+        except cs.InvalidArgumentError as e:
+            if "no face detector" in e.message:
+                raise RequestError("no face detector: choose the Face detector folder "
+                                   "(MTCNN's pnet.pt, rnet.pt, onet.pt), or use the Faces "
+                                   "(FFHQ) model set") from None
+            raise
+    return face_choices(faces, source, (bounds.x, bounds.y))
 
 
 # ───────────────────────────── running ────────────────────────────

@@ -469,3 +469,49 @@ def test_a_face_photo_is_edited_on_the_face(krita, astronaut, model_files, tmp_p
     assert max(bytes(top.pixelData(b.x(), b.y(), b.width(), b.height()))[3::4]) > 0
     assert out["done"].face is not None and out["done"].face_text().startswith("face 1 of 1")
     runner.close()
+
+
+@pytest.mark.skipif(not REAL_QT, reason="the docker UI needs PyQt5")
+def test_docker_finds_faces_to_choose_and_shows_the_face_used(krita, model_files, astronaut,
+                                                               tmp_path):
+    """Find… lists the layer's faces (thumbnail and box) in a menu; choosing one sets Face; the
+    run then shows the face it edited beside the status."""
+    from PyQt5.QtCore import QCoreApplication
+    from clipshape.docker import ClipShapeDocker
+    from conftest import golden
+    w, h, rgba = astronaut
+    doc = fake_krita.Document(w, h)
+    node = doc.createNode("photo", "paintlayer")
+    doc.rootNode().addChildNode(node, None)
+    node.setPixelData(krita.clipshape_logic.swap_red_blue(rgba), 0, 0, w, h)
+    doc.setActiveNode(node)
+    sys.modules["krita"].Krita.instance().active_document = doc
+    d = ClipShapeDocker()
+    d.model_set.setCurrentIndex(d.model_set.findData("files"))
+    d.generator.setText(model_files["generator"])
+    d.clip.setText(model_files["clip"])
+    d.vocab.setText(model_files["vocab"])
+    d.face_detector_dir.setText(golden("face/mtcnn"))
+    d.device.setCurrentIndex(d.device.findData("cpu"))
+    d.library_dir.setText(str(tmp_path / "edits"))
+    d.find_faces()
+    t0 = time.time()
+    while d.faces_worker is not None and time.time() - t0 < 60:
+        QCoreApplication.processEvents()
+        time.sleep(0.005)
+    assert d.error.text() == "" and d.status.text() == "1 face found: choose one"
+    (action,) = d.faces_menu.actions()
+    assert action.text().startswith("1: ") and " at 18" in action.text()
+    assert not action.icon().isNull()
+    d.face.setValue(0)
+    action.trigger()
+    assert d.face.value() == 1
+    d.prompt.setText(PROMPT)
+    d.steps.setValue(1)
+    d.strengths.setText("2")
+    d.start()
+    wait(d.runner)
+    assert d.error.text() == "" and "edited face 1 of 1" in d.status.text(), d.status.text()
+    assert d.used_face.isVisibleTo(d) and not d.used_face.pixmap().isNull()
+    assert "face 1 of 1 at " in d.used_face.toolTip()
+    d.end_preview()

@@ -371,3 +371,28 @@ def test_keep_the_rest_around_the_selection_and_the_face(logic, ctx, face_ctx, p
     faces, face = logic._find_face(face_ctx, req, rgba, src.bounds, None, "RGBA8")
     x1, y1, x2, y2 = logic._keep_region(face_ctx, req, face, src.bounds, src.bounds, None)
     assert 0 <= x1 < x2 <= side and 0 <= y1 < y2 <= side and (x2 - x1) < side
+
+
+@needs_models
+def test_faces_to_choose_from_and_the_face_used(logic, model_files, astronaut):
+    """"Find faces" lists each face with its box on the canvas and its pixels for a thumbnail;
+    after a run, the face used is the same choice."""
+    w, h, rgba = astronaut
+    src = logic.BufferSource(rgba, (10, 20, w, h), "RGBA8")     # the layer sits at 10,20
+    model = logic.ModelChoice(set_name="files", device="cpu", n_threads=1,
+                              face_detector_dir=os.path.join(os.path.dirname(
+                                  model_files["generator"]), "face", "mtcnn"),
+                              **model_files).normalized()
+    contexts = logic.ContextCache()
+    (choice,) = logic.find_faces(model, src, contexts)
+    b = choice.box
+    assert choice.number == 1 and 0.9 < choice.score <= 1
+    assert 180 < b.x < 200 and 75 < b.y < 90 and 80 < b.width < 100   # 171,62 + the offset
+    assert choice.label() == "1: %d×%d at %d,%d" % (b.width, b.height, b.x, b.y)
+    assert choice.crop == logic.crop_pixels(rgba, w, h, 4, b.translated(-10, -20))
+    req = logic.EditRequest.from_values(prompt="a round face", strengths="2", steps=1, face=1,
+                                        save_edit=False)
+    result = logic.EditJob(model, req, src, contexts=contexts).run()
+    used = result.face_choice(src)
+    assert (used.number, used.box, used.crop) == (1, choice.box, choice.crop)
+    contexts.close()

@@ -10,14 +10,14 @@ from krita import DockWidget
 from PyQt5.QtCore import QSize, Qt
 from PyQt5.QtGui import QPalette
 from PyQt5.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QFrame,
-                             QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
+                             QHBoxLayout, QLabel, QLineEdit, QMenu, QProgressBar, QPushButton,
                              QScrollArea, QSizePolicy, QSlider, QSpinBox, QToolButton,
                              QVBoxLayout, QWidget)
 
 from . import clipshape_ctypes as cs
 from . import clipshape_logic as logic
 from . import krita_host
-from .worker import AddFileWorker, DownloadWorker, Runner
+from .worker import AddFileWorker, DownloadWorker, FacesWorker, Runner
 
 DEVICE_ITEMS = (("auto", "Automatic"), ("cpu", "CPU"), ("cuda", "GPU (CUDA)"))
 PASTE_ITEMS = (("warp", "Move the picture's own pixels"),
@@ -35,6 +35,9 @@ CLIP_FILTER = "CLIP models (*.pt)"
 VOCAB_FILTER = "CLIP vocabularies (*.txt.gz)"
 LIBRARY_FILTER = "Libraries (*.so *.dylib *.dll)"
 MODEL_FILE_FILTER = "Model files (*.pt *.pth *.safetensors *.txt.gz)"
+
+# Side of a face's thumbnail (the Find faces list, the face a run edited).
+FACE_ICON = 48
 
 # Slider positions per unit of strength: 0.1 steps.
 SLIDER_SCALE = 10
@@ -200,6 +203,7 @@ class ClipShapeDocker(DockWidget):
         self.preview = None         # krita_host.StrengthPreview after a warp run
         self._probed = False
         self._run_model = None      # the ModelChoice of the run in flight (its errors' kind)
+        self._run_source = None     # the pixels it read (the thumbnail of the face it edits)
         self._missing_error = False  # the error shown is about missing model files
         s = krita_host.read_settings()
         if s["lib_path"]:
@@ -240,6 +244,11 @@ class ClipShapeDocker(DockWidget):
         self.error.setStyleSheet("color: #d33;")
         self.error.setTextInteractionFlags(Qt.TextSelectableByMouse)
         layout.addWidget(self.error)
+        # The face a run edited, beside its description in the status line.
+        self.used_face = QLabel()
+        self.used_face.setToolTip("The face the last run edited")
+        self.used_face.hide()
+        layout.addWidget(self.used_face)
         # The picture while it learns (a CPU edit takes minutes): the model's frame every few
         # steps, hidden between runs.
         self.learning = QLabel()
@@ -369,6 +378,17 @@ class ClipShapeDocker(DockWidget):
         self.face.setValue(_int(s["face"]))
         self.face.setToolTip("Which face to edit: 1 = the first face found; 0 (auto) = the "
                              "one the selection covers, else the largest")
+        self.find_faces_button = QToolButton()
+        self.find_faces_button.setText("Find…")
+        self.find_faces_button.setToolTip("Find the faces of the layer and choose one from a "
+                                          "list")
+        self.find_faces_button.clicked.connect(self.find_faces)
+        self.faces_worker = None
+        face_row = QWidget()
+        face_box = QHBoxLayout(face_row)
+        face_box.setContentsMargins(0, 0, 0, 0)
+        face_box.addWidget(self.face, 1)
+        face_box.addWidget(self.find_faces_button)
         self.also = _line(s["also"], "e.g. smiling (learnt jointly)")
         self.also.setToolTip("A second prompt learnt together with the first")
         self.optimize_size = QSpinBox()
@@ -391,7 +411,7 @@ class ClipShapeDocker(DockWidget):
         self.fit.setToolTip("Grow the selection's box to the aspect of the model's frame "
                             "(the model sees more of the picture around it)")
         self.fit.setChecked(str(s["fit_to_frame"]).lower() == "true")
-        mform.addRow("Face", self.face)
+        mform.addRow("Face", face_row)
         mform.addRow("Second prompt", self.also)
         mform.addRow("Learning size", self.optimize_size)
         mform.addRow(self.keep_rest)
@@ -602,6 +622,7 @@ class ClipShapeDocker(DockWidget):
 
     def start(self):
         self.end_preview()
+        self.used_face.hide()
         self.show_error("")
         self.status.setText("")
         model = None
@@ -618,6 +639,7 @@ class ClipShapeDocker(DockWidget):
             self._run_doc = doc
             self.runner.start(doc, node, model, request, self.on_progress, self.on_done,
                               self.on_error, self.on_learning_picture)
+            self._run_source = self.runner.source
         except Exception as e:
             self.show_error(logic.error_text(e), krita_host.missing_models(e, model))
             return
@@ -630,6 +652,59 @@ class ClipShapeDocker(DockWidget):
     def on_progress(self, fraction, text):
         self.progress.setValue(int(round(1000 * max(0.0, min(1.0, fraction)))))
         self.status.setText(text)
+
+    # — faces —
+
+    def find_faces(self):
+        """Lists the layer's faces (off the GUI thread) in a menu under the button; choosing
+        one sets Face."""
+        if self.faces_worker is not None or self.runner.busy:
+            return
+        self.show_error("")
+        try:
+            values = self.values()
+            model = krita_host.model_from_settings(values)
+            doc, node = krita_host.active_target()
+            source, _ = krita_host.read_source(doc, node)
+        except Exception as e:
+            self.show_error(logic.error_text(e), krita_host.missing_models(e, None))
+            return
+        worker = FacesWorker(model, source, self.runner.contexts)
+        worker.ended.connect(self.on_faces_found)
+        self.faces_worker = worker
+        self.find_faces_button.setEnabled(False)
+        self.status.setText("Finding faces…")
+        worker.start()
+
+    def on_faces_found(self, faces, error):
+        worker, self.faces_worker = self.faces_worker, None
+        if worker is not None:
+            worker.wait()
+        self.find_faces_button.setEnabled(True)
+        self.status.setText("")
+        if error:
+            self.show_error(error)
+            return
+        self.faces_menu = menu = QMenu(self)
+        for choice in faces:
+            action = menu.addAction(_face_icon(choice), choice.label())
+            action.setIconVisibleInMenu(True)   # Krita hides menu icons; here they are the point
+            action.triggered.connect(lambda _=False, n=choice.number: self.face.setValue(n))
+        menu.setStyleSheet("QMenu { icon-size: %dpx; }" % FACE_ICON)
+        self.scroll.ensureWidgetVisible(self.find_faces_button)
+        self.status.setText("%d face%s found: choose one" % (len(faces),
+                                                             "" if len(faces) == 1 else "s"))
+        menu.popup(self.find_faces_button.mapToGlobal(
+            self.find_faces_button.rect().bottomLeft()))
+
+    def show_used_face(self, result):
+        choice = result.face_choice(self._run_source) if self._run_source is not None else None
+        if choice is None:
+            self.used_face.hide()
+            return
+        self.used_face.setPixmap(_face_icon(choice).pixmap(FACE_ICON, FACE_ICON))
+        self.used_face.setToolTip("The face the last run edited: " + result.face_text())
+        self.used_face.show()
 
     def on_learning_picture(self, picture):
         """Shows the picture while it learns, at most LEARNING_SIDE px."""
@@ -653,6 +728,7 @@ class ClipShapeDocker(DockWidget):
         # The summary says which k is shown and what k is; the Strengths field's and the
         # slider's tooltips say more (logic.STRENGTH_HELP).
         self.status.setText(result.summary())
+        self.show_used_face(result)
         if result.transfer is not None and self.runner.group is not None:
             self.begin_preview(self._run_doc, self.runner.group, result)
 
@@ -728,6 +804,17 @@ class ClipShapeDocker(DockWidget):
         transfer = preview.result.transfer
         if transfer is not None:
             transfer.close()
+
+
+def _face_icon(choice):
+    """A FaceChoice's pixels (Krita's BGRA) as an icon of FACE_ICON px."""
+    from PyQt5.QtGui import QIcon, QImage, QPixmap
+    box = choice.box
+    image = QImage(choice.crop, box.width, box.height, box.width * 4,
+                   QImage.Format_ARGB32).copy()    # BGRA bytes = ARGB32 on little-endian
+    pixmap = QPixmap.fromImage(image).scaled(FACE_ICON, FACE_ICON, Qt.KeepAspectRatio,
+                                             Qt.SmoothTransformation)
+    return QIcon(pixmap)
 
 
 def _int(text):

@@ -44,6 +44,7 @@ class Runner:
     def __init__(self, contexts=None):
         self.contexts = contexts or logic.ContextCache()
         self.worker = None
+        self.source = None
 
     @property
     def busy(self):
@@ -55,6 +56,7 @@ class Runner:
         if self.busy:
             raise logic.RequestError("an edit is already running")
         source, selection = krita_host.read_source(doc, node)
+        self.source = source    # what the run reads (a host's thumbnail of the face it edits)
         job = logic.EditJob(model, request, source, selection, self.contexts)
         worker = EditWorker(job)
         self.group = self.error = None
@@ -144,3 +146,23 @@ class AddFileWorker(QThread):
             self.ended.emit("", logic.error_text(e))
             return
         self.ended.emit(str(stored), "")
+
+
+class FacesWorker(QThread):
+    """Finds the faces of a layer off the GUI thread (clipshape_logic.find_faces: the models may
+    load first, seconds for full-size files). ``ended`` carries ([FaceChoice], "") or
+    ([], the user's message)."""
+
+    ended = pyqtSignal(object, str)
+
+    def __init__(self, model, source, contexts, parent=None):
+        super().__init__(parent)
+        self.model, self.source, self.contexts = model, source, contexts
+
+    def run(self):
+        try:
+            faces = logic.find_faces(self.model, self.source, self.contexts)
+        except Exception as e:  # shown in the docker, never as a traceback
+            self.ended.emit([], logic.error_text(e))
+            return
+        self.ended.emit(faces, "")

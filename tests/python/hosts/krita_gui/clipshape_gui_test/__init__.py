@@ -181,6 +181,35 @@ class Steps:
         d.settings_section.set_expanded(False)
         self.photo_name = self.photo().name()
         self.doc.setActiveNode(self.photo())
+        # Choose the face from the list Find… shows (a menu of thumbnails).
+        d.method_section.set_expanded(True)
+        d.face.setValue(0)
+        QApplication.processEvents()
+        d.find_faces_button.click()
+        self.later(self.wait_faces, 300)
+
+    def wait_faces(self):
+        d = self.docker
+        if d.error.text():
+            raise AssertionError("Find faces shows an error: %s" % d.error.text())
+        menu = getattr(d, "faces_menu", None)
+        if d.faces_worker is not None or menu is None or not menu.isVisible():
+            return self.later(self.wait_faces, 200)
+        actions = menu.actions()
+        if len(actions) != 1 or not actions[0].text().startswith("1: "):
+            raise AssertionError("faces listed: %r" % [a.text() for a in actions])
+        self.check_fit("with the faces listed", run_shown=False)
+        self.shoot("krita-faces")
+        say("faces listed: %r" % [a.text() for a in actions])
+        actions[0].trigger()
+        menu.close()
+        if d.face.value() != 1:
+            raise AssertionError("choosing face 1 set Face to %d" % d.face.value())
+        d.method_section.set_expanded(False)
+        self.later(self.click_run, 200)
+
+    def click_run(self):
+        d = self.docker
         self.history().show()
         QApplication.processEvents()
         self.rows_before = self.undo_rows()
@@ -216,6 +245,8 @@ class Steps:
             raise AssertionError("one run made %d undo steps" % (rows - self.rows_before))
         if d.learning.pixmap() is None or d.learning.pixmap().isNull():
             raise AssertionError("no picture was shown while the edit was learnt")
+        if not d.used_face.isVisible() or d.used_face.pixmap().isNull():
+            raise AssertionError("the face the run edited is not shown")
         say("result layers after %.1f s: %s; active %r; 1 undo step; status %r"
             % (time.time() - self.clicked, names, active.name(), d.status.text()))
         # Run again right away: it must edit the photo, not the result.
