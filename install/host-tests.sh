@@ -350,10 +350,16 @@ run_gui_gimp() {
     t0=$SECONDS rc=0
     xvfb_in_root store-gimp gimp-3.0 -n -s --batch-interpreter=python-fu-eval \
         -b "exec(open('$STAGE_IN_ROOT/tests/gui_gimp.py').read())" --quit >"$log" 2>&1 || rc=$?
+    # The face list (gimp-faces) is answered by choosing the photo's one face; the Strength
+    # dialog shows that face's thumbnail.
     problems=$(gui_log_problems "$log"; grep -h 'does not fit' "$log"
                check_shot gimp-models; check_shot gimp-models-done; check_shot gimp-dialog
-               check_shot gimp-dialog-error; check_shot gimp-learning; check_shot gimp-strength
-               check_shot gimp-strength-kept)
+               check_shot gimp-faces; check_shot gimp-dialog-error; check_shot gimp-learning
+               check_shot gimp-strength; check_shot gimp-strength-kept
+               grep -q '^CLIPSHAPE-GUI-TEST faces found: .*; chose 1: ' "$log" \
+                   || echo "the face list did not choose face 1"
+               grep -q '^CLIPSHAPE-GUI-TEST strength dialog shows face: 1: ' "$log" \
+                   || echo "the Strength dialog shows no thumbnail of the edited face")
     report_gui "GIMP GUI" "$log" "$rc" "$t0" "$problems"
 }
 

@@ -98,9 +98,15 @@ class Choice:
 
 
 class Config:
+    """GimpProcedureConfig: the arguments' values; "notify::NAME" handlers run on a change."""
+
     def __init__(self, procedure):
         self.procedure = procedure
         self.values = {name: arg["default"] for name, arg in procedure.arguments.items()}
+        self.handlers = {}
+
+    def connect(self, signal, handler, *data):
+        self.handlers.setdefault(signal, []).append(handler)
 
     def get_property(self, name):
         return self.values[name]
@@ -113,7 +119,11 @@ class Config:
             raise ValueError("%r is not a choice of %s" % (value, name))
         if arg["kind"] == "int" and not arg["min"] <= value <= arg["max"]:
             raise ValueError("%s out of range" % name)
+        changed = self.values.get(name) != value
         self.values[name] = value
+        if changed:
+            for handler in self.handlers.get("notify::" + name, []):
+                handler(self, None)
 
 
 class Procedure:
@@ -380,6 +390,10 @@ class Widget:
     def __getattr__(self, name):
         if name.startswith("set_"):
             def setter(*args):
+                # A label shows its latest text or markup, as GTK's does.
+                other = {"set_text": "markup", "set_markup": "text"}.get(name)
+                if other:
+                    self.props.pop(other, None)
                 self.props[name[4:]] = args[0] if len(args) == 1 else args
             return setter
         if name.startswith("get_"):
@@ -427,6 +441,19 @@ class Widget:
 
 class Entry(Widget):
     pass
+
+
+class Grid(Widget):
+    """Gtk.Grid (GimpLabelSpin is one): attach() adds a child at a cell."""
+
+    def attach(self, child, left, top, width, height):
+        child.props["cell"] = (left, top)
+        self.children.append(child)
+
+
+class Button(Widget):
+    def clicked(self):
+        self.emit("clicked")
 
 
 class FileChooser(Widget):
@@ -517,13 +544,18 @@ class Dialog(Widget):
         self.area.show_all()
 
     def run(self):
+        """A response emitted by ``state.before_answer`` (a click) is what run() returns."""
         answers = state.answers.get(self.props.get("role"), [])
+        self.__dict__["responded"] = None
         for before in state.before_answer.get(self.props.get("role"), []):
             before(self)
+        if self.responded is not None:
+            return self.responded
         return answers.pop(0) if answers else ResponseType.CLOSE
 
     def response(self, answer):
         self.calls.append(("response", (answer,)))
+        self.__dict__["responded"] = answer
         for handler in self.handlers.get("response", []):
             handler(self, answer)
 
@@ -573,6 +605,9 @@ class ProcedureDialog:
                 widget.children[:] = [Widget(), Entry()]
             elif kind == "file":       # GimpFileChooser: a label and a chooser button
                 widget.children[:] = [Widget(), FileChooser()]
+            elif kind == "int":        # GimpLabelSpin: a grid of a label and a spin button
+                widget = Grid()
+                widget.children[:] = [Widget(), Widget()]
             self.widgets[name] = widget
         return self.widgets[name]
 
@@ -706,6 +741,7 @@ def build():
                         Colorspace=types.SimpleNamespace(RGB=0),
                         InterpType=types.SimpleNamespace(BILINEAR=2))
     Gtk = _module("gi.repository.Gtk", Widget=Widget, Label=Widget, Box=Widget, Image=Widget,
+                  Grid=Grid, Button=Button,
                   events_pending=lambda: False, main_iteration_do=lambda blocking: True,
                   ComboBoxText=Widget, ScrolledWindow=Widget, ProgressBar=Widget,
                   Entry=Entry, FileChooser=FileChooser, FileFilter=FileFilter, Scale=Scale,

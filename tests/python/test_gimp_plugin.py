@@ -650,7 +650,7 @@ def test_strength_dialog_names_the_edited_face_and_only_follows_a_warp(gimp, ast
                                                                        picture, model_files,
                                                                        tmp_path):
     Gimp, module = gimp
-    from conftest import golden
+    from conftest import golden, reference_face
     image, layer = make_image(astronaut, selection=None)
     status, error, _ = interactive(gimp, image, layer, model_files, tmp_path, [True],
                                    align="auto", strengths="0,2",
@@ -659,6 +659,15 @@ def test_strength_dialog_names_the_edited_face_and_only_follows_a_warp(gimp, ast
     (strength,) = dialogs("clipshape-strength")
     texts = " ".join(w.text() for w in strength.labels())
     assert "edited face 1 of 1 at " in texts and "showing" not in texts.split(";")[0]
+    # The edited face's thumbnail beside that text: the face's pixels, 64 px at most.
+    (thumb,) = [w for w in walk(strength.area) if "from_pixbuf" in w.props]
+    pixbuf = thumb.props["from_pixbuf"]
+    assert max(pixbuf.width, pixbuf.height) == module.FACE_THUMB
+    assert thumb.props["tooltip_text"].startswith("The edited face: 1: ")
+    x1, y1, x2, y2 = reference_face()["box"]
+    w, h = pixbuf.stride // 4, len(pixbuf.data) // pixbuf.stride
+    assert abs(w - (x2 - x1)) <= 2 and abs(h - (y2 - y1)) <= 2
+    assert pixbuf.data == face_pixels(astronaut, thumb.props["tooltip_text"])
     assert [c.get_name() for c in image.get_layers()[0].get_children()] == [name("+2")]
     # The model's picture (no transfer of the photo's pixels): no slider, no dialog.
     image, layer = make_image(picture)
@@ -721,3 +730,133 @@ def test_the_learning_window_shows_the_picture_and_cancels(gimp, picture, model_
         module.LearningWindow.progress = original
     assert status == Gimp.PDBStatusType.CANCEL, error and error.message
     assert image.get_layers() == layers_before
+
+
+# ───────────────────────── choosing the face ─────────────────────────
+
+def walk(widget):
+    """``widget`` and every widget under it."""
+    out, todo = [], [widget]
+    while todo:
+        w = todo.pop(0)
+        out.append(w)
+        todo[:0] = w.children
+    return out
+
+
+def face_pixels(picture, label):
+    """The picture's pixels in the box a face label names ("1: 87×110 at 181,62")."""
+    w, h, x, y = (int(v) for v in re.search(r"(\d+)×(\d+) at (\d+),(\d+)", label).groups())
+    width, _, rgba = picture
+    return b"".join(bytes(rgba[((y + j) * width + x) * 4:((y + j) * width + x + w) * 4])
+                    for j in range(h))
+
+
+def find_button(dialog):
+    """"Find faces…" beside the dialog's "Which face" field (in its GimpLabelSpin's grid)."""
+    (row,) = [w for w in dialog.widgets["face"].children if w.props.get("cell") == (2, 0)]
+    (button,) = [w for w in walk(row) if w.props.get("label") == "Find faces…"]
+    return button, row
+
+
+def test_find_faces_lists_the_faces_and_the_choice_sets_which_face(gimp, astronaut,
+                                                                   model_files, tmp_path):
+    """"Find faces…" beside "Which face" runs the detection with the dialog's model choice and
+    lists each face (thumbnail, size and place); a click on one sets the field, and the
+    chosen face's thumbnail stays beside it until another number is typed."""
+    Gimp, module = gimp
+    from conftest import golden, reference_face
+    image, layer = make_image(astronaut, selection=None)
+    seen = {}
+
+    def click_find(dialog):
+        button, row = find_button(dialog)
+        assert row.props["visible"] and button.props["visible"]
+        # Not one of the mnemonics GIMP checks (they are all taken): no mnemonic at all.
+        assert "_" not in button.props["label"]
+        button.clicked()
+        seen["face after the click"] = dialog.config.get_property("face")
+        seen["thumb"] = [w for w in walk(row) if "from_pixbuf" in w.props]
+        seen["thumb shown"] = [w.props.get("visible") for w in seen["thumb"]]
+        dialog.config.set_property("face", 2)            # the user types another number
+        seen["thumb shown after typing"] = [w.props.get("visible") for w in seen["thumb"]]
+
+    def choose_first(faces_dialog):
+        rows = [w for w in walk(faces_dialog.area) if isinstance(w, fake_gimp.Button)]
+        seen["rows"] = [[x.text() for x in walk(r) if "label" in x.props and x is not r]
+                        for r in rows]
+        seen["thumbs"] = [x.props["from_pixbuf"] for r in rows for x in walk(r)
+                          if "from_pixbuf" in x.props]
+        seen["title"] = " ".join(w.text() for w in walk(faces_dialog.area)
+                                 if "label" in w.props)
+        rows[0].clicked()
+
+    fake_gimp.state.while_open = [click_find]
+    fake_gimp.state.before_answer["clipshape-faces"] = [choose_first]
+    status, _, dialog = interactive(
+        gimp, image, layer, model_files, tmp_path, [False], align="auto",
+        **{"face-detector-dir": fake_gimp.File(golden("face/mtcnn"))})
+    assert status == Gimp.PDBStatusType.CANCEL and image.get_layers() == [layer]
+    (faces,) = dialogs("clipshape-faces")
+    assert faces.destroyed and faces.props["transient_for"] is dialog
+    assert "1 face found" in seen["title"]
+    (row_texts,) = seen["rows"]
+    x1, y1, x2, y2 = reference_face()["box"]
+    assert row_texts[0].startswith("Face 1: ") and " at %d," % int(x1) in row_texts[0]
+    (pixbuf,) = seen["thumbs"]
+    assert max(pixbuf.width, pixbuf.height) == module.FACE_THUMB
+    assert pixbuf.data == face_pixels(astronaut, row_texts[0])
+    # The choice is the dialog's "Which face" value; its thumbnail is shown beside the field.
+    assert seen["face after the click"] == 1
+    (thumb,) = seen["thumb"]
+    assert seen["thumb shown"] == [True]
+    assert max(thumb.props["from_pixbuf"].width,
+               thumb.props["from_pixbuf"].height) == module.FACE_THUMB_SMALL
+    assert thumb.props["tooltip_text"] == "Face " + row_texts[0][len("Face "):]
+    # A number typed by hand is another face: the thumbnail goes.
+    assert seen["thumb shown after typing"] == [False]
+    assert dialog.message() == ""
+
+
+def test_find_faces_errors_are_shown_in_the_dialog_and_cancel_keeps_the_face(
+        gimp, astronaut, model_files, tmp_path):
+    Gimp, module = gimp
+    from conftest import golden
+    image, layer = make_image(astronaut, selection=None)
+    # Files without a face detector: nothing to find faces with; said in the dialog, naming
+    # its field, and no list opens.
+    fake_gimp.state.while_open = [lambda d: find_button(d)[0].clicked()]
+    status, _, dialog = interactive(gimp, image, layer, model_files, tmp_path, [False],
+                                    **{"face-detector-dir": None})
+    assert status == Gimp.PDBStatusType.CANCEL and dialogs("clipshape-faces") == []
+    assert "Face detector folder" in dialog.message(), dialog.message()
+    (label,) = [w for w in dialog.area.children if w.props.get("visible")]
+    assert "<span foreground=" in label.props["markup"]
+    # The list cancelled: "Which face" keeps its value.
+    fake_gimp.state.while_open = [lambda d: find_button(d)[0].clicked()]
+    fake_gimp.state.answers["clipshape-faces"] = [fake_gimp.ResponseType.CANCEL]
+    status, _, dialog = interactive(gimp, image, layer, model_files, tmp_path, [False],
+                                    face=3, **{"face-detector-dir":
+                                               fake_gimp.File(golden("face/mtcnn"))})
+    assert len(dialogs("clipshape-faces")) == 1 and dialog.config.get_property("face") == 3
+    assert dialog.message() == ""
+
+
+def test_face_rows_and_choice_are_plain_functions(gimp):
+    Gimp, module = gimp
+    logic = module.logic
+    crop = bytes(range(256)) * (40 * 20 * 4 // 256) + bytes(40 * 20 * 4 % 256)
+    faces = [logic.FaceChoice(1, logic.Box(10, 5, 40, 20), 0.99, crop, "RGBA8"),
+             logic.FaceChoice(2, logic.Box(0, 0, 0, 0), 0.5, b"", "RGBA8")]
+    rows = module.face_rows(faces)
+    assert [(n, t) for n, _, t in rows] == [(1, "Face 1: 40×20 at 10,5"),
+                                           (2, "Face 2: 0×0 at 0,0")]
+    pixbuf = rows[0][1]
+    assert (pixbuf.width, pixbuf.height, pixbuf.stride) == (64, 32, 160)
+    assert pixbuf.data == crop and rows[1][1] is None      # an empty box: no picture
+    proc = module.ClipShape().do_create_procedure("plug-in-clipshape")
+    config = proc.create_config()
+    assert module.choose_face(config, faces, 2) is faces[1]
+    assert config.get_property("face") == 2
+    assert module.choose_face(config, faces, None) is None and config.get_property("face") == 2
+    assert module.choose_face(config, faces, 7) is None and config.get_property("face") == 2

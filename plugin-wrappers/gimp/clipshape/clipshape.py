@@ -182,11 +182,11 @@ def _lambda2(text):
     return value
 
 
-def requests_from_config(config):
-    """The procedure's arguments → (ModelChoice, EditRequest); RequestError names a bad one."""
+def model_from_config(config):
+    """The procedure's model arguments → a ModelChoice."""
     g = config.get_property
     model_set = g("model-set")
-    model = logic.ModelChoice(
+    return logic.ModelChoice(
         set_name=None if model_set == MODEL_FILES else model_set,
         models_dir=_file_path(g("models-dir")),
         generator=_file_path(g("generator-file")),
@@ -195,6 +195,12 @@ def requests_from_config(config):
         device=g("device"),
         face_detector_dir=_file_path(g("face-detector-dir")),
     ).normalized()
+
+
+def requests_from_config(config):
+    """The procedure's arguments → (ModelChoice, EditRequest); RequestError names a bad one."""
+    g = config.get_property
+    model = model_from_config(config)
     request = logic.EditRequest.from_values(
         prompt=g("prompt"), strengths=g("strengths"), steps=g("steps"), layer=g("layer"),
         lambda2=_lambda2(g("lambda2")), seed=g("seed"), saved_edit=_file_path(g("saved-edit")),
@@ -244,6 +250,166 @@ def edit_image(image, drawable, model, request, progress=None, window=None):
     group = insert_result(image, drawable, result)
     Gimp.displays_flush()
     return result, group
+
+
+# ───────────────────────────── choosing the face ─────────────────────────────
+
+FACE_THUMB = 64         # px: a face in the faces list and in the Strength dialog
+FACE_THUMB_SMALL = 30   # px: the chosen face beside the dialog's "Which face" field
+
+
+def find_faces(config, image, drawables):
+    """"Find faces…": every face the dialog's current model choice finds in the layer
+    → [logic.FaceChoice] (1 = the most certain); RequestError says why there is none."""
+    if len(drawables) != 1:
+        raise logic.RequestError("select exactly one layer (%d are selected)" % len(drawables))
+    source = GimpLayerSource(image, drawables[0])
+    contexts = logic.ContextCache()
+    try:
+        faces = logic.find_faces(model_from_config(config), source, contexts)
+    finally:
+        contexts.close()
+    if not faces:
+        raise logic.RequestError("Which face: no face found in the layer (leave it at 0 and "
+                                 "select the part to edit, with Align set to use the "
+                                 "selection as it is)")
+    return faces
+
+
+def face_pixbuf(choice, side=FACE_THUMB):
+    """A FaceChoice's pixels (RGBA8) as a GdkPixbuf fitting ``side`` px, or None without
+    pixels."""
+    if choice is None:
+        return None
+    w, h = choice.box.width, choice.box.height
+    if w <= 0 or h <= 0 or choice.fmt != "RGBA8" or len(choice.crop) < w * h * 4:
+        return None
+    gi.require_version("GdkPixbuf", "2.0")
+    from gi.repository import GdkPixbuf
+    pixbuf = GdkPixbuf.Pixbuf.new_from_bytes(GLib.Bytes.new(bytes(choice.crop[:w * h * 4])),
+                                             GdkPixbuf.Colorspace.RGB, True, 8, w, h, w * 4)
+    scale = side / max(w, h)
+    return pixbuf.scale_simple(max(1, round(w * scale)), max(1, round(h * scale)),
+                               GdkPixbuf.InterpType.BILINEAR)
+
+
+def face_rows(faces, side=FACE_THUMB):
+    """The faces list's rows: [(number, thumbnail pixbuf or None, text)], in the order found."""
+    return [(f.number, face_pixbuf(f, side), "Face %s" % f.label()) for f in faces]
+
+
+def choose_face(config, faces, number):
+    """The faces list's answer (a face's number, or None) → the FaceChoice now in the
+    dialog's "Which face" value, or None when nothing was chosen."""
+    chosen = next((f for f in faces if f.number == number), None)
+    if chosen is not None:
+        config.set_property("face", chosen.number)
+    return chosen
+
+
+def faces_dialog(faces, parent=None):
+    """A small list of the faces found, each its thumbnail and where it is; a click on one
+    → its number, or None (Cancel)."""
+    gi.require_version("GimpUi", "3.0")
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import GimpUi, Gtk
+    GimpUi.init("clipshape")
+    dialog = GimpUi.Dialog(title="CLIPShape: faces in the layer", role="clipshape-faces")
+    if parent is not None:
+        dialog.set_transient_for(parent)
+    dialog.add_button("_Cancel", Gtk.ResponseType.CANCEL)
+    area = dialog.get_content_area()
+    area.set_spacing(8)
+    area.set_border_width(12)
+    area.pack_start(Gtk.Label(label="%d face%s found (1 is the most certain): click the one "
+                              "to edit." % (len(faces), "" if len(faces) == 1 else "s"),
+                              xalign=0), False, False, 0)
+    rows = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=4)
+    for number, pixbuf, text in face_rows(faces):
+        button = Gtk.Button()
+        row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=12)
+        thumb = Gtk.Image()
+        thumb.set_size_request(FACE_THUMB, FACE_THUMB)
+        if pixbuf is not None:
+            thumb.set_from_pixbuf(pixbuf)
+        row.pack_start(thumb, False, False, 0)
+        row.pack_start(Gtk.Label(label=text, xalign=0), True, True, 0)
+        button.add(row)
+        button.connect("clicked", lambda _button, n=number: dialog.response(n))
+        rows.pack_start(button, False, False, 0)
+    # Many faces scroll instead of growing the dialog past the screen.
+    scroller = Gtk.ScrolledWindow(hscrollbar_policy=Gtk.PolicyType.NEVER,
+                                  vscrollbar_policy=Gtk.PolicyType.AUTOMATIC,
+                                  propagate_natural_height=True, max_content_height=420)
+    scroller.add(rows)
+    area.pack_start(scroller, True, True, 0)
+    dialog.show_all()
+
+    def test_place():   # no window manager in the test: beside the dialog, not over it
+        screen = dialog.get_screen()
+        dialog.move(screen.get_width() - dialog.get_allocated_width(),
+                    screen.get_height() - dialog.get_allocated_height())
+
+    gui_test_hook(dialog, "gimp-faces", faces[0].number, prepare=test_place)
+    response = dialog.run()
+    dialog.destroy()
+    numbers = [f.number for f in faces]
+    return response if isinstance(response, int) and response in numbers else None
+
+
+def _face_chooser(dialog, config, message, find, Gtk):
+    """"Find faces…" and the chosen face's thumbnail beside the "Which face" field (inside its
+    row when GIMP made it a grid, else under it) → the button."""
+    button = Gtk.Button(label="Find faces…")
+    button.set_tooltip_text("Find the faces in the layer with the model set chosen, and choose "
+                            "the one to edit from a list")
+    thumb = Gtk.Image()
+    thumb.set_no_show_all(True)
+    row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+    row.pack_start(button, False, False, 0)
+    row.pack_start(thumb, False, False, 0)
+    shown = {"number": None}
+
+    def pump():
+        while Gtk.events_pending():
+            Gtk.main_iteration_do(False)
+
+    def on_find(_button):
+        _show_text(message, "Looking for faces (loading the models may take a moment)…")
+        pump()
+        try:
+            faces = find()
+        except Exception as e:
+            _show_error(message, gimp_words(logic.error_text(e)))
+            GLib.idle_add(_fit, dialog)
+            return
+        _show_text(message, "")
+        chosen = choose_face(config, faces, faces_dialog(faces, dialog))
+        if os.environ.get(GUI_TEST_SHOT):
+            print("CLIPSHAPE-GUI-TEST faces found: %s; chose %s"
+                  % ([f.label() for f in faces], chosen.label() if chosen else None), flush=True)
+        pixbuf = face_pixbuf(chosen, FACE_THUMB_SMALL)
+        if pixbuf is not None:
+            thumb.set_from_pixbuf(pixbuf)
+            thumb.set_tooltip_text("Face " + chosen.label())
+            shown["number"] = chosen.number
+            thumb.show()
+        GLib.idle_add(_fit, dialog)
+
+    def on_face_changed(*_args):    # a number typed by hand: the thumbnail is no longer it
+        if shown["number"] is not None and config.get_property("face") != shown["number"]:
+            shown["number"] = None
+            thumb.hide()
+
+    button.connect("clicked", on_find)
+    config.connect("notify::face", on_face_changed)
+    field = dialog.get_widget("face", GObject.TYPE_NONE)
+    if isinstance(field, getattr(Gtk, "Grid", ())):   # GimpLabelSpin: label, spin button
+        field.attach(row, 2, 0, 1, 1)
+        row.show_all()
+        return button, None
+    row.show_all()
+    return button, row
 
 
 # ───────────────────────────── the dialog's values ─────────────────────────────
@@ -366,6 +532,11 @@ def _save_screen(dialog, name, shot_dir):
     if x < 0 or y < 0 or x + w > sw or y + h > sh:
         print("CLIPSHAPE-GUI-TEST %s: the dialog (%dx%d at %d,%d) does not fit the %dx%d "
               "screen" % (name, w, h, x, y, sw, sh), flush=True)
+
+
+def _shot_taken(name):
+    shot_dir = os.environ.get(GUI_TEST_SHOT)
+    return bool(shot_dir) and os.path.exists(os.path.join(shot_dir, name + ".png"))
 
 
 def gui_test_hook(dialog, name, answer=None, prepare=None):
@@ -688,10 +859,11 @@ def _decorate(dialog, Gtk):
             _add_filters(Gtk, chooser, spec)
 
 
-def show_dialog(procedure, config, check=None):
+def show_dialog(procedure, config, check=None, find=None):
     """The procedure's dialog → what ``check()`` returned for the values of OK, or None for
     Cancel. ``check`` runs while the dialog is still open: its RequestError (or any error) is
-    shown in the dialog, which stays with every value for the user to fix."""
+    shown in the dialog, which stays with every value for the user to fix. With ``find`` (→
+    the layer's FaceChoices), "Find faces…" beside "Which face" lists the faces to choose."""
     gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
     from gi.repository import GimpUi, Gtk, Pango
@@ -709,10 +881,16 @@ def show_dialog(procedure, config, check=None):
     message.set_no_show_all(True)
     dialog.get_content_area().pack_start(message, False, False, 0)   # above the fields
     _decorate(dialog, Gtk)
+    find_button = below_face = None
+    if find is not None:
+        find_button, below_face = _face_chooser(dialog, config, message, find, Gtk)
     # Two columns: the main fields, and Advanced beside them (stacked, Advanced made the
     # dialog taller than a 768 px screen).
     dialog.fill_box("main-box", MAIN)
-    dialog.fill_box("advanced-box", ADVANCED)
+    advanced_box = dialog.fill_box("advanced-box", ADVANCED)
+    if below_face is not None:
+        advanced_box.pack_start(below_face, False, False, 0)
+        advanced_box.reorder_child(below_face, ADVANCED.index("face") + 1)
     dialog.get_label("advanced-label", ADVANCED_LABEL, False, True)
     expander = dialog.fill_expander("advanced", "advanced-label", False, "advanced-box")
     expander.set_expanded(bool(saved.get(ADVANCED_OPEN)))
@@ -725,8 +903,14 @@ def show_dialog(procedure, config, check=None):
     columns.set_orientation(Gtk.Orientation.HORIZONTAL)
     columns.set_spacing(24)
     dialog.fill(["columns"])
-    gui_test_hook(dialog, "gimp-dialog", Gtk.ResponseType.OK,
-                  prepare=lambda: expander.set_expanded(True))
+
+    def test_prepare():
+        expander.set_expanded(True)
+        # The GUI tier's first dialog also lists the faces (its shot: gimp-faces).
+        if find_button is not None and not _shot_taken("gimp-faces"):
+            find_button.clicked()
+
+    gui_test_hook(dialog, "gimp-dialog", Gtk.ResponseType.OK, prepare=test_prepare)
     checked = None
     while True:
         ok = dialog.run()
@@ -915,10 +1099,11 @@ class StrengthPreview:
         Gimp.displays_flush()
 
 
-def strength_dialog(image, group, result):
+def strength_dialog(image, group, result, face=None):
     """After an interactive run that moved the picture's own pixels: a slider over the
     strengths the edit can show, moving a preview in the image live; Keep adds the previewed
-    strength as a layer, Close removes the preview."""
+    strength as a layer, Close removes the preview. ``face`` (the edited face's FaceChoice)
+    is shown beside the text that names it."""
     gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
     from gi.repository import GimpUi, Gtk, Pango
@@ -938,6 +1123,21 @@ def strength_dialog(image, group, result):
     lines = [result.summary() + "."]
     lines.append(logic.STRENGTH_HELP + ".")
     about.set_text("\n".join(lines))
+    pixbuf = face_pixbuf(face)
+    if pixbuf is not None:       # the face that was edited, beside the text naming it
+        thumb = Gtk.Image()
+        thumb.set_from_pixbuf(pixbuf)
+        thumb.set_tooltip_text("The edited face: " + face.label())
+        thumb.set_valign(Gtk.Align.START)
+        header = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=12)
+        header.pack_start(thumb, False, False, 0)
+        header.pack_start(about, True, True, 0)
+        about_row = header
+    else:
+        about_row = about
+    if os.environ.get(GUI_TEST_SHOT):
+        print("CLIPSHAPE-GUI-TEST strength dialog shows face: %s"
+              % (face.label() if pixbuf is not None else None), flush=True)
     scale = Gtk.Scale.new_with_range(Gtk.Orientation.HORIZONTAL, lo, hi, 0.1)
     scale.set_digits(1)
     scale.set_size_request(420, -1)
@@ -946,7 +1146,7 @@ def strength_dialog(image, group, result):
         scale.add_mark(r.strength, Gtk.PositionType.BOTTOM, logic.format_strength(r.strength))
     scale.set_value(start)
     status = _wrapped_label(Gtk, Pango, 70)
-    for widget in (about, scale, status):
+    for widget in (about_row, scale, status):
         area.pack_start(widget, False, False, 0)
     pending = {"id": None}
 
@@ -992,6 +1192,15 @@ def strength_dialog(image, group, result):
             GLib.source_remove(pending["id"])
         preview.close()
         dialog.destroy()
+
+
+def edited_face(image, drawable, result):
+    """The edited face (its pixels from the unchanged layer) as a FaceChoice, or None; only
+    a picture for the dialog, so a failure to read it is no failure of the run."""
+    try:
+        return result.face_choice(GimpLayerSource(image, drawable))
+    except Exception:
+        return None
 
 
 class ClipShape(Gimp.PlugIn):
@@ -1125,7 +1334,8 @@ class ClipShape(Gimp.PlugIn):
         try:
             if interactive:
                 checked = show_dialog(procedure, config,
-                                      lambda dialog: check_run(config, drawables, dialog))
+                                      lambda dialog: check_run(config, drawables, dialog),
+                                      lambda: find_faces(config, image, drawables))
                 if checked is None:
                     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
                 model, request = checked
@@ -1160,7 +1370,7 @@ class ClipShape(Gimp.PlugIn):
         span = result.strength_range()
         if interactive and span is not None and span[1] - span[0] >= 0.1:   # a slider to move
             try:
-                strength_dialog(image, group, result)
+                strength_dialog(image, group, result, edited_face(image, drawables[0], result))
             except Exception as e:   # the edit is in the image; only the slider failed
                 Gimp.message("CLIPShape: the strength slider failed: "
                              + gimp_words(logic.error_text(e)))

@@ -14,11 +14,13 @@
 #      host-tests.sh serves), progress, done (gimp-models, gimp-models-done), Close;
 #   2. a non-interactive edit with that set (its values become the dialog's);
 #   3. plug-in-clipshape INTERACTIVELY with a bad strength among the values the plug-in keeps
-#      for its dialog: OK shows the error in the dialog, which stays open (gimp-dialog-error),
-#      Cancel;
-#   4. again with good values: the dialog with Advanced open (gimp-dialog), OK; the edit runs;
-#      the Strength dialog opens with the slider moved (gimp-strength), Keep
-#      (gimp-strength-kept), Close: the kept strength is a layer of the group, the preview gone.
+#      for its dialog: "Find faces…" is clicked, the list of the photo's faces opens (one face:
+#      gimp-faces) and the face is chosen (Which face = 1, its thumbnail beside the field);
+#      OK shows the error in the dialog, which stays open (gimp-dialog-error), Cancel;
+#   4. again with good values (and face 1): the dialog with Advanced open (gimp-dialog), OK;
+#      the edit runs; the Strength dialog opens with the edited face's thumbnail and the slider
+#      moved (gimp-strength), Keep (gimp-strength-kept), Close: the kept strength is a layer of
+#      the group, the preview gone.
 import json
 import os
 
@@ -64,11 +66,17 @@ def run(image, layer, mode, name="plug-in-clipshape", **values):
     return result.index(0)
 
 
+def dialog_values():
+    """The values the plug-in keeps for its dialog (written when the dialog closes)."""
+    path = os.path.join(Gimp.directory(), "clipshape-dialog.json")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def set_dialog_values(**values):
     """Changes the values the plug-in keeps for its dialog (as a user would have typed them)."""
     path = os.path.join(Gimp.directory(), "clipshape-dialog.json")
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
+    saved = dialog_values()
     saved.update(values)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(saved, f)
@@ -108,10 +116,16 @@ def main():
     set_dialog_values(strengths="0,big")
     status = run(image, layer, Gimp.RunMode.INTERACTIVE)
     say("dialog run with a bad strength ->", status.value_nick)
-    need_shots("gimp-dialog", "gimp-dialog-error")
+    need_shots("gimp-dialog", "gimp-faces", "gimp-dialog-error")
     if status != Gimp.PDBStatusType.CANCEL or len(image.get_layers()) != 2:
         raise AssertionError("a bad strength was not kept in the dialog: %s, layers %r" % (
             status.value_nick, [l.get_name() for l in image.get_layers()]))
+    # The face chosen from the list is the dialog's "Which face".
+    face = dialog_values().get("face")
+    say("Which face after choosing from the list:", face)
+    if face != 1:
+        raise AssertionError("choosing the face from the list did not set Which face: %r"
+                             % face)
     # The dialog (OK), the edit, the Strength dialog (Keep, then Close).
     # Enough steps for two pictures in the learning window (it is shot at the second).
     set_dialog_values(strengths="0,3", steps=25)
