@@ -113,6 +113,14 @@ def shown_strength(strengths):
     return max(ks, key=abs) if ks else None
 
 
+def is_result_group(child_names):
+    """Whether a group holding layers named ``child_names`` is a result of ours ("k=…" layers,
+    perhaps the slider's preview): a new result goes above those that sit on the photo, else
+    it would lie under them, hidden by the strength they show."""
+    names = list(child_names)
+    return bool(names) and all(n.startswith("k=") or n.startswith("preview ") for n in names)
+
+
 def format_duration(seconds):
     """0.3 → "under 1 s", 45 → "45 s", 125 → "2 min 5 s", 3725 → "1 h 2 min" (for "about …
     left")."""
@@ -784,7 +792,8 @@ def _learn(ctx, request, latent, report, preview=None, region=None):
         text = "Learning \"%s\": step %d/%d, CLIP similarity %.3f" % (what, p.step, p.total,
                                                                      p.clip_sim)
         if left is not None:
-            text += ", about %s left" % format_duration(left)
+            text += ", %s left" % (format_duration(left) if left < 1
+                                    else "about " + format_duration(left))
         report(lo + (hi - lo) * p.step / max(1, p.total), text)
 
     options = dict(layer=request.layer, steps=request.steps, lambda2=request.lambda2,

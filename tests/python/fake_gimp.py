@@ -314,6 +314,7 @@ class Image:
         self.undo_groups = 0
         self.undo_frozen = 0
         self.ops = []              # (op, item name, undo_depth, undo frozen)
+        self.selected = []         # the selected layers (GIMP selects what is inserted)
 
     def log(self, op, item):
         self.ops.append((op, item.name, self.undo_depth, self.undo_frozen))
@@ -359,7 +360,15 @@ class Image:
         position = len(siblings) if position < 0 else position
         siblings.insert(position, layer)
         layer.parent = parent
+        self.selected = [layer]
         return True
+
+    def set_selected_layers(self, layers):
+        self.selected = list(layers)
+        return True
+
+    def get_selected_layers(self):
+        return list(self.selected)
 
     def get_item_position(self, item):
         return self._siblings(item.parent).index(item)

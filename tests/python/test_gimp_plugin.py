@@ -251,10 +251,10 @@ def test_apply_saved_edit(gimp, picture, model_files, tmp_path):
     status, error = run(gimp, image, [layer], model_files, tmp_path, prompt="",
                         strengths="1.5", **{"saved-edit": fake_gimp.File(saved)})
     assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
-    first, second, photo = image.get_layers()
-    assert second.get_name() == PROMPT            # the newest group sits right above the photo
-    assert [c.get_name() for c in second.get_children()] == [name("+1.5")]
-    assert second.get_children()[0].buffer.data == first.get_children()[0].buffer.data
+    applied, learnt, photo = image.get_layers()
+    assert applied.get_name() == PROMPT           # the newest group above the earlier result
+    assert [c.get_name() for c in applied.get_children()] == [name("+1.5")]
+    assert applied.get_children()[0].buffer.data == learnt.get_children()[0].buffer.data
     assert len(os.listdir(tmp_path / "edits")) == 1
 
 
@@ -860,3 +860,30 @@ def test_face_rows_and_choice_are_plain_functions(gimp):
     assert config.get_property("face") == 2
     assert module.choose_face(config, faces, None) is None and config.get_property("face") == 2
     assert module.choose_face(config, faces, 7) is None and config.get_property("face") == 2
+
+
+def test_a_new_result_goes_above_earlier_ones_and_the_photo_stays_selected(gimp, picture,
+                                                                           model_files,
+                                                                           tmp_path):
+    """A second run's group lies above the first's (else the strength the first shows would
+    hide it), under a layer of the user's that is above them; the photo stays the selected
+    layer, so the next run edits it and not a result."""
+    Gimp, module = gimp
+    image, layer = make_image(picture)
+    fake_gimp.state.answers["clipshape-strength"] = [fake_gimp.ResponseType.CLOSE] * 2
+    for prompt in ("a round face", "a long face"):
+        status, error, _ = interactive(gimp, image, layer, model_files, tmp_path, [True],
+                                       prompt=prompt, strengths="-1.5,1.5", steps=1)
+        assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
+        assert image.get_selected_layers() == [layer]
+    assert [l.get_name() for l in image.get_layers()] == ["a long face", "a round face", "photo"]
+    # A layer of the user's on top: the third result goes under it, above the other results.
+    mine = Gimp.Layer.new(image, "my text", 10, 10, Gimp.ImageType.RGBA_IMAGE, 100.0,
+                          Gimp.LayerMode.NORMAL)
+    image.insert_layer(mine, None, 0)
+    status, error, _ = interactive(gimp, image, layer, model_files, tmp_path, [True],
+                                   prompt="a wide face", strengths="1.5", steps=1)
+    assert status == Gimp.PDBStatusType.SUCCESS, error and error.message
+    assert [l.get_name() for l in image.get_layers()] == ["my text", "a wide face",
+                                                          "a long face", "a round face", "photo"]
+    assert image.get_selected_layers() == [layer]

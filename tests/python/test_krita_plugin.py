@@ -208,8 +208,9 @@ def test_a_second_run_edits_the_photo_again(krita, model_files, tmp_path):
         wait(runner)
         assert "done" in out, out.get("error")
         runner.close()
-    # each group right above the photo, the newest lowest; one undo step per run
-    assert [n.name() for n in doc.rootNode().childNodes()] == ["photo", "a long face", PROMPT]
+    # each group above the photo and the earlier results, the newest on top (else the strength
+    # an earlier one shows would hide it); one undo step per run
+    assert [n.name() for n in doc.rootNode().childNodes()] == ["photo", PROMPT, "a long face"]
     assert doc.undo_steps == 3 and doc.activeNode() is node
 
 

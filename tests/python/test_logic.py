@@ -396,3 +396,10 @@ def test_faces_to_choose_from_and_the_face_used(logic, model_files, astronaut):
     used = result.face_choice(src)
     assert (used.number, used.box, used.crop) == (1, choice.box, choice.crop)
     contexts.close()
+
+
+def test_result_groups_are_recognised_by_their_layers(logic):
+    assert logic.is_result_group(["k=+3 a face", "k=-1.5 a face"])
+    assert logic.is_result_group(["preview (strength slider)", "k=+1 a face"])
+    assert not logic.is_result_group([])
+    assert not logic.is_result_group(["k=+3 a face", "my sketch"])

@@ -155,7 +155,7 @@ def insert_result(image, drawable, result):
     try:
         group = Gimp.GroupLayer.new(image, result.group_name)
         parent = drawable.get_parent()
-        image.insert_layer(group, parent, image.get_item_position(drawable))
+        image.insert_layer(group, parent, _result_position(image, drawable))
         for position, r in enumerate(result.layers):
             layer = _new_layer(image, r)
             image.insert_layer(layer, group, position)
@@ -164,6 +164,27 @@ def insert_result(image, drawable, result):
     finally:
         image.undo_group_end()
     return group
+
+
+def _result_position(image, drawable):
+    """Where a new result goes among the drawable's siblings: above the drawable and above the
+    earlier results stacked right on it (top first: a smaller position is higher)."""
+    parent = drawable.get_parent()
+    siblings = parent.get_children() if parent is not None else image.get_layers()
+    position = image.get_item_position(drawable)
+    while position > 0:
+        above = siblings[position - 1]
+        if not (above.is_group() and logic.is_result_group(
+                c.get_name() for c in above.get_children())):
+            break
+        position -= 1
+    return position
+
+
+def keep_selected(image, drawable):
+    """The user's layer stays the selected one (GIMP selects a newly inserted layer), so the
+    next run (or Filters › Repeat) edits the photo again, not the result."""
+    image.set_selected_layers([drawable])
 
 
 def _lambda2(text):
@@ -248,6 +269,7 @@ def edit_image(image, drawable, model, request, progress=None, window=None):
     finally:
         job.contexts.close()
     group = insert_result(image, drawable, result)
+    keep_selected(image, drawable)
     Gimp.displays_flush()
     return result, group
 
@@ -1374,6 +1396,8 @@ class ClipShape(Gimp.PlugIn):
             except Exception as e:   # the edit is in the image; only the slider failed
                 Gimp.message("CLIPShape: the strength slider failed: "
                              + gimp_words(logic.error_text(e)))
+            keep_selected(image, drawables[0])   # Keep and the preview selected their layers
+            Gimp.displays_flush()
         if result.transfer is not None:
             result.transfer.close()
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)

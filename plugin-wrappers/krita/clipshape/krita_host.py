@@ -121,8 +121,22 @@ def _child_above(parent, node, name):
     return next(c for c in reversed(children) if c.name() == name)
 
 
+def _top_result_above(parent, node):
+    """``node``, or the topmost of the earlier results stacked right above it: a new result goes
+    above them, else the strength they show would hide it."""
+    children = parent.childNodes()        # bottom to top
+    i = next(i for i, c in enumerate(children) if c == node)
+    while i + 1 < len(children):
+        above = children[i + 1]
+        if above.type() != "grouplayer" or not logic.is_result_group(
+                c.name() for c in above.childNodes()):
+            break
+        i += 1
+    return children[i]
+
+
 def insert_result(doc, node, result):
-    """A group "<prompt>" right above ``node`` holding the result's layers (the first on top,
+    """A group "<prompt>" above ``node`` (and the earlier results stacked on it) holding the result's layers (the first on top,
     only the one marked visible shown) → the group node, as ONE undo step of ``doc``.
 
     Krita records every addChildNode as an undo step of the document the parent node was made
@@ -142,13 +156,14 @@ def insert_result(doc, node, result):
             layer.setVisible(bool(r.visible))
             above = layer
         parent = node.parentNode()
-        if not parent.addChildNode(group, node):
+        below = _top_result_above(parent, node)
+        if not parent.addChildNode(group, below):
             raise logic.RequestError("Krita did not add the result group above the layer "
                                      "\"%s\"" % node.name())
     finally:
         # The group now belongs to ``doc``'s image (Krita re-homes an added subtree).
         scratch.close()
-    group = _child_above(parent, node, result.group_name)
+    group = _child_above(parent, below, result.group_name)
     keep_active(doc, node, [group] + group.childNodes())
     doc.refreshProjection()
     return group

@@ -134,7 +134,10 @@ def main():
     if status != Gimp.PDBStatusType.SUCCESS:
         raise AssertionError("the interactive run did not succeed: %s" % status.value_nick)
     need_shots("gimp-dialog", "gimp-learning", "gimp-strength", "gimp-strength-kept")
-    group = image.get_layers()[1]    # a new group goes right above the photo
+    group = image.get_layers()[0]    # a new group goes above the photo and earlier results
+    if image.get_selected_layers() != [layer]:
+        raise AssertionError("after the run the selected layers are %r, not the photo" % [
+            l.get_name() for l in image.get_selected_layers()])
     layers = [(c.get_name(), c.get_visible()) for c in group.get_children()]
     say("layers after Keep and Close", layers)
     names = [n for n, _ in layers]

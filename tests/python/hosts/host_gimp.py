@@ -118,7 +118,13 @@ def main():
     status, message = run_plugin(image, layer, prompt=PROMPT, strengths="0,-3,1,3", steps=3,
                                  paste="region", **dict(models(), **{"save-edit": False}))
     check(status == Gimp.PDBStatusType.SUCCESS, "region paste failed: %s %s" % (status, message))
-    region = image.get_layers()[1]          # a new group goes right above the photo
+    # A new group goes above the photo AND the earlier result on it: on top here.
+    region = image.get_layers()[0]
+    check(region.get_name() == PROMPT + " #1" and image.get_layers()[2].get_name() == "photo"
+          and image.get_selected_layers() == [layer],
+          "after a second run: layers %r, selected %r" % (
+              [l.get_name() for l in image.get_layers()],
+              [l.get_name() for l in image.get_selected_layers()]))
     names = [(c.get_name(), c.get_visible()) for c in region.get_children()]
     expected = [("k=%s %s" % (k, PROMPT), k == "+3") for k in ("+3", "+1", "0", "-3")]
     check(names == expected, "region layers %r != %r" % (names, expected))
@@ -130,14 +136,15 @@ def main():
     status, message = run_plugin(image, layer, strengths="2", prompt="",
                                  **{"saved-edit": os.path.join(LIBRARY, saved[0])}, **models())
     check(status == Gimp.PDBStatusType.SUCCESS, "applying the saved edit failed: %s" % message)
-    top = image.get_layers()   # the new group goes right above the photo layer
-    check(len(top) == 3 and top[1].get_name().startswith(PROMPT)  # GIMP adds " #1"
+    top = image.get_layers()   # the new group goes above the photo and the earlier result
+    check(len(top) == 3 and top[0].get_name().startswith(PROMPT)  # GIMP adds " #1"
           and top[2].get_name() == "photo",
           "top-level layers %r" % [l.get_name() for l in top])
-    check([c.get_name() for c in top[1].get_children()] == ["k=+2 " + PROMPT],
-          "saved-edit layers %r" % [c.get_name() for c in top[1].get_children()])
+    check([c.get_name() for c in top[0].get_children()] == ["k=+2 " + PROMPT],
+          "saved-edit layers %r" % [c.get_name() for c in top[0].get_children()])
     check(len(os.listdir(LIBRARY)) == 1, "applying a saved edit wrote a new file")
-    say("saved edit applied in %.1f s:" % (time.time() - t0), top[1].get_name(), [c.get_name() for c in top[1].get_children()])
+    say("saved edit applied in %.1f s:" % (time.time() - t0), top[0].get_name(),
+        [c.get_name() for c in top[0].get_children()])
 
     # Bad input: an error status with the reason, and nothing added.
     n_before = len(image.get_layers())

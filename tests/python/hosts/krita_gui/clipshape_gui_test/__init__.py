@@ -268,8 +268,10 @@ class Steps:
         self.doc.waitForDone()
         QApplication.processEvents()
         order = [n.name() for n in self.doc.topLevelNodes()]
-        if order.index(PROMPT2) != order.index(self.photo_name) + 1:
-            raise AssertionError("the second run did not edit the photo: %r" % order)
+        # Edited the photo (a run on the result would have nested or failed), and the newest
+        # result lies on top of the first, so the strength it shows is seen.
+        if order != [self.photo_name, PROMPT, PROMPT2]:
+            raise AssertionError("after the second run (bottom to top): %r" % order)
         rows = self.undo_rows()
         if rows != self.rows_before + 1:
             raise AssertionError("the second run made %d undo steps" % (rows - self.rows_before))
@@ -304,10 +306,11 @@ class Steps:
         self.check_fit("with a result")
         self.shoot("krita-docker")
         d = self.docker
-        # The first run's group lies above the second's: hide it to see the slider's preview.
-        for g in self.groups():
-            if g.name() == PROMPT:
-                g.setVisible(False)
+        # The second run's group lies above the first's, so its preview shows.
+        names = [g.name() for g in self.groups()]     # bottom to top
+        if names != [PROMPT, PROMPT2]:
+            raise AssertionError("result groups (bottom to top) %r: the newest is not on top"
+                                 % names)
         self.doc.setActiveNode(self.photo())
         d.scroll.ensureWidgetVisible(d.slider_box)
         # Halfway between the run's strengths (its start is the shown one, an end of the range).
