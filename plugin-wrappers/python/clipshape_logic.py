@@ -1120,6 +1120,13 @@ def store_dir(models_dir=None):
         return ""
 
 
+# What the network layer says when the server cannot be reached at all (offline, blocked, no
+# DNS): the user needs that sentence first, the socket's words only as details.
+_UNREACHABLE = ("connection refused", "dns error", "failed to lookup", "name or service not known",
+                "temporary failure in name resolution", "network is unreachable", "timed out",
+                "no route to host")
+
+
 def error_text(exc):
     """A one-paragraph message for the user (no traceback) for any exception of a run."""
     if isinstance(exc, cs.CancelledError):
@@ -1142,5 +1149,9 @@ def error_text(exc):
             cs.ModelsMissingError: "Model files missing",
             cs.DivergedError: "The optimisation diverged",
         }.get(type(exc), "Error")
+        if isinstance(exc, cs.DownloadError) and any(
+                u in exc.message.lower() for u in _UNREACHABLE):
+            return ("Download failed: the download server cannot be reached (no network, or "
+                    "it is blocked here). Details: %s" % exc.message)
         return "%s: %s" % (kind, exc.message)
     return "Unexpected error: %s: %s" % (type(exc).__name__, exc)

@@ -170,6 +170,13 @@ def test_error_text(logic, cs):
         "Model file not usable: x.pt: not a model"
     assert logic.error_text(cs.FileIOError("x: no such file")) == "File error: x: no such file"
     assert logic.error_text(KeyError("k")).startswith("Unexpected error: KeyError")
+    offline = cs.DownloadError("download of e4e.pt from http://x/e4e.pt failed after 0 bytes: "
+                               "io: Connection refused (os error 111)")
+    assert logic.error_text(offline).startswith(
+        "Download failed: the download server cannot be reached (no network")
+    assert logic.error_text(offline).endswith("Connection refused (os error 111)")
+    assert logic.error_text(cs.DownloadError("HTTP 404 for http://x/e4e.pt")) == \
+        "Download failed: HTTP 404 for http://x/e4e.pt"
 
 
 # ───────────────────────────── a full run ─────────────────────────

@@ -1301,15 +1301,19 @@ class ClipShape(Gimp.PlugIn):
         proc.add_file_argument("models-dir", "Model store (do_wnloads)", "Model store folder "
                                "(default $CLIPSHAPE_MODELS or ~/.local/share/clipshape/models)",
                                Gimp.FileChooserAction.SELECT_FOLDER, True, None, RW)
-        proc.add_file_argument("generator-file", "e_4e / generator file", "Overrides the set's "
-                               "e4e checkpoint", Gimp.FileChooserAction.OPEN, True, None, RW)
-        proc.add_file_argument("clip-file", "CLIP chec_kpoint", "Overrides the set's CLIP model",
+        # "(None)" on a file button reads as "no file": the label says what none means.
+        proc.add_file_argument("generator-file", "e_4e / generator file (none: the set's)",
+                               "Overrides the set's e4e checkpoint",
                                Gimp.FileChooserAction.OPEN, True, None, RW)
-        proc.add_file_argument("vocab-file", "CLIP tokeni_zer vocab", "Overrides the set's BPE "
-                               "vocab", Gimp.FileChooserAction.OPEN, True, None, RW)
-        proc.add_file_argument("face-detector-dir", "_Face detector folder", "Folder with "
-                               "MTCNN's pnet.pt, rnet.pt, onet.pt (default: the set's)",
-                               Gimp.FileChooserAction.SELECT_FOLDER, True, None, RW)
+        proc.add_file_argument("clip-file", "CLIP chec_kpoint (none: the set's)",
+                               "Overrides the set's CLIP model",
+                               Gimp.FileChooserAction.OPEN, True, None, RW)
+        proc.add_file_argument("vocab-file", "CLIP tokeni_zer vocab (none: the set's)",
+                               "Overrides the set's BPE vocab",
+                               Gimp.FileChooserAction.OPEN, True, None, RW)
+        proc.add_file_argument("face-detector-dir", "_Face detector folder (none: the set's)",
+                               "Folder with MTCNN's pnet.pt, rnet.pt, onet.pt (default: the "
+                               "set's)", Gimp.FileChooserAction.SELECT_FOLDER, True, None, RW)
         return proc
 
     def create_models_procedure(self, name):

@@ -296,7 +296,15 @@ class ClipShapeDocker(DockWidget):
         box.addWidget(self.slider_label)
         self.slider = QSlider(Qt.Horizontal)
         self.slider.setToolTip(logic.STRENGTH_HELP)
+        self.slider.setTickPosition(QSlider.TicksBelow)
+        self.slider.setTickInterval(SLIDER_SCALE)          # a mark per unit of strength
         box.addWidget(self.slider)
+        ends = QHBoxLayout()
+        self.slider_lo, self.slider_hi = QLabel(""), QLabel("")
+        ends.addWidget(self.slider_lo)
+        ends.addStretch(1)
+        ends.addWidget(self.slider_hi)
+        box.addLayout(ends)
         row = QHBoxLayout()
         self.keep_button = QPushButton("Keep")
         self.keep_button.setToolTip("Add the previewed strength to the group as a layer")
@@ -687,15 +695,31 @@ class ClipShapeDocker(DockWidget):
             return
         self.faces_menu = menu = QMenu(self)
         for choice in faces:
-            action = menu.addAction(_face_icon(choice), choice.label())
-            action.setIconVisibleInMenu(True)   # Krita hides menu icons; here they are the point
-            action.triggered.connect(lambda _=False, n=choice.number: self.face.setValue(n))
-        menu.setStyleSheet("QMenu { icon-size: %dpx; }" % FACE_ICON)
+            menu.addAction(self._face_action(menu, choice))
         self.scroll.ensureWidgetVisible(self.find_faces_button)
         self.status.setText("%d face%s found: choose one" % (len(faces),
                                                              "" if len(faces) == 1 else "s"))
         menu.popup(self.find_faces_button.mapToGlobal(
             self.find_faces_button.rect().bottomLeft()))
+
+    def _face_action(self, menu, choice):
+        """A row of the faces menu: the face at FACE_ICON px (Krita's style draws menu icons at
+        16 px, too small to tell faces apart) and its label; choosing it sets Face."""
+        from PyQt5.QtWidgets import QWidgetAction
+        action = QWidgetAction(menu)
+        action.setText(choice.label())
+        action.setIcon(_face_icon(choice))
+        row = QToolButton()
+        row.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        row.setAutoRaise(True)
+        row.setIcon(action.icon())
+        row.setIconSize(QSize(FACE_ICON, FACE_ICON))
+        row.setText(choice.label())
+        row.clicked.connect(action.trigger)
+        action.setDefaultWidget(row)
+        action.triggered.connect(lambda _=False, n=choice.number: self.face.setValue(n))
+        action.triggered.connect(menu.close)
+        return action
 
     def show_used_face(self, result):
         choice = result.face_choice(self._run_source) if self._run_source is not None else None
@@ -759,6 +783,8 @@ class ClipShapeDocker(DockWidget):
         self.slider.setRange(int(round(lo * SLIDER_SCALE)), int(round(hi * SLIDER_SCALE)))
         self.slider.setValue(int(round(start * SLIDER_SCALE)))
         self.slider.blockSignals(False)
+        self.slider_lo.setText(logic.format_strength(lo))
+        self.slider_hi.setText(logic.format_strength(hi))
         self.keep_button.setEnabled(False)
         self._slider_text(start, previewing=False)
         self.slider_box.show()

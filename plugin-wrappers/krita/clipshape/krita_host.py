@@ -136,8 +136,9 @@ def _top_result_above(parent, node):
 
 
 def insert_result(doc, node, result):
-    """A group "<prompt>" above ``node`` (and the earlier results stacked on it) holding the result's layers (the first on top,
-    only the one marked visible shown) → the group node, as ONE undo step of ``doc``.
+    """A group "<prompt>" above ``node`` (and the earlier results stacked on it) holding the
+    result's layers (the first on top, only the one marked visible shown) → the group node, as
+    ONE undo step of ``doc``.
 
     Krita records every addChildNode as an undo step of the document the parent node was made
     by, even for a group outside the tree; so the group is built in a scratch document that is
