@@ -512,8 +512,13 @@ class Scale(Widget):
 class FileChooserDialog(FileChooser):
     def run(self):
         path = state.chosen_files.pop(0) if state.chosen_files else None
-        self.props["filename"] = path
-        return ResponseType.ACCEPT if path else ResponseType.CANCEL
+        # A list: several files chosen at once (a chooser with select_multiple).
+        paths = path if isinstance(path, list) else [path] if path else []
+        if len(paths) > 1:
+            assert self.props.get("select_multiple"), "the chooser takes one file only"
+        self.props["filename"] = paths[0] if paths else None
+        self.props["filenames"] = paths
+        return ResponseType.ACCEPT if paths else ResponseType.CANCEL
 
     def add_buttons(self, *args):
         pass

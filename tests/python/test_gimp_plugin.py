@@ -634,6 +634,17 @@ def test_models_dialog_shows_the_store_and_adds_a_file_the_user_has(gimp, tiny_m
     assert "Added e4e.pt as a file of Faces (FFHQ)" in texts[2]
     assert os.path.isfile(model_files["generator"]) and os.path.isfile(junk)   # theirs stay
     assert "tiny_e4e.pt" in os.listdir(store)
+    # Several files at once, one of them none of the set's: the others are added all the same.
+    from conftest import golden
+    fake_gimp.state.gimp_dialogs.clear()
+    fake_gimp.state.chosen_files = [[golden("face/mtcnn/pnet.pt"), str(junk),
+                                     golden("bpe_simple_vocab_16e6.txt.gz")]]
+    fake_gimp.state.answers["clipshape-models"] = [module.RESPONSE_ADD]
+    texts.clear()
+    assert module.models_dialog("ffhq") is False
+    assert "Added pnet.pt" in texts[1] and "Added bpe_simple_vocab_16e6.txt.gz" in texts[1], texts[1]
+    assert "notes.pt is not a file of Faces (FFHQ)" in texts[1]
+    assert {"mtcnn_pnet.pt", "bpe_simple_vocab_16e6.txt.gz"} <= set(os.listdir(store))
     # The file chooser offered model files first.
     assert module.MODEL_FILE_FILTER[1] == ["*.pt", "*.pth", "*.safetensors", "*.txt.gz"]
 

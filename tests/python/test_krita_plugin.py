@@ -410,9 +410,13 @@ def test_docker_ui(krita, model_files, tmp_path):
     d.prompt.setText(PROMPT)
     d.steps.setValue(3)
     d.strengths.setText("0,2")
+    # an earlier failed download's message, which a working run makes stale
+    d.download_text.setText("Download failed: the download server cannot be reached")
+    d._download_failed = True
     d.start()
     assert not d.run_button.isEnabled() and d.cancel_button.isEnabled()
     wait(d.runner)
+    assert d.download_text.text() == ""
     # k=0 adds no layer in the warp paste
     assert d.error.text() == "" and "1 layer in" in d.status.text(), d.status.text()
     # the picture while it learnt: shown during the run (step 1's), hidden once it is done

@@ -688,15 +688,19 @@ def failure_guidance(set_name, models_dir=None):
         return ""
 
 
-def _choose_model_file(Gtk, parent, set_name):
-    chooser = Gtk.FileChooserDialog(title="A model file of %s you already have"
+def _choose_model_files(Gtk, parent, set_name):
+    """The model files the user picks (several at once: a set has up to nine) → [path]."""
+    chooser = Gtk.FileChooserDialog(title="Model files of %s you already have"
                                     % logic.SET_LABELS.get(set_name, set_name),
                                     transient_for=parent, action=Gtk.FileChooserAction.OPEN)
     chooser.add_buttons("_Cancel", Gtk.ResponseType.CANCEL, "_Add", Gtk.ResponseType.ACCEPT)
+    chooser.set_select_multiple(True)
     _add_filters(Gtk, chooser, MODEL_FILE_FILTER)
-    path = chooser.get_filename() if chooser.run() == Gtk.ResponseType.ACCEPT else None
+    paths = []
+    if chooser.run() == Gtk.ResponseType.ACCEPT:
+        paths = list(chooser.get_filenames() or [])
     chooser.destroy()
-    return path
+    return paths
 
 
 def models_dialog(set_name, models_dir=None, continue_when_done=False, parent=None):
@@ -805,13 +809,16 @@ def models_dialog(set_name, models_dir=None, continue_when_done=False, parent=No
         response = dialog.run()
         d = job["download"]
         if response == RESPONSE_ADD and d is None:
-            path = _choose_model_file(Gtk, dialog, job["set"])
-            if path:
-                try:
-                    refresh(add_model_file(job["set"], path, models_dir))
+            added, failed = [], []
+            for path in _choose_model_files(Gtk, dialog, job["set"]):
+                try:     # one file that is none of the set's does not stop the others
+                    added.append(add_model_file(job["set"], path, models_dir))
                 except Exception as e:
-                    _show_error(message, gimp_words(logic.error_text(e)))
-                    GLib.idle_add(_fit, dialog)
+                    failed.append(gimp_words(logic.error_text(e)))
+            refresh("\n".join(added) if added else None)
+            if failed:    # in red, with what was added all the same
+                _show_error(message, "\n".join(failed + added))
+                GLib.idle_add(_fit, dialog)
             continue
         if response == RESPONSE_DOWNLOAD and d is None:
             d = job["download"] = logic.ModelDownload(job["set"], models_dir)

@@ -204,6 +204,7 @@ class ClipShapeDocker(DockWidget):
         self._probed = False
         self._run_model = None      # the ModelChoice of the run in flight (its errors' kind)
         self._run_source = None     # the pixels it read (the thumbnail of the face it edits)
+        self._adding = None         # "Use a file I already have…": the files still to add
         self._missing_error = False  # the error shown is about missing model files
         s = krita_host.read_settings()
         if s["lib_path"]:
@@ -591,23 +592,32 @@ class ClipShapeDocker(DockWidget):
             self.refresh_models()
 
     def add_model_file(self, path=None):
-        """"Use a file I already have…": a file chooser (home folder, model files), then the
-        file is registered as a file of the chosen set in the store (logic.add_model_file on a
-        QThread: the library copies and hashes it). The user's file is left as it is."""
+        """"Use a file I already have…": a file chooser (home folder, model files; several at
+        once, a set has up to nine), then each file is registered as a file of the chosen set
+        in the store (logic.add_model_file on a QThread: the library copies and hashes it), one
+        after the other; one that is none of the set's does not stop the others. The user's
+        files are left as they are. ``path``: a path or a list of them, instead of asking."""
         chosen = self.model_set.currentData()
         if chosen == "files" or self.downloader is not None:
             return
         if not path:
             filters = MODEL_FILE_FILTER + ";;All files (*)"
-            path, _ = QFileDialog.getOpenFileName(self, "Use a model file I already have",
-                                                  os.path.expanduser("~"), filters)
-        if not path:
+            path, _ = QFileDialog.getOpenFileNames(self, "Use model files I already have",
+                                                   os.path.expanduser("~"), filters)
+        paths = [path] if isinstance(path, str) else list(path or [])
+        if not paths:
             return
-        worker = AddFileWorker(chosen, path, self.models_dir.text().strip() or None)
-        worker.ended.connect(lambda stored, error: self.on_file_added(path, stored, error))
-        self.downloader = worker     # one store operation at a time
+        self._adding = {"set": chosen, "todo": paths, "added": [], "failed": []}
         self.download_button.setEnabled(False)
         self.add_file_button.setEnabled(False)
+        self._add_next()
+
+    def _add_next(self):
+        job = self._adding
+        path = job["todo"].pop(0)
+        worker = AddFileWorker(job["set"], path, self.models_dir.text().strip() or None)
+        worker.ended.connect(lambda stored, error: self.on_file_added(path, stored, error))
+        self.downloader = worker     # one store operation at a time
         self.download_text.setText("Copying and checking %s…" % os.path.basename(path))
         worker.start()
 
@@ -615,16 +625,22 @@ class ClipShapeDocker(DockWidget):
         worker, self.downloader = self.downloader, None
         if worker is not None:
             worker.wait()
-        self.add_file_button.setEnabled(self.model_set.currentData() != "files")
-        self._download_failed = bool(error)
+        job = self._adding
+        label = logic.SET_LABELS.get(job["set"], job["set"])
         if error:
-            self.download_text.setText(error)
+            job["failed"].append(error)
+        else:
+            job["added"].append("Added %s to %s: %s" % (os.path.basename(path), label, stored))
+        if job["todo"]:
+            return self._add_next()
+        self._adding = None
+        self.add_file_button.setEnabled(self.model_set.currentData() != "files")
+        self._download_failed = bool(job["failed"])
+        self.download_text.setText("\n".join(job["failed"] + job["added"]))
+        if job["failed"]:
             self.refresh_models()
-            return
-        chosen = self.model_set.currentData()
-        self.download_text.setText("Added %s to %s: %s" % (
-            os.path.basename(path), logic.SET_LABELS.get(chosen, chosen), stored))
-        self._models_fixed()
+        else:
+            self._models_fixed()
 
     # — actions —
 

@@ -202,6 +202,16 @@ def run():
               "adding %s: %r" % (path, docker.download_text.text()))
         say("docker: add %s -> %r" % (os.path.basename(path), docker.download_text.text()))
     check(os.path.isfile(os.path.join(store, "bpe_simple_vocab_16e6.txt.gz")), "not stored")
+    # Several at once: one that is none of the set's does not stop the others.
+    detector = [os.path.join(models, "mtcnn", n) for n in ("pnet.pt", "rnet.pt")]
+    docker.add_model_file([detector[0], os.path.join(models, "e4e.pt"), detector[1]])
+    wait_for_download(docker)
+    text = docker.download_text.text()
+    check(text.startswith("e4e.pt is not a file of Faces") and "Added pnet.pt" in text
+          and "Added rnet.pt" in text, "adding three files: %r" % text)
+    check(all(os.path.isfile(os.path.join(store, "mtcnn_" + n)) for n in ("pnet.pt", "rnet.pt")),
+          "the detector's files were not stored: %r" % os.listdir(store))
+    say("docker: add 3 files at once -> %r" % text.splitlines())
     docker.model_set.setCurrentIndex(docker.model_set.findData("files"))
     check(docker.settings_section.expanded and docker.generator.isVisibleTo(docker),
           "choosing the model files did not open Settings")
