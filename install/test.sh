@@ -18,6 +18,13 @@ if ! python -c 'import PyQt5.QtWidgets' 2>/dev/null; then
     python -m pip install --quiet --progress-bar off PyQt5 \
         || clipshape_step "PyQt5 could not be installed: the docker's widget test will be skipped"
 fi
+# A PyQt5 whose Qt cannot start offscreen (a missing system library) would abort pytest: the
+# tests then use their fake Qt.
+if python -c 'import PyQt5.QtWidgets' 2>/dev/null \
+    && ! QT_QPA_PLATFORM=offscreen python -c 'from PyQt5.QtWidgets import QApplication; QApplication(["t"])' >/dev/null 2>&1; then
+    clipshape_step "PyQt5 cannot start Qt offscreen here: the docker's widget tests use the fake Qt"
+    export CLIPSHAPE_FAKE_QT=1
+fi
 
 # The Python and host tests load target/release/libclipshape.so, which only `cargo build`
 # refreshes (`cargo test` rebuilds the copy in target/release/deps).
