@@ -1193,8 +1193,8 @@ class Context(_Handle):
             def picture(step, image):
                 im = image.contents
                 data = ctypes.string_at(im.data, im.stride * im.height)
-                name = next(k for k, v in PIXEL_FORMATS.items() if v == im.format)
-                return preview(step, Picture(data, im.width, im.height, im.stride, name))
+                return preview(step, Picture(data, im.width, im.height, im.stride,
+                                             _format_name(im.format)))
             pbox = _CallbackBox(picture, cancelled=lambda: self._cancel_requested)
             p.preview = cs_preview_fn(lambda _u, step, image: pbox.invoke(step, image))
             p.preview_every = _int(preview_every or 10, "preview_every", 1, INT32[1])

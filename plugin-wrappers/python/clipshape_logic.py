@@ -521,25 +521,27 @@ class EditResult:
         """The edited face as a FaceChoice (its pixels for a thumbnail), or None."""
         if self.face is None:
             return None
-        faces = self.faces or [self.face]
-        number = next((i for i, f in enumerate(faces) if f is self.face), 0) + 1
         choice = face_choices([self.face], source, self.origin)[0]
-        choice.number = number
+        choice.number = self._face_number()[0]
         return choice
+
+    def _face_number(self):
+        """(the edited face's number as EditRequest.face takes it, how many faces were found)."""
+        faces = self.faces or [self.face]
+        return next((i for i, f in enumerate(faces) if f is self.face), 0) + 1, len(faces)
 
     def face_text(self):
         """"face 1 of 2 at 181,62 87×110" of the edited face, or "" without one."""
         if self.face is None:
             return ""
-        faces = self.faces or [self.face]
-        n = next((i for i, f in enumerate(faces) if f is self.face), 0) + 1
+        n, count = self._face_number()
         x1, y1, x2, y2 = (int(round(v)) for v in self.face.box)
-        return "face %d of %d at %d,%d %d×%d" % (n, len(faces), self.origin[0] + x1,
+        return "face %d of %d at %d,%d %d×%d" % (n, count, self.origin[0] + x1,
                                                 self.origin[1] + y1, x2 - x1, y2 - y1)
 
     def summary(self):
-        parts = ["%d layer%s in group \"%s\"" % (len(self.layers), "" if len(self.layers) == 1 else "s",
-                                               self.group_name)]
+        n = len(self.layers)
+        parts = ["%d layer%s in group \"%s\"" % (n, "" if n == 1 else "s", self.group_name)]
         shown = [l for l in self.layers if l.visible]
         if shown and len(self.layers) > 1:
             parts.append("showing k=%s (%s)" % (format_strength(shown[0].strength),
@@ -598,16 +600,21 @@ def find_faces(model, source, contexts=None):
     bounds = Box.of(source.bounds)
     pixels = source.read(bounds)
     with ctx.job():
-        try:
-            faces, _ = ctx.find_face(pixels, bounds.width, bounds.height, 0, source.fmt,
-                                     pick=False)
-        except cs.InvalidArgumentError as e:
-            if "no face detector" in e.message:
-                raise RequestError("no face detector: choose the Face detector folder "
-                                   "(MTCNN's pnet.pt, rnet.pt, onet.pt), or use the Faces "
-                                   "(FFHQ) model set") from None
-            raise
+        faces, _ = _detect(ctx, pixels, bounds, source.fmt, pick=False)
     return face_choices(faces, source, (bounds.x, bounds.y))
+
+
+def _detect(ctx, pixels, bounds, fmt, selection=None, pick=True):
+    """ctx.find_face on the pixels of ``bounds``; a context without a face detector is a
+    RequestError naming the field that gives one."""
+    try:
+        return ctx.find_face(pixels, bounds.width, bounds.height, 0, fmt, selection, pick)
+    except cs.InvalidArgumentError as e:
+        if "no face detector" in e.message:
+            raise RequestError("no face detector: choose the Face detector folder (MTCNN's "
+                               "pnet.pt, rnet.pt, onet.pt), or use the Faces (FFHQ) model set"
+                               ) from None
+        raise
 
 
 # ───────────────────────────── running ────────────────────────────
@@ -742,14 +749,7 @@ def _find_face(ctx, request, pixels, bounds, selection, fmt):
     if selection is not None:
         s = Box.of(selection).translated(-bounds.x, -bounds.y)
         sel = (s.x, s.y, s.right, s.bottom)
-    try:
-        faces, index = ctx.find_face(pixels, bounds.width, bounds.height, 0, fmt, sel)
-    except cs.InvalidArgumentError as e:
-        if "no face detector" in e.message:
-            raise RequestError("no face detector: choose the Face detector folder (MTCNN's "
-                               "pnet.pt, rnet.pt, onet.pt), or use the Faces (FFHQ) model set"
-                               ) from None
-        raise
+    faces, index = _detect(ctx, pixels, bounds, fmt, sel)
     if request.face is not None:
         if request.face > len(faces):
             raise RequestError("face %d: the picture has %d face%s; choose 1..%d"

@@ -613,11 +613,10 @@ unsafe fn run_optimize(
 
 /// The frame of a loop's picture (its side may be under the generator's) as RGBA8 rows.
 fn preview_image(ctx: &Context, picture: &tch::Tensor) -> Result<(Vec<u8>, u32, u32)> {
-    let (_, _, side, _) = picture.size4()?;
-    let frame = ctx.frame.scaled(ctx.generator.config.size as u32, side as u32);
-    let framed = frame.crop(picture)?;
+    let framed = ctx.to_frame(picture, None)?;
+    let (_, _, h, w) = framed.size4()?;
     let mut pixels = edit::to_rgba8(&framed, PixelFormat::Rgba8)?;
-    Ok((pixels.pop().unwrap_or_default(), frame.width, frame.height))
+    Ok((pixels.pop().unwrap_or_default(), w as u32, h as u32))
 }
 
 /// Learns a shift that moves `latent`'s picture toward `params->prompt`. On success `*out` owns

@@ -329,20 +329,28 @@ def choose_face(config, faces, number):
     return chosen
 
 
-def faces_dialog(faces, parent=None):
-    """A small list of the faces found, each its thumbnail and where it is; a click on one
-    → its number, or None (Cancel)."""
+def _plugin_dialog(title, role, parent=None):
+    """One of the plug-in's own dialogs (GIMP's UI initialised; over ``parent`` when given; its
+    content spaced as all of them are) → (dialog, content area)."""
     gi.require_version("GimpUi", "3.0")
-    gi.require_version("Gtk", "3.0")
-    from gi.repository import GimpUi, Gtk
+    from gi.repository import GimpUi
     GimpUi.init("clipshape")
-    dialog = GimpUi.Dialog(title="CLIPShape: faces in the layer", role="clipshape-faces")
+    dialog = GimpUi.Dialog(title=title, role=role)
     if parent is not None:
         dialog.set_transient_for(parent)
-    dialog.add_button("_Cancel", Gtk.ResponseType.CANCEL)
     area = dialog.get_content_area()
     area.set_spacing(8)
     area.set_border_width(12)
+    return dialog, area
+
+
+def faces_dialog(faces, parent=None):
+    """A small list of the faces found, each its thumbnail and where it is; a click on one
+    → its number, or None (Cancel)."""
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import Gtk
+    dialog, area = _plugin_dialog("CLIPShape: faces in the layer", "clipshape-faces", parent)
+    dialog.add_button("_Cancel", Gtk.ResponseType.CANCEL)
     area.pack_start(Gtk.Label(label="%d face%s found (1 is the most certain): click the one "
                               "to edit." % (len(faces), "" if len(faces) == 1 else "s"),
                               xalign=0), False, False, 0)
@@ -710,19 +718,12 @@ def models_dialog(set_name, models_dir=None, continue_when_done=False, parent=No
     thread (clipshape_logic.ModelDownload), polled from GLib. With ``continue_when_done`` (a run
     found its set missing) the set is fixed and the dialog closes by itself once the set is
     complete. → True when the chosen set is complete as the dialog closes."""
-    gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
-    from gi.repository import GimpUi, Gtk, Pango
-    GimpUi.init("clipshape")
-    dialog = GimpUi.Dialog(title="CLIPShape Models", role="clipshape-models")
-    if parent is not None:
-        dialog.set_transient_for(parent)
+    from gi.repository import Gtk, Pango
+    dialog, area = _plugin_dialog("CLIPShape Models", "clipshape-models", parent)
     add = dialog.add_button("_Use a file I already have…", RESPONSE_ADD)
     close = dialog.add_button("_Close", Gtk.ResponseType.CLOSE)
     download = dialog.add_button("_Download", RESPONSE_DOWNLOAD)
-    area = dialog.get_content_area()
-    area.set_spacing(8)
-    area.set_border_width(12)
     chooser_row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=8)
     chooser_row.pack_start(Gtk.Label(label="Model set:"), False, False, 0)
     sets_combo = Gtk.ComboBoxText()
@@ -970,19 +971,14 @@ class LearningWindow:
     SIDE = 192   # px of the picture: the window stays small on a laptop's screen
 
     def __init__(self):
-        gi.require_version("GimpUi", "3.0")
         gi.require_version("Gtk", "3.0")
-        from gi.repository import GimpUi, Gtk, Pango
-        GimpUi.init("clipshape")
+        from gi.repository import Gtk, Pango
         self.Gtk = Gtk
         self.job = None
         self.pictures = 0
-        self.dialog = GimpUi.Dialog(title="CLIPShape: learning", role="clipshape-learning")
+        self.dialog, area = _plugin_dialog("CLIPShape: learning", "clipshape-learning")
         self.dialog.add_button("_Cancel", Gtk.ResponseType.CANCEL)
         self.dialog.connect("response", self._response)
-        area = self.dialog.get_content_area()
-        area.set_spacing(8)
-        area.set_border_width(12)
         self.image = Gtk.Image()
         self.image.set_size_request(self.SIDE, self.SIDE)
         self.bar = Gtk.ProgressBar(show_text=False)
@@ -1133,21 +1129,16 @@ def strength_dialog(image, group, result, face=None):
     strengths the edit can show, moving a preview in the image live; Keep adds the previewed
     strength as a layer, Close removes the preview. ``face`` (the edited face's FaceChoice)
     is shown beside the text that names it."""
-    gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
-    from gi.repository import GimpUi, Gtk, Pango
-    GimpUi.init("clipshape")
+    from gi.repository import Gtk, Pango
     lo, hi = result.strength_range()
     preview = StrengthPreview(image, group, result)
     shown = [r.strength for r in result.layers if r.visible]
     start = min(hi, max(lo, shown[0] if shown else hi))
-    dialog = GimpUi.Dialog(title="CLIPShape: strength of \"%s\"" % result.group_name,
-                           role="clipshape-strength")
+    dialog, area = _plugin_dialog("CLIPShape: strength of \"%s\"" % result.group_name,
+                                  "clipshape-strength")
     dialog.add_button("_Close", Gtk.ResponseType.CLOSE)
     dialog.add_button("_Keep as a layer", RESPONSE_KEEP)
-    area = dialog.get_content_area()
-    area.set_spacing(8)
-    area.set_border_width(12)
     about = _wrapped_label(Gtk, Pango, 70)
     lines = [result.summary() + "."]
     lines.append(logic.STRENGTH_HELP + ".")
