@@ -410,3 +410,23 @@ def test_result_groups_are_recognised_by_their_layers(logic):
     assert logic.is_result_group(["preview (strength slider)", "k=+1 a face"])
     assert not logic.is_result_group([])
     assert not logic.is_result_group(["k=+3 a face", "my sketch"])
+
+
+def test_a_saved_edit_takes_no_second_prompt(logic, tmp_path):
+    saved = tmp_path / "edit.safetensors"
+    saved.write_bytes(b"")
+    with pytest.raises(logic.RequestError, match="second prompt: a saved edit is applied as it is"):
+        logic.EditRequest.from_values(saved_edit=str(saved), also="big eyes")
+
+
+@needs_models
+def test_subject_region_refuses_what_lies_outside_the_frame(cs, ctx):
+    """A box that covers no pixel of the model's frame has no region to keep the rest around;
+    a bad box is named."""
+    side = ctx.frame_size()[0]
+    x1, y1, x2, y2 = ctx.subject_region((200, 100), box=(50, 25, 150, 75))
+    assert 0 <= x1 < x2 <= side and 0 <= y1 < y2 <= side
+    with pytest.raises(cs.InvalidArgumentError):
+        ctx.subject_region((200, 100), box=(150, 75, 50, 25))     # x2 < x1
+    with pytest.raises(cs.InvalidArgumentError):
+        ctx.subject_region((0, 100), box=None)                    # a photo without pixels
