@@ -11,6 +11,11 @@
  *   - Params structs begin with struct_size: call the *_init function before filling them.
  *     Output structs with a struct_size get it from the caller (sizeof, or 0 = this header's).
  *   - A cs_ctx is used by one thread at a time; cs_cancel() may be called from any thread.
+ *     Latents, shifts, transfers, images and face lists never change once made: several
+ *     threads may read one at once (a slider's cs_transfer_layer beside the UI's calls), and
+ *     its *_free must wait until no call is using it (the host's lock, as the ctypes module's).
+ *   - A failed allocation (a photo too large for the machine) is CS_STATUS_OUT_OF_MEMORY with
+ *     a message naming what was too big; the host process lives on.
  *
  * Usage (compiled and run by tests/header.rs)
  *   cs_context_params p; cs_context_params_init(&p);
@@ -401,12 +406,13 @@ enum cs_status cs_set_log(int32_t level, cs_log_fn callback, void *user);
 enum cs_status cs_context_params_init(struct cs_context_params *params);
 
 // Loads the models named by `params` (a model set, or files). On success `*out` owns a new
-// context, freed with `cs_context_free`; on failure `*out` is untouched. Statuses: OK;
+// context, freed with `cs_context_free`; on failure `*out` is NULL (as for every constructor). Statuses: OK;
 // INVALID_ARGUMENT (NULL, bad field, unknown set); IO (unreadable file); MODEL_FORMAT (not a
 // supported or a corrupt model file, wrong key or shape); MODEL_MISMATCH (files that do not
 // belong together); MODELS_MISSING (a set's files are absent: the message says which, from
 // where, to where); DEVICE; OUT_OF_MEMORY.
-enum cs_status cs_context_create(const struct cs_context_params *params, struct cs_ctx **out);
+enum cs_status cs_context_create(const struct cs_context_params *params,
+                                 struct cs_ctx **out);
 
 // Releases a context and everything it loaded; NULL is accepted. Latents, shifts and images
 // made with it stay valid (they own their data).

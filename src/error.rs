@@ -67,10 +67,12 @@ pub enum Error {
     Internal(String),
 }
 
-/// libtorch appends a C++ backtrace to its messages; users need the first lines only.
+/// libtorch appends a C++ backtrace to its messages (`Exception raised from …`, or `frame #0:
+/// …` lines); users need what comes before it.
 fn torch_message(e: &tch::TchError) -> String {
     let s = e.to_string();
-    s.split("\nException raised from").next().unwrap_or(&s).trim().to_string()
+    let end = ["\nException raised from", "\nframe #"].iter().filter_map(|m| s.find(m)).min().unwrap_or(s.len());
+    s[..end].trim().to_string()
 }
 
 impl From<crate::store::StoreError> for Error {
@@ -87,8 +89,11 @@ impl From<crate::store::StoreError> for Error {
 impl From<tch::TchError> for Error {
     fn from(e: tch::TchError) -> Self {
         let s = torch_message(&e);
-        if s.contains("out of memory") || s.contains("DefaultCPUAllocator: can't allocate") {
-            Error::OutOfMemory(s)
+        if let Some(bytes) = s.split("you tried to allocate ").nth(1).and_then(|t| t.split(' ').next()) {
+            let mb = bytes.parse::<f64>().map(|b| format!(" ({:.0} MB)", b / 1e6)).unwrap_or_default();
+            Error::OutOfMemory(format!("libtorch could not allocate {bytes} bytes{mb}"))
+        } else if s.contains("out of memory") || s.contains("DefaultCPUAllocator: can't allocate") {
+            Error::OutOfMemory(s.lines().next().unwrap_or_default().to_string())
         } else {
             Error::Torch(e)
         }
@@ -106,5 +111,20 @@ impl Error {
 
     pub fn arg(name: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidArgument { name, reason: reason.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #29 item 7: libtorch's allocation failures carry a C++ backtrace; what a host shows
+    /// is one line naming the size.
+    #[test]
+    fn a_failed_allocation_is_one_line_naming_its_size() {
+        let e: Error = tch::Tensor::f_zeros([1i64 << 42], (tch::Kind::Float, tch::Device::Cpu)).unwrap_err().into();
+        let m = e.to_string();
+        assert!(matches!(e, Error::OutOfMemory(_)), "{m}");
+        assert!(!m.contains('\n') && m.len() < 300 && m.contains("17592186044416 bytes"), "{m}");
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! Module map, from the bottom up (a module imports only from those above it in this list):
 //! - [`error`], [`layer`] (the generator's layer names), [`domain`] (frames, encoder inputs),
-//!   [`random`] (seeded numbers), [`io`] (atomic writes), [`memory`], [`device`], [`imageops`].
+//!   [`random`] (seeded numbers), [`io`] (atomic writes), [`memory`] (heap reuse, buffers that
+//!   fail instead of aborting), [`pixels`] (a host's 8-bit pictures), [`device`], [`imageops`].
 //! - [`checkpoint`]: official `.pt` (zip/legacy pickle, TorchScript) and safetensors readers.
 //! - [`nn`], [`ops`]: layers on the strict loader; upfirdn2d, fused leaky ReLU, PixelNorm.
 //! - [`models`]: one file per network, VarStore paths = checkpoint keys.
@@ -33,6 +34,7 @@ pub mod memory;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod pixels;
 pub mod random;
 pub mod store;
 pub mod tokenizer;

@@ -14,6 +14,8 @@
 
 use std::sync::{Mutex, OnceLock};
 
+use crate::error::{Error, Result};
+
 fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var("CLIPSHAPE_HEAP_REUSE").map_or(true, |v| v.trim() != "0"))
@@ -78,6 +80,32 @@ pub fn release_free() {
     }
 }
 
+/// Photo-sized buffers are asked for with these instead of `vec!`: Rust aborts the process
+/// when an allocation fails, and the process may be GIMP or Krita. A failure is
+/// [`Error::OutOfMemory`] naming what was too big, and the host lives on.
+pub fn zeroed<T: Copy + Default>(n: usize, what: impl FnOnce() -> String) -> Result<Vec<T>> {
+    let mut v = with_capacity(n, what)?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
+/// An empty vector with room for `n` elements (see [`zeroed`]).
+pub fn with_capacity<T>(n: usize, what: impl FnOnce() -> String) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| too_big(n.saturating_mul(std::mem::size_of::<T>()), what))?;
+    Ok(v)
+}
+
+/// Whether `bytes` more can be had now: asked for and given back at once, before work whose
+/// buffers are made by code that would abort on a failure (a picture decoder).
+pub fn ensure_available(bytes: usize, what: impl FnOnce() -> String) -> Result<()> {
+    with_capacity::<u8>(bytes, what).map(drop)
+}
+
+fn too_big(bytes: usize, what: impl FnOnce() -> String) -> Error {
+    Error::OutOfMemory(format!("{}: {:.0} MB could not be allocated", what(), bytes as f64 / 1e6))
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn set(mmap_max: i32, trim_threshold: i32) {
     // SAFETY: mallopt takes the allocator's locks; changing these parameters only affects
@@ -104,5 +132,12 @@ mod tests {
         assert!(HeapReuse::active(), "an inner guard's end must not end the outer job's reuse");
         drop(b);
         assert!(!HeapReuse::active());
+    }
+
+    #[test]
+    fn an_impossible_buffer_is_an_error_naming_it() {
+        let e = zeroed::<u8>(usize::MAX / 2, || "the layer of a 9×9 px photo".into()).unwrap_err();
+        assert!(matches!(&e, Error::OutOfMemory(m) if m.contains("the layer of a 9×9 px photo")), "{e}");
+        assert_eq!(zeroed::<u16>(3, String::new).unwrap(), [0, 0, 0]);
     }
 }

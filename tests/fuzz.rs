@@ -155,7 +155,7 @@ proptest! {
         if let Ok(v) = view {
             // A view that validates can be read whole.
             if v.validate().is_ok() {
-                let rgb = survives("rgb8_composited", || v.rgb8_composited());
+                let rgb = survives("rgb8_composited", || v.rgb8_composited()).expect("a valid view converts");
                 prop_assert_eq!(rgb.len(), (width * height * 3) as usize);
             }
         }

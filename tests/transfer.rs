@@ -11,6 +11,7 @@ mod common;
 
 use clipshape::face::flow::{self, FlowParams};
 use clipshape::face::{self, AlphaMode, FaceQuad, FrameMap, PasteParams, Transfer, TransferParams};
+use clipshape::pixels::{ImageView, PixelFormat};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -190,20 +191,30 @@ impl Case {
         (moves, inside)
     }
 
-    fn transfer(&self, side: i64) -> Transfer {
+    fn view(&self) -> ImageView<'_> {
+        ImageView::packed(&self.photo, self.w as u32, self.h as u32, PixelFormat::Rgb8).unwrap()
+    }
+
+    fn transfer_with(&self, side: i64, ks: &[f64], params: &TransferParams) -> Transfer {
         let map = self.map1024.resized(side as usize, side as usize);
-        Transfer::new(
-            &self.photo,
-            self.w,
-            self.h,
-            &map,
-            &as_render(&self.before, side),
-            &as_render(&self.after, side),
-            &[1.0],
-            &TransferParams::default(),
-            &|| false,
-        )
-        .unwrap()
+        let after = as_render(&self.after, side);
+        let before = as_render(&self.before, side);
+        // Strength k of the fixture's field: the flow scaled by k, warped from BEFORE.
+        let afters: Vec<Tensor> = ks
+            .iter()
+            .map(|&k| {
+                if k == 1.0 {
+                    after.shallow_clone()
+                } else {
+                    flow::warp(&before, &self.field.grid(side).f_mul_scalar(k).unwrap()).unwrap()
+                }
+            })
+            .collect();
+        Transfer::new(&self.view(), &map, &before, &Tensor::cat(&afters, 0), ks, params, &|| false).unwrap()
+    }
+
+    fn transfer(&self, side: i64) -> Transfer {
+        self.transfer_with(side, &[1.0], &TransferParams::default())
     }
 }
 
@@ -340,7 +351,15 @@ fn bad_renders_and_strengths_are_named() {
     let b = as_render(&case.before, 64);
     let a = as_render(&case.after, 64);
     let new = |before: &Tensor, after: &Tensor, ks: &[f64], photo: &[u8]| {
-        Transfer::new(photo, case.w, case.h, &map, before, after, ks, &TransferParams::default(), &|| false)
+        // Built by hand: a view's fields are public, so the transfer checks them again.
+        let view = ImageView {
+            data: photo,
+            width: case.w as u32,
+            height: case.h as u32,
+            stride: case.w as u32 * 3,
+            format: PixelFormat::Rgb8,
+        };
+        Transfer::new(&view, &map, before, after, ks, &TransferParams::default(), &|| false)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default()
@@ -351,18 +370,77 @@ fn bad_renders_and_strengths_are_named() {
     assert!(e.contains("2 strengths for 1 renders"), "{e}");
     let e = new(&b, &a, &[f64::NAN], &case.photo);
     assert!(e.contains("not a finite number"), "{e}");
+    // Finite as a 64-bit number, infinite as the 32-bit one the layers use (issue #29 item 15).
+    let e = new(&b, &a, &[1e39], &case.photo);
+    assert!(e.contains("1000000000000000000000000000000000000000 is not a finite number"), "{e}");
     let e = new(&b, &a.copy().fill_(f64::NAN), &[1.0], &case.photo);
     assert!(e.contains("NaN"), "{e}");
     let e = new(&b, &a, &[1.0], &case.photo[..100]);
     assert!(e.contains("`photo`"), "{e}");
     let far = FrameMap::from_box([2000.0, 2000.0, 2100.0, 2100.0], 64, 64).unwrap();
-    let e = Transfer::new(&case.photo, case.w, case.h, &far, &b, &a, &[1.0], &TransferParams::default(), &|| false)
+    let e = Transfer::new(&case.view(), &far, &b, &a, &[1.0], &TransferParams::default(), &|| false)
         .err()
         .unwrap()
         .to_string();
     assert!(e.contains("outside the 512×512 photo"), "{e}");
-    let cancelled =
-        Transfer::new(&case.photo, case.w, case.h, &map, &b, &a, &[1.0], &TransferParams::default(), &|| true).err();
+    let cancelled = Transfer::new(&case.view(), &map, &b, &a, &[1.0], &TransferParams::default(), &|| true).err();
     assert!(matches!(cancelled, Some(clipshape::Error::Cancelled)));
+    let t = Transfer::new(&case.view(), &map, &b, &a, &[1.0], &TransferParams::default(), &|| false).unwrap();
+    let cancelled = t.layer_cancellable(1.0, &|| true).err();
+    assert!(matches!(cancelled, Some(clipshape::Error::Cancelled)), "a layer stops between its tiles");
     let _ = Device::Cpu;
+}
+
+/// Issue #29 item 8: a layer is computed in tiles to bound memory; the pixels must not depend
+/// on the tiles.
+#[test]
+fn tiled_and_whole_layers_are_the_same_bit_for_bit() {
+    let case = Case::fixture("astronaut_bignose");
+    let ks = [-1.0, 0.0, 1.0];
+    let whole = case.transfer_with(SIDE, &ks, &TransferParams { tile_pixels: usize::MAX, ..Default::default() });
+    for tile_pixels in [400, 5000, 77_777] {
+        let tiled = case.transfer_with(SIDE, &ks, &TransferParams { tile_pixels, ..Default::default() });
+        for k in [-1.0, -0.37, 0.5, 1.0] {
+            let (a, b) = (whole.layer(k).unwrap(), tiled.layer(k).unwrap());
+            assert_eq!((a.x, a.y, a.width, a.height), (b.x, b.y, b.width, b.height));
+            let differ = a.rgba.iter().zip(&b.rgba).filter(|(x, y)| x != y).count();
+            assert_eq!(differ, 0, "tiles of {tile_pixels} px at k = {k}: {differ} bytes differ");
+        }
+    }
+    assert!(whole.layer(1.0).unwrap().rgba.chunks_exact(4).any(|p| p[3] == 255), "the layer moves pixels");
+}
+
+/// Issue #29 item 13: a photo with transparency keeps it: no opaque grey over its transparent
+/// pixels, and its opaque pixels move as an opaque photo's do.
+#[test]
+fn a_transparent_photos_layer_keeps_its_transparency() {
+    let case = Case::fixture("astronaut_bignose");
+    let (w, h) = (case.w, case.h);
+    // The photo's left third fully transparent.
+    let mut rgba = Vec::with_capacity(w * h * 4);
+    for (i, p) in case.photo.chunks_exact(3).enumerate() {
+        rgba.extend_from_slice(p);
+        rgba.push(if i % w < w / 3 { 0 } else { 255 });
+    }
+    let map = case.map1024.resized(SIDE as usize, SIDE as usize);
+    let (b, a) = (as_render(&case.before, SIDE), as_render(&case.after, SIDE));
+    let view = ImageView::packed(&rgba, w as u32, h as u32, PixelFormat::Rgba8).unwrap();
+    let with_alpha = Transfer::new(&view, &map, &b, &a, &[1.0], &TransferParams::default(), &|| false).unwrap();
+    let opaque = case.transfer(SIDE);
+    let (la, lo) = (with_alpha.layer(1.0).unwrap(), opaque.layer(1.0).unwrap());
+    let (mut far_inside, mut differ) = (0, 0);
+    for y in 0..la.height {
+        for x in 0..la.width {
+            let (px, i) = (la.x + x, (y * la.width + x) * 4);
+            if px + 8 < w / 3 {
+                assert_eq!(la.rgba[i + 3], 0, "({px}, {}) stays transparent", la.y + y);
+            } else if px > w / 3 + 8 {
+                far_inside += 1;
+                let d = (0..4).map(|c| la.rgba[i + c].abs_diff(lo.rgba[i + c])).max().unwrap();
+                differ += usize::from(d > 1);
+            }
+        }
+    }
+    assert!(far_inside > 1000);
+    assert_eq!(differ, 0, "opaque pixels move as in an opaque photo (within a level)");
 }

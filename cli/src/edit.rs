@@ -12,9 +12,10 @@ use clipshape::edit::optimize::{Method, Progress};
 use clipshape::edit::render::save_png;
 use clipshape::edit::{self, Latent, PixelFormat, Shift};
 
-use crate::files::{check_interrupted, interrupted, Folder, OutputDir};
+use crate::output::{Folder, OutputDir};
 use crate::photo::{PhotoJob, PhotoOptions};
 use crate::sheet::{strength_label, write_contact_sheet, Tile};
+use crate::signals::{check_interrupted, interrupted};
 use crate::{emit, model_context, parse_list, Cli, ClipFiles};
 
 /// Where `edit` and `apply` render, and what.
@@ -170,7 +171,7 @@ fn input_latent(
     match (job, seed) {
         (Some(job), None) => {
             let latent = job.encode(ctx)?;
-            Ok((latent, job.view()?.rgb8_composited(), job.width, job.height))
+            Ok((latent, job.view()?.rgb8_composited()?, job.width, job.height))
         }
         (None, Some(seed)) => {
             let mean = if truncation < 1.0 { Some(ctx.mean_latent()?) } else { None };
@@ -200,7 +201,7 @@ fn write_edit(
         Some(job) if job.paste == Paste::Warp => {
             // Renders at the flow's side only: the photo's own pixels are what the user gets.
             let t = ctx.transfer(&job.view()?, &job.subject, latent, &refs, strengths)?;
-            let layers = strengths.iter().map(|&k| t.transfer.layer(k)).collect::<clipshape::Result<Vec<_>>>()?;
+            let layers = ctx.transfer_layers(&t.transfer, strengths)?;
             let blended =
                 strengths.iter().map(|&k| t.transfer.blended_fraction(k)).collect::<clipshape::Result<Vec<_>>>()?;
             let most = blended.iter().copied().fold(0.0, f64::max);
@@ -277,7 +278,14 @@ pub fn edit(cli: &Cli, args: &EditArgs) -> Result<()> {
         (_, Some(_)) => bail!("with --seed give only the PROMPT (no photo)"),
         _ => bail!("give PHOTO PROMPT, or PROMPT with --seed N"),
     };
-    let (strengths, out) = output.prepare(&photo.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
+    let inputs: Vec<&Path> = photo
+        .iter()
+        .map(PathBuf::as_path)
+        .chain([Path::new(model)].into_iter().filter(|m| m.is_file()))
+        .chain(files.clip.as_deref())
+        .chain(files.vocab.as_deref())
+        .collect();
+    let (strengths, out) = output.prepare(&inputs)?;
     let method = match opts.method.as_str() {
         "shift" => Method::Shift,
         "latent" => Method::Latent,
@@ -355,7 +363,7 @@ pub fn edit(cli: &Cli, args: &EditArgs) -> Result<()> {
         latent.save(&dir.join("latent.safetensors"))?;
         eprintln!(
             "\"{}\" on {}: CLIP similarity {} → {}",
-            shift.meta.get("prompt").map(String::as_str).unwrap_or("?"),
+            crate::text::escaped(shift.meta.get("prompt").map(String::as_str).unwrap_or("?")),
             shift.layer_names(),
             shift.meta.get("clip_sim_before").map(String::as_str).unwrap_or("?"),
             shift.meta.get("clip_sim_after").map(String::as_str).unwrap_or("?")
@@ -400,8 +408,11 @@ pub struct ApplyArgs {
 
 pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
     let ApplyArgs { shift, photo, model, with, seed, truncation, photo_opts, output } = args;
-    let inputs: Vec<&Path> =
-        std::iter::once(shift.as_path()).chain(with.iter().map(PathBuf::as_path)).chain(photo.as_deref()).collect();
+    let inputs: Vec<&Path> = std::iter::once(shift.as_path())
+        .chain(with.iter().map(PathBuf::as_path))
+        .chain(photo.as_deref())
+        .chain(model.as_deref().map(Path::new).filter(|m| m.is_file()))
+        .collect();
     let (strengths, out) = output.prepare(&inputs)?;
     let model = shift_model(model, shift)?;
     let ctx = model_context(cli, &model, &ClipFiles::default(), false, photo.as_ref().map(|_| photo_opts))?;

@@ -1,6 +1,6 @@
 //! The generator's own commands: `info`, `sample`, `render`, `tokenize`, `score`, `encode`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use clap::Args;
@@ -10,7 +10,8 @@ use clipshape::edit::render::{image_file_kind, save_image};
 use clipshape::edit::{self, Latent, PixelFormat, Shift};
 
 use crate::edit::{rgb_of, write_images};
-use crate::files::{load_rgba, OutputDir};
+use crate::files::load_rgba;
+use crate::output::{OutputDir, OutputFiles};
 use crate::{device, emit, generator_context, model_context, parse_list, vocab_path, Cli, ClipFiles};
 
 #[derive(Args, Clone)]
@@ -72,16 +73,21 @@ pub struct SampleArgs {
 pub fn sample(cli: &Cli, args: &SampleArgs) -> Result<()> {
     let SampleArgs { generator, seed, truncation, out, latent_out } = args;
     image_file_kind(out)?;
+    let mut outputs = vec![("--out", out.as_path())];
+    outputs.extend(latent_out.as_deref().map(|l| ("--latent-out", l)));
+    let files = OutputFiles::prepare(&outputs, &[("GENERATOR", generator.as_path())])?;
     let ctx = generator_context(cli, generator)?;
     let mean = if *truncation < 1.0 { Some(ctx.mean_latent()?) } else { None };
     let latent = Latent::from_seed(&ctx.generator, *seed as i64, *truncation, mean)?;
-    let images = edit::render(&ctx.generator, &latent, &[], &[0.0], 1)?;
+    let images = ctx.render(&latent, &[], &[0.0], 1)?;
     let (_, _, h, w) = images.size4()?;
-    save_image(out, &rgb_of(&images)?[0], w as u32, h as u32, PixelFormat::Rgb8)?;
-    if let Some(p) = latent_out {
-        latent.save(p)?;
+    save_image(files.path(0), &rgb_of(&images)?[0], w as u32, h as u32, PixelFormat::Rgb8)?;
+    if latent_out.is_some() {
+        latent.save(files.path(1))?;
     }
-    emit(&format!("{}\n", out.display()));
+    for p in files.commit()? {
+        emit(&format!("{}\n", p.display()));
+    }
     Ok(())
 }
 
@@ -162,7 +168,7 @@ pub fn score(cli: &Cli, args: &ScoreArgs) -> Result<()> {
     let z: f64 = e.iter().sum();
     let mut text = String::new();
     for ((c, p), t) in cos.iter().zip(&e).zip(texts) {
-        text += &format!("{c:.6}\t{:.4}\t{t}\n", p / z);
+        text += &format!("{c:.6}\t{:.4}\t{}\n", p / z, crate::text::escaped(t));
     }
     emit(&text);
     Ok(())
@@ -181,19 +187,26 @@ pub struct EncodeArgs {
 
 pub fn encode(cli: &Cli, args: &EncodeArgs) -> Result<()> {
     let EncodeArgs { model, image, out, recon } = args;
+    let mut outputs = vec![("--out", out.as_path())];
     if let Some(r) = recon {
         image_file_kind(r)?;
+        outputs.push(("--recon", r.as_path()));
     }
+    let model_file = Path::new(model);
+    let mut inputs = vec![("photo", image.as_path())];
+    inputs.extend(model_file.is_file().then_some(("MODEL", model_file)));
+    let files = OutputFiles::prepare(&outputs, &inputs)?;
     let ctx = model_context(cli, model, &ClipFiles::default(), false, None)?;
     let (rgba, w, h) = load_rgba(image)?;
-    let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
+    let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8).with_context(|| image.display().to_string())?;
     let latent = ctx.encode(&view)?;
-    latent.save(out)?;
-    emit(&format!("{}\n", out.display()));
-    if let Some(r) = recon {
-        let img = ctx.to_frame(&edit::render(&ctx.generator, &latent, &[], &[0.0], 1)?, Some((w, h)))?;
-        save_image(r, &rgb_of(&img)?[0], w, h, PixelFormat::Rgb8)?;
-        emit(&format!("{}\n", r.display()));
+    latent.save(files.path(0))?;
+    if recon.is_some() {
+        let img = ctx.to_frame(&ctx.render(&latent, &[], &[0.0], 1)?, Some((w, h)))?;
+        save_image(files.path(1), &rgb_of(&img)?[0], w, h, PixelFormat::Rgb8)?;
+    }
+    for p in files.commit()? {
+        emit(&format!("{}\n", p.display()));
     }
     Ok(())
 }

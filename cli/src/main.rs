@@ -8,8 +8,11 @@ mod eval;
 mod files;
 mod generator;
 mod models;
+mod output;
 mod photo;
 mod sheet;
+mod signals;
+mod text;
 
 use std::path::{Path, PathBuf};
 
@@ -103,7 +106,9 @@ fn parse_list(s: &str, what: &str) -> Result<Vec<f64>> {
         .split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|p| match p.trim().parse::<f64>() {
-            Ok(v) if v.is_finite() => Ok(v),
+            // Every list reaches the library as 32-bit floats, where 1e39 is infinite.
+            Ok(v) if v.is_finite() && (v as f32).is_finite() => Ok(v),
+            Ok(v) if v.is_finite() => bail!("{what}: `{p}` is too large (32-bit floats end at ±3.4e38)"),
             _ => bail!("{what}: `{p}` is not a finite number"),
         })
         .collect::<Result<Vec<_>>>()?;
@@ -133,7 +138,7 @@ fn device(cli: &Cli) -> Result<DeviceRequest> {
 fn generator_context(cli: &Cli, generator: &Path) -> Result<Context> {
     let params = ContextParams { device: device(cli)?, threads: cli.threads, ..ContextParams::new(generator) };
     let ctx = Context::new(&params)?;
-    files::cancel_context_on_interrupt(&ctx);
+    signals::cancel_context(&ctx);
     Ok(ctx)
 }
 
@@ -197,7 +202,7 @@ fn model_context(
     params.device = device(cli)?;
     params.threads = cli.threads;
     let ctx = Context::new(&params)?;
-    files::cancel_context_on_interrupt(&ctx);
+    signals::cancel_context(&ctx);
     Ok(ctx)
 }
 
@@ -225,11 +230,11 @@ fn run(cli: &Cli) -> Result<()> {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("CLIPSHAPE_LOG", "warn")).init();
     let cli = Cli::parse();
-    files::cancel_on_interrupt();
+    signals::install();
     if let Err(e) = run(&cli) {
         let cancelled = matches!(e.downcast_ref::<clipshape::Error>(), Some(clipshape::Error::Cancelled));
-        if cancelled || files::interrupted() {
-            files::remove_in_flight();
+        if cancelled || signals::interrupted() {
+            signals::remove_in_flight();
             eprintln!("cancelled");
             std::process::exit(130);
         }
@@ -238,8 +243,9 @@ fn main() {
     }
 }
 
-/// The error and its causes, each said once: the library's messages already include their
-/// source's text, which anyhow's `{:#}` would repeat.
+/// The error and its causes, each said once (the library's messages already include their
+/// source's text, which anyhow's `{:#}` would repeat), with any control characters a prompt
+/// or a file name brought shown as escapes.
 fn report(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
@@ -252,5 +258,5 @@ fn report(e: &anyhow::Error) -> String {
         }
         out += &m;
     }
-    out
+    text::escaped(&out)
 }

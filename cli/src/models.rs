@@ -197,7 +197,7 @@ pub fn run_cli_with(
         }
         ModelsCommand::Add { set, file, link } => {
             let r = store
-                .add(&set, None, &file, link)
+                .add(&set, None, &file, link, progress)
                 .with_context(|| format!("adding {} to set {set}", file.display()))?;
             writeln!(
                 out,
@@ -256,6 +256,9 @@ impl Progress for TerminalProgress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+    }
+    fn cancelled(&self) -> bool {
+        crate::signals::interrupted()
     }
     fn note(&mut self, message: &str) {
         match &self.bar {

@@ -14,7 +14,8 @@ use clipshape::edit::{Latent, PixelFormat};
 use clipshape::face::{self, Face, FaceQuad, Layer, Mtcnn};
 use clipshape::store::ModelStore;
 
-use crate::files::{load_rgba, Folder};
+use crate::files::load_rgba;
+use crate::output::{Folder, OutputFiles};
 use crate::{device, emit};
 
 #[derive(Args, Clone, Debug)]
@@ -118,7 +119,8 @@ pub struct PhotoJob {
 
 impl PhotoJob {
     pub fn view(&self) -> Result<ImageView<'_>> {
-        Ok(ImageView::packed(&self.rgba, self.width, self.height, PixelFormat::Rgba8)?)
+        ImageView::packed(&self.rgba, self.width, self.height, PixelFormat::Rgba8)
+            .with_context(|| self.path.display().to_string())
     }
 
     /// Reads the photo and decides the subject (finding the face when aligning).
@@ -132,7 +134,8 @@ impl PhotoJob {
             "none" => false,
             other => bail!("--align: `{other}` is not auto, face or none"),
         };
-        let view = ImageView::packed(&rgba, width, height, PixelFormat::Rgba8)?;
+        let view =
+            ImageView::packed(&rgba, width, height, PixelFormat::Rgba8).with_context(|| path.display().to_string())?;
         let (subject, faces) = opts.subject.choose(path, width, height, align_face, || {
             if ctx.detector.is_none() {
                 bail!(
@@ -158,20 +161,12 @@ impl PhotoJob {
 
     /// [`PhotoJob::write`] of layers already made (a transfer's).
     pub fn write_layers(&self, layers: &[Layer], out: &Folder) -> Result<()> {
-        let (w, h) = (self.width as usize, self.height as usize);
-        // A photo with transparency keeps it: its composites are RGBA with its own alpha.
-        let alpha = self.rgba.chunks_exact(4).any(|p| p[3] != 255);
-        let rgb = self.view()?.rgb8_composited();
         for (i, layer) in layers.iter().enumerate() {
-            let path = out.join(&format!("{i:02}.png"));
-            if alpha {
-                let composite = face::composite_rgba(&self.rgba, w, h, layer)?;
-                save_png(&path, &composite, self.width, self.height, PixelFormat::Rgba8)?;
-            } else {
-                let composite = face::composite(&rgb, w, h, layer)?;
-                save_png(&path, &composite, self.width, self.height, PixelFormat::Rgb8)?;
-            }
-            let canvas = layer_on_canvas(layer, self.width, self.height);
+            crate::signals::check_interrupted()?;
+            // A photo with transparency keeps it: its composites are RGBA with its own alpha.
+            write_composite(&out.join(&format!("{i:02}.png")), &self.rgba, self.width, self.height, layer)?;
+            crate::signals::check_interrupted()?;
+            let canvas = layer_on_canvas(layer, self.width, self.height)?;
             save_png(&out.join(&format!("layer-{i:02}.png")), &canvas, self.width, self.height, PixelFormat::Rgba8)?;
         }
         if let Some((faces, i)) = &self.faces {
@@ -196,13 +191,26 @@ pub fn face_json(f: &Face) -> Result<serde_json::Value> {
     }))
 }
 
-/// `clipshape faces PHOTO`: every face, by descending score.
-pub fn faces_command(photo: &Path, mtcnn: Option<&Path>, json: bool, device: tch::Device) -> Result<String> {
+/// MTCNN on a photo, stopped by Ctrl-C between its stages.
+fn detect(photo: &Path, mtcnn: Option<&Path>, rgb: &[u8], w: u32, h: u32, device: tch::Device) -> Result<Vec<Face>> {
     let [p, r, o] = detector_files(mtcnn)?;
     let detector = Mtcnn::load(&p, &r, &o, device)?;
+    let faces = detector.detect_cancellable(rgb, w as usize, h as usize, &crate::signals::interrupted);
+    faces.with_context(|| format!("finding the faces in {}", photo.display()))
+}
+
+/// A photo read for `faces`, `align` and `transfer`: RGBA8 and its RGB over mid-grey.
+fn read_photo(photo: &Path) -> Result<(Vec<u8>, Vec<u8>, u32, u32)> {
     let (rgba, w, h) = load_rgba(photo)?;
-    let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
-    let faces = detector.detect(&view.rgb8_composited(), w as usize, h as usize)?;
+    let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8).with_context(|| photo.display().to_string())?;
+    let rgb = view.rgb8_composited()?;
+    Ok((rgba, rgb, w, h))
+}
+
+/// `clipshape faces PHOTO`: every face, by descending score.
+pub fn faces_command(photo: &Path, mtcnn: Option<&Path>, json: bool, device: tch::Device) -> Result<String> {
+    let (_, rgb, w, h) = read_photo(photo)?;
+    let faces = detect(photo, mtcnn, &rgb, w, h, device)?;
     if json {
         let list = faces.iter().map(face_json).collect::<Result<Vec<_>>>()?;
         return Ok(format!("{}\n", serde_json::Value::Array(list)));
@@ -223,78 +231,75 @@ pub fn faces_command(photo: &Path, mtcnn: Option<&Path>, json: bool, device: tch
 }
 
 /// `clipshape align PHOTO --out a.png`: the FFHQ-aligned crop of one face.
-pub fn align_command(
-    photo: &Path,
-    mtcnn: Option<&Path>,
-    face_index: Option<usize>,
-    select: Option<&str>,
-    size: usize,
-    out: &Path,
-    device: tch::Device,
-) -> Result<()> {
-    if !(16..=face::align::MAX_OUTPUT).contains(&size) {
-        bail!("--size {size}: expected 16..={}", face::align::MAX_OUTPUT);
+pub fn align_command(a: &AlignArgs, device: tch::Device) -> Result<Vec<PathBuf>> {
+    if !(16..=face::align::MAX_OUTPUT).contains(&a.size) {
+        bail!("--size {}: expected 16..={}", a.size, face::align::MAX_OUTPUT);
     }
-    let [p, r, o] = detector_files(mtcnn)?;
-    let detector = Mtcnn::load(&p, &r, &o, device)?;
-    let (rgba, w, h) = load_rgba(photo)?;
-    let rgb = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?.rgb8_composited();
-    let faces = detector.detect(&rgb, w as usize, h as usize)?;
-    let selection = select.map(parse_selection).transpose()?;
-    let i = face::pick_face(&faces, selection, face_index, &photo.display().to_string())?;
+    image_file_kind(&a.out)?;
+    let out = OutputFiles::prepare(&[("--out", &a.out)], &[("photo", &a.photo)])?;
+    let (_, rgb, w, h) = read_photo(&a.photo)?;
+    let faces = detect(&a.photo, a.mtcnn.as_deref(), &rgb, w, h, device)?;
+    let selection = a.select.as_deref().map(parse_selection).transpose()?;
+    let i = face::pick_face(&faces, selection, a.face, &a.photo.display().to_string())?;
     let quad = FaceQuad::from_landmarks(&faces[i].landmarks)?;
-    let aligned = face::align(&rgb, w as usize, h as usize, &quad, size)?;
-    clipshape::edit::render::save_image(out, &aligned, size as u32, size as u32, PixelFormat::Rgb8)?;
-    Ok(())
+    let aligned = face::align(&rgb, w as usize, h as usize, &quad, a.size)?;
+    crate::signals::check_interrupted()?;
+    save_image(out.path(0), &aligned, a.size as u32, a.size as u32, PixelFormat::Rgb8)?;
+    out.commit()
+}
+
+/// BEFORE or AFTER of a transfer as the flow sees them: (1, 3, h, w) in [-1, 1], resized
+/// (antialiased, in 8 bits) to at most the side edits render at before anything else is made
+/// of them, so a huge pair costs one decoded picture at a time. Returns the picture's own size
+/// too.
+fn transfer_frame(path: &Path, device: tch::Device) -> Result<(tch::Tensor, u32, u32)> {
+    let (px, w, h) = load_rgba(path)?;
+    let side = clipshape::context::photo::FLOW_SIDE as f64;
+    let scale = (side / w.max(h) as f64).min(1.0);
+    let (fw, fh) = (((w as f64 * scale).round() as u32).max(8), ((h as f64 * scale).round() as u32).max(8));
+    let img = image::RgbaImage::from_raw(w, h, px).context("picture buffer")?;
+    let img = if (fw, fh) == (w, h) {
+        img
+    } else {
+        image::imageops::resize(&img, fw, fh, image::imageops::FilterType::Triangle)
+    };
+    let rgb = ImageView::packed(img.as_raw(), fw, fh, PixelFormat::Rgba8)
+        .with_context(|| path.display().to_string())?
+        .rgb8_composited()?;
+    let t = tch::Tensor::f_from_slice(&rgb)?
+        .f_view([1, fh as i64, fw as i64, 3])?
+        .f_permute([0, 3, 1, 2])?
+        .f_to_kind(tch::Kind::Float)?
+        .f_to_device(device)?;
+    Ok((t / 127.5 - 1.0, w, h))
 }
 
 /// `clipshape transfer PHOTO BEFORE AFTER --out OUT.png`: the photo's own pixels moved by the
-/// displacement from BEFORE to AFTER. Everything is checked and computed before anything is
-/// written, and no input is ever written over.
+/// displacement from BEFORE to AFTER. Every output is checked before the work and all are
+/// swapped in together at the end; no input is ever written over.
 pub fn transfer_command(a: &TransferArgs, device: tch::Device) -> Result<Vec<PathBuf>> {
-    let mut outputs = vec![a.out.as_path()];
-    outputs.extend(a.layer_out.as_deref());
+    let mut outputs = vec![("--out", a.out.as_path())];
+    image_file_kind(&a.out)?;
     if let Some(l) = &a.layer_out {
         if image_file_kind(l)? != ImageFileKind::Png {
             bail!("--layer-out {}: a layer has transparency: name a .png file", l.display());
         }
+        outputs.push(("--layer-out", l.as_path()));
     }
-    for o in &outputs {
-        image_file_kind(o)?;
-        for input in [&a.photo, &a.before, &a.after] {
-            if same_file(o, input) {
-                bail!("{} is an input of this command: choose another output", o.display());
-            }
-        }
-    }
-    if a.layer_out.as_ref().is_some_and(|l| same_file(l, &a.out)) {
-        bail!("--layer-out and --out name the same file");
-    }
-    let (rgba, w, h) = load_rgba(&a.photo)?;
-    let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
-    view.validate()?;
-    let rgb = view.rgb8_composited();
+    let inputs = [("PHOTO", a.photo.as_path()), ("BEFORE", a.before.as_path()), ("AFTER", a.after.as_path())];
+    let out = OutputFiles::prepare(&outputs, &inputs)?;
     let align_face = match a.align.as_str() {
         "face" => true,
         "none" => false,
         other => bail!("--align: `{other}` is not face or none"),
     };
-    let (subject, _) = a.subject.choose(&a.photo, w, h, align_face, || {
-        let [p, r, o] = detector_files(a.subject.mtcnn.as_deref())?;
-        Ok(Mtcnn::load(&p, &r, &o, device)?.detect(&rgb, w as usize, h as usize)?)
-    })?;
-    let frame = |path: &Path| -> Result<(tch::Tensor, u32, u32)> {
-        let (px, fw, fh) = load_rgba(path)?;
-        let rgb = ImageView::packed(&px, fw, fh, PixelFormat::Rgba8)?.rgb8_composited();
-        let t = tch::Tensor::from_slice(&rgb)
-            .view([1, fh as i64, fw as i64, 3])
-            .permute([0, 3, 1, 2])
-            .to_kind(tch::Kind::Float)
-            .to_device(device);
-        Ok((t / 127.5 - 1.0, fw, fh))
-    };
-    let (before, bw, bh) = frame(&a.before)?;
-    let (after, aw, ah) = frame(&a.after)?;
+    let (rgba, rgb, w, h) = read_photo(&a.photo)?;
+    let (subject, _) = a
+        .subject
+        .choose(&a.photo, w, h, align_face, || detect(&a.photo, a.subject.mtcnn.as_deref(), &rgb, w, h, device))?;
+    drop(rgb);
+    let (before, bw, bh) = transfer_frame(&a.before, device)?;
+    let (after, aw, ah) = transfer_frame(&a.after, device)?;
     if (aw, ah) != (bw, bh) {
         bail!(
             "{} is {aw}×{ah} and {} is {bw}×{bh}: they must be the same frame",
@@ -305,49 +310,40 @@ pub fn transfer_command(a: &TransferArgs, device: tch::Device) -> Result<Vec<Pat
     if matches!(subject, Subject::Face { .. }) && bw != bh {
         bail!("{} is {bw}×{bh}: a face's frame is its FFHQ-aligned square", a.before.display());
     }
-    // The flow needs no more than the side edits render at (flows of smooth edits are smooth).
-    let side = clipshape::context::photo::FLOW_SIDE as f64;
-    let scale = (side / bw.max(bh) as f64).min(1.0);
-    let (fw, fh) = (((bw as f64 * scale).round() as i64).max(8), ((bh as f64 * scale).round() as i64).max(8));
-    let fit = |t: tch::Tensor| -> Result<tch::Tensor> {
-        Ok(if (fw, fh) == (bw as i64, bh as i64) {
-            t
-        } else {
-            t.f_internal_upsample_bilinear2d_aa([fh, fw], false, None, None)?
-        })
-    };
+    let (_, _, fh, fw) = before.size4()?;
     let map = subject.frame_map(fw as usize, fh as usize)?;
-    let transfer = clipshape::face::Transfer::new(
-        &rgb,
-        w as usize,
-        h as usize,
-        &map,
-        &fit(before)?,
-        &fit(after)?,
-        &[1.0],
-        &clipshape::face::TransferParams::default(),
-        &|| false,
-    )?;
-    let layer = transfer.layer(1.0)?;
+    let view = ImageView::packed(&rgba, w, h, PixelFormat::Rgba8)?;
+    let interrupted = crate::signals::interrupted;
+    let params = clipshape::face::TransferParams::default();
+    let transfer = clipshape::face::Transfer::new(&view, &map, &before, &after, &[1.0], &params, &interrupted)?;
+    let layer = transfer.layer_cancellable(1.0, &interrupted)?;
     eprintln!(
         "moved the photo's own pixels; the edited frame was blended in where the displacement could not explain it: {:.1} % of the {}",
         100.0 * transfer.blended_fraction(1.0)?,
         if matches!(subject, Subject::Face { .. }) { "face's square" } else { "selection" }
     );
-    let composite = face::composite(&rgb, w as usize, h as usize, &layer)?;
-    save_image(&a.out, &composite, w, h, PixelFormat::Rgb8)?;
-    if let Some(l) = &a.layer_out {
-        save_png(l, &layer_on_canvas(&layer, w, h), w, h, PixelFormat::Rgba8)?;
+    drop(transfer);
+    crate::signals::check_interrupted()?;
+    write_composite(out.path(0), &rgba, w, h, &layer)?;
+    if a.layer_out.is_some() {
+        crate::signals::check_interrupted()?;
+        save_png(out.path(1), &layer_on_canvas(&layer, w, h)?, w, h, PixelFormat::Rgba8)?;
     }
-    Ok(outputs.into_iter().map(Path::to_path_buf).collect())
+    out.commit()
 }
 
-/// Whether two paths name one file (the second may not exist yet: then they differ).
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
+/// The photo with `layer` over it at `path`: RGBA when the photo has transparency and the file
+/// can hold it (its own alpha kept, as `edit`'s composites), else RGB.
+fn write_composite(path: &Path, rgba: &[u8], w: u32, h: u32, layer: &Layer) -> Result<()> {
+    let view = ImageView::packed(rgba, w, h, PixelFormat::Rgba8)?;
+    if !view.is_opaque() && image_file_kind(path)? == ImageFileKind::Png {
+        let composite = face::composite_rgba(rgba, w as usize, h as usize, layer)?;
+        save_png(path, &composite, w, h, PixelFormat::Rgba8)?;
+    } else {
+        let composite = face::composite(&view.rgb8_composited()?, w as usize, h as usize, layer)?;
+        save_image(path, &composite, w, h, PixelFormat::Rgb8)?;
     }
+    Ok(())
 }
 
 #[derive(Args, Clone)]
@@ -386,11 +382,9 @@ pub struct AlignArgs {
 }
 
 pub fn align(cli: &crate::Cli, args: &AlignArgs) -> Result<()> {
-    let AlignArgs { photo, face, select, size, mtcnn, out } = args;
-    image_file_kind(out)?;
-    let dev = device(cli)?.resolve()?;
-    align_command(photo, mtcnn.as_deref(), *face, select.as_deref(), *size, out, dev)?;
-    emit(&format!("{}\n", out.display()));
+    for p in align_command(args, device(cli)?.resolve()?)? {
+        emit(&format!("{}\n", p.display()));
+    }
     Ok(())
 }
 

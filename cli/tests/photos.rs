@@ -333,7 +333,7 @@ fn transfer_refuses_bad_input_and_writes_nothing() {
         (vec![p(&grey), b, a, "--mtcnn", m, "--out", o], "no face found in"),
         (vec![ph, b, a, "--mtcnn", m, "--face", "3", "--out", o], "face 3 requested"),
         (vec![ph, b, a, "--align", "none", "--select", "600,600,700,700", "--out", o], "does not overlap"),
-        (vec![ph, b, a, "--mtcnn", m, "--out", ph], "is an input of this command"),
+        (vec![ph, b, a, "--mtcnn", m, "--out", ph], "is the PHOTO"),
         (vec![ph, b, a, "--mtcnn", m, "--out", o, "--layer-out", p(&layer_jpg)], "name a .png file"),
         (vec![ph, b, a, "--align", "sideways", "--out", o], "--align"),
     ];

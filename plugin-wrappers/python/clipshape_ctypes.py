@@ -26,6 +26,7 @@ this file, then the system loader (``LD_LIBRARY_PATH``, ldconfig).
     ctx.close()
 """
 
+import contextlib
 import ctypes
 import math
 import numbers
@@ -818,13 +819,18 @@ def _pictures(images_ptr):
 # ───────────────────────────── handles ───────────────────────────
 
 class _Handle:
-    """Owns one library object; close() (or the with-block, or garbage collection) frees it."""
+    """Owns one library object; close() (or the with-block, or garbage collection) frees it.
+
+    Latents, shifts and transfers are read-only once made, so several threads may use one at
+    once (a strength slider's thread and the UI's); ``close`` waits until no call of this
+    module is using it (its lock), so a Close button never frees what a slider reads."""
 
     _free_name = None
 
     def __init__(self, ptr):
         self._ptr = ptr
         self._lib = load_library()
+        self._lock = threading.RLock()
 
     @property
     def ptr(self):
@@ -837,9 +843,13 @@ class _Handle:
         return not self._ptr
 
     def close(self):
-        ptr, self._ptr = getattr(self, "_ptr", None), None
-        if ptr:
-            getattr(self._lib, self._free_name)(ptr)
+        lock = getattr(self, "_lock", None)
+        if lock is None:  # __init__ never ran
+            return
+        with lock:
+            ptr, self._ptr = getattr(self, "_ptr", None), None
+            if ptr:
+                getattr(self._lib, self._free_name)(ptr)
 
     def __enter__(self):
         return self
@@ -854,23 +864,36 @@ class _Handle:
             pass
 
 
+@contextlib.contextmanager
+def _holding(*handles):
+    """Holds the locks of ``handles`` (in one order, so two threads cannot deadlock) while a
+    call uses their pointers: none of them is freed meanwhile."""
+    with contextlib.ExitStack() as stack:
+        for h in sorted({id(h): h for h in handles}.values(), key=id):
+            stack.enter_context(h._lock)
+        yield
+
+
 class _Floats(_Handle):
     """A handle over floats with `<prefix>_len`, `_to_floats`, `_save` and `_free` in the ABI."""
 
     _prefix = None
 
     def __len__(self):
-        return getattr(self._lib, self._prefix + "_len")(self.ptr)
+        with self._lock:
+            return getattr(self._lib, self._prefix + "_len")(self.ptr)
 
     def to_floats(self):
-        n = len(self)
-        buf = (c_float * n)()
-        _call(getattr(self._lib, self._prefix + "_to_floats"), self.ptr, buf, n)
-        return list(buf)
+        with self._lock:
+            n = len(self)
+            buf = (c_float * n)()
+            _call(getattr(self._lib, self._prefix + "_to_floats"), self.ptr, buf, n)
+            return list(buf)
 
     def save(self, path):
         """Writes safetensors atomically (a temporary file renamed)."""
-        _call(getattr(self._lib, self._prefix + "_save"), self.ptr, _cstr(path, "path"))
+        with self._lock:
+            _call(getattr(self._lib, self._prefix + "_save"), self.ptr, _cstr(path, "path"))
 
 
 class Latent(_Floats):
@@ -894,14 +917,16 @@ class Shift(_Floats):
 
     @property
     def layer(self):
-        raw = self._lib.cs_shift_layer(self.ptr)
-        return raw.decode("utf-8", "replace") if raw else None
+        with self._lock:
+            raw = self._lib.cs_shift_layer(self.ptr)
+            return raw.decode("utf-8", "replace") if raw else None
 
     def meta(self, key, default=None):
         """A metadata value (`prompt`, `layer`, `clip_sim_before`, `clip_sim_after`, `lambda2`,
         `model`, …) as a string, or ``default`` when absent."""
-        raw = self._lib.cs_shift_get_meta(self.ptr, _cstr(key, "key"))
-        return raw.decode("utf-8", "replace") if raw is not None else default
+        with self._lock:
+            raw = self._lib.cs_shift_get_meta(self.ptr, _cstr(key, "key"))
+            return raw.decode("utf-8", "replace") if raw is not None else default
 
     @classmethod
     def load(cls, ctx, path):
@@ -1239,7 +1264,7 @@ class Context(_Handle):
         keep.append(p.prompt)
         boxes = self._callbacks(p, progress, preview, preview_every)
         out = POINTER(cs_shift)()
-        with self._op_lock:
+        with self._op_lock, _holding(latent):
             self._begin_op()
             try:
                 _call(self._lib.cs_optimize, self.ptr, latent.ptr, ctypes.byref(p),
@@ -1267,12 +1292,12 @@ class Context(_Handle):
         keep = []
         p = self._optimize_params(keep, **kw)
         boxes = self._callbacks(p, progress, preview, preview_every)
-        lat = (POINTER(cs_latent) * len(latents))(*[l.ptr for l in latents])
         raw = [_cstr(t, "prompt") for t in prompts]
         txt = (c_char_p * len(raw))(*raw)
         n_out = max(len(latents), len(prompts))
         out = (POINTER(cs_shift) * n_out)()
-        with self._op_lock:
+        with self._op_lock, _holding(*latents):
+            lat = (POINTER(cs_latent) * len(latents))(*[l.ptr for l in latents])
             self._begin_op()
             try:
                 _call(self._lib.cs_optimize_batch, self.ptr, lat, len(latents), txt, len(raw),
@@ -1286,14 +1311,15 @@ class Context(_Handle):
     def render_pictures(self, latent, shifts, strengths, fmt="RGBA8", target=None, max_batch=0):
         """Renders ``latent`` once per strength with ``shifts`` [(Shift, weight)] → [Picture].
         ``target`` (w, h) resizes the domain's frame there; None = the frame itself."""
-        p, keep = self._render_params(shifts, strengths, fmt, max_batch)
-        if target is not None:
-            p.target_width = _int(target[0], "target width", 0, UINT32[1])
-            p.target_height = _int(target[1], "target height", 0, UINT32[1])
-            if p.target_width <= 0 or p.target_height <= 0:
-                raise InvalidArgumentError("target size %r has no pixels" % (tuple(target),))
+        shifts = list(shifts)
         out = POINTER(cs_images)()
-        with self._op_lock:
+        with self._op_lock, _holding(latent, *[s for s, _ in shifts]):
+            p, keep = self._render_params(shifts, strengths, fmt, max_batch)
+            if target is not None:
+                p.target_width = _int(target[0], "target width", 0, UINT32[1])
+                p.target_height = _int(target[1], "target height", 0, UINT32[1])
+                if p.target_width <= 0 or p.target_height <= 0:
+                    raise InvalidArgumentError("target size %r has no pixels" % (tuple(target),))
             self._begin_op()
             _call(self._lib.cs_render, self.ptr, latent.ptr, ctypes.byref(p), ctypes.byref(out))
         del keep
@@ -1403,10 +1429,11 @@ class Context(_Handle):
         x2, y2: what was encoded; None = the whole photo) says where the picture sits. The
         default ``mode`` "warp" moves the photo's own pixels: ``photo`` holds them (``fmt``,
         ``stride`` as for encode; ``photo_size`` its width and height)."""
-        r, keep = self._render_params(shifts, strengths, fmt, max_batch)
+        shifts = list(shifts)
         p, keep_p = self._paste_params(mode, photo_size, face, box, photo, fmt, stride)
         out = POINTER(cs_images)()
-        with self._op_lock:
+        with self._op_lock, _holding(latent, *[s for s, _ in shifts]):
+            r, keep = self._render_params(shifts, strengths, fmt, max_batch)
             self._begin_op()
             _call(self._lib.cs_render_layers, self.ptr, latent.ptr, ctypes.byref(r),
                   ctypes.byref(p), ctypes.byref(out))
@@ -1418,10 +1445,11 @@ class Context(_Handle):
         """The edit's displacement on the photo → Transfer, whose ``layer(k)`` gives the photo's
         own pixels moved to any strength between the rendered ones (a strength slider).
         Arguments as render_layers'."""
-        r, keep = self._render_params(shifts, strengths, fmt, 0)
+        shifts = list(shifts)
         p, keep_p = self._paste_params("warp", photo_size, face, box, photo, fmt, stride)
         out = POINTER(cs_transfer)()
-        with self._op_lock:
+        with self._op_lock, _holding(latent, *[s for s, _ in shifts]):
+            r, keep = self._render_params(shifts, strengths, fmt, 0)
             self._begin_op()
             _call(self._lib.cs_transfer_create, self.ptr, latent.ptr, ctypes.byref(r),
                   ctypes.byref(p), ctypes.byref(out))
@@ -1476,7 +1504,8 @@ class Transfer(_Handle):
     def range(self):
         """(lowest, highest) strength ``layer`` takes; 0 lies between."""
         lo, hi = c_float(), c_float()
-        _call(self._lib.cs_transfer_get_range, self.ptr, ctypes.byref(lo), ctypes.byref(hi))
+        with self._lock:
+            _call(self._lib.cs_transfer_get_range, self.ptr, ctypes.byref(lo), ctypes.byref(hi))
         return lo.value, hi.value
 
     def layer(self, strength, fmt=None):
@@ -1486,13 +1515,15 @@ class Transfer(_Handle):
         if math.isnan(k) or math.isinf(k):
             raise InvalidArgumentError("strength must be a finite number")
         out = POINTER(cs_images)()
-        _call(self._lib.cs_transfer_layer, self.ptr, k, _format_code(fmt or self.fmt), ctypes.byref(out))
+        with self._lock:
+            _call(self._lib.cs_transfer_layer, self.ptr, k, _format_code(fmt or self.fmt), ctypes.byref(out))
         return _pictures(out)[0]
 
     def blended(self, strength):
         """The fraction of the region where the render had to be blended in at ``strength``."""
         out = c_float()
-        _call(self._lib.cs_transfer_get_blended, self.ptr, float(strength), ctypes.byref(out))
+        with self._lock:
+            _call(self._lib.cs_transfer_get_blended, self.ptr, float(strength), ctypes.byref(out))
         return out.value
 
 

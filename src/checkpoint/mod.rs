@@ -55,6 +55,10 @@ impl Checkpoint {
         if meta.is_dir() {
             return Err(Error::format(path, "is a directory, expected a model file"));
         }
+        // A pipe or a device would block the read below, or never end.
+        if !meta.is_file() {
+            return Err(Error::format(path, "is not a regular file (a pipe, socket or device), expected a file"));
+        }
         let mut head = [0u8; 16];
         let n = {
             use std::io::Read;

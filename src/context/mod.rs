@@ -238,7 +238,8 @@ impl Context {
     /// Asks the running operation to stop at its next check; safe from any thread. With nothing
     /// running, the next long operation (detect, encode, optimise, render, transfer) stops at
     /// once: a cancel is pending until an operation returns [`Error::Cancelled`] for it, or
-    /// [`Context::clear_cancel`] drops it.
+    /// [`Context::clear_cancel`] drops it. A cancel that comes while an operation runs is used
+    /// up by it, even when it finished before its next check.
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);
     }
@@ -249,13 +250,12 @@ impl Context {
     }
 
     /// Runs a long operation with the cancel flag as its `cancelled` check: refused at once
-    /// when a cancel is pending, and the cancel consumed when the operation returns for it.
+    /// when a cancel is pending; a cancel is used up when the operation returns, for it or not
+    /// (one that came too late to stop it must not cancel the host's next call).
     pub(crate) fn cancellable<T>(&self, f: impl FnOnce(&dyn Fn() -> bool) -> Result<T>) -> Result<T> {
         let cancelled = || self.cancel.load(Ordering::SeqCst);
         let result = if cancelled() { Err(Error::Cancelled) } else { f(&cancelled) };
-        if matches!(result, Err(Error::Cancelled)) {
-            self.clear_cancel();
-        }
+        self.clear_cancel();
         result
     }
 

@@ -147,19 +147,16 @@ impl Context {
                 self.to_frame(&render_with(g, latent, shifts, strengths, batch, &synthesis, cancelled)?, None)?;
             let (_, _, fh, fw) = renders.size4()?;
             let map = subject.frame_map(fw as usize, fh as usize)?;
-            let transfer = Transfer::new(
-                &photo.rgb8_composited(),
-                photo.width as usize,
-                photo.height as usize,
-                &map,
-                &render_0,
-                &renders,
-                strengths,
-                &TransferParams::default(),
-                cancelled,
-            )?;
+            let transfer =
+                Transfer::new(photo, &map, &render_0, &renders, strengths, &TransferParams::default(), cancelled)?;
             Ok(PhotoTransfer { transfer, renders, render_0 })
         })
+    }
+
+    /// The layers of `transfer` at `strengths`; cancellable through [`Context::cancel`] (a
+    /// 100 MP photo's seven layers take seconds).
+    pub fn transfer_layers(&self, transfer: &Transfer, strengths: &[f64]) -> Result<Vec<Layer>> {
+        self.cancellable(|cancelled| strengths.iter().map(|&k| transfer.layer_cancellable(k, cancelled)).collect())
     }
 
     /// Every face MTCNN finds in the picture, by descending score.
@@ -172,7 +169,7 @@ impl Context {
             )
         })?;
         photo.validate()?;
-        let rgb = photo.rgb8_composited();
+        let rgb = photo.rgb8_composited()?;
         self.cancellable(|cancelled| {
             detector.detect_cancellable(&rgb, photo.width as usize, photo.height as usize, cancelled)
         })
@@ -212,7 +209,7 @@ impl Context {
     pub fn encode_subject(&self, photo: &ImageView, subject: &Subject) -> Result<Latent> {
         photo.validate()?;
         let input = self.encoder()?.input_size;
-        let rgb = photo.rgb8_composited();
+        let rgb = photo.rgb8_composited()?;
         let (w, h) = (photo.width as usize, photo.height as usize);
         let crop = match subject {
             Subject::Face { quad, .. } => {
@@ -275,16 +272,16 @@ fn crop_rgb(rgb: &[u8], w: usize, h: usize, b: [f32; 4]) -> Result<(Vec<u8>, u32
 }
 
 /// A layer placed on a transparent photo-sized canvas: RGBA8, `width` × `height`.
-pub fn layer_on_canvas(layer: &Layer, width: u32, height: u32) -> Vec<u8> {
+pub fn layer_on_canvas(layer: &Layer, width: u32, height: u32) -> Result<Vec<u8>> {
     let (w, h) = (width as usize, height as usize);
-    let mut out = vec![0u8; w * h * 4];
+    let mut out = crate::memory::zeroed(w * h * 4, || format!("a {w}×{h} px layer"))?;
     for y in 0..layer.height.min(h.saturating_sub(layer.y)) {
         let src = &layer.rgba[y * layer.width * 4..(y + 1) * layer.width * 4];
         let n = layer.width.min(w.saturating_sub(layer.x)) * 4;
         let at = ((layer.y + y) * w + layer.x) * 4;
         out[at..at + n].copy_from_slice(&src[..n]);
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -309,7 +306,7 @@ mod tests {
         assert_eq!((cw, ch), (2, 2));
         assert_eq!(&c[..3], &rgb[(2 * w + 1) * 3..(2 * w + 1) * 3 + 3]);
         let layer = Layer { x: 3, y: 1, width: 2, height: 2, rgba: vec![200; 16] };
-        let canvas = layer_on_canvas(&layer, w as u32, h as u32);
+        let canvas = layer_on_canvas(&layer, w as u32, h as u32).unwrap();
         let alpha = |x: usize, y: usize| canvas[(y * w + x) * 4 + 3];
         assert_eq!((alpha(3, 1), alpha(4, 2), alpha(2, 1), alpha(3, 3)), (200, 200, 0, 0));
     }

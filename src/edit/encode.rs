@@ -6,123 +6,11 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::edit::PixelFormat;
 use crate::error::{Error, Result};
 use crate::models::e4e::Encoder4Editing;
 
-/// Smallest image side accepted: anything smaller carries no face to invert.
-pub const MIN_SIDE: u32 = 8;
-/// Largest image side accepted.
-pub const MAX_SIDE: u32 = 16384;
-/// Largest pixel count accepted (2^27, e.g. 16384×8192: 512 MiB of RGBA8 before conversion).
-pub const MAX_PIXELS: u64 = 1 << 27;
-
-/// Borrowed 8-bit pixels: `height` rows of `width` pixels, row `y` starting at byte `y·stride`.
-/// Rows may carry padding after their `width·bpp` bytes; the last row needs none.
-#[derive(Debug, Clone, Copy)]
-pub struct ImageView<'a> {
-    pub data: &'a [u8],
-    pub width: u32,
-    pub height: u32,
-    /// Bytes from one row's start to the next (≥ width · bytes per pixel).
-    pub stride: u32,
-    pub format: PixelFormat,
-}
-
-impl<'a> ImageView<'a> {
-    /// A checked view; every error names the offending field.
-    pub fn new(data: &'a [u8], width: u32, height: u32, stride: u32, format: PixelFormat) -> Result<Self> {
-        let view = ImageView { data, width, height, stride, format };
-        view.validate()?;
-        Ok(view)
-    }
-
-    /// A view of tightly packed rows (stride = width · bytes per pixel).
-    pub fn packed(data: &'a [u8], width: u32, height: u32, format: PixelFormat) -> Result<Self> {
-        let stride = (width as u64 * format.channels() as u64).min(u32::MAX as u64) as u32;
-        Self::new(data, width, height, stride, format)
-    }
-
-    /// Bytes of one row without padding.
-    pub fn row_bytes(&self) -> u64 {
-        self.width as u64 * self.format.channels() as u64
-    }
-
-    /// Re-checks the fields (they are public, so a view may have been built without `new`).
-    pub fn validate(&self) -> Result<()> {
-        for (name, side) in [("width", self.width), ("height", self.height)] {
-            if side < MIN_SIDE {
-                return Err(Error::arg(name, format!("{side} px; images must be at least {MIN_SIDE}×{MIN_SIDE}")));
-            }
-            if side > MAX_SIDE {
-                return Err(Error::arg(name, format!("{side} px exceeds the limit of {MAX_SIDE} px per side")));
-            }
-        }
-        let pixels = self.width as u64 * self.height as u64;
-        if pixels > MAX_PIXELS {
-            return Err(Error::arg(
-                "width, height",
-                format!("{}×{} = {pixels} pixels exceeds the limit of {MAX_PIXELS} (2^27)", self.width, self.height),
-            ));
-        }
-        let row = self.row_bytes();
-        if (self.stride as u64) < row {
-            return Err(Error::arg(
-                "stride",
-                format!(
-                    "{} bytes is less than width × {} bytes per pixel = {row}",
-                    self.stride,
-                    self.format.channels()
-                ),
-            ));
-        }
-        let need = self.stride as u64 * (self.height as u64 - 1) + row;
-        if (self.data.len() as u64) < need {
-            return Err(Error::arg(
-                "data",
-                format!(
-                    "{} bytes, a {}×{} {:?} image with stride {} needs at least {need}",
-                    self.data.len(),
-                    self.width,
-                    self.height,
-                    self.format,
-                    self.stride
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The pixels without row padding, `height · width · bpp` bytes.
-    fn packed_bytes(&self) -> Vec<u8> {
-        let row = self.row_bytes() as usize;
-        let mut out = Vec::with_capacity(row * self.height as usize);
-        for y in 0..self.height as usize {
-            let start = y * self.stride as usize;
-            out.extend_from_slice(&self.data[start..start + row]);
-        }
-        out
-    }
-
-    /// Packed RGB8 rows, alpha composited over the same mid-grey as [`to_encoder_input`]
-    /// (what CLIP's official preprocessing is fed).
-    pub fn rgb8_composited(&self) -> Vec<u8> {
-        let packed = self.packed_bytes();
-        let n = self.format.channels();
-        let mut out = Vec::with_capacity(self.width as usize * self.height as usize * 3);
-        for px in packed.chunks_exact(n) {
-            let (r, g, b) = match self.format {
-                PixelFormat::Bgra8 => (px[2], px[1], px[0]),
-                _ => (px[0], px[1], px[2]),
-            };
-            let a = if n == 4 { px[3] as f32 / 255.0 } else { 1.0 };
-            for c in [r, g, b] {
-                out.push((c as f32 * a + 127.5 * (1.0 - a)).round() as u8);
-            }
-        }
-        out
-    }
-}
+use crate::pixels::PixelFormat;
+pub use crate::pixels::{ImageView, MAX_PIXELS, MAX_SIDE, MIN_SIDE};
 
 /// The encoder input for `view`: (1, 3, out_h, out_w) float32 in [-1, 1] on `device`.
 ///
@@ -138,7 +26,7 @@ pub fn to_encoder_input(view: &ImageView, out_h: i64, out_w: i64, device: Device
         }
     }
     let (h, w, c) = (view.height as i64, view.width as i64, view.format.channels() as i64);
-    let pixels = Tensor::f_from_data_size(&view.packed_bytes(), &[h, w, c], Kind::Uint8)?
+    let pixels = Tensor::f_from_data_size(&view.packed_bytes()?, &[h, w, c], Kind::Uint8)?
         .f_to_device(device)?
         .f_permute([2, 0, 1])?
         .f_unsqueeze(0)?

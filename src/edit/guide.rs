@@ -102,7 +102,7 @@ impl ClipGuide {
     /// Cosine similarity of a picture (official preprocessing, alpha over mid-grey) to each text.
     pub fn score(&self, view: &crate::edit::encode::ImageView, texts: &[&str]) -> Result<Vec<f32>> {
         view.validate()?;
-        let x = self.preprocess_rgb8(&view.rgb8_composited(), view.width as usize, view.height as usize)?;
+        let x = self.preprocess_rgb8(&view.rgb8_composited()?, view.width as usize, view.height as usize)?;
         let t = self.text_features(texts, false)?;
         let i = tch::no_grad(|| self.image_features(&x))?;
         Ok(Vec::<f32>::try_from(clip::cosine(&i, &t)?.f_to_kind(Kind::Float)?)?)

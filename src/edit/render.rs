@@ -19,6 +19,25 @@ pub const DEFAULT_MAX_BATCH: usize = 8;
 /// strengths once reached 17 GB before the kernel stopped the process).
 pub const MAX_STRENGTHS: usize = 256;
 
+/// Refuses a strength that is not a finite number, by its value. Strengths reach the generator
+/// as 32-bit floats, where anything beyond ±3.4·10³⁸ is infinite (and the picture NaN).
+pub fn check_strengths(strengths: &[f64]) -> Result<()> {
+    match strengths.iter().find(|k| !(k.is_finite() && (**k as f32).is_finite())) {
+        Some(k) => Err(Error::arg(
+            "strengths",
+            format!("{k} is not a finite number (strengths are 32-bit floats, within ±3.4e38)"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The first strength whose render is not finite everywhere.
+fn non_finite_strength(images: &Tensor, ks: &[f64]) -> Result<Option<f64>> {
+    let finite = images.f_isfinite()?.f_flatten(1, -1)?.f_all_dim(1, false)?;
+    let finite = Vec::<bool>::try_from(finite)?;
+    Ok(finite.iter().zip(ks).find(|(ok, _)| !**ok).map(|(_, k)| *k))
+}
+
 /// Renders one image per strength: (S, 3, H, W) float32 in about [-1, 1], on the generator's
 /// device. Each `(shift, coefficient)` contributes `strength · coefficient · shift` to its layer.
 pub fn render(
@@ -54,11 +73,9 @@ pub fn render_with(
             ),
         ));
     }
-    if let Some(k) = strengths.iter().find(|k| !k.is_finite()) {
-        return Err(Error::arg("strengths", format!("{k} is not a finite number")));
-    }
-    if let Some((_, c)) = shifts.iter().find(|(_, c)| !c.is_finite()) {
-        return Err(Error::arg("shift strength", format!("{c} is not a finite number")));
+    check_strengths(strengths)?;
+    if let Some((_, c)) = shifts.iter().find(|(_, c)| !(c.is_finite() && (*c as f32).is_finite())) {
+        return Err(Error::arg("shift strength", format!("{c} is not a finite 32-bit number")));
     }
     let mut by_target: BTreeMap<Target, Vec<(&Tensor, f64)>> = BTreeMap::new();
     for (s, c) in shifts {
@@ -84,7 +101,7 @@ pub fn render_with(
                 return Err(Error::Cancelled);
             }
             let b = chunk.len() as i64;
-            let k = Tensor::from_slice(chunk).f_to_kind(Kind::Float)?.f_to_device(device)?;
+            let k = Tensor::f_from_slice(chunk)?.f_to_kind(Kind::Float)?.f_to_device(device)?;
             let mut w = latent.wplus.f_unsqueeze(0)?.f_expand([b, -1, -1], false)?;
             let mut deltas = Vec::with_capacity(by_target.len());
             for (target, xs) in &by_target {
@@ -111,30 +128,21 @@ pub fn render_with(
                 }
             }
             let refs: Vec<(LayerId, &Tensor)> = deltas.iter().map(|(l, d)| (*l, d)).collect();
-            images.push(g.synthesis_with(&w, &refs, synthesis)?);
+            let pictures = g.synthesis_with(&w, &refs, synthesis)?;
+            if let Some(k) = non_finite_strength(&pictures, chunk)? {
+                return Err(Error::arg(
+                    "strengths",
+                    format!("at strength {k} the render holds NaN or infinite values: the shift is too strong there"),
+                ));
+            }
+            images.push(pictures);
         }
         Ok(())
     })?;
     Ok(Tensor::f_cat(&images, 0)?)
 }
 
-/// Byte order of 8-bit pixels crossing the C ABI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PixelFormat {
-    Rgba8,
-    /// Krita's in-memory order.
-    Bgra8,
-    Rgb8,
-}
-
-impl PixelFormat {
-    pub fn channels(self) -> usize {
-        match self {
-            PixelFormat::Rgb8 => 3,
-            _ => 4,
-        }
-    }
-}
+pub use crate::pixels::PixelFormat;
 
 /// (S, 3, H, W) in [-1, 1] → S images of H·W·channels bytes, pixel = round((x+1)·127.5)
 /// clamped to 0..=255, opaque alpha.
@@ -172,11 +180,19 @@ pub fn save_png(path: &std::path::Path, pixels: &[u8], width: u32, height: u32, 
         PixelFormat::Rgba8 => image::ExtendedColorType::Rgba8,
         PixelFormat::Bgra8 => return Err(Error::arg("format", "PNG output takes RGB8 or RGBA8")),
     };
-    let mut bytes = Vec::new();
+    let mut bytes = encoded_buffer(pixels.len(), height)?;
     image::codecs::png::PngEncoder::new(&mut bytes)
         .write_image(pixels, width, height, color)
         .map_err(|e| Error::Internal(format!("PNG encoding of {}: {e}", path.display())))?;
     crate::io::write_atomic(path, &bytes)
+}
+
+/// Room for a picture's encoded bytes, asked for before encoding (an encoder growing its
+/// buffer would abort the process when memory runs out): the raw bytes and a margin cover
+/// PNG's worst case (stored blocks, a filter byte a row) and any JPEG.
+fn encoded_buffer(raw: usize, height: u32) -> Result<Vec<u8>> {
+    let room = raw + raw / 64 + height as usize + 64 * 1024;
+    crate::memory::with_capacity(room, || format!("encoding a picture of {raw} bytes"))
 }
 
 /// Writes an 8-bit picture in the format its extension names (`.png`, `.jpg` / `.jpeg`),
@@ -185,13 +201,18 @@ pub fn save_image(path: &std::path::Path, pixels: &[u8], width: u32, height: u32
     match image_file_kind(path)? {
         ImageFileKind::Png => save_png(path, pixels, width, height, format),
         ImageFileKind::Jpeg => {
+            let n = width as usize * height as usize;
             let rgb = match format {
-                PixelFormat::Rgb8 => pixels.to_vec(),
+                PixelFormat::Rgb8 => std::borrow::Cow::Borrowed(pixels),
                 // JPEG has no alpha: drop it (the library's renders are opaque).
-                PixelFormat::Rgba8 => pixels.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
-                PixelFormat::Bgra8 => pixels.chunks_exact(4).flat_map(|p| [p[2], p[1], p[0]]).collect(),
+                PixelFormat::Rgba8 | PixelFormat::Bgra8 => {
+                    let order = if format == PixelFormat::Bgra8 { [2, 1, 0] } else { [0, 1, 2] };
+                    let mut rgb = crate::memory::with_capacity(n * 3, || format!("a {width}×{height} px picture"))?;
+                    rgb.extend(pixels.chunks_exact(4).flat_map(|p| order.map(|c| p[c])));
+                    std::borrow::Cow::Owned(rgb)
+                }
             };
-            let mut bytes = Vec::new();
+            let mut bytes = encoded_buffer(n * 3, height)?;
             image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95)
                 .write_image(&rgb, width, height, image::ExtendedColorType::Rgb8)
                 .map_err(|e| Error::Internal(format!("JPEG encoding of {}: {e}", path.display())))?;

@@ -236,7 +236,8 @@ fn composite_channels(photo: &[u8], n: usize, width: usize, height: usize, layer
             ),
         ));
     }
-    let mut out = photo.to_vec();
+    let mut out = crate::memory::with_capacity(photo.len(), || format!("a {width}×{height} px composite"))?;
+    out.extend_from_slice(photo);
     for y in 0..layer.height {
         for x in 0..layer.width {
             let l = &layer.rgba[(y * layer.width + x) * 4..(y * layer.width + x) * 4 + 4];

@@ -33,7 +33,7 @@ pub unsafe extern "C" fn cs_context_params_init(params: *mut cs_context_params) 
 }
 
 /// Loads the models named by `params` (a model set, or files). On success `*out` owns a new
-/// context, freed with `cs_context_free`; on failure `*out` is untouched. Statuses: OK;
+/// context, freed with `cs_context_free`; on failure `*out` is NULL (as for every constructor). Statuses: OK;
 /// INVALID_ARGUMENT (NULL, bad field, unknown set); IO (unreadable file); MODEL_FORMAT (not a
 /// supported or a corrupt model file, wrong key or shape); MODEL_MISMATCH (files that do not
 /// belong together); MODELS_MISSING (a set's files are absent: the message says which, from

@@ -108,9 +108,14 @@ pub unsafe extern "C" fn cs_models_add(
     needed: *mut usize,
 ) -> cs_status {
     guard(|| {
+        // Every argument first: nothing is copied for a call that cannot report its result.
+        out_arg(needed, "needed")?;
+        if cap > 0 && buf.is_null() {
+            return Err(Error::arg("buf", "is NULL but cap is not 0"));
+        }
+        let (set, src) = (str_arg(set, "set")?, PathBuf::from(str_arg(path, "path")?));
         let store = model_store(models_dir)?;
-        let src = PathBuf::from(str_arg(path, "path")?);
-        let added = store.add(str_arg(set, "set")?, None, &src, false)?;
+        let added = store.add(set, None, &src, false, &mut crate::store::NoProgress)?;
         write_text(&added.path.display().to_string(), buf, cap, needed)
     })
 }

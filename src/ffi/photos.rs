@@ -258,11 +258,14 @@ fn layer_images(layers: Vec<Layer>, format: PixelFormat) -> Result<cs_images> {
     }
     let first = layers.first().ok_or_else(|| Error::arg("strengths", "the list is empty"))?;
     let (x, y, w, h) = (first.x as i32, first.y as i32, first.width as u32, first.height as u32);
+    // In place: a copy of a 100 MP photo's layers could be more than the host has.
     let pixels = layers
         .into_iter()
-        .map(|l| match format {
-            PixelFormat::Bgra8 => l.rgba.chunks_exact(4).flat_map(|p| [p[2], p[1], p[0], p[3]]).collect(),
-            _ => l.rgba,
+        .map(|mut l| {
+            if format == PixelFormat::Bgra8 {
+                l.rgba.chunks_exact_mut(4).for_each(|p| p.swap(0, 2));
+            }
+            l.rgba
         })
         .collect();
     Ok(cs_images { pixels, width: w, height: h, format, origin: (x, y) })
@@ -295,7 +298,7 @@ pub unsafe extern "C" fn cs_render_layers(
             let layers = if paste.mode == Paste::Warp {
                 let request = super::editing::render_request(r)?;
                 let t = make_transfer(ctx, latent, &request, &paste)?;
-                request.strengths.iter().map(|&k| t.layer(k)).collect::<Result<Vec<_>>>()?
+                ctx.transfer_layers(&t, &request.strengths)?
             } else {
                 // Only the change mask needs the unedited render: one forward less otherwise.
                 let with_0 = paste.mode == Paste::Changes;

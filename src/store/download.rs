@@ -18,7 +18,9 @@ impl ModelStore {
     }
 
     pub(super) fn lock_file(&self, file: &str) -> Result<FileLock> {
-        let path = self.side_path(file, ".lock");
+        let dir = self.root.join(".locks");
+        std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let path = dir.join(format!("{file}.lock"));
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -105,7 +107,14 @@ impl ModelStore {
                     Err(e) if e.is_retryable() && attempt < self.options.retries => {
                         attempt += 1;
                         progress.note(&format!("{e}; retrying ({attempt}/{})", self.options.retries));
-                        std::thread::sleep(self.options.retry_delay * attempt);
+                        // Waited in ticks, so a cancel is heard while waiting too.
+                        let until = std::time::Instant::now() + self.options.retry_delay * attempt;
+                        while std::time::Instant::now() < until {
+                            if progress.cancelled() {
+                                return Err(StoreError::Cancelled { file: file.to_string() });
+                            }
+                            std::thread::sleep(TICK.min(until.saturating_duration_since(std::time::Instant::now())));
+                        }
                     }
                     Err(e) if e.is_source_error() => {
                         // The caller reports the last one; earlier URLs are worth a note only.
@@ -427,6 +436,9 @@ pub(super) fn hash_reader(
         total += n as u64;
         if let Some(p) = progress.as_deref_mut() {
             p.advance(n as u64);
+            if p.cancelled() {
+                return Err(StoreError::Cancelled { file: path.display().to_string() });
+            }
         }
     }
 }

@@ -109,7 +109,14 @@ impl ModelStore {
     /// (pinning the hash when unknown), then copies it into the store, or symlinks it with
     /// `link`. `file_name` picks the manifest file; `None` infers it from `src`'s name, else from
     /// its size among the set's files.
-    pub fn add(&self, set: &str, file_name: Option<&str>, src: &Path, link: bool) -> Result<AddOutcome> {
+    pub fn add(
+        &self,
+        set: &str,
+        file_name: Option<&str>,
+        src: &Path,
+        link: bool,
+        progress: &mut dyn Progress,
+    ) -> Result<AddOutcome> {
         let members = self.members(set, true)?;
         let meta = fs::metadata(src).map_err(io_err("read", src))?;
         if !meta.is_file() {
@@ -168,7 +175,7 @@ impl ModelStore {
             moved_to: None,
         };
         let digest = if link || same {
-            let digest = hash_file(src, &file, &mut NoProgress)?;
+            let digest = hash_file(src, &file, progress)?;
             if let Some(exp) = &expected {
                 if *exp != digest {
                     return Err(mismatch(digest, exp.clone()));
@@ -187,19 +194,32 @@ impl ModelStore {
             let mut to = File::create(&part).map_err(io_err("create", &part))?;
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = match from.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(StoreError::Io { op: "read", path: src.to_path_buf(), source: e }),
-                };
-                let chunk = buf.get(..n).unwrap_or_default();
-                to.write_all(chunk).map_err(io_err("write", &part))?;
-                hasher.update(chunk);
-            }
-            to.sync_all().map_err(io_err("write", &part))?;
+            progress.start(&file, meta.len(), 0);
+            let copied = (|| -> Result<()> {
+                loop {
+                    let n = match from.read(&mut buf) {
+                        Ok(0) => return Ok(()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(StoreError::Io { op: "read", path: src.to_path_buf(), source: e }),
+                    };
+                    let chunk = buf.get(..n).unwrap_or_default();
+                    to.write_all(chunk).map_err(io_err("write", &part))?;
+                    hasher.update(chunk);
+                    progress.advance(n as u64);
+                    // Unlike a download's, a copy's part is no use later: it goes.
+                    if progress.cancelled() {
+                        return Err(StoreError::Cancelled { file: file.clone() });
+                    }
+                }
+            })()
+            .and_then(|()| to.sync_all().map_err(io_err("write", &part)));
+            progress.finish(&file);
             drop(to);
+            if let Err(e) = copied {
+                let _ = fs::remove_file(&part);
+                return Err(e);
+            }
             let digest = hex::encode(hasher.finalize());
             if let Some(exp) = &expected {
                 if *exp != digest {

@@ -13,7 +13,8 @@
 //! - Downloads go to `<name>.part`, resume with `Range: bytes=N-` (from 0 when the server answers
 //!   200), hash while streaming, check the size, and are renamed into place only when both match.
 //!   A file whose hash is wrong is moved aside to `<name>.bad`, never left under its name.
-//!   `<name>.lock` (an advisory lock) serialises concurrent fetches of one file.
+//!   `.locks/<name>.lock` (an advisory lock) serialises concurrent fetches of one file; the
+//!   lock files live apart, so the store's folder shows the models alone.
 //! - Files without a hash in the manifest get the hash of their first download pinned in
 //!   `clipshape.lock` in the store directory, and are checked against it from then on.
 //!

@@ -472,7 +472,7 @@ fn add_copies_or_links_a_checked_file() {
     let src = f.dir.path().join("my-download.bin");
     fs::write(&src, &f.w).expect("write src");
     // Copy, with the manifest file inferred from the size.
-    let out = f.store.add("demo", None, &src, false).expect("add copy");
+    let out = f.store.add("demo", None, &src, false, &mut NoProgress).expect("add copy");
     assert_eq!(out.file, "w.bin");
     assert!(!out.linked);
     let dest = f.store.file_path("w.bin");
@@ -480,7 +480,7 @@ fn add_copies_or_links_a_checked_file() {
     assert_eq!(read(&dest), f.w);
     // Link, naming the file.
     fs::remove_file(&dest).expect("rm");
-    let out = f.store.add("demo", Some("w.bin"), &src, true).expect("add link");
+    let out = f.store.add("demo", Some("w.bin"), &src, true, &mut NoProgress).expect("add link");
     assert!(out.linked);
     #[cfg(unix)]
     assert_eq!(fs::read_link(&dest).expect("symlink"), fs::canonicalize(&src).expect("canon"));
@@ -490,10 +490,10 @@ fn add_copies_or_links_a_checked_file() {
     fs::remove_file(&dest).expect("rm");
     let wrong = f.dir.path().join("w.bin");
     fs::write(&wrong, bytes(300_000, 7)).expect("write");
-    let err = f.store.add("demo", None, &wrong, false).expect_err("wrong content");
+    let err = f.store.add("demo", None, &wrong, false, &mut NoProgress).expect_err("wrong content");
     assert!(matches!(err, StoreError::HashMismatch { moved_to: None, .. }), "{err:?}");
     assert!(wrong.exists() && !dest.exists());
-    let err = f.store.add("demo", Some("nope.bin"), &src, false).expect_err("unknown file");
+    let err = f.store.add("demo", Some("nope.bin"), &src, false, &mut NoProgress).expect_err("unknown file");
     assert!(err.to_string().contains("w.bin"), "{err}");
     assert_eq!(f.server.requests().len(), 0);
 }

@@ -104,7 +104,12 @@ impl Tokenizer {
     /// Load `bpe_simple_vocab_16e6.txt.gz` from disk.
     pub fn from_gz_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io { path: path.to_path_buf(), source })?;
+        let io = |source| TokenizerError::Io { path: path.to_path_buf(), source };
+        // A pipe or a device would block the read, or never end.
+        if !std::fs::metadata(path).map_err(io)?.is_file() {
+            return Err(io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
         Self::from_gz_bytes_at(&bytes, path)
     }
 

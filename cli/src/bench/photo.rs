@@ -12,6 +12,7 @@ use clipshape::error::Result;
 use clipshape::face::{self, Mtcnn};
 use clipshape::models::stylegan2::{config_f_channels, Synthesis};
 use clipshape::models::{clip, e4e, init};
+use clipshape::pixels::{ImageView, PixelFormat};
 
 use super::{peak, FullEdit, Table};
 
@@ -226,17 +227,8 @@ pub(super) fn transfer_rows(golden: &Path, t: &mut Table) -> Result<()> {
         let (b, a) = (frame(&before, side)?, frame(&after, side)?);
         peak::reset();
         let start = Instant::now();
-        let tr = face::Transfer::new(
-            photo.as_raw(),
-            pw,
-            ph,
-            &quad.frame_map(side as usize),
-            &b,
-            &a,
-            &[1.0],
-            &params,
-            &|| false,
-        )?;
+        let view = ImageView::packed(photo.as_raw(), pw as u32, ph as u32, PixelFormat::Rgb8)?;
+        let tr = face::Transfer::new(&view, &quad.frame_map(side as usize), &b, &a, &[1.0], &params, &|| false)?;
         let layer = tr.layer(1.0)?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
         let err = off_truth(&face::composite(photo.as_raw(), pw, ph, &layer)?);
@@ -271,18 +263,49 @@ pub(super) fn transfer_rows(golden: &Path, t: &mut Table) -> Result<()> {
     let afters = ks.iter().map(|&k| face::flow::warp(&b, &field.f_mul_scalar(k)?)).collect::<Result<Vec<_>>>()?;
     let afters = Tensor::f_cat(&afters, 0)?;
     let map = quad.frame_map(side as usize);
-    let [.., lw, lh] = face::Transfer::new(&rgb, w, h, &map, &b, &afters, &ks, &params, &|| false)?.layer_box();
+    let view = ImageView::packed(&rgb, w as u32, h as u32, PixelFormat::Rgb8)?;
+    let [.., lw, lh] = face::Transfer::new(&view, &map, &b, &afters, &ks, &params, &|| false)?.layer_box();
     let model = format!("transfer onto 4000x3000 ({lw}x{lh} px face region)");
     t.time(&model, 7, &format!("flows + 7 layers from {side}² renders"), || {
-        let tr = face::Transfer::new(&rgb, w, h, &map, &b, &afters, &ks, &params, &|| false)?;
+        let tr = face::Transfer::new(&view, &map, &b, &afters, &ks, &params, &|| false)?;
         for &k in &ks {
             tr.layer(k)?;
         }
         Ok(())
     })?;
-    let tr = face::Transfer::new(&rgb, w, h, &map, &b, &afters, &ks, &params, &|| false)?;
+    let tr = face::Transfer::new(&view, &map, &b, &afters, &ks, &params, &|| false)?;
     t.time(&model, 1, "one layer at k = 1.7 (live strength)", || {
         tr.layer(1.7)?;
         Ok(())
-    })
+    })?;
+    drop((tr, rgb));
+    // The worst case for memory: the whole photo as the selection, so the region is every pixel.
+    let (k1, f1) = (&afters.f_narrow(0, 4, 1)?, &[1.0]);
+    for (w, h) in [(4000u32, 3000u32), (8000, 6000), (12000, 9000)] {
+        let mut rgb = clipshape::memory::zeroed::<u8>(w as usize * h as usize * 3, String::new)?;
+        for (i, px) in rgb.chunks_exact_mut(3).enumerate() {
+            let (x, y) = (i % w as usize, i / w as usize);
+            px.copy_from_slice(&[(x / 7) as u8, (y / 5) as u8, ((x + y) / 11) as u8]);
+        }
+        let view = ImageView::packed(&rgb, w, h, PixelFormat::Rgb8)?;
+        let map = face::FrameMap::from_box([0.0, 0.0, w as f32, h as f32], side as usize, side as usize)?;
+        // What earlier rows freed goes back first, so the baseline is the photo and the models.
+        clipshape::memory::release_free();
+        let before = peak::current_mb();
+        peak::reset();
+        let start = Instant::now();
+        let layer = face::Transfer::new(&view, &map, &b, k1, f1, &params, &|| false)?.layer(1.0)?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        let (peak, base) = (peak::read_mb(), before.unwrap_or(0.0));
+        let above = peak.map(|p| p - base).unwrap_or(0.0);
+        let own = (w as f64 * h as f64 * 7.0) / 1e6 / 1.048576;
+        let op = format!(
+            "flow + one layer, the whole photo selected: {above:.0} MB above the photo = {own:.0} MB of its \
+             copy of the region (3 B/px) and the layer (4 B/px) + {:.0} MB of work",
+            above - own
+        );
+        t.push(&format!("transfer onto {w}x{h} ({} MP)", (w * h) as f64 / 1e6), 1, &op, ms, peak);
+        drop(layer);
+    }
+    Ok(())
 }
