@@ -106,6 +106,24 @@ impl<'a> ImageView<'a> {
         Ok(())
     }
 
+    /// The box `[x1, y1, x2, y2)` of this picture as a view of the same bytes (no copy). The
+    /// box must lie inside; the view is not validated (it may be smaller than a picture the
+    /// library accepts).
+    pub fn crop(&self, [x1, y1, x2, y2]: [usize; 4]) -> Result<ImageView<'a>> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        if !(x1 < x2 && x2 <= w && y1 < y2 && y2 <= h) {
+            return Err(Error::arg("box", format!("[{x1}, {y1}, {x2}, {y2}) is not inside the {w}×{h} picture")));
+        }
+        let start = y1 * self.stride as usize + x1 * self.format.channels();
+        Ok(ImageView {
+            data: &self.data[start..],
+            width: (x2 - x1) as u32,
+            height: (y2 - y1) as u32,
+            stride: self.stride,
+            format: self.format,
+        })
+    }
+
     /// Row `y` without its padding (`y` < height of a validated view).
     pub fn row(&self, y: usize) -> &'a [u8] {
         let start = y * self.stride as usize;

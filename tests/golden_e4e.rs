@@ -109,7 +109,7 @@ fn invert_adds_latent_avg_to_the_codes_of_the_preprocessed_photo() {
     let (w, h) = (300u32, 200u32);
     let pixels: Vec<u8> = (0..w * h).flat_map(|i| [(i % 251) as u8, (i / 7 % 256) as u8, 90, 255]).collect();
     let view = ImageView::packed(&pixels, w, h, PixelFormat::Rgba8).unwrap();
-    let wplus = invert(&e, Some(&avg), &view, (256, 256)).unwrap();
+    let wplus = invert(&e, Some(&avg), &view, (256, 256), &|| false).unwrap();
     assert_eq!(wplus.size(), vec![1, 10, 64]);
     let x = to_encoder_input(&view, 256, 256, Device::Cpu).unwrap();
     let codes = tch::no_grad(|| e.forward(&x)).unwrap();

@@ -372,7 +372,7 @@ fn bad_renders_and_strengths_are_named() {
     assert!(e.contains("not a finite number"), "{e}");
     // Finite as a 64-bit number, infinite as the 32-bit one the layers use (issue #29 item 15).
     let e = new(&b, &a, &[1e39], &case.photo);
-    assert!(e.contains("1000000000000000000000000000000000000000 is not a finite number"), "{e}");
+    assert!(e.contains("1e39 is not a finite number"), "{e}");
     let e = new(&b, &a.copy().fill_(f64::NAN), &[1.0], &case.photo);
     assert!(e.contains("NaN"), "{e}");
     let e = new(&b, &a, &[1.0], &case.photo[..100]);

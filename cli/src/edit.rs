@@ -160,6 +160,9 @@ pub fn write_images(images: &tch::Tensor, out: &Folder) -> Result<()> {
     Ok(())
 }
 
+/// The contact sheet's tiles are at most this tall.
+const SHEET_HEIGHT: usize = 256;
+
 /// The picture to edit: a photo (its face or box encoded) or a seed (sampled). Returns the
 /// latent and the input as RGB8 for the contact sheet.
 fn input_latent(
@@ -171,7 +174,8 @@ fn input_latent(
     match (job, seed) {
         (Some(job), None) => {
             let latent = job.encode(ctx)?;
-            Ok((latent, job.view()?.rgb8_composited()?, job.width, job.height))
+            let (thumb, w, h) = job.thumbnail(SHEET_HEIGHT);
+            Ok((latent, thumb, w, h))
         }
         (None, Some(seed)) => {
             let mean = if truncation < 1.0 { Some(ctx.mean_latent()?) } else { None };
@@ -234,7 +238,7 @@ fn write_edit(
     for (px, k) in rgb.iter().zip(strengths) {
         tiles.push(Tile { rgb: px, width: w as usize, height: h as usize, label: strength_label(*k) });
     }
-    write_contact_sheet(&out.join("sheet.png"), &tiles, (h as usize).min(256))?;
+    write_contact_sheet(&out.join("sheet.png"), &tiles, (h as usize).min(SHEET_HEIGHT))?;
     Ok(())
 }
 

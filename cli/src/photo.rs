@@ -148,6 +148,24 @@ impl PhotoJob {
         Ok(PhotoJob { path: path.to_path_buf(), rgba, width, height, subject, paste, faces })
     }
 
+    /// The photo as the contact sheet shows it (nearest pixels, over mid-grey), at most
+    /// `height` rows: a 100 MP photo is not copied whole for a 256 px tile.
+    pub fn thumbnail(&self, height: usize) -> (Vec<u8>, u32, u32) {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let th = height.min(h).max(1);
+        let tw = (w * th).div_ceil(h.max(1)).max(1);
+        let mut out = Vec::with_capacity(tw * th * 3);
+        for y in 0..th {
+            let sy = y * h / th;
+            for x in 0..tw {
+                let p = &self.rgba[(sy * w + (x * w / tw).min(w - 1)) * 4..][..4];
+                let a = p[3] as f32 / 255.0;
+                out.extend(p[..3].iter().map(|&c| (c as f32 * a + 127.5 * (1.0 - a)).round() as u8));
+            }
+        }
+        (out, tw as u32, th as u32)
+    }
+
     pub fn encode(&self, ctx: &Context) -> Result<Latent> {
         Ok(ctx.encode_subject(&self.view()?, &self.subject)?)
     }

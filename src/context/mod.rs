@@ -309,7 +309,7 @@ impl Context {
         let enc = self.encoder()?;
         self.cancellable(|cancelled| {
             let size = (enc.input_size.height as i64, enc.input_size.width as i64);
-            let wplus = encode::invert(&enc.net, enc.latent_avg.as_ref(), view, size)?;
+            let wplus = encode::invert(&enc.net, enc.latent_avg.as_ref(), view, size, cancelled)?;
             // One forward pass: a cancel during it stops the job here.
             if cancelled() {
                 return Err(Error::Cancelled);

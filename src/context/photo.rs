@@ -209,9 +209,8 @@ impl Context {
     pub fn encode_subject(&self, photo: &ImageView, subject: &Subject) -> Result<Latent> {
         photo.validate()?;
         let input = self.encoder()?.input_size;
-        let rgb = photo.rgb8_composited()?;
         let (w, h) = (photo.width as usize, photo.height as usize);
-        let crop = match subject {
+        match subject {
             Subject::Face { quad, .. } => {
                 if input.height != input.width {
                     return Err(Error::arg(
@@ -220,12 +219,12 @@ impl Context {
                     ));
                 }
                 let side = input.width as usize;
-                let aligned = face::align(&rgb, w, h, quad, side)?;
-                return self.encode(&ImageView::packed(&aligned, side as u32, side as u32, PixelFormat::Rgb8)?);
+                let aligned = face::align(&photo.rgb8_composited()?, w, h, quad, side)?;
+                self.encode(&ImageView::packed(&aligned, side as u32, side as u32, PixelFormat::Rgb8)?)
             }
-            Subject::Box(b) => crop_rgb(&rgb, w, h, *b)?,
-        };
-        self.encode(&ImageView::packed(&crop.0, crop.1, crop.2, PixelFormat::Rgb8)?)
+            // The box of the photo itself (a view, no copy): a 100 MP photo is read in strips.
+            Subject::Box(b) => self.encode(&photo.crop(box_pixels(*b, w, h)?)?),
+        }
     }
 
     /// One photo-aligned layer per image of `renders` ((S, 3, h, w) at the domain frame, as
@@ -255,8 +254,8 @@ impl Context {
     }
 }
 
-/// The pixels of box `b` (whole pixels, inside the photo): (RGB8, width, height).
-fn crop_rgb(rgb: &[u8], w: usize, h: usize, b: [f32; 4]) -> Result<(Vec<u8>, u32, u32)> {
+/// The whole pixels of box `b` inside a `w` × `h` photo: [x1, y1, x2, y2), non-empty.
+fn box_pixels(b: [f32; 4], w: usize, h: usize) -> Result<[usize; 4]> {
     let x1 = (b[0].max(0.0) as usize).min(w);
     let y1 = (b[1].max(0.0) as usize).min(h);
     let x2 = (b[2].ceil().max(0.0) as usize).min(w);
@@ -264,11 +263,7 @@ fn crop_rgb(rgb: &[u8], w: usize, h: usize, b: [f32; 4]) -> Result<(Vec<u8>, u32
     if x2 <= x1 || y2 <= y1 {
         return Err(Error::arg("selection", format!("{b:?} holds no pixel of the {w}×{h} photo")));
     }
-    let mut out = Vec::with_capacity((x2 - x1) * (y2 - y1) * 3);
-    for y in y1..y2 {
-        out.extend_from_slice(&rgb[(y * w + x1) * 3..(y * w + x2) * 3]);
-    }
-    Ok((out, (x2 - x1) as u32, (y2 - y1) as u32))
+    Ok([x1, y1, x2, y2])
 }
 
 /// A layer placed on a transparent photo-sized canvas: RGBA8, `width` × `height`.
@@ -302,9 +297,13 @@ mod tests {
     fn boxes_crop_exactly_and_layers_land_where_they_belong() {
         let (w, h) = (5usize, 4usize);
         let rgb: Vec<u8> = (0..w * h * 3).map(|i| i as u8).collect();
-        let (c, cw, ch) = crop_rgb(&rgb, w, h, [1.0, 2.0, 3.0, 4.0]).unwrap();
-        assert_eq!((cw, ch), (2, 2));
-        assert_eq!(&c[..3], &rgb[(2 * w + 1) * 3..(2 * w + 1) * 3 + 3]);
+        let b = box_pixels([1.0, 2.0, 3.0, 4.0], w, h).unwrap();
+        assert_eq!(b, [1, 2, 3, 4]);
+        // A view of the box reads the photo's own rows (the encoder's minimum side aside).
+        let view = ImageView { data: &rgb, width: w as u32, height: h as u32, stride: 15, format: PixelFormat::Rgb8 };
+        let crop = view.crop(b).unwrap();
+        assert_eq!((crop.width, crop.height, crop.row(0)[..3].to_vec()), (2, 2, rgb[(2 * w + 1) * 3..][..3].to_vec()));
+        assert!(box_pixels([7.0, 0.0, 9.0, 3.0], w, h).is_err());
         let layer = Layer { x: 3, y: 1, width: 2, height: 2, rgba: vec![200; 16] };
         let canvas = layer_on_canvas(&layer, w as u32, h as u32).unwrap();
         let alpha = |x: usize, y: usize| canvas[(y * w + x) * 4 + 3];

@@ -19,6 +19,23 @@ pub use crate::pixels::{ImageView, MAX_PIXELS, MAX_SIDE, MIN_SIDE};
 /// transparent pixels' colours never bleed into their neighbours. The resize is antialiased
 /// bilinear (`_upsample_bilinear2d_aa`, align_corners=False), plain bilinear when enlarging.
 pub fn to_encoder_input(view: &ImageView, out_h: i64, out_w: i64, device: Device) -> Result<Tensor> {
+    to_encoder_input_cancellable(view, out_h, out_w, device, &|| false)
+}
+
+/// Rows of a picture converted at once: a 108 MP photo is read in strips of ≈ 4 MP, so the
+/// float copy stays near 50 MB and a cancel is heard between strips.
+const STRIP_PIXELS: i64 = 1 << 22;
+
+/// [`to_encoder_input`], asking `cancelled` between strips of rows. The resize runs as its two
+/// separable passes (across each strip of rows, then down the strips put together), which is
+/// what `_upsample_bilinear2d_aa` computes in one call, bit for bit (tested).
+pub fn to_encoder_input_cancellable(
+    view: &ImageView,
+    out_h: i64,
+    out_w: i64,
+    device: Device,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Tensor> {
     view.validate()?;
     for (name, side) in [("out_h", out_h), ("out_w", out_w)] {
         if !(1..=MAX_SIDE as i64).contains(&side) {
@@ -26,22 +43,40 @@ pub fn to_encoder_input(view: &ImageView, out_h: i64, out_w: i64, device: Device
         }
     }
     let (h, w, c) = (view.height as i64, view.width as i64, view.format.channels() as i64);
-    let pixels = Tensor::f_from_data_size(&view.packed_bytes()?, &[h, w, c], Kind::Uint8)?
-        .f_to_device(device)?
-        .f_permute([2, 0, 1])?
-        .f_unsqueeze(0)?
-        .f_to_kind(Kind::Float)?;
     let rgb_order: [i64; 3] = match view.format {
         PixelFormat::Rgba8 | PixelFormat::Rgb8 => [0, 1, 2],
         PixelFormat::Bgra8 => [2, 1, 0],
     };
     let index = Tensor::f_from_slice(&rgb_order)?.f_to_device(device)?;
-    let mut x = pixels.f_index_select(1, &index)?.f_div_scalar(127.5)?.f_sub_scalar(1.0)?;
-    if c == 4 {
-        let alpha = pixels.f_narrow(1, 3, 1)?.f_div_scalar(255.0)?;
-        x = x.f_mul(&alpha)?;
+    let rows = (STRIP_PIXELS / w).clamp(1, h);
+    let mut strips = Vec::new();
+    for y0 in (0..h).step_by(rows as usize) {
+        if cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let n = rows.min(h - y0);
+        let mut bytes = crate::memory::with_capacity((n * w * c) as usize, || format!("{n} rows of the picture"))?;
+        for y in y0..y0 + n {
+            bytes.extend_from_slice(view.row(y as usize));
+        }
+        let pixels = Tensor::f_from_slice(&bytes)?
+            .f_view([n, w, c])?
+            .f_to_device(device)?
+            .f_permute([2, 0, 1])?
+            .f_unsqueeze(0)?
+            .f_to_kind(Kind::Float)?;
+        let mut x = pixels.f_index_select(1, &index)?.f_div_scalar(127.5)?.f_sub_scalar(1.0)?;
+        if c == 4 {
+            let alpha = pixels.f_narrow(1, 3, 1)?.f_div_scalar(255.0)?;
+            x = x.f_mul(&alpha)?;
+        }
+        if w != out_w {
+            x = x.f_internal_upsample_bilinear2d_aa([n, out_w], false, None, None)?;
+        }
+        strips.push(x);
     }
-    if (h, w) != (out_h, out_w) {
+    let mut x = Tensor::f_cat(&strips, 2)?;
+    if h != out_h {
         x = x.f_internal_upsample_bilinear2d_aa([out_h, out_w], false, None, None)?;
     }
     Ok(x.f_contiguous()?)
@@ -55,8 +90,9 @@ pub fn invert(
     latent_avg: Option<&Tensor>,
     view: &ImageView,
     size: (i64, i64),
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<Tensor> {
-    let x = to_encoder_input(view, size.0, size.1, encoder.device())?;
+    let x = to_encoder_input_cancellable(view, size.0, size.1, encoder.device(), cancelled)?;
     let codes = tch::no_grad(|| encoder.forward(&x))?;
     match latent_avg {
         Some(avg) => {
@@ -158,6 +194,22 @@ mod tests {
         let view = ImageView::new(&padded, W, H, stride as u32, PixelFormat::Rgba8).unwrap();
         let got = to_encoder_input(&view, 16, 16, Device::Cpu).unwrap();
         assert!(got.equal(&input(&packed, PixelFormat::Rgba8, (16, 16))));
+    }
+
+    /// Issue #29: a huge photo is read in strips; the two passes over strips give what one
+    /// call over the whole picture gives, bit for bit.
+    #[test]
+    fn strips_give_the_one_call_resize_exactly() {
+        // 4.5 MP: two strips.
+        let (w, h) = (2500u32, 1800u32);
+        let data: Vec<u8> = (0..w * h * 4).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let view = ImageView::packed(&data, w, h, PixelFormat::Rgba8).unwrap();
+        let ours = to_encoder_input(&view, 256, 192, Device::Cpu).unwrap();
+        let pixels = Tensor::from_slice(&data).view([h as i64, w as i64, 4]).permute([2, 0, 1]).unsqueeze(0);
+        let pixels = pixels.to_kind(Kind::Float);
+        let x = (pixels.narrow(1, 0, 3) / 127.5 - 1.0) * (pixels.narrow(1, 3, 1) / 255.0);
+        let whole = x.internal_upsample_bilinear2d_aa([256, 192], false, None, None);
+        assert_eq!((&ours - &whole).abs().max().double_value(&[]), 0.0);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub fn check_strengths(strengths: &[f64]) -> Result<()> {
     match strengths.iter().find(|k| !(k.is_finite() && (**k as f32).is_finite())) {
         Some(k) => Err(Error::arg(
             "strengths",
-            format!("{k} is not a finite number (strengths are 32-bit floats, within ±3.4e38)"),
+            format!("{k:?} is not a finite number (strengths are 32-bit floats, within ±3.4e38)"),
         )),
         None => Ok(()),
     }
@@ -75,7 +75,7 @@ pub fn render_with(
     }
     check_strengths(strengths)?;
     if let Some((_, c)) = shifts.iter().find(|(_, c)| !(c.is_finite() && (*c as f32).is_finite())) {
-        return Err(Error::arg("shift strength", format!("{c} is not a finite 32-bit number")));
+        return Err(Error::arg("shift strength", format!("{c:?} is not a finite 32-bit number")));
     }
     let mut by_target: BTreeMap<Target, Vec<(&Tensor, f64)>> = BTreeMap::new();
     for (s, c) in shifts {
@@ -132,7 +132,7 @@ pub fn render_with(
             if let Some(k) = non_finite_strength(&pictures, chunk)? {
                 return Err(Error::arg(
                     "strengths",
-                    format!("at strength {k} the render holds NaN or infinite values: the shift is too strong there"),
+                    format!("at strength {k:?} the render holds NaN or infinite values: the shift is too strong there"),
                 ));
             }
             images.push(pictures);

@@ -130,7 +130,7 @@ impl Transfer {
         }
         // As the renderer says it: strengths are 32-bit floats on their way to the layers.
         if let Some(k) = strengths.iter().find(|k| !(k.is_finite() && (**k as f32).is_finite())) {
-            return Err(Error::arg("strengths", format!("{k} is not a finite number (32-bit, within ±3.4e38)")));
+            return Err(Error::arg("strengths", format!("{k:?} is not a finite number (32-bit, within ±3.4e38)")));
         }
         let device = afters.device();
         // As 8-bit pictures, the way every other output sees the renders: a render's float
@@ -349,16 +349,19 @@ impl Transfer {
         let moved = hwc(moved)?;
         // The region at the layer pixel itself, so nothing outside the frame is touched.
         let alpha = hwc(mix.blend.f_grid_sampler(&frame_grid, 0, 1, false)?.f_mul(&fade)?)?;
-        let mut colour = hwc(mix.renders.f_grid_sampler(&frame_grid, 0, 1, false)?)?;
-        if k == 4 {
-            // The render is opaque where it is blended in.
-            colour = Tensor::f_cat(&[colour, Tensor::f_full([h_, w_, 1], 255.0, opts)?], 2)?;
-        }
-        let out = moved
-            .f_add(&colour.f_sub(&moved)?.f_mul(&alpha)?)?
-            .f_round()?
-            .f_clamp(0.0, 255.0)?
-            .f_to_kind(Kind::Uint8)?;
+        let blended = match alpha.f_max()?.double_value(&[]) > 0.0 {
+            // Most tiles have no new content: the moved photo alone.
+            false => moved,
+            true => {
+                let mut colour = hwc(mix.renders.f_grid_sampler(&frame_grid, 0, 1, false)?)?;
+                if k == 4 {
+                    // The render is opaque where it is blended in.
+                    colour = Tensor::f_cat(&[colour, Tensor::f_full([h_, w_, 1], 255.0, opts)?], 2)?;
+                }
+                moved.f_add(&colour.f_sub(&moved)?.f_mul(&alpha)?)?
+            }
+        };
+        let out = blended.f_round()?.f_clamp(0.0, 255.0)?.f_to_kind(Kind::Uint8)?;
         // Bit for bit where nothing moves and nothing is blended.
         let step = hwc(d.f_abs()?.f_amax([1], true)?.f_mul_scalar(self.map.singular_values().0)?)?;
         let still = step.f_lt(STILL)?.f_logical_and(&alpha.f_eq(0.0)?)?;
@@ -381,11 +384,17 @@ impl Transfer {
         let width = ((right - left + 1 + 2 * PAD) as usize).next_power_of_two();
         let rows = ((bottom - top + 1 + 2 * PAD) as usize).next_power_of_two();
         let mut bytes = memory::with_capacity::<u8>(rows * width * k, || format!("{width}×{rows} px of the photo"))?;
+        // Columns before the crop, inside it, after it.
+        let (first, end) = (left - PAD, left - PAD + width as i64);
+        let (inside_from, inside_to) = (first.clamp(0, cw as i64) as usize, end.clamp(0, cw as i64) as usize);
         for r in top - PAD..top - PAD + rows as i64 {
             let row = &self.crop[r.clamp(0, ch as i64 - 1) as usize * cw * k..][..cw * k];
-            for c in left - PAD..left - PAD + width as i64 {
-                let at = c.clamp(0, cw as i64 - 1) as usize * k;
-                bytes.extend_from_slice(&row[at..at + k]);
+            for _ in first..first.min(0) {
+                bytes.extend_from_slice(&row[..k]);
+            }
+            bytes.extend_from_slice(&row[inside_from * k..inside_to * k]);
+            for _ in end.max(cw as i64)..end {
+                bytes.extend_from_slice(&row[(cw - 1) * k..]);
             }
         }
         Ok(Tensor::f_from_slice(&bytes)?.f_view([rows as i64, width as i64, k as i64])?)
