@@ -11,7 +11,12 @@
 #                                     the lists below gets it installed first
 #   install/host-tests.sh --create    create the root first (root only; ≈ 2–4 min, ≈ 1.8 GB,
 #                                     cached outside the repo), then run the tests
-#   install/host-tests.sh --only gimp|krita|gui|gui-gimp|gui-krita
+#   install/host-tests.sh --only gimp|krita|gui|gui-gimp|gui-krita|archive
+#                                     archive: the release archive (dist/clipshape-*-linux-x86_64
+#                                     .tar.xz, or $CLIPSHAPE_ARCHIVE) installed in the root by an
+#                                     ordinary user with nothing of this machine visible, then the
+#                                     GIMP run, the Krita run and `clipshape edit` from it, and
+#                                     --uninstall; run by default when an archive exists
 #   install/host-tests.sh --gui | --no-gui   GUI tier required (fails without Xvfb) / skipped
 #   install/host-tests.sh --check-root    exit 0 when the root exists with every package, 1 otherwise
 #   install/host-tests.sh --create-only   create the root when missing, run nothing (.ci/run)
@@ -40,6 +45,8 @@ PACKAGES_GIMP="gimp python3-gi gir1.2-gimp-3.0"
 PACKAGES_KRITA="krita python3-pyqt5"
 # The GUI tier: an X server for the real GIMP and Krita windows (screenshots are taken in-process).
 PACKAGES_GUI="xvfb xauth"
+# What a person's desktop has to unpack a release (the archive tier).
+PACKAGES_PERSON="xz-utils"
 STAGE_IN_ROOT=/opt/clipshape-test
 
 create=0
@@ -51,10 +58,10 @@ while [ $# -gt 0 ]; do
         --create) create=1 ;;
         --create-only) create=2 ;;
         --check-root) check=1 ;;
-        --only) only=${2:?--only needs gimp, krita, gui, gui-gimp or gui-krita}; shift ;;
+        --only) only=${2:?--only needs gimp, krita, gui, gui-gimp, gui-krita or archive}; shift ;;
         --gui) gui=yes ;;
         --no-gui) gui=no ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
         *) echo "host-tests.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -124,7 +131,7 @@ apt_in_root() {
 missing_packages() {
     local dir=$1 p out=()
     # shellcheck disable=SC2086
-    for p in $PACKAGES_GIMP $PACKAGES_KRITA $PACKAGES_GUI; do
+    for p in $PACKAGES_GIMP $PACKAGES_KRITA $PACKAGES_GUI $PACKAGES_PERSON; do
         [ "$(chroot "$dir" dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || out+=("$p")
     done
     echo "${out[*]}"
@@ -167,7 +174,7 @@ create_root() {
     debootstrap --variant=minbase trixie "$partial" "$mirror" >"$(dirname "$ROOT")/debootstrap.log" 2>&1 \
         || die "debootstrap failed, see $(dirname "$ROOT")/debootstrap.log"
     # shellcheck disable=SC2086
-    apt_in_root "$partial" $PACKAGES_GIMP -- $PACKAGES_KRITA -- $PACKAGES_GUI \
+    apt_in_root "$partial" $PACKAGES_GIMP -- $PACKAGES_KRITA -- $PACKAGES_GUI -- $PACKAGES_PERSON \
         || die "apt-get inside the new root failed (see above)"
     touch "$partial/$STAMP"
     mv "$partial" "$ROOT"
@@ -383,6 +390,76 @@ run_gui_krita() {
     report_gui "Krita GUI" "$log" "$rc" "$t0" "$problems"
 }
 
+# ─── The release as a person installs it ───
+# The archive alone: the venv's torch staged for the other tiers is removed from the root first,
+# and the tier checks that no libtorch is anywhere in the root before the person unpacks it.
+PERSON=person
+PERSON_UID=4242
+run_archive() {
+    local archive=${CLIPSHAPE_ARCHIVE:-}
+    if [ -z "$archive" ]; then
+        archive=$(ls -t "$REPO"/dist/clipshape-*-linux-x86_64.tar.xz 2>/dev/null | head -n1 || true)
+    fi
+    if [ -z "$archive" ] || [ ! -f "$archive" ]; then
+        if [ "$only" = archive ]; then
+            say "archive tier: no release archive (bash install/package.sh makes one)"; fail=1
+        else
+            say "archive tier skipped: no dist/clipshape-*-linux-x86_64.tar.xz (bash install/package.sh makes one)"
+        fi
+        return
+    fi
+    say "release archive: $(basename "$archive") installed by an ordinary user, nothing of this machine visible"
+    local t0=$SECONDS log="$ROOT$STAGE_IN_ROOT/archive.log" rc=0 venv
+    # Nothing staged from the build machine: the other tiers' torch (hard links of the venv).
+    venv=$(readelf -d "$LIB" 2>/dev/null | sed -n 's/.*(R\(UN\)\{0,1\}PATH).*\[\(.*\)\]/\2/p' | head -n1)
+    venv=${venv%%/lib/python*}
+    if [ -n "$venv" ] && [ "$venv" != / ] && [ -e "$ROOT$venv" ]; then
+        rm -rf --one-file-system "${ROOT:?}$venv"
+    fi
+    local home=/home/$PERSON
+    grep -q "^$PERSON:" "$ROOT/etc/passwd" \
+        || echo "$PERSON:x:$PERSON_UID:$PERSON_UID:A person:$home:/bin/bash" >>"$ROOT/etc/passwd"
+    grep -q "^$PERSON:" "$ROOT/etc/group" || echo "$PERSON:x:$PERSON_UID:" >>"$ROOT/etc/group"
+    rm -rf --one-file-system "${ROOT:?}$home"
+    # GIMP 3 and Krita have been run once (their settings folders exist), nothing else.
+    mkdir -p "$ROOT$home/Downloads" "$ROOT$home/.config/GIMP/3.0" "$ROOT$home/.local/share/krita"
+    cp "$archive" "$ROOT$home/Downloads/"
+    # The Krita zip beside it, when there is one of the same version.
+    local zip
+    zip=$(dirname "$archive")/$(basename "$archive" | sed 's/^clipshape-\(.*\)-linux-x86_64\.tar\.xz$/clipshape-krita-\1.zip/')
+    [ -f "$zip" ] && cp "$zip" "$ROOT$home/Downloads/"
+    cp "$REPO/tests/python/hosts/archive_person.sh" "$ROOT$home/"
+    chown -R "$PERSON_UID:$PERSON_UID" "$ROOT$home"
+    {
+        echo "libtorch files in the root before the install (none expected):"
+        find "$ROOT" -xdev -name 'libtorch*.so*' -not -path "$ROOT$home/*" | sed "s|^$ROOT||"
+        echo "---"
+    } >"$log"
+    if find "$ROOT" -xdev -name 'libtorch*.so*' -not -path "$ROOT$home/*" | grep -q .; then
+        echo "CLIPSHAPE-ARCHIVE-TEST a libtorch of the build machine is visible in the root" >>"$log"
+        rc=1
+    else
+        # A person's system has /proc (the library reads which libtorch it loaded there).
+        mount -t proc proc "$ROOT/proc"
+        MOUNTED+=("$ROOT/proc")
+        trap unmount_all EXIT
+        chroot --userspec="$PERSON_UID:$PERSON_UID" "$ROOT" env -i HOME="$home" USER="$PERSON" \
+            PATH="$home/.local/bin:/usr/bin:/bin" LANG=C.UTF-8 PYTHONIOENCODING=utf-8 OMP_NUM_THREADS=1 \
+            CLIPSHAPE_TEST_MODELS="$STAGE_IN_ROOT/models" CLIPSHAPE_TEST_SCRIPTS="$STAGE_IN_ROOT/tests" \
+            bash "$home/archive_person.sh" "$(basename "$archive")" >>"$log" 2>&1 || rc=$?
+        unmount_all
+        trap - EXIT
+    fi
+    if [ "$rc" = 0 ] && grep -q '^CLIPSHAPE-ARCHIVE-TEST OK' "$log"; then
+        grep '^CLIPSHAPE-ARCHIVE-TEST' "$log" | sed 's/^/    /'
+        say "archive: passed in $((SECONDS - t0)) s"
+    else
+        sed 's/^/    /' "$log" | tail -n 80
+        say "archive: FAILED (rc $rc) in $((SECONDS - t0)) s; full log: $log"
+        fail=1
+    fi
+}
+
 if [ "$check" = 1 ]; then
     [ -e "$ROOT/$STAMP" ] && [ -z "$(missing_packages "$ROOT")" ]
     exit $?
@@ -406,8 +483,13 @@ if ! flock -n 9; then
     say "another host-test run holds $ROOT.lock; waiting for it"
     flock 9
 fi
-stage_torch
+# The archive first: it must see nothing of the build machine, and the other tiers stage the
+# venv's torch into the root.
 stage_files
+case "$only" in
+    ""|archive) run_archive ;;
+esac
+stage_torch
 case "$only" in
     ""|gimp) run_gimp ;;
 esac

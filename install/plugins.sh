@@ -30,6 +30,8 @@ LIB=${CLIPSHAPE_LIB:-$REPO/target/release/libclipshape.so}
 SHARED=("$REPO/plugin-wrappers/python/clipshape_ctypes.py" "$REPO/plugin-wrappers/python/clipshape_logic.py")
 GIMP_SRC=$REPO/plugin-wrappers/gimp/clipshape
 KRITA_SRC=$REPO/plugin-wrappers/krita
+# The one version (Cargo.toml), for the plug-ins' About and tooltip.
+VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml")
 
 home=$HOME
 home_given=0
@@ -82,6 +84,14 @@ put() {
     fi
 }
 
+put_version() {
+    local tmp
+    tmp=$(mktemp)
+    echo "$VERSION" >"$tmp"
+    put "$tmp" "$1/VERSION"
+    rm -f "$tmp"
+}
+
 put_lib() {
     local dir=$1 dst=$1/libclipshape.so
     if [ ! -e "$LIB" ]; then
@@ -121,6 +131,7 @@ install_gimp() {
     put "$GIMP_SRC/clipshape.py" "$GIMP_DIR/clipshape.py" 755
     local f
     for f in "${SHARED[@]}"; do put "$f" "$GIMP_DIR/$(basename "$f")"; done
+    put_version "$GIMP_DIR"
     put_lib "$GIMP_DIR"
     say "restart GIMP; the plug-in is Filters › Generic › CLIPShape…"
 }
@@ -139,6 +150,7 @@ install_krita() {
     local f
     for f in $(krita_package_files); do put "$KRITA_SRC/clipshape/$f" "$KRITA_DIR/clipshape/$f"; done
     for f in "${SHARED[@]}"; do put "$f" "$KRITA_DIR/clipshape/$(basename "$f")"; done
+    put_version "$KRITA_DIR/clipshape"
     put_lib "$KRITA_DIR/clipshape"
     say "enable it once: Settings › Configure Krita › Python Plugin Manager › CLIPShape, restart Krita"
 }
@@ -152,6 +164,7 @@ build_zip() {
     local f
     for f in $(krita_package_files); do cp "$KRITA_SRC/clipshape/$f" "$stage/clipshape/"; done
     for f in "${SHARED[@]}"; do cp "$f" "$stage/clipshape/"; done
+    echo "$VERSION" >"$stage/clipshape/VERSION"
     if [ "$zip_lib" = 1 ] && [ -e "$LIB" ]; then cp -L "$LIB" "$stage/clipshape/libclipshape.so"; fi
     # Fixed timestamps and order: the same sources give the same zip.
     find "$stage" -exec touch -h -d '2000-01-01 00:00:00' {} +

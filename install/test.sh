@@ -46,7 +46,10 @@ if command -v valgrind >/dev/null; then
     clipshape_step "valgrind found: the C ABI program also runs under memcheck"
 fi
 cargo test --release
-clipshape_step "real GIMP 3 / Krita 5.2 hosts (skipped without the trixie root; see install/host-tests.sh)"
+clipshape_step "the release archives: install/package.sh (its own build in target/package), then their tests"
+bash install/package.sh --fast
+bash install/release-tests.sh
+clipshape_step "real GIMP 3 / Krita 5.2 hosts and the release installed as a person would (skipped without the trixie root; see install/host-tests.sh)"
 bash install/host-tests.sh
 clipshape_step "pytest: the shared ctypes module and both plug-ins with fake hosts, on the real library"
 python -m pytest tests/python -q

@@ -1,5 +1,6 @@
-//! Device choice. CUDA is available only when `libtorch_cuda` was linked (see build.rs) and a
-//! driver and GPU are present; otherwise everything runs on the CPU.
+//! Device choice. CUDA is available when the GPU engine is loaded (linked in the developer
+//! build, loaded on request in a release: see [`crate::engine`]) and a driver and GPU are
+//! present; otherwise everything runs on the CPU.
 
 use tch::Device;
 
@@ -31,19 +32,29 @@ impl DeviceRequest {
         }
     }
 
-    /// The device to use, or an error when a GPU that is not there was asked for by index.
+    /// The device to use, or an error when a GPU that is not there was asked for by index (or
+    /// the GPU engine is not installed), or the loaded libtorch is not the one built for.
     pub fn resolve(self) -> Result<Device> {
+        crate::engine::check_version()?;
         match self {
             DeviceRequest::Cpu => Ok(Device::Cpu),
-            DeviceRequest::Auto => Ok(if cuda_device_count() > 0 { Device::Cuda(0) } else { Device::Cpu }),
+            DeviceRequest::Auto => {
+                // A driver is there: a GPU engine installed beside the CPU one is used.
+                if crate::engine::gpu_driver_present() {
+                    if let Err(e) = crate::engine::ensure_gpu_engine() {
+                        log::info!("auto device: {e}; running on the CPU");
+                    }
+                }
+                Ok(if cuda_device_count() > 0 { Device::Cuda(0) } else { Device::Cpu })
+            }
             DeviceRequest::Cuda(i) => {
+                crate::engine::ensure_gpu_engine()?;
                 let n = cuda_device_count();
                 if i < n {
                     Ok(Device::Cuda(i))
                 } else if n == 0 {
-                    Err(Error::Device(format!(
-                        "cuda:{i} requested but CUDA is not available (no GPU, driver or libtorch_cuda)"
-                    )))
+                    let why = crate::engine::cuda_refusal().unwrap_or_else(|| "no GPU is visible".into());
+                    Err(Error::Device(format!("cuda:{i} requested but CUDA is not available: {why}")))
                 } else {
                     Err(Error::Device(format!("cuda:{i} requested but only {n} GPU(s) are visible")))
                 }

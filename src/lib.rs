@@ -7,7 +7,8 @@
 //! Module map, from the bottom up (a module imports only from those above it in this list):
 //! - [`error`], [`layer`] (the generator's layer names), [`domain`] (frames, encoder inputs),
 //!   [`random`] (seeded numbers), [`io`] (atomic writes), [`memory`] (heap reuse, buffers that
-//!   fail instead of aborting), [`pixels`] (a host's 8-bit pictures), [`device`], [`imageops`].
+//!   fail instead of aborting), [`pixels`] (a host's 8-bit pictures), [`engine`] (the libtorch
+//!   loaded: its version, the GPU engine), [`device`], [`imageops`].
 //! - [`checkpoint`]: official `.pt` (zip/legacy pickle, TorchScript) and safetensors readers.
 //! - [`nn`], [`ops`]: layers on the strict loader; upfirdn2d, fused leaky ReLU, PixelNorm.
 //! - [`models`]: one file per network, VarStore paths = checkpoint keys.
@@ -17,13 +18,15 @@
 //! - [`edit`]: latents, shifts, encode → optimise (loss terms, layer probe) → render, eval.
 //! - [`context`]: the façade: a loaded model set on a device (what the C ABI hands out as
 //!   `cs_ctx`), its photo path and the one builder of an edit's parameters.
-//! - [`ffi`]: the C ABI, the crate's only `unsafe`; it and the CLI call [`context`].
+//! - [`ffi`]: the C ABI, the crate's `unsafe` boundary (besides `memory`'s allocator calls and
+//!   `engine`'s dlopen); it and the CLI call [`context`].
 
 pub mod checkpoint;
 pub mod context;
 pub mod device;
 pub mod domain;
 pub mod edit;
+pub mod engine;
 pub mod error;
 pub mod face;
 pub mod ffi;

@@ -444,3 +444,31 @@ fn a_transparent_photos_layer_keeps_its_transparency() {
     assert!(far_inside > 1000);
     assert_eq!(differ, 0, "opaque pixels move as in an opaque photo (within a level)");
 }
+
+/// A selection of the whole photo: every tile at the photo's edges reads beyond it (the edge
+/// pixels stand in, as grid_sample's border padding does). Tiled and whole layers agree bit for
+/// bit.
+#[test]
+fn tiles_at_the_photos_edges_read_its_border() {
+    let case = Case::fixture("astronaut_bignose");
+    let (w, h) = (case.w, case.h);
+    let map = FrameMap::from_box([0.0, 0.0, w as f32, h as f32], SIDE as usize, SIDE as usize).unwrap();
+    let (b, a) = (as_render(&case.before, SIDE), as_render(&case.after, SIDE));
+    let transfer = |tile_pixels| {
+        let params = TransferParams { tile_pixels, ..Default::default() };
+        Transfer::new(&case.view(), &map, &b, &a, &[1.0], &params, &|| false).unwrap().layer(1.0).unwrap()
+    };
+    let whole = transfer(usize::MAX);
+    assert_eq!((whole.x, whole.y, whole.width, whole.height), (0, 0, w, h));
+    for tile_pixels in [900, 20_000] {
+        assert!(transfer(tile_pixels).rgba == whole.rgba, "tiles of {tile_pixels} px differ from one tile");
+    }
+    let changed = whole.rgba.chunks_exact(4).filter(|p| p[3] == 255).count();
+    assert!(changed > 1000, "{changed} pixels moved");
+    let edge: usize = (0..h)
+        .flat_map(|y| [(0, y), (w - 1, y)])
+        .chain((0..w).flat_map(|x| [(x, 0), (x, h - 1)]))
+        .filter(|&(x, y)| whole.rgba[(y * w + x) * 4 + 3] == 0)
+        .count();
+    assert!(edge > 0, "the fade leaves the photo's edges as they are");
+}

@@ -459,6 +459,10 @@ def set_library_path(path):
     _configured_path = os.fspath(path) if path else None
 
 
+# Written by a release's install.sh beside this module: the installed engine's library.
+ENGINE_FILE = "libclipshape.path"
+
+
 def library_candidates(path=None):
     """Where the library is looked for, in order: (description, path) pairs."""
     out = []
@@ -467,10 +471,31 @@ def library_candidates(path=None):
     env = os.environ.get(ENV_LIBRARY)
     if env:
         out.append(("$" + ENV_LIBRARY, env))
-    out.append(("next to " + os.path.basename(__file__),
-                os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY_NAME)))
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        with open(os.path.join(here, ENGINE_FILE), encoding="utf-8") as f:
+            out.append(("the installed engine (%s)" % ENGINE_FILE, f.read().strip()))
+    except OSError:
+        pass
+    out.append(("next to " + os.path.basename(__file__), os.path.join(here, LIBRARY_NAME)))
     out.append(("system loader", LIBRARY_NAME))
     return out
+
+
+def _load_failure(error):
+    """A loader error in plain words: a system older than the build is the one a person can
+    act on (the library names the glibc version it needs)."""
+    text = str(error)
+    if "GLIBC_" in text:
+        needed = text.split("GLIBC_", 1)[1].split("'", 1)[0].split(" ", 1)[0]
+        try:
+            have = os.confstr("CS_GNU_LIBC_VERSION") or "an older one"
+        except (ValueError, OSError):
+            have = "an older one"
+        return ("this CLIPShape needs a newer system: GNU C library %s or later (this system has %s). "
+                "Install a newer Linux, or build CLIPShape from source on this one (%s)"
+                % (needed, have.replace("glibc ", ""), text))
+    return text
 
 
 def load_library(path=None):
@@ -487,14 +512,14 @@ def load_library(path=None):
             try:
                 handle = ctypes.CDLL(candidate)
             except OSError as e:
-                tried.append("%s: %s (%s)" % (origin, candidate, e))
+                tried.append("%s: %s (%s)" % (origin, candidate, _load_failure(e)))
                 continue
             _lib = _declare(handle, candidate)
             return _lib
         raise LibraryNotFoundError(
             "libclipshape.so was not found or could not be loaded. Tried:\n  " + "\n  ".join(tried)
-            + "\nInstall the plug-ins with install/plugins.sh, or set %s to the library's path."
-            % ENV_LIBRARY)
+            + "\nInstall CLIPShape with the release's install.sh (or, from the source, "
+            "install/plugins.sh), or set %s to the library's path." % ENV_LIBRARY)
 
 
 lib = load_library

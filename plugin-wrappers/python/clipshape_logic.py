@@ -24,6 +24,16 @@ except ImportError:  # pragma: no cover - exercised by the GIMP layout
 
 # The domain sets a dialog offers before the library is loaded (registering a GIMP procedure
 # happens without it); cs.models_list_sets() lists what the manifest holds.
+def plugin_version():
+    """The release this plug-in came with: the VERSION file beside it (a release's install.sh
+    and install/plugins.sh write it from Cargo.toml's one version), else "development"."""
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "VERSION"), encoding="utf-8") as f:
+            return f.read().strip() or "development"
+    except OSError:
+        return "development"
+
+
 KNOWN_SETS = ("ffhq", "car", "horse")
 DEFAULT_SET = "ffhq"
 DEFAULT_STRENGTHS = "-3,-1.5,0,1.5,3"

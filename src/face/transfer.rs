@@ -384,16 +384,19 @@ impl Transfer {
         let width = ((right - left + 1 + 2 * PAD) as usize).next_power_of_two();
         let rows = ((bottom - top + 1 + 2 * PAD) as usize).next_power_of_two();
         let mut bytes = memory::with_capacity::<u8>(rows * width * k, || format!("{width}×{rows} px of the photo"))?;
-        // Columns before the crop, inside it, after it.
-        let (first, end) = (left - PAD, left - PAD + width as i64);
-        let (inside_from, inside_to) = (first.clamp(0, cw as i64) as usize, end.clamp(0, cw as i64) as usize);
+        // The columns [first, end): those left of the crop repeat its first column, those right
+        // of it its last, the rest are the crop's own.
+        let (first, end, cw_) = (left - PAD, left - PAD + width as i64, cw as i64);
+        let before = (end.min(0) - first).max(0);
+        let after = (end - first.max(cw_)).max(0);
+        let (inside_from, inside_to) = (first.clamp(0, cw_) as usize, end.clamp(0, cw_) as usize);
         for r in top - PAD..top - PAD + rows as i64 {
             let row = &self.crop[r.clamp(0, ch as i64 - 1) as usize * cw * k..][..cw * k];
-            for _ in first..first.min(0) {
+            for _ in 0..before {
                 bytes.extend_from_slice(&row[..k]);
             }
             bytes.extend_from_slice(&row[inside_from * k..inside_to * k]);
-            for _ in end.max(cw as i64)..end {
+            for _ in 0..after {
                 bytes.extend_from_slice(&row[(cw - 1) * k..]);
             }
         }
@@ -489,4 +492,42 @@ fn frames_u8(t: &Tensor) -> Result<Vec<Vec<u8>>> {
     let n = flat.len();
     hwc.f_copy_data_u8(&mut flat, n)?;
     Ok(flat.chunks((h * w * 3) as usize).map(<[u8]>::to_vec).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pixels a tile reads: the crop's own, and beyond it on every side its edge pixels
+    /// (grid_sample's border padding), padded to powers of two.
+    #[test]
+    fn a_tiles_source_repeats_the_crops_edges() {
+        let (w, h) = (20usize, 16usize);
+        let photo: Vec<u8> = (0..w * h).flat_map(|i| [(i % 256) as u8, (i / 256) as u8, 7]).collect();
+        let view = ImageView::packed(&photo, w as u32, h as u32, PixelFormat::Rgb8).unwrap();
+        let map = FrameMap::from_box([0.0, 0.0, w as f32, h as f32], 8, 8).unwrap();
+        let still = Tensor::zeros([1, 3, 8, 8], (Kind::Float, Device::Cpu));
+        let t = Transfer::new(&view, &map, &still, &still, &[1.0], &TransferParams::default(), &|| false).unwrap();
+        assert_eq!(t.crop_box, [0, 0, w, h]);
+        // Columns -2..=22 and rows -1..=17 of the crop: beyond it on all four sides.
+        let src = t.source([-2, -1, 22, 17]).unwrap();
+        let (rows, width) = (src.size()[0], src.size()[1]);
+        assert!(rows.count_ones() == 1 && width.count_ones() == 1 && rows >= 19 + 6 && width >= 25 + 6);
+        let at =
+            |c: i64, r: i64| -> Vec<u8> { Vec::<u8>::try_from(src.get(r - (-1 - PAD)).get(c - (-2 - PAD))).unwrap() };
+        let pixel = |x: usize, y: usize| photo[(y * w + x) * 3..][..3].to_vec();
+        for (c, r, x, y) in [
+            (-5, -4, 0, 0),
+            (0, 0, 0, 0),
+            (7, 5, 7, 5),
+            (19, 15, 19, 15),
+            (25, 20, 19, 15),
+            (-3, 9, 0, 9),
+            (23, 9, 19, 9),
+            (4, -3, 4, 0),
+            (4, 19, 4, 15),
+        ] {
+            assert_eq!(at(c, r), pixel(x, y), "column {c}, row {r}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! are checked here, never in timed unit tests. Every row runs one warm-up iteration first and
 //! reports the median of `iters`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use std::time::Instant;
@@ -502,11 +502,10 @@ pub fn table(rows: &[Row]) -> String {
     s
 }
 
-/// Where the tiny golden files live in a checkout: `tests/fixtures/golden`, or `$CLIPSHAPE_GOLDEN`.
+/// Where the tiny golden files live: `$CLIPSHAPE_GOLDEN`, else `tests/fixtures/golden` of the
+/// checkout the bench is run from (a released binary holds no path of its build machine).
 pub fn golden_dir() -> PathBuf {
-    std::env::var_os("CLIPSHAPE_GOLDEN")
-        .map(Into::into)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/golden"))
+    std::env::var_os("CLIPSHAPE_GOLDEN").map(Into::into).unwrap_or_else(|| PathBuf::from("tests/fixtures/golden"))
 }
 
 #[derive(Args, Clone)]
@@ -580,7 +579,9 @@ pub fn bench(cli: &crate::Cli, args: &BenchArgs) -> anyhow::Result<()> {
         .map(|v| v.parse::<Variant>().map_err(|e| anyhow!("--variants: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let python = std::env::var("CLIPSHAPE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let benches = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches");
+    // The benches' scripts of a checkout: the bench is run from its root (as BENCHMARKS.md
+    // says), and a released binary holds no path of the machine that built it.
+    let benches = std::env::var_os("CLIPSHAPE_BENCHES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("benches"));
     let reference = reference.then(|| Reference {
         python: python.clone(),
         script: std::env::var_os("CLIPSHAPE_REFERENCE_SCRIPT")

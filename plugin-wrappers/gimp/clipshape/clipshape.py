@@ -1245,7 +1245,7 @@ class ClipShape(Gimp.PlugIn):
             "weight shift that CLIP finds closer to the prompt, and adds a layer group with "
             "the edit at each strength. The learnt edit is saved into the edit library.",
             name)
-        proc.set_attribution("libclipshape", "libclipshape authors", "2025")
+        proc.set_attribution("libclipshape", "libclipshape authors", "CLIPShape %s, 2026" % logic.plugin_version())
         proc.add_choice_argument("model-set", "_Model set", "Model set of the model store, or "
                                  "'files' for the files under Advanced",
                                  _choice([("ffhq", "Faces (FFHQ)"), ("car", "Cars"),
@@ -1323,7 +1323,7 @@ class ClipShape(Gimp.PlugIn):
             "Shows each model set's status (ready, or the size still to download), the store's "
             "folder and the licences; downloads a set with progress and cancel, or adds model "
             "files you already have. Non-interactively, downloads the set.", name)
-        proc.set_attribution("libclipshape", "libclipshape authors", "2025")
+        proc.set_attribution("libclipshape", "libclipshape authors", "CLIPShape %s, 2026" % logic.plugin_version())
         proc.add_enum_argument("run-mode", "Run mode", "The run mode", Gimp.RunMode,
                                Gimp.RunMode.INTERACTIVE, RW)
         proc.add_choice_argument("model-set", "_Model set", "The model set to download",

@@ -199,6 +199,7 @@ class ClipShapeDocker(DockWidget):
     def __init__(self):
         super().__init__()
         self.setWindowTitle("CLIPShape")
+        self.setToolTip("CLIPShape %s: text-driven shape editing" % logic.plugin_version())
         self.runner = Runner()
         self.preview = None         # krita_host.StrengthPreview after a warp run
         self._probed = False
