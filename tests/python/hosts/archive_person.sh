@@ -80,6 +80,7 @@ say "uninstall: nothing of CLIPShape left; the hosts' folders and the models add
 # files extracted into pykrita, the engine inside the plug-in's folder.
 zip=$HOME/Downloads/clipshape-krita-$version.zip
 if [ -f "$zip" ]; then
+    rm -rf "$HOME/edits-krita"   # the host test's own results of the first Krita run
     python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
         "$zip" "$HOME/.local/share/krita/pykrita"
     QT_QPA_PLATFORM=offscreen PYTHONPATH="$T:$HOME/.local/share/krita/pykrita" \
