@@ -52,35 +52,12 @@ fn lock_in_flight() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 /// process exits). Best effort: nothing to report to anyone at that point.
 pub fn remove_in_flight() {
     // try_lock: the interrupted thread may hold the lock; a leftover is then cleaned by the next
-    // run ([`remove_stale_temps`]).
+    // run into the folder (the command line's output folders).
     if let Ok(paths) = IN_FLIGHT.try_lock() {
         for p in paths.iter() {
             let _ = std::fs::remove_file(p);
         }
     }
-}
-
-/// Removes our temporary files older than `age` in `dir`: the leftovers of a run that was killed
-/// (SIGKILL gives no chance to clean up). Younger ones may belong to a run still writing.
-pub fn remove_stale_temps(dir: &Path, age: std::time::Duration) -> Result<usize> {
-    let mut removed = 0;
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if !(name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)) {
-            continue;
-        }
-        let old = entry.metadata().and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default() >= age);
-        if old.unwrap_or(false) && std::fs::remove_file(entry.path()).is_ok() {
-            removed += 1;
-        }
-    }
-    Ok(removed)
 }
 
 /// Serialises float32 tensors (moved to the CPU, made contiguous) with string metadata.

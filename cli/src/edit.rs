@@ -16,7 +16,7 @@ use crate::output::{Folder, OutputDir};
 use crate::photo::{PhotoJob, PhotoOptions};
 use crate::sheet::{strength_label, write_contact_sheet, Tile};
 use crate::signals::{check_interrupted, interrupted};
-use crate::{emit, model_context, parse_list, Cli, ClipFiles};
+use crate::{model_context, parse_list, Cli, ClipFiles};
 
 /// Where `edit` and `apply` render, and what.
 #[derive(Args, Clone)]
@@ -209,12 +209,12 @@ fn write_edit(
             let blended =
                 strengths.iter().map(|&k| t.transfer.blended_fraction(k)).collect::<clipshape::Result<Vec<_>>>()?;
             let most = blended.iter().copied().fold(0.0, f64::max);
-            eprintln!(
+            crate::text::say(&format!(
                 "moved the photo's own pixels; the render was blended in where the displacement could not \
                  explain it: {:.1} % of the {} at most",
                 100.0 * most,
                 if job.faces.is_some() { "face's square" } else { "selection" }
-            );
+            ));
             job.write_layers(&layers, out)?;
             (t.renders, t.render_0)
         }
@@ -365,13 +365,13 @@ pub fn edit(cli: &Cli, args: &EditArgs) -> Result<()> {
         write_edit(&ctx, &latent, &[shift], &strengths, input, job.as_ref(), dir)?;
         shift.save(&dir.join("shift.safetensors"))?;
         latent.save(&dir.join("latent.safetensors"))?;
-        eprintln!(
+        crate::text::say(&format!(
             "\"{}\" on {}: CLIP similarity {} → {}",
             crate::text::escaped(shift.meta.get("prompt").map(String::as_str).unwrap_or("?")),
             shift.layer_names(),
             shift.meta.get("clip_sim_before").map(String::as_str).unwrap_or("?"),
             shift.meta.get("clip_sim_after").map(String::as_str).unwrap_or("?")
-        );
+        ));
     }
     if let (true, Some(together)) = (shifts.len() > 1, dirs.get(shifts.len())) {
         let all: Vec<&Shift> = shifts.iter().collect();
@@ -384,7 +384,7 @@ pub fn edit(cli: &Cli, args: &EditArgs) -> Result<()> {
 pub fn finish(out: OutputDir) -> Result<()> {
     check_interrupted()?;
     for p in out.commit()? {
-        emit(&format!("{}\n", p.display()));
+        crate::emit_path(&p);
     }
     Ok(())
 }

@@ -27,7 +27,7 @@ pub fn info(cli: &Cli, args: &InfoArgs) -> Result<()> {
     let ch: Vec<String> = c.channels.iter().map(|(r, ch)| format!("{r}:{ch}")).collect();
     let mut text = format!(
         "file: {}\nresolution: {}\nstyle_dim: {}\nn_mlp: {}\nn_latent: {}\nnoise_inputs: {}\nchannels: {}\ndevice: {}\n",
-        generator.display(),
+        crate::text::escaped(&generator.display().to_string()),
         c.size,
         c.style_dim,
         c.n_mlp,
@@ -86,7 +86,7 @@ pub fn sample(cli: &Cli, args: &SampleArgs) -> Result<()> {
         latent.save(files.path(1))?;
     }
     for p in files.commit()? {
-        emit(&format!("{}\n", p.display()));
+        crate::emit_path(&p);
     }
     Ok(())
 }
@@ -206,7 +206,7 @@ pub fn encode(cli: &Cli, args: &EncodeArgs) -> Result<()> {
         save_image(files.path(1), &rgb_of(&img)?[0], w, h, PixelFormat::Rgb8)?;
     }
     for p in files.commit()? {
-        emit(&format!("{}\n", p.display()));
+        crate::emit_path(&p);
     }
     Ok(())
 }

@@ -118,6 +118,12 @@ fn parse_list(s: &str, what: &str) -> Result<Vec<f64>> {
     Ok(values)
 }
 
+/// A path on stdout (the output contract: one a line), its control characters escaped: a file
+/// name can hold any byte but `/` and NUL.
+fn emit_path(p: &Path) {
+    emit(&format!("{}\n", text::escaped(&p.display().to_string())));
+}
+
 /// Writes to stdout; a closed pipe (`clipshape info … | head`) ends the program quietly.
 fn emit(text: &str) {
     use std::io::Write;
@@ -126,7 +132,7 @@ fn emit(text: &str) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("error: writing to stdout: {e}");
+        crate::text::say(&format!("error: writing to stdout: {e}"));
         std::process::exit(1);
     }
 }
@@ -137,7 +143,7 @@ fn device(cli: &Cli) -> Result<DeviceRequest> {
 
 fn generator_context(cli: &Cli, generator: &Path) -> Result<Context> {
     let params = ContextParams { device: device(cli)?, threads: cli.threads, ..ContextParams::new(generator) };
-    let ctx = Context::new(&params)?;
+    let ctx = signals::loading(|| Context::new(&params))?;
     signals::cancel_context(&ctx);
     Ok(ctx)
 }
@@ -201,7 +207,7 @@ fn model_context(
     }
     params.device = device(cli)?;
     params.threads = cli.threads;
-    let ctx = Context::new(&params)?;
+    let ctx = signals::loading(|| Context::new(&params))?;
     signals::cancel_context(&ctx);
     Ok(ctx)
 }
@@ -235,10 +241,10 @@ fn main() {
         let cancelled = matches!(e.downcast_ref::<clipshape::Error>(), Some(clipshape::Error::Cancelled));
         if cancelled || signals::interrupted() {
             signals::remove_in_flight();
-            eprintln!("cancelled");
+            crate::text::say(&format!("cancelled"));
             std::process::exit(130);
         }
-        eprintln!("error: {}", report(&e));
+        crate::text::say(&format!("error: {}", report(&e)));
         std::process::exit(1);
     }
 }

@@ -236,7 +236,7 @@ pub fn faces_command(photo: &Path, mtcnn: Option<&Path>, json: bool, device: tch
     if faces.is_empty() {
         return Ok(format!(
             "no face found in {}; faces smaller than {} px are not detected\n",
-            photo.display(),
+            crate::text::escaped(&photo.display().to_string()),
             face::MIN_FACE_SIZE as u32
         ));
     }
@@ -335,11 +335,11 @@ pub fn transfer_command(a: &TransferArgs, device: tch::Device) -> Result<Vec<Pat
     let params = clipshape::face::TransferParams::default();
     let transfer = clipshape::face::Transfer::new(&view, &map, &before, &after, &[1.0], &params, &interrupted)?;
     let layer = transfer.layer_cancellable(1.0, &interrupted)?;
-    eprintln!(
+    crate::text::say(&format!(
         "moved the photo's own pixels; the edited frame was blended in where the displacement could not explain it: {:.1} % of the {}",
         100.0 * transfer.blended_fraction(1.0)?,
         if matches!(subject, Subject::Face { .. }) { "face's square" } else { "selection" }
-    );
+    ));
     drop(transfer);
     crate::signals::check_interrupted()?;
     write_composite(out.path(0), &rgba, w, h, &layer)?;
@@ -401,7 +401,7 @@ pub struct AlignArgs {
 
 pub fn align(cli: &crate::Cli, args: &AlignArgs) -> Result<()> {
     for p in align_command(args, device(cli)?.resolve()?)? {
-        emit(&format!("{}\n", p.display()));
+        crate::emit_path(&p);
     }
     Ok(())
 }
@@ -429,7 +429,7 @@ pub struct TransferArgs {
 pub fn transfer(cli: &crate::Cli, args: &TransferArgs) -> Result<()> {
     let dev = device(cli)?.resolve()?;
     for p in transfer_command(args, dev)? {
-        emit(&format!("{}\n", p.display()));
+        crate::emit_path(&p);
     }
     Ok(())
 }

@@ -5,10 +5,14 @@
 //! The handler thread never runs the process's exit path while the main thread computes:
 //! `process::exit` runs libtorch's global destructors under a running oneDNN convolution and
 //! crashed (issues #23 and #29). A second signal removes the files in flight and `_exit`s,
-//! which runs no destructors at all.
+//! which runs no destructors at all. Two phases change that: while models load, nothing is
+//! being written, so the first signal leaves at once (a 1.2 GB model takes seconds to read);
+//! while the results are swapped into place, signals wait for the swap to end (it takes
+//! milliseconds, and one cut short would leave a folder half old, half new).
+//! A signal the process inherited as ignored (`nohup`, a script's background job) stays ignored.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::Result;
@@ -22,20 +26,88 @@ static CANCEL: Mutex<Option<clipshape::context::CancelHandle>> = Mutex::new(None
 static STAGES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 static CREATED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
+/// What the run is doing, for the handler (see the module's documentation).
+static PHASE: AtomicU8 = AtomicU8::new(WORKING);
+const WORKING: u8 = 0;
+const LOADING: u8 = 1;
+const SWAPPING: u8 = 2;
+/// Signals that came during a swap.
+static DURING_SWAP: AtomicUsize = AtomicUsize::new(0);
+
 /// Installs the handler of SIGINT, SIGTERM and SIGHUP (see the module's documentation).
 pub fn install() {
-    let _ = ctrlc::set_handler(|| {
-        if INTERRUPTED.swap(true, Ordering::SeqCst) {
-            remove_in_flight();
-            // SAFETY: _exit ends the process without running any destructor or atexit handler,
-            // which is the point: another thread may be inside libtorch.
-            unsafe { libc::_exit(130) };
+    let ignored = inherited_ignored();
+    let _ = ctrlc::set_handler(|| match PHASE.load(Ordering::SeqCst) {
+        SWAPPING => {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+            // A swap that never ends (it cannot here) is still left on the third try.
+            if DURING_SWAP.fetch_add(1, Ordering::SeqCst) >= 2 {
+                leave();
+            }
+            crate::text::say("\nfinishing the swap of the results into place (a moment)…");
         }
-        if let Some(h) = CANCEL.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            h.cancel();
+        LOADING => {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+            crate::text::say("\ncancelled");
+            leave();
         }
-        eprintln!("\ncancelling… (Ctrl-C again to leave at once)");
+        _ => {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                leave();
+            }
+            if let Some(h) = CANCEL.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                h.cancel();
+            }
+            crate::text::say("\ncancelling… (Ctrl-C again to leave at once)");
+        }
     });
+    for sig in ignored {
+        // SAFETY: signal() with SIG_IGN only changes this process's disposition of `sig`, back
+        // to what it inherited.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}
+
+/// The signals of ours the process inherited as ignored.
+fn inherited_ignored() -> Vec<libc::c_int> {
+    let mut out = Vec::new();
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: sigaction with a NULL new action only reads the current one into `old`, a
+        // zeroed struct of the right type.
+        let ignored = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+        };
+        if ignored {
+            out.push(sig);
+        }
+    }
+    out
+}
+
+/// Removes what is in flight and ends the process at once, running no destructor.
+fn leave() -> ! {
+    remove_in_flight();
+    // SAFETY: _exit ends the process without running any destructor or atexit handler, which
+    // is the point: another thread may be inside libtorch.
+    unsafe { libc::_exit(130) }
+}
+
+/// While `f` loads models, a signal ends the process at once (nothing is being written).
+pub fn loading<T>(f: impl FnOnce() -> T) -> T {
+    PHASE.store(LOADING, Ordering::SeqCst);
+    let out = f();
+    PHASE.store(WORKING, Ordering::SeqCst);
+    out
+}
+
+/// While `f` swaps a run's results into place, signals wait for it to end. A signal that came
+/// before it began has cancelled the run already (`check_interrupted` first).
+pub fn swapping<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    check_interrupted()?;
+    PHASE.store(SWAPPING, Ordering::SeqCst);
+    // The run is done once its results are in place: a signal during the swap changes nothing.
+    f()
 }
 
 /// Lets a signal cancel the library calls of `ctx` (and at once, if one already came).

@@ -19,6 +19,14 @@ pub fn escaped(s: &str) -> String {
     out
 }
 
+/// Writes `text` and a newline to stderr, each line's control characters escaped. A stderr that
+/// cannot be written (closed, `2>/dev/full`) is no reason to stop, nor to panic.
+pub fn say(text: &str) {
+    use std::io::Write as _;
+    let lines: Vec<String> = text.split('\n').map(escaped).collect();
+    let _ = writeln!(std::io::stderr().lock(), "{}", lines.join("\n"));
+}
+
 /// The characters that reorder the text around them (Unicode's explicit embeddings,
 /// overrides and isolates, and the marks).
 fn is_bidi_control(c: char) -> bool {

@@ -514,3 +514,105 @@ fn small_things_are_said_and_cleaned() {
     assert!(e.contains("00.png") && e.contains("not a record this version reads"), "{e}");
     assert_eq!(std::fs::read_to_string(folder.join("00.png")).unwrap(), "mine");
 }
+
+/// The review of the fixes (issue #29): a signal the run inherited as ignored (`nohup`, a
+/// script's background job) stays ignored.
+#[test]
+fn an_ignored_hangup_stays_ignored() {
+    let dir = tmpdir();
+    let out = dir.path().join("kept");
+    let mut args =
+        tiny_edit(&["face", "--seed", "1", "--steps", "30", "--strengths=0", "--out", p(&out), "--device", "cpu"]);
+    args.insert(0, env!("CARGO_BIN_EXE_clipshape").to_string());
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let child = Command::new("sh")
+        .args(["-c", &format!("trap '' HUP; exec {}", quoted.join(" "))])
+        .env("CLIPSHAPE_MODELS", dir.path().join("store"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the run's folder", Duration::from_secs(30), || out.exists());
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, "HUP");
+    let (done, _) = finish(child, Duration::from_secs(120), "nohup'd edit");
+    assert!(done.status.success(), "{:?}: {}", done.status, String::from_utf8_lossy(&done.stderr));
+    assert!(out.join("shift.safetensors").is_file());
+}
+
+/// The review: the leftovers a run cleans up are ours by their exact names, never an input of
+/// the run, never a folder of the user's that looks like ours; a file of the user's named like
+/// our record is never written over.
+#[test]
+fn stale_cleanup_and_the_record_name_spare_the_users_files() {
+    let dir = tmpdir();
+    let ours = earlier_edit(dir.path());
+    let (shift, latent) = (ours.join("shift.safetensors"), ours.join("latent.safetensors"));
+    let g = dir.path().join("g");
+    let lookalike = g.join(".clipshape-mine.stage");
+    std::fs::create_dir_all(&lookalike).unwrap();
+    std::fs::copy(&shift, lookalike.join("shift.safetensors")).unwrap();
+    let part = g.join(".clipshape-abc123.part");
+    std::fs::copy(&latent, &part).unwrap();
+    let hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for f in [&lookalike.join("shift.safetensors"), &part] {
+        std::fs::File::options().write(true).open(f).unwrap().set_modified(hours_ago).unwrap();
+    }
+    let e4e = golden("e4e.pt");
+    ok(&[
+        "render",
+        p(&e4e),
+        "--latent",
+        p(&part),
+        "--shift",
+        p(&lookalike.join("shift.safetensors")),
+        "--strengths=0",
+        "--out",
+        p(&g),
+    ]);
+    assert!(part.is_file() && lookalike.join("shift.safetensors").is_file(), "inputs and look-alikes are kept");
+
+    let d1 = dir.path().join("d1");
+    std::fs::create_dir(&d1).unwrap();
+    std::fs::copy(&latent, d1.join(".clipshape.json")).unwrap();
+    let before = std::fs::read(d1.join(".clipshape.json")).unwrap();
+    let e = fails(&["render", p(&e4e), "--latent", p(&d1.join(".clipshape.json")), "--strengths=0", "--out", p(&d1)]);
+    assert!(e.contains(".clipshape.json"), "{e}");
+    assert_eq!(std::fs::read(d1.join(".clipshape.json")).unwrap(), before);
+}
+
+/// The review: a pipe where the record's key is kept does not hang a run; the key is not
+/// used, so the record proves nothing (and nothing is removed later).
+#[test]
+fn a_pipe_as_the_record_key_does_not_hang_a_run() {
+    let dir = tmpdir();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(state.join("clipshape")).unwrap();
+    assert!(Command::new("mkfifo").arg(state.join("clipshape/record.key")).status().unwrap().success());
+    let out = dir.path().join("r");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clipshape"));
+    cmd.args(tiny_edit(&["face", "--seed", "1", "--steps", "1", "--strengths=0", "--out", p(&out), "--device", "cpu"]))
+        .env("XDG_STATE_HOME", &state)
+        .env("CLIPSHAPE_MODELS", dir.path().join("store"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let (done, _) = finish(cmd.spawn().unwrap(), Duration::from_secs(120), "a run with a pipe as its key");
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+}
+
+/// The review: output paths on stdout carry no raw control characters, and a stderr that
+/// cannot be written does not turn an error into a panic.
+#[test]
+fn output_paths_are_escaped_and_a_full_stderr_is_no_panic() {
+    let dir = tmpdir();
+    let out = dir.path().join("x\u{1b}[31m\u{7}.png");
+    let said = ok(&["align", p(&astronaut()), "--mtcnn", p(&mtcnn()), "--out", p(&out)]);
+    assert!(out.is_file() && said.contains("\\u{1b}[31m\\u{7}.png") && !said.contains('\u{1b}'), "{said:?}");
+    let full = std::fs::File::options().write(true).open("/dev/full").unwrap();
+    let done = Command::new(env!("CARGO_BIN_EXE_clipshape"))
+        .args(["--device", "cpu", "faces", p(&dir.path().join("missing.png")), "--mtcnn", p(&mtcnn())])
+        .stderr(full)
+        .output()
+        .unwrap();
+    assert_eq!(done.status.code(), Some(1), "{:?}", done.status);
+}

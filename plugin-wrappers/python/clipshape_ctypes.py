@@ -1023,6 +1023,7 @@ class Context(_Handle):
         self._op_lock = threading.RLock()   # one operation at a time
         self._ptr_lock = threading.Lock()   # cancel() vs close()
         self._cancel_requested = False
+        self._close_when_done = False
         self._in_job = 0
         self._frame = None
         self.device = device
@@ -1030,8 +1031,14 @@ class Context(_Handle):
     # — life cycle —
 
     def close(self):
-        """Frees the models. A running operation is cancelled and waited for first."""
+        """Frees the models. A running operation is cancelled and waited for first; called
+        from inside one (a progress or preview callback), the models are freed once it has
+        returned (it raises CancelledError)."""
         if not getattr(self, "_ptr", None):
+            return
+        if getattr(self._op_lock, "_is_owned", lambda: False)():
+            self._close_when_done = True
+            self.cancel()
             return
         self.cancel()
         with self._op_lock:
@@ -1039,6 +1046,12 @@ class Context(_Handle):
                 ptr, self._ptr = self._ptr, None
             if ptr:
                 self._lib.cs_context_free(ptr)
+
+    def _close_if_asked(self):
+        """Frees the models when close() was called from inside the operation that just ended."""
+        if self._close_when_done and not getattr(self._op_lock, "_is_owned", lambda: False)():
+            self._close_when_done = False
+            self.close()
 
     def cancel(self):
         """Asks the running (or the next) step of the current job to stop; thread-safe.
@@ -1289,14 +1302,17 @@ class Context(_Handle):
         keep.append(p.prompt)
         boxes = self._callbacks(p, progress, preview, preview_every)
         out = POINTER(cs_shift)()
-        with self._op_lock, _holding(latent):
-            self._begin_op()
-            try:
-                _call(self._lib.cs_optimize, self.ptr, latent.ptr, ctypes.byref(p),
-                      ctypes.byref(out))
-            except CancelledError:
-                self._reraise(boxes)
-                raise
+        try:
+            with self._op_lock, _holding(latent):
+                self._begin_op()
+                try:
+                    _call(self._lib.cs_optimize, self.ptr, latent.ptr, ctypes.byref(p),
+                          ctypes.byref(out))
+                except CancelledError:
+                    self._reraise(boxes)
+                    raise
+        finally:
+            self._close_if_asked()
         self._reraise(boxes)  # `p` (and the callbacks it holds) stayed alive through the call
         return Shift(out)
 
@@ -1321,15 +1337,18 @@ class Context(_Handle):
         txt = (c_char_p * len(raw))(*raw)
         n_out = max(len(latents), len(prompts))
         out = (POINTER(cs_shift) * n_out)()
-        with self._op_lock, _holding(*latents):
-            lat = (POINTER(cs_latent) * len(latents))(*[l.ptr for l in latents])
-            self._begin_op()
-            try:
-                _call(self._lib.cs_optimize_batch, self.ptr, lat, len(latents), txt, len(raw),
-                      ctypes.byref(p), out)
-            except CancelledError:
-                self._reraise(boxes)
-                raise
+        try:
+            with self._op_lock, _holding(*latents):
+                lat = (POINTER(cs_latent) * len(latents))(*[l.ptr for l in latents])
+                self._begin_op()
+                try:
+                    _call(self._lib.cs_optimize_batch, self.ptr, lat, len(latents), txt, len(raw),
+                          ctypes.byref(p), out)
+                except CancelledError:
+                    self._reraise(boxes)
+                    raise
+        finally:
+            self._close_if_asked()
         self._reraise(boxes)
         return [Shift(out[i]) for i in range(n_out) if out[i]]
 

@@ -96,3 +96,29 @@ def test_models_add_checks_its_arguments_before_copying(cs, tmp_path, monkeypatc
     assert status == cs.STATUS_OK, cs.last_error()
     assert (store / "mtcnn_pnet.pt").is_file() and needed.value > 1
     assert not list(store.glob("*.lock")), "the store's locks live in .locks/, not beside the models"
+
+
+@needs_models
+def test_closing_a_context_from_its_own_progress_callback_is_safe():
+    """The review of #29: a plug-in's Close handled inside the progress callback's event pump
+    freed the context under the running optimisation (abort). It now frees it once the call
+    has returned. In a child process: a crash must fail this test, not end the run."""
+    script = textwrap.dedent("""
+        import sys
+        sys.path.insert(0, %r)
+        import clipshape_ctypes as cs
+        ctx = cs.Context(device="cpu", n_threads=1, generator=%r, clip=%r, vocab=%r)
+        latent = ctx.latent_from_seed(1)
+        for at in (1, 3, 5):
+            ctx = ctx if not ctx.closed else cs.Context(device="cpu", n_threads=1, generator=%r, clip=%r, vocab=%r)
+            latent = ctx.latent_from_seed(1)
+            try:
+                ctx.optimize(latent, "face", steps=5, progress=lambda p, at=at: (p.step == at and ctx.close()) or True)
+            except cs.CancelledError:
+                pass
+            assert ctx.closed, at
+        print("ok")
+    """) % ((SHARED,) + (golden("e4e.pt"), golden("clip_jit.pt"), golden("bpe_simple_vocab_16e6.txt.gz")) * 2)
+    env = dict(os.environ, CLIPSHAPE_LIB=LIB)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0 and "ok" in done.stdout, (done.returncode, done.stdout, done.stderr[-2000:])

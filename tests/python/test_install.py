@@ -36,8 +36,11 @@ def test_install_is_idempotent_and_links_the_library(tmp_path):
     gimp = tmp_path / ".config" / "GIMP" / "3.0" / "plug-ins" / "clipshape"
     pykrita = tmp_path / ".local" / "share" / "krita" / "pykrita"
     have_lib = os.path.exists(LIB)
-    assert sorted(os.listdir(gimp)) == ["clipshape.py", "clipshape_ctypes.py",
+    assert sorted(os.listdir(gimp)) == ["VERSION", "clipshape.py", "clipshape_ctypes.py",
                                         "clipshape_logic.py"] + ["libclipshape.so"] * have_lib
+    # The one version (Cargo.toml's), for the plug-in's About.
+    version = open(os.path.join(REPO, "Cargo.toml")).read().split("[workspace.package]")[1]
+    assert (gimp / "VERSION").read_text().strip() in version
     assert os.access(gimp / "clipshape.py", os.X_OK)
     if have_lib:
         assert os.path.islink(gimp / "libclipshape.so")

@@ -61,12 +61,8 @@ impl OutputFiles {
             let stage = match made.stages.iter().find(|s| s.parent() == Some(folder.as_path())) {
                 Some(s) => s.clone(),
                 None => {
-                    let s = tempfile::Builder::new()
-                        .prefix(clipshape::io::TEMP_PREFIX)
-                        .suffix(super::STAGE_SUFFIX)
-                        .tempdir_in(&folder)
-                        .with_context(|| format!("{flag} {}: cannot write in {}", out.display(), folder.display()))?
-                        .keep();
+                    let s = super::new_stage(&folder)
+                        .with_context(|| format!("{flag} {}: cannot write in {}", out.display(), folder.display()))?;
                     crate::signals::register_stage(&s);
                     made.stages.push(s.clone());
                     s
@@ -88,7 +84,10 @@ impl OutputFiles {
     /// first and is removed once all have landed; if one cannot land, everything is put back.
     /// Refused after Ctrl-C. Returns the outputs' paths as given.
     pub fn commit(self) -> Result<Vec<PathBuf>> {
-        crate::signals::check_interrupted()?;
+        crate::signals::swapping(|| self.swap())
+    }
+
+    fn swap(&self) -> Result<Vec<PathBuf>> {
         let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new();
         let result = (|| -> Result<()> {
             for (i, (flag, target, staged)) in self.files.iter().enumerate() {
@@ -97,7 +96,7 @@ impl OutputFiles {
                 }
                 if std::fs::symlink_metadata(target).is_ok() {
                     let stage = staged.parent().unwrap_or(Path::new("."));
-                    let aside = stage.join(format!(".earlier-{i}"));
+                    let aside = stage.join(format!("{}-{i}", super::ASIDE_PREFIX));
                     rename(target, &aside, &mut moves)?;
                 }
                 rename(staged, target, &mut moves)?;

@@ -62,15 +62,18 @@ impl OutputDir {
             created,
             committed: Default::default(),
         };
-        clipshape::io::remove_stale_temps(path, STALE_AFTER)?;
-        remove_stale_stages(path);
-        let (record, why) = match Record::read(path) {
-            Reading::Absent => (Record::default(), None),
-            Reading::Trusted(r) => (r, None),
-            Reading::Ignored(why) => {
-                eprintln!("note: --out {}: {why}; it is ignored, and nothing it names is removed", path.display());
-                (Record::default(), Some(why))
-            }
+        remove_stale(path, &dir.inputs);
+        if dir.input_at(&path.join(RECORD)).is_some() {
+            bail!("--out {}: its {RECORD} is an input of this run: choose another folder", path.display());
+        }
+        let record = match Record::read(path) {
+            Reading::Absent => Record::default(),
+            Reading::Trusted(r) => r,
+            // Not ours: never written over, and nothing it names is removed.
+            Reading::Ignored(why) => bail!(
+                "--out {}: {why}; it is not written over: remove it, or choose an empty or new folder",
+                path.display()
+            ),
         };
         let ours = our_names_in(path);
         if let Some(i) = ours.iter().find_map(|(_, full)| dir.input_at(full)) {
@@ -82,24 +85,15 @@ impl OutputDir {
         }
         for (rel, _) in ours {
             if !record.files.iter().any(|w| w.path == rel && Record::unchanged(path, w)) {
-                let because = match &why {
-                    Some(why) => format!("the folder's {why}"),
-                    None => "no earlier run of ours wrote it, or it changed since".to_string(),
-                };
                 bail!(
-                    "--out {}: it holds {}, which a run here would write over, and {because}: choose an empty or new \
-                     folder",
+                    "--out {}: it holds {}, which a run here would write over, and no earlier run of ours wrote it, or \
+                     it changed since: choose an empty or new folder",
                     path.display(),
                     crate::text::escaped(&rel),
                 );
             }
         }
-        dir.staging = tempfile::Builder::new()
-            .prefix(clipshape::io::TEMP_PREFIX)
-            .suffix(STAGE_SUFFIX)
-            .tempdir_in(path)
-            .with_context(|| format!("--out {}: cannot write there", path.display()))?
-            .keep();
+        dir.staging = new_stage(path).with_context(|| format!("--out {}: cannot write there", path.display()))?;
         crate::signals::register_stage(&dir.staging);
         Ok(dir)
     }
@@ -126,6 +120,10 @@ impl OutputDir {
     /// record is rewritten, then the old files go; a failure on the way puts everything back
     /// as it was. Returns the files' paths in the order they were joined.
     pub fn commit(self) -> Result<Vec<PathBuf>> {
+        crate::signals::swapping(|| self.swap())
+    }
+
+    fn swap(&self) -> Result<Vec<PathBuf>> {
         let old = match Record::read(&self.path) {
             Reading::Trusted(r) => r.files,
             _ => Vec::new(),
@@ -136,7 +134,7 @@ impl OutputDir {
                 names.push(name.clone());
             }
         }
-        let aside = self.staging.join(".earlier");
+        let aside = self.staging.join(ASIDE_PREFIX);
         let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new();
         let result = (|| -> Result<()> {
             for w in &old {
@@ -273,19 +271,61 @@ fn our_names_in(dir: &Path) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// A killed run's staging folders (older than [`STALE_AFTER`]): ours by name, so removed.
-fn remove_stale_stages(dir: &Path) {
+/// A staging folder of a run in `dir`: `.clipshape-XXXXXX.stage` holding the marker
+/// [`STAGE_MARKER`], by which a later run knows it is a stage of ours.
+fn new_stage(dir: &Path) -> std::io::Result<PathBuf> {
+    let stage =
+        tempfile::Builder::new().prefix(clipshape::io::TEMP_PREFIX).suffix(STAGE_SUFFIX).tempdir_in(dir)?.keep();
+    std::fs::write(stage.join(STAGE_MARKER), b"")?;
+    Ok(stage)
+}
+
+/// Marks a staging folder as ours.
+const STAGE_MARKER: &str = ".clipshape-stage";
+/// Inside a stage, where a run sets aside the files it replaces until its results are in place.
+const ASIDE_PREFIX: &str = ".earlier";
+
+/// Whether `name` is one of our temporary names: `.clipshape-`, the six letters or digits
+/// tempfile draws, `suffix`.
+fn ours_by_name(name: &str, suffix: &str) -> bool {
+    name.strip_prefix(clipshape::io::TEMP_PREFIX)
+        .and_then(|rest| rest.strip_suffix(suffix))
+        .is_some_and(|mid| mid.len() == 6 && mid.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// The leftovers of killed runs in `dir`, older than [`STALE_AFTER`] (younger ones may belong
+/// to a run still writing): our temporary files and our staging folders, by their exact names
+/// (and a stage's marker). Never one that is or holds an input of this run, and never a stage
+/// holding a file a run had set aside (the earlier file at a named output's place: it is said).
+fn remove_stale(dir: &Path, inputs: &[PathBuf]) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
         let old = entry.metadata().and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default() >= STALE_AFTER);
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir
-            && name.starts_with(clipshape::io::TEMP_PREFIX)
-            && name.ends_with(STAGE_SUFFIX)
-            && old.unwrap_or(false)
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
+        if !old.unwrap_or(false) {
+            continue;
+        }
+        let holds_input = std::fs::canonicalize(&path).is_ok_and(|p| inputs.iter().any(|i| i.starts_with(&p)));
+        let Ok(kind) = entry.file_type() else { continue };
+        if holds_input || kind.is_symlink() {
+            continue;
+        }
+        if kind.is_file() && ours_by_name(&name, clipshape::io::TEMP_SUFFIX) {
+            let _ = std::fs::remove_file(&path);
+        } else if kind.is_dir() && ours_by_name(&name, STAGE_SUFFIX) && path.join(STAGE_MARKER).is_file() {
+            let aside = std::fs::read_dir(&path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(ASIDE_PREFIX));
+            if aside {
+                crate::text::say(&format!(
+                    "note: {} holds a file a run set aside before it was killed: left for you to look at",
+                    path.display()
+                ));
+            } else {
+                let _ = std::fs::remove_dir_all(&path);
+            }
         }
     }
 }

@@ -210,6 +210,10 @@ fn key() -> Option<Vec<u8>> {
     if let Some(k) = read_key(&path) {
         return Some(k);
     }
+    if std::fs::symlink_metadata(&path).is_ok() {
+        // Something that is no key of ours: records then prove nothing (and nothing is removed).
+        return None;
+    }
     let dir = path.parent()?;
     std::fs::create_dir_all(dir).ok()?;
     let mut bytes = [0u8; 32];
@@ -223,6 +227,10 @@ fn key() -> Option<Vec<u8>> {
 }
 
 fn read_key(path: &Path) -> Option<Vec<u8>> {
+    // A key is a small regular file (a pipe or a device there would block the run or never end).
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() < 4096) {
+        return None;
+    }
     let text = std::fs::read_to_string(path).ok()?;
     hex::decode(text.trim()).ok().filter(|k| k.len() >= 32)
 }
