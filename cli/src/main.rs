@@ -241,7 +241,7 @@ fn main() {
         let cancelled = matches!(e.downcast_ref::<clipshape::Error>(), Some(clipshape::Error::Cancelled));
         if cancelled || signals::interrupted() {
             signals::remove_in_flight();
-            crate::text::say(&format!("cancelled"));
+            crate::text::say("cancelled");
             std::process::exit(130);
         }
         crate::text::say(&format!("error: {}", report(&e)));

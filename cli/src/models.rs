@@ -263,7 +263,7 @@ impl Progress for TerminalProgress {
     fn note(&mut self, message: &str) {
         match &self.bar {
             Some(bar) if !bar.is_hidden() => bar.println(message),
-            _ => crate::text::say(&format!("{message}")),
+            _ => crate::text::say(message),
         }
     }
 }
