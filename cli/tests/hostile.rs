@@ -108,7 +108,7 @@ fn earlier_edit(dir: &Path) -> PathBuf {
 }
 
 /// Item 1: a record copied from another folder (or written by hand) that names the person's
-/// files with their true sizes and hashes decides nothing.
+/// files with their true sizes and hashes decides nothing: the run is refused, every file kept.
 #[test]
 fn a_copied_record_removes_none_of_the_users_files() {
     let dir = tmpdir();
@@ -147,8 +147,9 @@ fn a_copied_record_removes_none_of_the_users_files() {
         p(&album),
     ]);
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{e}");
-    assert!(e.contains(".clipshape.json names mine.txt") && e.contains("ignored"), "{e}");
+    // Refused: the record names files that are none of ours, and it is no file of ours either.
+    assert!(!out.status.success(), "{e}");
+    assert!(e.contains(".clipshape.json names mine.txt") && e.contains("not written over"), "{e}");
     for (n, b) in theirs.iter().zip(&kept) {
         assert_eq!(&std::fs::read(album.join(n)).unwrap(), b, "{n} is kept as it was");
     }
@@ -511,7 +512,7 @@ fn small_things_are_said_and_cleaned() {
     std::fs::write(folder.join("00.png"), "mine").unwrap();
     std::fs::write(folder.join(".clipshape.json"), "{ not json").unwrap();
     let e = fails_owned(&tiny_edit(&["face", "--seed", "1", "--steps", "1", "--out", p(&folder)]));
-    assert!(e.contains("00.png") && e.contains("not a record this version reads"), "{e}");
+    assert!(e.contains(".clipshape.json") && e.contains("not a record this version reads"), "{e}");
     assert_eq!(std::fs::read_to_string(folder.join("00.png")).unwrap(), "mine");
 }
 

@@ -26,13 +26,13 @@ fn a_later_run_replaces_only_what_an_earlier_run_of_ours_wrote() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("mine.txt"), b"x").unwrap();
-    std::fs::write(d.join(".clipshape-young.part"), b"x").unwrap();
-    let old = std::fs::File::create(d.join(".clipshape-old.part")).unwrap();
+    std::fs::write(d.join(".clipshape-young1.part"), b"x").unwrap();
+    let old = std::fs::File::create(d.join(".clipshape-old123.part")).unwrap();
     old.set_modified(std::time::SystemTime::now() - Duration::from_secs(120)).unwrap();
     let paths = run(d, &[], &[("00.png", b"a"), ("01.png", b"b"), ("sheet.png", b"s")]).unwrap();
     assert_eq!(paths, vec![d.join("00.png"), d.join("01.png"), d.join("sheet.png")]);
     run(d, &[], &[("00.png", b"c")]).unwrap();
-    assert_eq!(names(d), [".clipshape-young.part", ".clipshape.json", "00.png", "mine.txt"]);
+    assert_eq!(names(d), [".clipshape-young1.part", ".clipshape.json", "00.png", "mine.txt"]);
     assert_eq!(std::fs::read(d.join("00.png")).unwrap(), b"c");
 
     let file = d.join("f");
@@ -140,8 +140,9 @@ fn a_copied_or_forged_record_removes_nothing() {
         .collect();
     let forged = serde_json::json!({ "files": files });
     std::fs::write(d.join(RECORD), forged.to_string()).unwrap();
-    run(d, &[&d.join("photo.png")], &[("00.png", b"a")]).unwrap();
-    for name in ["mine.txt", "photo.png", "sub/holiday.jpg"] {
+    let e = run(d, &[&d.join("photo.png")], &[("00.png", b"a")]).unwrap_err().to_string();
+    assert!(e.contains("names mine.txt") && e.contains("not written over"), "{e}");
+    for name in ["mine.txt", "photo.png", "sub/holiday.jpg", RECORD] {
         assert!(d.join(name).is_file(), "{name} is kept");
     }
 
