@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks an unpacked release (install/package.sh runs it on what it ships; the tests run it on
 # the archive): fails, naming the file, when
-#   - an ELF file's RPATH/RUNPATH holds anything but $ORIGIN-relative folders;
+#   - an ELF file's RPATH/RUNPATH holds anything but $ORIGIN-relative folders inside the bundle;
 #   - libclipshape.so NEEDS libtorch_cuda.so (a CPU-only person would need the GPU engine);
 #   - a library an ELF file NEEDS is neither shipped in lib/ nor part of the system every Linux
 #     has (the GNU C library's own, libstdc++, libgcc_s);
@@ -34,7 +34,10 @@ while IFS= read -r -d '' f; do
         IFS=: read -ra parts <<<"$path"
         for p in "${parts[@]}"; do
             case "$p" in
-                '$ORIGIN'|'$ORIGIN/'*) ;;
+                '$ORIGIN'|'$ORIGIN/'*)
+                    # …and it stays inside the bundle (a wheel's `$ORIGIN/../../nvidia` would not).
+                    where=$(realpath -m --relative-to="$bundle" "$(dirname "$f")${p#\$ORIGIN}")
+                    case "$where" in ..|../*) bad "$rel: RPATH/RUNPATH entry $p leads out of the bundle" ;; esac ;;
                 *) bad "$rel: RPATH/RUNPATH entry $p is not relative to \$ORIGIN" ;;
             esac
         done

@@ -32,6 +32,7 @@ done
 
 t0=$SECONDS
 clipshape_ensure_venv
+command -v patchelf >/dev/null || { echo "package.sh: patchelf is needed (apt-get install patchelf)" >&2; exit 1; }
 VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
 [ -n "$VERSION" ] || { echo "package.sh: no [workspace.package] version in Cargo.toml" >&2; exit 1; }
 NAME=clipshape-$VERSION-linux-x86_64
@@ -45,8 +46,8 @@ TORCH_VERSION=$(python -c 'import torch; print(torch.__version__.split("+")[0])'
 clipshape_step "release build $VERSION in target/package (no path of this machine, \$ORIGIN rpaths, no libtorch_cuda)"
 # Paths of this machine would reach the binaries through panic messages and C++ __FILE__s.
 CLIPSHAPE_RELEASE=1 CARGO_TARGET_DIR=$TARGET \
-    RUSTFLAGS="--remap-path-prefix=$REPO=clipshape --remap-path-prefix=$CARGO_HOME=cargo --remap-path-prefix=$HOME=home" \
-    CXXFLAGS="-ffile-prefix-map=$REPO=clipshape -ffile-prefix-map=$CARGO_HOME=cargo -ffile-prefix-map=$HOME=home" \
+    RUSTFLAGS="--remap-path-prefix=$HOME=home --remap-path-prefix=$REPO=clipshape --remap-path-prefix=$CARGO_HOME=cargo --remap-path-prefix=$SITE=site-packages" \
+    CXXFLAGS="-ffile-prefix-map=$HOME=home -ffile-prefix-map=$REPO=clipshape -ffile-prefix-map=$CARGO_HOME=cargo -ffile-prefix-map=$SITE=site-packages" \
     cargo build --release -p clipshape -p clipshape-cli
 
 stage=$(mktemp -d "${TMPDIR:-/tmp}/clipshape-package.XXXXXX")
@@ -77,6 +78,13 @@ for f in libcudart.so.13 libcupti.so.13; do
     cp -L "$src" "$out/lib/$f"
 done
 echo "$TORCH_VERSION" >"$out/lib/torch_version.txt"
+# The wheel's libraries look in ../../nvidia/… (its own layout) before $ORIGIN: here that would
+# be folders outside the install. Only their own folder.
+for f in libtorch_cpu.so libc10.so libgomp.so.1 libcudart.so.13 libcupti.so.13; do
+    if readelf -d "$out/lib/$f" | grep -qE '\((RPATH|RUNPATH)\)'; then
+        patchelf --force-rpath --set-rpath '$ORIGIN' "$out/lib/$f"
+    fi
+done
 chmod 755 "$out"/lib/*.so* "$out/bin/clipshape"
 
 clipshape_step "header, plug-ins, licences, install.sh"
@@ -136,6 +144,11 @@ stage, out = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(out + ".part", "w", zipfile.ZIP_DEFLATED, compresslevel=6) as z:
     for dirpath, dirnames, filenames in sorted(os.walk(stage)):
         dirnames.sort()
+        # Folder entries too: Krita's importer finds the plug-in's package by its `name/` entry.
+        for name in dirnames:
+            info = zipfile.ZipInfo(os.path.relpath(os.path.join(dirpath, name), stage) + "/", (2026, 1, 1, 0, 0, 0))
+            info.external_attr = (0o40755 << 16) | 0x10
+            z.writestr(info, b"")
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
             info = zipfile.ZipInfo(os.path.relpath(path, stage), (2026, 1, 1, 0, 0, 0))

@@ -29,7 +29,9 @@ tar -C "$work" -xf "$archive"
 b=$work/$NAME
 torch_lib=$("$CLIPSHAPE_VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)
 site=$(dirname "$(dirname "$torch_lib")")
-if bash install/check-bundle.sh "$b" "$REPO" "${CARGO_HOME:-$HOME/.cargo}" "$site" "$CLIPSHAPE_VENV"; then
+# The build machine's paths, and the venv's layout below the home folder (remapped to `home/…`).
+venv_rel=${CLIPSHAPE_VENV#"$HOME"/}
+if bash install/check-bundle.sh "$b" "$REPO" "${CARGO_HOME:-$HOME/.cargo}" "$site" "$CLIPSHAPE_VENV" "$venv_rel"; then
     ok "check-bundle: relocatable, no libtorch_cuda, nothing of this machine, glibc ≤ $(cat install/GLIBC_FLOOR)"
 else
     bad "check-bundle (above)"

@@ -473,8 +473,9 @@ def library_candidates(path=None):
         out.append(("$" + ENV_LIBRARY, env))
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        with open(os.path.join(here, ENGINE_FILE), encoding="utf-8") as f:
-            out.append(("the installed engine (%s)" % ENGINE_FILE, f.read().strip()))
+        # Bytes: a home folder's name need not be UTF-8.
+        with open(os.path.join(here, ENGINE_FILE), "rb") as f:
+            out.append(("the installed engine (%s)" % ENGINE_FILE, os.fsdecode(f.read().strip())))
     except OSError:
         pass
     out.append(("next to " + os.path.basename(__file__), os.path.join(here, LIBRARY_NAME)))

@@ -81,8 +81,11 @@ say "uninstall: nothing of CLIPShape left; the hosts' folders and the models add
 zip=$HOME/Downloads/clipshape-krita-$version.zip
 if [ -f "$zip" ]; then
     rm -rf "$HOME/edits-krita"   # the host test's own results of the first Krita run
-    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
-        "$zip" "$HOME/.local/share/krita/pykrita"
+    # Krita's own importer (what Tools › Scripts › Import Python Plugin from File… runs).
+    importer=/usr/share/krita/pykrita/plugin_importer/plugin_importer.py
+    [ -f "$importer" ] || fail "no Krita plug-in importer at $importer"
+    python3 "$importer" "$zip" "$HOME/.local/share/krita" | sed 's/^/    importer: /'
+    [ -f "$HOME/.local/share/krita/pykrita/clipshape/libclipshape.so" ] || fail "Krita's importer did not import the zip"
     QT_QPA_PLATFORM=offscreen PYTHONPATH="$T:$HOME/.local/share/krita/pykrita" \
         kritarunner -s host_krita -f main >"$HOME/krita-zip.log" 2>&1 || true
     grep -q '^CLIPSHAPE-HOST-TEST OK' "$HOME/krita-zip.log" || { tail -n 40 "$HOME/krita-zip.log"; fail "Krita with the zip's plug-in"; }
