@@ -132,8 +132,10 @@ fi
 
 # The record is written as the install goes (what an interrupted install made is removed by
 # the next one, or by --uninstall), as installed.txt.new until the install is complete.
-base_existed=0
-[ -d "$BASE" ] && base_existed=1
+# The folders made for $BASE, the outermost first (recorded once the record exists).
+made_for_base=()
+d=$BASE
+while [ ! -e "$d" ] && [ ! -L "$d" ]; do made_for_base=("$d" "${made_for_base[@]}"); d=$(dirname "$d"); done
 mkdir -p -- "$BASE" 2>/dev/null || die "cannot create $BASE"
 BASE=$(cd "$BASE" && pwd -P)
 ENGINE=$BASE/$VERSION
@@ -168,7 +170,7 @@ fi
 NEW_RECORD=$BASE/installed.txt.new
 printf '# version %s (installing)\n' "$VERSION" >"$NEW_RECORD" || die "cannot write $NEW_RECORD"
 record() { printf '%s\n' "$*" >>"$NEW_RECORD" || die "cannot write $NEW_RECORD"; }
-[ "$base_existed" = 1 ] || record "d $BASE"
+for d in "${made_for_base[@]}"; do record "d $(physical "$d")"; done
 # Recorded under their final names before they move there: whenever this stops, the record
 # lists all that is in place. Folders before the files in them (removal goes deepest first),
 # each file with its SHA-256.

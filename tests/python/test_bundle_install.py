@@ -170,3 +170,12 @@ def test_odd_homes_and_ways_of_running_it(release, tmp_path):
     assert engine.is_dir(), "a relative XDG_DATA_HOME is ignored"
     assert not (tmp_path / "relative").exists() and not (tmp_path / "INJECTED").exists()
     assert os.readlink(home / ".local" / "bin" / "clipshape") == str(engine / "bin" / "clipshape")
+
+
+def test_an_empty_home_is_left_empty(release, tmp_path):
+    folder, _ = release
+    home = tmp_path / "empty"
+    home.mkdir()
+    run(folder / "install.sh", home)
+    out = run(folder / "install.sh", home, "--uninstall").stdout
+    assert os.listdir(home) == [], (out, files_under(home))
