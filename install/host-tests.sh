@@ -219,7 +219,7 @@ stage_files() {
     cp "$GOLDEN/face/astronaut.png" "$stage/models/"
     cp "$GOLDEN/face/mtcnn/pnet.pt" "$GOLDEN/face/mtcnn/rnet.pt" "$GOLDEN/face/mtcnn/onet.pt" "$stage/models/mtcnn/"
     cp "$REPO/tests/python/hosts/host_gimp.py" "$REPO/tests/python/hosts/host_krita.py" \
-        "$REPO/tests/python/hosts/gui_gimp.py" "$stage/tests/"
+        "$REPO/tests/python/hosts/gui_gimp.py" "$REPO/tests/python/hosts/cuda_refusal.py" "$stage/tests/"
     # The plug-ins, installed exactly as a user gets them (install/plugins.sh), into a HOME in the root.
     CLIPSHAPE_LIB="$LIB" CLIPSHAPE_PLUGINS_COPY_LIB=1 bash "$REPO/install/plugins.sh" \
         --home "$stage/home" --create-dirs --no-zip | sed 's/^/    /'
@@ -235,13 +235,14 @@ run_in_root() {
 fail=0
 # A host passed when it exited 0 AND its test script printed the OK line (GIMP reports success
 # for a procedure that returned an error status; kritarunner always exits 0).
+# report HOST LOG RC T0 [MARKER]: MARKER starts the summary lines (CLIPSHAPE-HOST-TEST).
 report() {
-    local host=$1 log=$2 rc=$3 t0=$4
-    if [ "$rc" = 0 ] && grep -q '^CLIPSHAPE-HOST-TEST OK' "$log"; then
-        grep '^CLIPSHAPE-HOST-TEST' "$log" | sed 's/^/    /'
+    local host=$1 log=$2 rc=$3 t0=$4 marker=${5:-CLIPSHAPE-HOST-TEST}
+    if [ "$rc" = 0 ] && grep -q "^$marker OK" "$log"; then
+        grep "^$marker" "$log" | sed 's/^/    /'
         say "$host: passed in $((SECONDS - t0)) s"
     else
-        sed 's/^/    /' "$log" | tail -n 60
+        sed 's/^/    /' "$log" | tail -n 80
         say "$host: FAILED (rc $rc) in $((SECONDS - t0)) s; full log: $log"
         fail=1
     fi
@@ -450,14 +451,7 @@ run_archive() {
         unmount_all
         trap - EXIT
     fi
-    if [ "$rc" = 0 ] && grep -q '^CLIPSHAPE-ARCHIVE-TEST OK' "$log"; then
-        grep '^CLIPSHAPE-ARCHIVE-TEST' "$log" | sed 's/^/    /'
-        say "archive: passed in $((SECONDS - t0)) s"
-    else
-        sed 's/^/    /' "$log" | tail -n 80
-        say "archive: FAILED (rc $rc) in $((SECONDS - t0)) s; full log: $log"
-        fail=1
-    fi
+    report archive "$log" "$rc" "$t0" CLIPSHAPE-ARCHIVE-TEST
 }
 
 if [ "$check" = 1 ]; then
