@@ -122,3 +122,44 @@ def test_closing_a_context_from_its_own_progress_callback_is_safe():
     env = dict(os.environ, CLIPSHAPE_LIB=LIB)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0 and "ok" in done.stdout, (done.returncode, done.stdout, done.stderr[-2000:])
+
+
+@needs_models
+def test_a_photo_too_large_for_the_memory_left_is_an_error_not_an_abort():
+    """Item 7: cs_transfer_create aborted the host process ("memory allocation of 864000000
+    bytes failed"). With the address space limited to what the process holds plus 150 MB, a
+    9000 × 9000 photo's transfer is CS_STATUS_OUT_OF_MEMORY with one line naming what was too
+    big, and the process goes on. In a child process: an abort must fail this test."""
+    script = textwrap.dedent("""
+        import resource, sys
+        sys.path.insert(0, %r)
+        import clipshape_ctypes as cs
+        ctx = cs.Context(device="cpu", n_threads=1, generator=%r)
+        latent = ctx.latent_from_seed(1)
+        w = h = 9000
+        photo = bytes(w * h * 3)
+        ctx.transfer(latent, [], [0.0, 1.0], bytes(64 * 64 * 3), (64, 64), box=(0, 0, 64, 64), fmt="RGB8")
+        vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize:")][0].split()[1]) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (vm + 150 * 2**20, resource.RLIM_INFINITY))
+        try:
+            ctx.transfer(latent, [], [0.0, 1.0], photo, (w, h), box=(0, 0, w, h), fmt="RGB8")
+            print("no error")
+        except cs.OutOfMemoryError as e:
+            print("OOM:", e)
+        print("alive")
+    """) % (SHARED, golden("e4e.pt"))
+    env = dict(os.environ, CLIPSHAPE_LIB=LIB)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    out = done.stdout
+    assert done.returncode == 0 and "alive" in out, (done.returncode, out, done.stderr[-2000:])
+    line = [l for l in out.splitlines() if l.startswith("OOM:")]
+    assert line and "MB" in line[0] and len(line[0]) < 300, out
+
+
+def test_a_system_too_old_for_the_library_is_said_in_plain_words(cs):
+    """#30: on a system older than the release's glibc floor the loader refuses the library;
+    the plug-ins say what is missing."""
+    e = OSError("/x/libclipshape.so: /lib/x86_64-linux-gnu/libm.so.6: version `GLIBC_2.99' not found "
+                "(required by /x/libclipshape.so)")
+    text = cs._load_failure(e)
+    assert "needs a newer system: GNU C library 2.99 or later" in text and "this system has" in text
