@@ -18,6 +18,13 @@ if ! python -c 'import PyQt5.QtWidgets' 2>/dev/null; then
     python -m pip install --quiet --progress-bar off PyQt5 \
         || clipshape_step "PyQt5 could not be installed: the docker's widget test will be skipped"
 fi
+# Ray runs tools/eval_ray.py's shards on a local runtime in the scaled table's test; without
+# it (no wheel for this platform) that test skips itself.
+if ! python -c 'import ray' 2>/dev/null; then
+    clipshape_step "installing ray into $CLIPSHAPE_VENV (tools/eval_ray.py's test)"
+    python -m pip install --quiet --progress-bar off 'ray>=2.40' \
+        || clipshape_step "ray could not be installed: tools/eval_ray.py's tests will be skipped"
+fi
 # A PyQt5 whose Qt cannot start offscreen (a missing system library) would abort pytest: the
 # tests then use their fake Qt.
 if python -c 'import PyQt5.QtWidgets' 2>/dev/null \

@@ -182,3 +182,26 @@ fn wrong_input_is_an_invalid_argument() {
     let f = tch::no_grad(|| net.features(&Tensor::zeros([2, 3, 7, 500], opts))).unwrap();
     assert_eq!(f.size(), vec![2, 128]);
 }
+
+#[test]
+fn random_weights_for_benchmarks_have_the_official_layout() {
+    // At the fixture's divisor: the keys and shapes the reference code wrote.
+    let shapes = |sd: &[(String, Tensor)]| -> std::collections::BTreeMap<String, Vec<i64>> {
+        sd.iter().map(|(k, t)| (k.clone(), t.size())).collect()
+    };
+    let (got, want) = (shapes(&clipshape::models::init::inception(16, 0).unwrap()), shapes(&tiny_state_dict()));
+    let differ: Vec<_> = want.iter().filter(|(k, s)| got.get(*k) != Some(s)).collect();
+    assert!(
+        differ.is_empty() && got.len() == want.len(),
+        "{} keys made, {} differ: {differ:?}",
+        got.len(),
+        differ.len()
+    );
+    // Full width: the official file's 472 tensors (its 95,628,359 bytes hold ~23.9 M floats).
+    let full = clipshape::models::init::inception(1, 0).unwrap();
+    let floats: i64 = full.iter().map(|(_, t)| t.numel() as i64).sum();
+    assert_eq!(full.len(), 472);
+    assert!((floats * 4 - 95_628_359).abs() < 200_000, "{floats} floats");
+    let net = Inception::load_checkpoint(&Checkpoint::from_tensors("random", full), "", Device::Cpu).unwrap();
+    assert_eq!(net.pool3_dim(), 2048);
+}

@@ -68,6 +68,54 @@ impl Statistics {
     }
 }
 
+impl Statistics {
+    /// Writes mean, covariance and count (float64 safetensors, atomically): a reference set's
+    /// statistics kept for later runs.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        let count = Tensor::f_from_slice(&[self.count as f64])?;
+        let bytes = double_safetensors(&[("mean", &self.mean), ("cov", &self.cov), ("count", &count)])?;
+        crate::io::write_atomic(path, &bytes)
+    }
+
+    /// What [`Statistics::save`] wrote, bit for bit (float64 throughout).
+    pub fn load(path: &std::path::Path) -> Result<Statistics> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, e.to_string()))?;
+        let get = |k: &str| -> Result<Tensor> {
+            let t = st.tensor(k).map_err(|e| Error::format(path, format!("`{k}`: {e}")))?;
+            if t.dtype() != safetensors::Dtype::F64 {
+                return Err(Error::format(path, format!("`{k}` is not float64")));
+            }
+            let values: Vec<f64> =
+                t.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+            let shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
+            Ok(Tensor::f_from_slice(&values)?.f_view(shape.as_slice())?)
+        };
+        let count = get("count")?.f_double_value(&[0])? as usize;
+        Ok(Statistics { mean: get("mean")?, cov: get("cov")?, count })
+    }
+}
+
+/// float64 tensors as safetensors bytes.
+fn double_safetensors(tensors: &[(&str, &Tensor)]) -> Result<Vec<u8>> {
+    let mut owned = Vec::new();
+    for (name, t) in tensors {
+        let t = t.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?.f_contiguous()?;
+        let mut data = vec![0u8; t.numel() * 8];
+        t.f_copy_data_u8(&mut data, t.numel())?;
+        owned.push((name.to_string(), t.size().iter().map(|&d| d as usize).collect::<Vec<_>>(), data));
+    }
+    let views = owned
+        .iter()
+        .map(|(n, shape, data)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F64, shape.clone(), data)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::Internal(format!("safetensors view for `{n}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, &None).map_err(|e| Error::Internal(format!("safetensors serialisation: {e}")))
+}
+
 /// The symmetric square root of a symmetric positive semi-definite matrix (negative
 /// eigenvalues from rounding are taken as 0).
 fn sqrt_psd(m: &Tensor) -> Result<Tensor> {
@@ -101,7 +149,7 @@ pub struct Fid<'a> {
 }
 
 /// Renders every latent at every strength with `shifts` (plus k = 0) and measures the rows,
-/// in the order of `params.strengths`.
+/// in the order of `params.strengths`: [`measure`], then [`rows`].
 pub fn evaluate(
     g: &Generator,
     guide: &ClipGuide,
@@ -111,6 +159,38 @@ pub fn evaluate(
     params: &EvalParams,
     fid: Option<&Fid>,
 ) -> Result<Vec<Row>> {
+    let indexed: Vec<(usize, &Latent)> = latents.iter().enumerate().collect();
+    let measured = measure(g, guide, frame, &indexed, shifts, params, fid.map(|f| f.net), &|| false)?;
+    rows(&params.strengths, &measured, fid.is_some(), fid.and_then(|f| f.reference.as_ref()))
+}
+
+/// What was measured of one picture of an evaluated set: its index in the set, and per strength
+/// (k = 0 first, then the strengths as given) the CLIP similarity to the prompt, the mean
+/// change outside M (8-bit levels) and, when FID is measured, the Inception pool features.
+/// Kept per picture, so pictures measured apart (shards) give the table the whole set gives,
+/// bit for bit.
+#[derive(Debug)]
+pub struct Measured {
+    pub index: usize,
+    pub clip: Vec<f64>,
+    pub change: Vec<f64>,
+    /// (S, D) float32 on the CPU.
+    pub features: Option<Tensor>,
+}
+
+/// Measures each `(index, latent)` at k = 0 and `params.strengths` (see [`Measured`]), with
+/// `net` for FID's features; `cancelled` is asked between pictures.
+#[allow(clippy::too_many_arguments)]
+pub fn measure(
+    g: &Generator,
+    guide: &ClipGuide,
+    frame: Frame,
+    latents: &[(usize, &Latent)],
+    shifts: &[(&Shift, f64)],
+    params: &EvalParams,
+    net: Option<&Inception>,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Vec<Measured>> {
     if latents.is_empty() {
         return Err(Error::arg("latents", "none given: name seeds or a folder of latents"));
     }
@@ -144,12 +224,13 @@ pub fn evaluate(
         .f_fill_(1.0)?;
     let keep = outside_weight(g, params.region, g.config.size)?.f_mul(&in_frame)?;
     let keep_area = keep.f_sum(Kind::Double)?.f_double_value(&[])?.max(1e-8) * 3.0;
-    let n = ks.len();
-    let (mut sims, mut changes) = (vec![0.0; n], vec![0.0; n]);
-    let mut pool: Vec<Vec<Tensor>> = (0..n).map(|_| Vec::new()).collect();
-    for latent in latents {
+    let mut out = Vec::with_capacity(latents.len());
+    for &(index, latent) in latents {
+        if cancelled() {
+            return Err(Error::Cancelled);
+        }
         let images = render(g, latent, shifts, &ks, params.max_batch)?;
-        tch::no_grad(|| -> Result<()> {
+        out.push(tch::no_grad(|| -> Result<Measured> {
             // CLIP sees the renders as the loop did (its figures match the shift's metadata); the
             // change and FID see them as users do, clamped to the picture range.
             let features = guide.image_features(&guide.generator_input(&images)?)?;
@@ -158,36 +239,67 @@ pub fn evaluate(
             let weighted = pictures.f_sub(&base)?.f_abs()?.f_mul(&keep)?;
             let outside = weighted.f_flatten(1, -1)?.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?;
             let outside = Vec::<f64>::try_from(outside)?;
-            for (i, s) in similarities(&features, &text.f_expand_as(&features)?)?.into_iter().enumerate() {
-                sims[i] += s;
-                // [-1, 1] → 8-bit levels.
-                changes[i] += outside[i] / keep_area * 127.5;
-            }
-            if let Some(f) = fid {
-                // As 8-bit pictures, like the reference set's files: identical content, FID 0.
-                let pictures = pictures.f_add_scalar(1.0)?.f_mul_scalar(127.5)?.f_round()?;
-                let pictures = pictures.f_div_scalar(127.5)?.f_sub_scalar(1.0)?;
-                let framed = frame.crop(&pictures)?;
-                let feats = f.net.features(&framed)?.f_to_device(Device::Cpu)?;
-                for (i, p) in pool.iter_mut().enumerate() {
-                    p.push(feats.f_narrow(0, i as i64, 1)?);
+            let clip = similarities(&features, &text.f_expand_as(&features)?)?;
+            // [-1, 1] → 8-bit levels.
+            let change = outside.iter().map(|o| o / keep_area * 127.5).collect();
+            let features = match net {
+                Some(net) => {
+                    // As 8-bit pictures, like the reference set's files: identical content, FID 0.
+                    let pictures = pictures.f_add_scalar(1.0)?.f_mul_scalar(127.5)?.f_round()?;
+                    let pictures = pictures.f_div_scalar(127.5)?.f_sub_scalar(1.0)?;
+                    Some(net.features(&frame.crop(&pictures)?)?.f_to_device(Device::Cpu)?)
                 }
-            }
-            Ok(())
-        })?;
+                None => None,
+            };
+            Ok(Measured { index, clip, change, features })
+        })?);
     }
-    let count = latents.len() as f64;
+    Ok(out)
+}
+
+/// The table's rows (the order of `strengths`, k = 0 left out) from every picture's measures,
+/// summed in the order of their indices; with `fid`, the Fréchet distance of each strength's
+/// features against `reference` (None: the unedited renders).
+pub fn rows(strengths: &[f64], measured: &[Measured], fid: bool, reference: Option<&Statistics>) -> Result<Vec<Row>> {
+    let n = strengths.len() + 1;
+    let mut order: Vec<&Measured> = measured.iter().collect();
+    order.sort_by_key(|m| m.index);
+    if let Some(m) = order.iter().find(|m| m.clip.len() != n || m.change.len() != n) {
+        return Err(Error::arg(
+            "measures",
+            format!("picture {} has {} values for {n} strengths", m.index, m.clip.len()),
+        ));
+    }
+    let (mut sims, mut changes) = (vec![0.0; n], vec![0.0; n]);
+    for m in &order {
+        for i in 0..n {
+            sims[i] += m.clip[i];
+            changes[i] += m.change[i];
+        }
+    }
     let fids: Vec<Option<f64>> = match fid {
-        Some(f) => {
-            let stats = pool.iter().map(|p| Statistics::of(&Tensor::f_cat(p, 0)?)).collect::<Result<Vec<_>>>()?;
-            let reference = f.reference.as_ref().unwrap_or(&stats[0]);
+        true => {
+            let features = order
+                .iter()
+                .map(|m| {
+                    m.features.as_ref().ok_or_else(|| Error::arg("fid", format!("picture {} has no features", m.index)))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let stats = (0..n as i64)
+                .map(|i| {
+                    let rows = features.iter().map(|f| f.f_narrow(0, i, 1)).collect::<Result<Vec<_>, _>>()?;
+                    Statistics::of(&Tensor::f_cat(&rows, 0)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let reference = reference.unwrap_or(&stats[0]);
             stats.iter().map(|s| frechet_distance(s, reference).map(Some)).collect::<Result<_>>()?
         }
-        None => vec![None; n],
+        false => vec![None; n],
     };
+    let count = order.len() as f64;
     Ok((1..n)
         .map(|i| Row {
-            strength: ks[i],
+            strength: strengths[i - 1],
             clip_sim: sims[i] / count,
             clip_gain: (sims[i] - sims[0]) / count,
             change_outside: changes[i] / count,

@@ -9,6 +9,7 @@ pub mod optimize;
 pub mod params;
 pub mod probe;
 pub mod render;
+pub mod shard;
 pub mod shift;
 
 pub use latent::Latent;

@@ -191,3 +191,82 @@ pub fn clip(c: &clip::Config, seed: i64) -> Result<Vec<(String, Tensor)>> {
     sd.push(("logit_scale".into(), Tensor::from((1.0f64 / 0.07).ln() as f32)));
     Ok(sd)
 }
+
+/// pytorch-fid's Inception-v3 (`pt_inception-2015-12-05-6726825d.pth`'s 472 keys: 94
+/// `BasicConv2d`s as `*.conv.weight` + `*.bn.{weight,bias,running_mean,running_var}`, and the
+/// unused 1008-way `fc`), with torchvision's widths divided by `divisor` (1 = the official
+/// network): He-scaled random convolutions, identity BatchNorm statistics.
+pub fn inception(divisor: i64, seed: i64) -> Result<Vec<(String, Tensor)>> {
+    let opts = (Kind::Float, Device::Cpu);
+    let w = |c: i64| (c / divisor).max(1);
+    let mut init = SeededInit::new(seed);
+    let mut sd: Vec<(String, Tensor)> = Vec::new();
+    let mut conv = |sd: &mut Vec<(String, Tensor)>, key: &str, cin: i64, cout: i64, k: (i64, i64)| -> Result<()> {
+        let std = (2.0 / (cin * k.0 * k.1) as f64).sqrt();
+        sd.push((format!("{key}.conv.weight"), init.normal(&[cout, cin, k.0, k.1], std)?));
+        sd.push((format!("{key}.bn.weight"), Tensor::f_ones([cout], opts)?));
+        sd.push((format!("{key}.bn.bias"), Tensor::f_zeros([cout], opts)?));
+        sd.push((format!("{key}.bn.running_mean"), Tensor::f_zeros([cout], opts)?));
+        sd.push((format!("{key}.bn.running_var"), Tensor::f_ones([cout], opts)?));
+        Ok(())
+    };
+    let (k1, k3, k5, k17, k71, k13, k31) = ((1, 1), (3, 3), (5, 5), (1, 7), (7, 1), (1, 3), (3, 1));
+    conv(&mut sd, "Conv2d_1a_3x3", 3, w(32), k3)?;
+    conv(&mut sd, "Conv2d_2a_3x3", w(32), w(32), k3)?;
+    conv(&mut sd, "Conv2d_2b_3x3", w(32), w(64), k3)?;
+    conv(&mut sd, "Conv2d_3b_1x1", w(64), w(80), k1)?;
+    conv(&mut sd, "Conv2d_4a_3x3", w(80), w(192), k3)?;
+    let mut cin = w(192);
+    for (name, pool) in [("Mixed_5b", 32), ("Mixed_5c", 64), ("Mixed_5d", 64)] {
+        conv(&mut sd, &format!("{name}.branch1x1"), cin, w(64), k1)?;
+        conv(&mut sd, &format!("{name}.branch5x5_1"), cin, w(48), k1)?;
+        conv(&mut sd, &format!("{name}.branch5x5_2"), w(48), w(64), k5)?;
+        conv(&mut sd, &format!("{name}.branch3x3dbl_1"), cin, w(64), k1)?;
+        conv(&mut sd, &format!("{name}.branch3x3dbl_2"), w(64), w(96), k3)?;
+        conv(&mut sd, &format!("{name}.branch3x3dbl_3"), w(96), w(96), k3)?;
+        conv(&mut sd, &format!("{name}.branch_pool"), cin, w(pool), k1)?;
+        cin = w(64) + w(64) + w(96) + w(pool);
+    }
+    conv(&mut sd, "Mixed_6a.branch3x3", cin, w(384), k3)?;
+    conv(&mut sd, "Mixed_6a.branch3x3dbl_1", cin, w(64), k1)?;
+    conv(&mut sd, "Mixed_6a.branch3x3dbl_2", w(64), w(96), k3)?;
+    conv(&mut sd, "Mixed_6a.branch3x3dbl_3", w(96), w(96), k3)?;
+    cin += w(384) + w(96);
+    for (name, c7) in [("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)] {
+        let (p, c7) = (name, w(c7));
+        conv(&mut sd, &format!("{p}.branch1x1"), cin, w(192), k1)?;
+        conv(&mut sd, &format!("{p}.branch7x7_1"), cin, c7, k1)?;
+        conv(&mut sd, &format!("{p}.branch7x7_2"), c7, c7, k17)?;
+        conv(&mut sd, &format!("{p}.branch7x7_3"), c7, w(192), k71)?;
+        conv(&mut sd, &format!("{p}.branch7x7dbl_1"), cin, c7, k1)?;
+        conv(&mut sd, &format!("{p}.branch7x7dbl_2"), c7, c7, k71)?;
+        conv(&mut sd, &format!("{p}.branch7x7dbl_3"), c7, c7, k17)?;
+        conv(&mut sd, &format!("{p}.branch7x7dbl_4"), c7, c7, k71)?;
+        conv(&mut sd, &format!("{p}.branch7x7dbl_5"), c7, w(192), k17)?;
+        conv(&mut sd, &format!("{p}.branch_pool"), cin, w(192), k1)?;
+        cin = 4 * w(192);
+    }
+    conv(&mut sd, "Mixed_7a.branch3x3_1", cin, w(192), k1)?;
+    conv(&mut sd, "Mixed_7a.branch3x3_2", w(192), w(320), k3)?;
+    conv(&mut sd, "Mixed_7a.branch7x7x3_1", cin, w(192), k1)?;
+    conv(&mut sd, "Mixed_7a.branch7x7x3_2", w(192), w(192), k17)?;
+    conv(&mut sd, "Mixed_7a.branch7x7x3_3", w(192), w(192), k71)?;
+    conv(&mut sd, "Mixed_7a.branch7x7x3_4", w(192), w(192), k3)?;
+    cin += w(320) + w(192);
+    for name in ["Mixed_7b", "Mixed_7c"] {
+        let p = name;
+        conv(&mut sd, &format!("{p}.branch1x1"), cin, w(320), k1)?;
+        conv(&mut sd, &format!("{p}.branch3x3_1"), cin, w(384), k1)?;
+        conv(&mut sd, &format!("{p}.branch3x3_2a"), w(384), w(384), k13)?;
+        conv(&mut sd, &format!("{p}.branch3x3_2b"), w(384), w(384), k31)?;
+        conv(&mut sd, &format!("{p}.branch3x3dbl_1"), cin, w(448), k1)?;
+        conv(&mut sd, &format!("{p}.branch3x3dbl_2"), w(448), w(384), k3)?;
+        conv(&mut sd, &format!("{p}.branch3x3dbl_3a"), w(384), w(384), k13)?;
+        conv(&mut sd, &format!("{p}.branch3x3dbl_3b"), w(384), w(384), k31)?;
+        conv(&mut sd, &format!("{p}.branch_pool"), cin, w(192), k1)?;
+        cin = w(320) + 4 * w(384) + w(192);
+    }
+    sd.push(("fc.weight".into(), init.normal(&[w(1008), cin], (cin as f64).powf(-0.5))?));
+    sd.push(("fc.bias".into(), Tensor::f_zeros([w(1008)], opts)?));
+    Ok(sd)
+}

@@ -21,6 +21,7 @@ use clipshape::models::stylegan2::{config_f_channels, Generator, LayerId, Synthe
 use clipshape::random::seeded_normal;
 use clipshape::tokenizer::Tokenizer;
 
+mod eval;
 mod photo;
 use photo::{face_rows, full_edit_rows, transfer_rows};
 
@@ -49,6 +50,9 @@ pub enum Group {
     Edit,
     /// Moving a photo's pixels by an edit's flow: accuracy per render size, a 4000×3000 photo.
     Transfer,
+    /// One picture of the paper's table at full size (random generator, ViT-B/32, Inception),
+    /// and the merge of 3000 pictures' measures.
+    Eval,
 }
 
 impl std::str::FromStr for Group {
@@ -61,7 +65,8 @@ impl std::str::FromStr for Group {
             "face" => Group::Face,
             "edit" => Group::Edit,
             "transfer" => Group::Transfer,
-            _ => return Err(format!("`{s}` is not one of tiny, generator, models, face, edit, transfer")),
+            "eval" => Group::Eval,
+            _ => return Err(format!("`{s}` is not one of tiny, generator, models, face, edit, transfer, eval")),
         })
     }
 }
@@ -424,7 +429,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Row>> {
     if let (Some(dir), true) = (golden, opts.wants(Group::Transfer)) {
         transfer_rows(dir, &mut t)?;
     }
-    let full_clip = if opts.full && (opts.wants(Group::Models) || opts.wants(Group::Edit)) {
+    let full_clip = if opts.full && (opts.wants(Group::Models) || opts.wants(Group::Edit) || opts.wants(Group::Eval)) {
         let sd = init::clip(&clip::Config::vit_b32(), 0)?;
         Some(Clip::load(&Checkpoint::from_tensors("random ViT-B/32", sd), "", HeadCounts::default(), device)?)
     } else {
@@ -442,14 +447,25 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Row>> {
         }
         _ => None,
     };
+    let inception = match (&guide, opts.wants(Group::Eval)) {
+        (Some(_), true) => Some(eval::random_inception(device)?),
+        (None, true) if opts.only.is_some() => {
+            log::warn!("eval rows need --full (ViT-B/32) and the golden vocab");
+            None
+        }
+        _ => None,
+    };
     for &size in &opts.random_sizes {
-        if !(opts.wants(Group::Generator) || opts.wants(Group::Edit) && guide.is_some()) {
+        if !(opts.wants(Group::Generator) || (opts.wants(Group::Edit) || opts.wants(Group::Eval)) && guide.is_some()) {
             break;
         }
         let sd = init::stylegan2(512, 8, &config_f_channels(size, 2), 0)?;
         let g = Generator::load(&Checkpoint::from_tensors("random config-f", sd), "", device)?;
         if opts.wants(Group::Generator) {
             generator_rows(&format!("stylegan2 config-f {size}px (random)"), &g, &mut t)?;
+        }
+        if let (Some(guide), Some(net)) = (&guide, &inception) {
+            eval::eval_rows(&format!("{} + Inception", edit_model(size)), &g, guide, net, &mut t)?;
         }
         if !opts.wants(Group::Edit) {
             continue;
@@ -466,6 +482,9 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Row>> {
             }
             None => log::warn!("edit-step rows need --full and the golden vocab"),
         }
+    }
+    if let Some(net) = &inception {
+        eval::merge_row(net.pool3_dim(), &mut t)?;
     }
     if let Some(fe) = &opts.full_edit {
         let vocab =
@@ -521,7 +540,7 @@ pub struct BenchArgs {
     /// Also time full-size ViT-B/32 and IR-SE50 (random weights) and edit steps
     #[arg(long)]
     pub full: bool,
-    /// Only these row groups: tiny, generator, models, face, edit (comma-separated)
+    /// Only these row groups: tiny, generator, models, face, edit, transfer, eval (comma-separated)
     #[arg(long)]
     pub only: Option<String>,
     /// Ways of running the edit step, compared in one run: fp32 (the parity path), bf16,
